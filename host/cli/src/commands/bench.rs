@@ -1,0 +1,156 @@
+//! `xylem bench`: measurements on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use xylem_core::{CancelToken, Limits, NoHostCalls, RunRequest, TaskInfo};
+use xylem_wasm::{Runtime, RuntimeConfig};
+
+use crate::format;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Per-job sandbox cost (fresh store + instance + call + drop) and
+    /// component compile time versus cached load time.
+    Sandbox {
+        /// The component to measure; default: build plugins/hello.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// The task to call.
+        #[arg(long, default_value = "hello.echo")]
+        task: String,
+        /// Its JSON arguments.
+        #[arg(long, default_value = r#"{"ping":1}"#)]
+        args: String,
+        /// How many runs to time.
+        #[arg(long, default_value_t = 5000)]
+        iterations: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Sandbox {
+            plugin,
+            task,
+            args,
+            iterations,
+            json,
+        } => sandbox(plugin, &task, &args, iterations, json).await,
+    }
+}
+
+fn default_plugin() -> anyhow::Result<PathBuf> {
+    let dir = Path::new("plugins/hello");
+    anyhow::ensure!(
+        dir.join("Cargo.toml").is_file(),
+        "no --plugin given and no plugins/hello here: run from the Xylem repository or pass --plugin FILE.wasm"
+    );
+    Ok(xylem_wasm::build_plugin(dir)?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[allow(clippy::print_stdout)]
+async fn sandbox(
+    plugin: Option<PathBuf>,
+    task: &str,
+    args: &str,
+    iterations: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let file = match plugin {
+        Some(file) => file,
+        None => tokio::task::spawn_blocking(default_plugin).await??,
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+
+    // Compile into an empty cache, then load from it with a new runtime.
+    let cache = std::env::temp_dir().join(format!("xylem-bench-{}", std::process::id()));
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    };
+    let cold = Runtime::new(config.clone())?.load(&bytes).await?;
+    let runtime = Runtime::new(config)?;
+    let plugin = runtime.load(&bytes).await?;
+    let _ = std::fs::remove_dir_all(&cache);
+    let (compile, cached) = (cold.load_stats(), plugin.load_stats());
+
+    let host = Arc::new(NoHostCalls);
+    let request = |i: u32| RunRequest {
+        info: TaskInfo::new(format!("bench-{i}"), task),
+        args: args.to_owned(),
+        limits: Limits::default(),
+        cancel: CancelToken::new(),
+    };
+    // Warm up allocator pools and caches.
+    for i in 0..iterations.min(200) {
+        let outcome = plugin.run(request(i), host.clone()).await;
+        anyhow::ensure!(outcome.is_success(), "{task} failed: {:?}", outcome.error);
+    }
+    let mut times = Vec::with_capacity(iterations as usize);
+    let started = Instant::now();
+    for i in 0..iterations {
+        let t = Instant::now();
+        let outcome = plugin.run(request(i), host.clone()).await;
+        times.push(t.elapsed());
+        anyhow::ensure!(outcome.is_success(), "{task} failed: {:?}", outcome.error);
+    }
+    let total = started.elapsed();
+    times.sort();
+    let (p50, p90, p99) = (
+        percentile(&times, 0.50),
+        percentile(&times, 0.90),
+        percentile(&times, 0.99),
+    );
+    let per_sec = f64::from(iterations) / total.as_secs_f64();
+
+    if json {
+        let doc = serde_json::json!({
+            "plugin": file,
+            "task": task,
+            "iterations": iterations,
+            "run_us": { "p50": micros(p50), "p90": micros(p90), "p99": micros(p99),
+                        "min": micros(times[0]), "max": micros(times[times.len() - 1]) },
+            "runs_per_second": per_sec,
+            "compile_ms": compile.compile_time.as_secs_f64() * 1e3,
+            "compile_load_ms": compile.load_time.as_secs_f64() * 1e3,
+            "cached_load_ms": cached.load_time.as_secs_f64() * 1e3,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("sandbox benchmark: {task} in {}", file.display());
+        println!(
+            "  fresh store + instance + call, {} runs (pooling allocator, one at a time):",
+            format::count(u64::from(iterations))
+        );
+        println!(
+            "    p50 {:.1} µs   p90 {:.1} µs   p99 {:.1} µs   ({:.0} runs/s)",
+            micros(p50),
+            micros(p90),
+            micros(p99),
+            per_sec
+        );
+        println!(
+            "  component compile: {}   cached load: {}",
+            format::duration(compile.compile_time + compile.load_time),
+            format::duration(cached.load_time)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

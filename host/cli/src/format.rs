@@ -1,0 +1,106 @@
+//! Human-readable rendering of sizes, durations and outcomes.
+
+use std::time::Duration;
+
+use xylem_core::{Outcome, TaskOptions};
+
+/// `1.5 MiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+/// `412 µs`, `3.2 ms`, `1.50 s`.
+pub(crate) fn duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// `12,345,678`.
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A task's declared defaults on one line, e.g. `retries=3 timeout=30s`.
+pub(crate) fn options(o: &TaskOptions) -> String {
+    let ms = |v: u64| humantime::format_duration(Duration::from_millis(v)).to_string();
+    let mut parts = Vec::new();
+    if let Some(q) = &o.queue {
+        parts.push(format!("queue={q}"));
+    }
+    if let Some(p) = o.priority {
+        parts.push(format!("priority={p}"));
+    }
+    if let Some(r) = o.max_retries {
+        parts.push(format!("retries={r}"));
+    }
+    if let Some(b) = o.retry_backoff_ms {
+        parts.push(format!("backoff={}", ms(b)));
+    }
+    if let Some(b) = o.retry_backoff_max_ms {
+        parts.push(format!("backoff-max={}", ms(b)));
+    }
+    if let Some(t) = o.soft_time_limit_ms {
+        parts.push(format!("soft-timeout={}", ms(t)));
+    }
+    if let Some(t) = o.hard_time_limit_ms {
+        parts.push(format!("timeout={}", ms(t)));
+    }
+    if let Some(f) = o.fuel {
+        parts.push(format!("fuel={}", count(f)));
+    }
+    if let Some(m) = o.max_memory_bytes {
+        parts.push(format!("memory={}", bytes(m)));
+    }
+    if let Some(r) = &o.rate_limit {
+        parts.push(format!("rate={r}"));
+    }
+    if parts.is_empty() {
+        "(host defaults)".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The resource line of an outcome.
+pub(crate) fn usage(outcome: &Outcome) -> String {
+    format!(
+        "wall {}  fuel {}  peak memory {}",
+        duration(outcome.usage.wall_time()),
+        count(outcome.usage.fuel),
+        bytes(outcome.usage.peak_memory)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(12_345_678), "12,345,678");
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(duration(Duration::from_micros(412)), "412 µs");
+        assert_eq!(duration(Duration::from_micros(3200)), "3.2 ms");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
+    }
+}

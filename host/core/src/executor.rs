@@ -1,0 +1,131 @@
+//! The seam between the job system and whatever runs task code.
+//!
+//! `xylem-wasm` implements [`Executor`] with a fresh WebAssembly sandbox per
+//! run; tests of the job logic can implement it natively.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Limits, Outcome, Progress};
+
+/// What a task is told about the job it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Job id.
+    pub id: String,
+    /// Task name.
+    pub name: String,
+    /// Queue the job came from.
+    pub queue: String,
+    /// 1 on the first run.
+    pub attempt: u32,
+    /// Retries the job may have in all.
+    pub max_retries: u32,
+    /// Job headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl TaskInfo {
+    /// A first attempt of `name` with a given id, on queue `default`.
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            queue: "default".to_owned(),
+            attempt: 1,
+            max_retries: 0,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A flag that stops a running task: set it and the run ends with
+/// `cancelled` within milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One run of one task.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The job as the task sees it (`info.name` is the task to run).
+    pub info: TaskInfo,
+    /// JSON arguments.
+    pub args: String,
+    /// Limits for this run.
+    pub limits: Limits,
+    /// Set to stop the run.
+    pub cancel: CancelToken,
+}
+
+/// Options a running task gave for a child task it enqueues.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildOptions {
+    /// Queue for the child.
+    pub queue: Option<String>,
+    /// Priority 0–9.
+    pub priority: Option<u8>,
+    /// Delay before the child may run, in ms.
+    pub delay_ms: Option<u64>,
+    /// Retries for the child.
+    pub max_retries: Option<u32>,
+}
+
+/// What the job system does when a running task calls the host. The
+/// default methods do nothing (and refuse child tasks), which is what a
+/// one-off `xylem run` needs.
+#[async_trait]
+pub trait HostCalls: Send + Sync + fmt::Debug {
+    /// The task reported progress.
+    fn progress(&self, _job: &TaskInfo, _progress: &Progress) {}
+
+    /// The task says it is alive: extend its lease.
+    fn heartbeat(&self, _job: &TaskInfo) {}
+
+    /// The task enqueues a child task; returns the child's id.
+    async fn enqueue(
+        &self,
+        _parent: &TaskInfo,
+        name: &str,
+        _args: &str,
+        _options: ChildOptions,
+    ) -> Result<String, String> {
+        Err(format!(
+            "cannot enqueue `{name}`: child tasks need a job store (run this task through a worker)"
+        ))
+    }
+}
+
+/// Host calls that do nothing: for one-off runs and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHostCalls;
+
+impl HostCalls for NoHostCalls {}
+
+/// Runs task code.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs `request` to an outcome. Never panics on bad task code: every
+    /// failure of the task is an [`Outcome`] with an error.
+    async fn execute(&self, request: RunRequest, host: Arc<dyn HostCalls>) -> Outcome;
+}

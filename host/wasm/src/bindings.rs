@@ -1,0 +1,14 @@
+//! Host-side bindings of the `xylem:task` WIT package (world `plugin`).
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../../wit",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub(crate) use exports::xylem::task::handler::TaskError as WitTaskError;
+pub(crate) use xylem::task::types::{
+    EnqueueOptions as WitEnqueueOptions, Level as WitLevel, TaskInfo as WitTaskInfo,
+    TaskOptions as WitTaskOptions, TaskSpec as WitTaskSpec,
+};

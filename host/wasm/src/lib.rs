@@ -1,0 +1,26 @@
+//! Xylem's WebAssembly runtime.
+//!
+//! One [`Runtime`] per process owns the wasmtime engine (pooling allocator,
+//! epoch interruption, fuel), the on-disk cache of precompiled components
+//! and the linker that offers plugins the `xylem:task/host` imports and a
+//! deny-all WASI. [`Runtime::load`] turns component bytes into a
+//! [`Plugin`]: validated against the WIT world, described (its tasks and
+//! their defaults) and prepared for instantiation once. [`Plugin::run`]
+//! runs one job in a fresh `Store` and instance with the job's limits and
+//! returns an [`xylem_core::Outcome`], whatever the guest does.
+
+mod bindings;
+pub mod build;
+mod cache;
+mod host;
+mod limiter;
+mod log;
+mod plugin;
+mod run;
+mod runtime;
+mod state;
+
+pub use build::{BuildError, build_plugin};
+pub use cache::CacheStats;
+pub use plugin::Plugin;
+pub use runtime::{LoadError, Runtime, RuntimeConfig};

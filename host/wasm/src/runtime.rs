@@ -1,0 +1,214 @@
+//! The per-process runtime: engine, linker, component cache, epoch ticker.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::cache::{ComponentCache, digest};
+use crate::plugin::Plugin;
+use crate::state::JobState;
+
+/// Why a component could not become a [`Plugin`].
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid WebAssembly component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// A valid component, but not of the `xylem:task/plugin` world.
+    #[error("the component is not a Xylem plugin (world xylem:task/plugin@0.1.0): {0}")]
+    Incompatible(String),
+    /// The plugin's `describe` failed or returned nonsense.
+    #[error("the plugin's describe() failed: {0}")]
+    Describe(String),
+    /// The engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Most jobs that may run at once in this process (pool slots).
+    pub max_instances: u32,
+    /// Upper bound of any one job's memory limit, in bytes.
+    pub max_memory_per_instance: u64,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// How often running jobs are checked against their deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_per_instance: 4 * 1024 * 1024 * 1024,
+            cache_dir: Some(Self::default_cache_dir()),
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// `$XYLEM_CACHE_DIR`, else `$XDG_CACHE_HOME/xylem/components`, else
+    /// `~/.cache/xylem/components`, else a folder in the temp dir.
+    pub fn default_cache_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("XYLEM_CACHE_DIR") {
+            return PathBuf::from(dir);
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("xylem").join("components")
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<JobState>,
+    cache: ComponentCache,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Release);
+    }
+}
+
+/// The WebAssembly runtime of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = config.max_instances.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(8))
+            .total_stacks(slots)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_memory_size(usize::try_from(config.max_memory_per_instance).unwrap_or(usize::MAX));
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        PluginWorld::add_to_linker::<_, HasSelf<JobState>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(&engine, config.epoch_tick, stop_ticker.clone())?;
+
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                cache: ComponentCache::new(&engine, config.cache_dir),
+                engine,
+                linker,
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// Loads a plugin from a `.wasm` file.
+    pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load(&bytes).await
+    }
+
+    /// Loads a plugin from component bytes: compiles (or finds in the
+    /// cache), checks it against the `plugin` world, prepares it for
+    /// instantiation and asks it to describe its tasks.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        if wasmparser_is_core_module(bytes) {
+            return Err(LoadError::Invalid(
+                "this is a core WebAssembly module, not a component; build for \
+                 wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                    .to_owned(),
+            ));
+        }
+        let digest = digest(bytes);
+        let inner = self.inner.clone();
+        let bytes_owned = bytes.to_vec();
+        let digest_owned = digest.clone();
+        // Compiling is CPU-heavy: keep it off the async workers.
+        let (component, stats) = tokio::task::spawn_blocking(move || {
+            inner
+                .cache
+                .load(&inner.engine, &bytes_owned, &digest_owned)
+        })
+        .await
+        .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
+
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let pre =
+            PluginPre::new(instance_pre).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        Plugin::new(self.clone(), digest, bytes.len(), pre, stats).await
+    }
+}
+
+/// A core module starts with version 1 in its header; a component with a
+/// different layer/version word.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn spawn_epoch_ticker(
+    engine: &Engine,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<(), LoadError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("xylem-epoch".to_owned())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))
+}

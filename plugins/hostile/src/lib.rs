@@ -1,0 +1,184 @@
+//! Hostile-plugin fixtures: each task misbehaves in one way, so the tests
+//! can prove the sandbox contains it. Never deploy this plugin.
+
+use std::io::Write;
+
+use serde::Deserialize;
+use serde_json::Value;
+use xylem_guest::{Context, Task, TaskError, TaskResult};
+
+/// Spins forever: only a time limit (or fuel) stops it.
+fn infinite_loop(_ctx: &Context, _args: Value) -> TaskResult<u64> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Ignores `cancelled()` but would return if it ever saw it: shows the soft
+/// limit reaching a task that checks it.
+fn polite_loop(ctx: &Context, _args: Value) -> TaskResult<String> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+        if n % 100_000 == 0 && ctx.cancelled() {
+            return Err(TaskError::fail("stopped: cancelled (soft time limit)"));
+        }
+    }
+}
+
+/// Allocates and touches memory without end.
+fn memory_bomb(_ctx: &Context, _args: Value) -> TaskResult<usize> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1024 * 1024]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut local = [0u8; 256];
+    local.copy_from_slice(pad);
+    std::hint::black_box(&local);
+    recurse(depth + 1, &mut local) + u64::from(local[0])
+}
+
+/// Recurses without end.
+fn stack_overflow(_ctx: &Context, _args: Value) -> TaskResult<u64> {
+    let mut pad = [0u8; 256];
+    Ok(recurse(0, &mut pad))
+}
+
+/// Panics.
+fn panic(_ctx: &Context, _args: Value) -> TaskResult<()> {
+    panic!("this plugin panics on purpose");
+}
+
+#[derive(Deserialize)]
+struct Huge {
+    #[serde(default = "default_huge")]
+    bytes: usize,
+}
+
+fn default_huge() -> usize {
+    32 * 1024 * 1024
+}
+
+/// Returns a result far larger than any sane output limit.
+fn huge_output(_ctx: &Context, args: Huge) -> TaskResult<String> {
+    Ok("x".repeat(args.bytes))
+}
+
+/// Tries to read a host file; succeeds only if the sandbox leaks.
+fn read_file(_ctx: &Context, _args: Value) -> TaskResult<String> {
+    for path in ["/etc/passwd", "/", ".", "/proc/self/environ"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(format!("read {path}: {text}"));
+        }
+        if let Ok(dir) = std::fs::read_dir(path) {
+            let names: Vec<String> = dir
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            return Ok(format!("listed {path}: {}", names.join(",")));
+        }
+    }
+    Err(TaskError::fail("no host file or directory is visible"))
+}
+
+/// Tries to read the host's environment variables.
+fn read_env(_ctx: &Context, _args: Value) -> TaskResult<Vec<(String, String)>> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    if vars.is_empty() && std::env::args().count() == 0 {
+        return Err(TaskError::fail("no environment variable or argument is visible"));
+    }
+    Ok(vars)
+}
+
+#[derive(Deserialize)]
+struct Connect {
+    #[serde(default = "default_addr")]
+    addr: String,
+}
+
+fn default_addr() -> String {
+    "127.0.0.1:5432".to_owned()
+}
+
+/// Tries to open sockets: TCP connect, TCP listen, UDP bind, DNS.
+fn open_socket(_ctx: &Context, args: Connect) -> TaskResult<String> {
+    let mut denials = Vec::new();
+    match std::net::TcpStream::connect(&args.addr) {
+        Ok(_) => return Ok(format!("connected to {}", args.addr)),
+        Err(e) => denials.push(format!("connect: {e}")),
+    }
+    match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => return Ok(format!("listening on {:?}", l.local_addr())),
+        Err(e) => denials.push(format!("listen: {e}")),
+    }
+    match std::net::UdpSocket::bind("127.0.0.1:0") {
+        Ok(_) => return Ok("bound a UDP socket".to_owned()),
+        Err(e) => denials.push(format!("udp: {e}")),
+    }
+    use std::net::ToSocketAddrs;
+    match "localhost:80".to_socket_addrs().map(|a| a.count()) {
+        Ok(n) if n > 0 => return Ok("resolved localhost".to_owned()),
+        Ok(_) => denials.push("dns: no addresses".to_owned()),
+        Err(e) => denials.push(format!("dns: {e}")),
+    }
+    Err(TaskError::fail(format!("network denied ({})", denials.join("; "))))
+}
+
+#[derive(Deserialize)]
+struct Spam {
+    #[serde(default = "default_lines")]
+    lines: u64,
+}
+
+fn default_lines() -> u64 {
+    200_000
+}
+
+/// Writes to stdout and stderr in a loop, then returns.
+fn stdout_spam(_ctx: &Context, args: Spam) -> TaskResult<u64> {
+    let mut written = 0;
+    for i in 0..args.lines {
+        // Errors (a full or closed pipe) are ignored: the point is the flood.
+        let _ = writeln!(std::io::stdout(), "spam line {i} ............................");
+        let _ = writeln!(std::io::stderr(), "spam err {i}");
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Burns a fixed amount of CPU: for fuel-determinism and fuel-limit tests.
+fn burn(_ctx: &Context, args: Value) -> TaskResult<u64> {
+    let rounds = args.get("rounds").and_then(Value::as_u64).unwrap_or(1_000_000);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.rotate_left(5) ^ i).wrapping_mul(31);
+    }
+    Ok(x)
+}
+
+fn tasks() -> Vec<Task> {
+    vec![
+        Task::new("hostile.loop", infinite_loop).description("Spins forever"),
+        Task::new("hostile.polite-loop", polite_loop)
+            .description("Spins until cancelled() turns true"),
+        Task::new("hostile.memory-bomb", memory_bomb).description("Allocates without end"),
+        Task::new("hostile.stack-overflow", stack_overflow).description("Recurses without end"),
+        Task::new("hostile.panic", panic).description("Panics"),
+        Task::new("hostile.huge-output", huge_output).description("Returns a huge result"),
+        Task::new("hostile.read-file", read_file).description("Tries to read host files"),
+        Task::new("hostile.read-env", read_env).description("Tries to read the host environment"),
+        Task::new("hostile.socket", open_socket).description("Tries to open sockets"),
+        Task::new("hostile.stdout-spam", stdout_spam).description("Floods stdout and stderr"),
+        Task::new("hostile.burn", burn).description("Burns `rounds` iterations of CPU"),
+    ]
+}
+
+xylem_guest::export_plugin!(tasks);
