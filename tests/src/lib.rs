@@ -1,1 +1,64 @@
-//! placeholder
+//! Shared helpers of Xylem's integration tests: building the example and
+//! hostile plugins once per test process, a shared Wasm runtime, and the
+//! path of the `xylem` binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use xylem_wasm::{Runtime, RuntimeConfig};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The component built from `plugins/<name>` (built on first use, once per
+/// test process; cargo's own lock serialises builds across processes).
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let dir = repo_root().join("plugins").join(name);
+    let path = xylem_wasm::build_plugin(&dir)
+        .unwrap_or_else(|e| panic!("cannot build plugin {}: {e}", dir.display()));
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// One Wasm runtime for the whole test process, caching compiled
+/// components under `cache_dir`.
+pub fn runtime(cache_dir: &Path) -> Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            Runtime::new(RuntimeConfig {
+                cache_dir: Some(cache_dir.join("components")),
+                ..RuntimeConfig::default()
+            })
+            .expect("the Wasm runtime starts")
+        })
+        .clone()
+}
+
+/// The `xylem` binary `cargo test --workspace` built next to the tests.
+pub fn xylem_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> → target/<profile>/xylem
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = dir.join(format!("xylem{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p xylem-cli` first)",
+        bin.display()
+    );
+    bin
+}

@@ -117,17 +117,24 @@ impl JobLog {
         (std::mem::take(&mut buf.lines), buf.truncated)
     }
 
-    /// The last line the guest wrote to stderr that mentions a panic.
+    /// The guest's panic message, from what it wrote to stderr: the
+    /// `panicked at` line and the line after it (the message itself).
     pub(crate) fn panic_message(&self) -> Option<String> {
         let buf = self.lock();
         let partial = String::from_utf8_lossy(&buf.partial_stderr).into_owned();
-        buf.lines
+        let stderr: Vec<&str> = buf
+            .lines
             .iter()
             .filter(|l| l.level == LogLevel::Stderr)
-            .map(|l| l.message.clone())
-            .chain(std::iter::once(partial))
-            .filter(|m| m.contains("panicked at"))
-            .last()
+            .map(|l| l.message.as_str())
+            .chain(std::iter::once(partial.as_str()))
+            .collect();
+        let at = stderr.iter().rposition(|m| m.contains("panicked at"))?;
+        let mut message = stderr[at].trim().to_owned();
+        if let Some(next) = stderr.get(at + 1).filter(|m| !m.trim().is_empty()) {
+            message = format!("{message} {}", next.trim());
+        }
+        Some(message)
     }
 }
 

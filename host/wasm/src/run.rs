@@ -147,6 +147,7 @@ pub(crate) async fn describe(
         soft_deadline: None,
         max_memory: DESCRIBE_LIMITS.max_memory,
         max_log: DESCRIBE_LIMITS.max_log,
+        insecure_seed: 0,
     };
     let mut store = new_store(runtime, setup, DESCRIBE_LIMITS.fuel);
     let specs = call_guest(&mut store, pre, async |plugin, store| {
@@ -206,6 +207,7 @@ pub(crate) async fn run_task(
         soft_deadline: limits.soft_time_limit.map(|soft| started + soft),
         max_memory: limits.max_memory,
         max_log: limits.max_log,
+        insecure_seed: seed_for(&request.info.name, &request.args),
     };
     let mut store = new_store(&plugin.inner.runtime, setup, limits.fuel);
     let info = to_wit_info(&request.info);
@@ -219,6 +221,9 @@ pub(crate) async fn run_task(
     .await;
 
     let usage = Usage {
+        // For a run stopped from outside (time limit, cancel) this is a
+        // lower bound: compiled code keeps its fuel counter in a register
+        // and does not write it back when the epoch callback aborts it.
         fuel: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
         wall_time_us: elapsed_us(started),
         peak_memory: store.data().limiter.peak(),
@@ -237,6 +242,19 @@ pub(crate) async fn run_task(
     outcome.progress = state.progress.take();
     (outcome.log, outcome.log_truncated) = state.log.finish();
     outcome
+}
+
+/// A seed that depends only on the task and its arguments.
+fn seed_for(task: &str, args: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::new()
+        .chain_update(task.as_bytes())
+        .chain_update([0])
+        .chain_update(args.as_bytes())
+        .finalize();
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(seed)
 }
 
 fn parse_result(json: &str, limits: &Limits) -> Result<Value, Failure> {
@@ -311,7 +329,7 @@ fn classify_error(error: RunError, store: &Store<JobState>, limits: &Limits) -> 
             Failure::new(FailureKind::Trap, "wasm trap: call stack exhausted (stack overflow)")
         }
         Some(trap) => {
-            let mut message = format!("wasm trap: {trap}");
+            let mut message = trap.to_string();
             if let Some(panic) = state.log.panic_message() {
                 message = format!("{message} ({})", panic.trim());
             }

@@ -51,6 +51,8 @@ pub(crate) struct JobSetup {
     pub(crate) soft_deadline: Option<Instant>,
     pub(crate) max_memory: u64,
     pub(crate) max_log: u64,
+    /// Seed of `wasi:random/insecure-seed` (what hash maps seed from).
+    pub(crate) insecure_seed: u128,
 }
 
 impl JobState {
@@ -58,13 +60,16 @@ impl JobState {
         let log = JobLog::new(setup.max_log, setup.started);
         // Deny by default: no preopened directories, no environment, no
         // arguments, no network, no name lookup. Only stdout/stderr exist,
-        // and they go to the job log.
+        // and they go to the job log. The insecure seed is fixed per input
+        // so the same job uses the same fuel every time; secure random
+        // stays truly random.
         let wasi = WasiCtx::builder()
             .stdout(log.stream(LogLevel::Stdout))
             .stderr(log.stream(LogLevel::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .insecure_random_seed(setup.insecure_seed)
             .build();
         Self {
             wasi,
