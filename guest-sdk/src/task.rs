@@ -18,7 +18,9 @@ pub struct Task {
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task").field("name", &self.spec.name).finish()
+        f.debug_struct("Task")
+            .field("name", &self.spec.name)
+            .finish()
     }
 }
 

@@ -2,6 +2,8 @@
 //! limits, the host survives, and the next job runs fine — one after
 //! another and all at once.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,10 +55,18 @@ fn tight() -> Limits {
 fn hostile_cases() -> Vec<(&'static str, serde_json::Value, FailureKind)> {
     vec![
         ("hostile.loop", json!({}), FailureKind::TimeLimitExceeded),
-        ("hostile.memory-bomb", json!({}), FailureKind::MemoryLimitExceeded),
+        (
+            "hostile.memory-bomb",
+            json!({}),
+            FailureKind::MemoryLimitExceeded,
+        ),
         ("hostile.stack-overflow", json!({}), FailureKind::Trap),
         ("hostile.panic", json!({}), FailureKind::Trap),
-        ("hostile.huge-output", json!({"bytes": 1_000_000}), FailureKind::BadOutput),
+        (
+            "hostile.huge-output",
+            json!({"bytes": 1_000_000}),
+            FailureKind::BadOutput,
+        ),
         ("hostile.read-file", json!({}), FailureKind::PluginError),
         ("hostile.read-env", json!({}), FailureKind::PluginError),
         ("hostile.socket", json!({}), FailureKind::PluginError),
@@ -64,14 +74,26 @@ fn hostile_cases() -> Vec<(&'static str, serde_json::Value, FailureKind)> {
 }
 
 async fn assert_greet_works(hello: &Plugin) {
-    let outcome = run(hello, "hello.greet", json!({"name": "Ada"}), Limits::default()).await;
+    let outcome = run(
+        hello,
+        "hello.greet",
+        json!({"name": "Ada"}),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(outcome.result, Some(json!("Hello, Ada!")), "{outcome:?}");
 }
 
 #[tokio::test]
 async fn greet_returns_the_greeting_with_usage_and_log() {
     let hello = load("hello").await;
-    let outcome = run(&hello, "hello.greet", json!({"name": "Ada"}), Limits::default()).await;
+    let outcome = run(
+        &hello,
+        "hello.greet",
+        json!({"name": "Ada"}),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(outcome.result, Some(json!("Hello, Ada!")));
     assert!(outcome.usage.fuel > 0);
     assert!(outcome.usage.peak_memory > 0);
@@ -121,7 +143,13 @@ async fn hostile_plugins_fail_typed_when_run_all_at_once() {
     for i in 0..8 {
         let hello = hello.clone();
         greets.push(tokio::spawn(async move {
-            run(&hello, "hello.greet", json!({"name": format!("n{i}")}), Limits::default()).await
+            run(
+                &hello,
+                "hello.greet",
+                json!({"name": format!("n{i}")}),
+                Limits::default(),
+            )
+            .await
         }));
     }
     let started = Instant::now();
@@ -133,7 +161,11 @@ async fn hostile_plugins_fail_typed_when_run_all_at_once() {
         let outcome = greet.await.expect("no run panics");
         assert_eq!(outcome.result, Some(json!(format!("Hello, n{i}!"))));
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_greet_works(&hello).await;
 }
 
@@ -170,7 +202,10 @@ async fn the_guest_sees_no_environment_variable() {
     assert!(std::env::vars().count() > 0);
     let hostile = load("hostile").await;
     let outcome = run(&hostile, "hostile.read-env", json!({}), tight()).await;
-    assert!(outcome.result.is_none(), "the environment leaked: {outcome:?}");
+    assert!(
+        outcome.result.is_none(),
+        "the environment leaked: {outcome:?}"
+    );
     assert_eq!(outcome.failure_kind(), Some(FailureKind::PluginError));
 }
 
@@ -199,7 +234,13 @@ async fn stdout_floods_are_captured_up_to_the_cap() {
         max_log: 4096,
         ..tight()
     };
-    let outcome = run(&hostile, "hostile.stdout-spam", json!({"lines": 5000}), limits).await;
+    let outcome = run(
+        &hostile,
+        "hostile.stdout-spam",
+        json!({"lines": 5000}),
+        limits,
+    )
+    .await;
     assert_eq!(outcome.result, Some(json!(5000)), "{outcome:?}");
     assert!(outcome.log_truncated);
     let kept: usize = outcome.log.iter().map(|l| l.message.len()).sum();
@@ -216,7 +257,13 @@ async fn fuel_use_is_identical_across_runs() {
     let mut burn = Vec::new();
     let mut stats = Vec::new();
     for _ in 0..3 {
-        let outcome = run(&hostile, "hostile.burn", json!({"rounds": 200_000}), Limits::default()).await;
+        let outcome = run(
+            &hostile,
+            "hostile.burn",
+            json!({"rounds": 200_000}),
+            Limits::default(),
+        )
+        .await;
         assert!(outcome.is_success(), "{outcome:?}");
         burn.push(outcome.usage.fuel);
         let outcome = run(&text, "text.stats", json!({"text": doc}), Limits::default()).await;
@@ -251,7 +298,11 @@ async fn the_soft_time_limit_turns_cancelled_true() {
     let started = Instant::now();
     let outcome = run(&hostile, "hostile.polite-loop", json!({}), limits).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(outcome.failure_kind(), Some(FailureKind::PluginError), "{outcome:?}");
+    assert_eq!(
+        outcome.failure_kind(),
+        Some(FailureKind::PluginError),
+        "{outcome:?}"
+    );
     assert!(outcome.soft_limit_reached);
 }
 
@@ -269,7 +320,11 @@ async fn cancel_stops_a_running_job_within_milliseconds() {
     cancel.cancel();
     let outcome = running.await.unwrap();
     assert_eq!(outcome.failure_kind(), Some(FailureKind::Cancelled));
-    assert!(cancelled_at.elapsed() < Duration::from_millis(200), "{:?}", cancelled_at.elapsed());
+    assert!(
+        cancelled_at.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -284,17 +339,41 @@ async fn bad_requests_fail_clearly_before_running() {
     let outcome = hello.run(req, Arc::new(NoHostCalls)).await;
     assert_eq!(outcome.failure_kind(), Some(FailureKind::InvalidArgs));
 
-    let outcome = run(&hello, "hello.greet", json!({"nom": "x"}), Limits::default()).await;
+    let outcome = run(
+        &hello,
+        "hello.greet",
+        json!({"nom": "x"}),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(outcome.failure_kind(), Some(FailureKind::Rejected));
-    assert!(outcome.error.unwrap().message.contains("missing field `name`"));
+    assert!(
+        outcome
+            .error
+            .unwrap()
+            .message
+            .contains("missing field `name`")
+    );
 }
 
 #[tokio::test]
 async fn task_errors_map_to_fail_and_reject() {
     let hello = load("hello").await;
-    let outcome = run(&hello, "hello.flaky", json!({"fail_times": 1}), Limits::default()).await;
+    let outcome = run(
+        &hello,
+        "hello.flaky",
+        json!({"fail_times": 1}),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(outcome.failure_kind(), Some(FailureKind::PluginError));
-    let outcome = run(&hello, "hello.greet", json!({"name": " "}), Limits::default()).await;
+    let outcome = run(
+        &hello,
+        "hello.greet",
+        json!({"name": " "}),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(outcome.failure_kind(), Some(FailureKind::Rejected));
 }
 
@@ -302,12 +381,21 @@ async fn task_errors_map_to_fail_and_reject() {
 async fn text_stats_counts_and_reports_progress() {
     let text = load("textstats").await;
     let doc = "One fish. Two fish!\nRed fish, blue fish?\n".repeat(500);
-    let outcome = run(&text, "text.stats", json!({"text": doc, "top": 2}), Limits::default()).await;
+    let outcome = run(
+        &text,
+        "text.stats",
+        json!({"text": doc, "top": 2}),
+        Limits::default(),
+    )
+    .await;
     let stats = outcome.result.clone().expect("text.stats succeeds");
     assert_eq!(stats["words"], json!(4000));
     assert_eq!(stats["lines"], json!(1000));
     assert_eq!(stats["sentences"], json!(1500));
-    assert_eq!(stats["top_words"][0], json!({"word": "fish", "count": 2000}));
+    assert_eq!(
+        stats["top_words"][0],
+        json!({"word": "fish", "count": 2000})
+    );
     assert_eq!(outcome.progress.as_ref().map(|p| p.percent), Some(100.0));
 }
 
@@ -343,9 +431,17 @@ async fn compiled_components_are_cached_on_disk() {
         ..Default::default()
     };
     let bytes = std::fs::read(plugin("hello")).unwrap();
-    let first = xylem_wasm::Runtime::new(config.clone()).unwrap().load(&bytes).await.unwrap();
+    let first = xylem_wasm::Runtime::new(config.clone())
+        .unwrap()
+        .load(&bytes)
+        .await
+        .unwrap();
     assert!(!first.load_stats().hit);
-    let second = xylem_wasm::Runtime::new(config).unwrap().load(&bytes).await.unwrap();
+    let second = xylem_wasm::Runtime::new(config)
+        .unwrap()
+        .load(&bytes)
+        .await
+        .unwrap();
     assert!(second.load_stats().hit);
     assert_eq!(first.digest(), second.digest());
     assert_greet_works(&second).await;

@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 /// in a fresh sandbox for every job with fuel, memory and time limits.
 #[derive(Debug, Parser)]
 #[command(name = "xylem", version, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 10-32 a task failure \
-(see `xylem run --help`).\nLogs: set XYLEM_LOG (e.g. XYLEM_LOG=debug) to see more.")]
+#[command(
+    after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 10-32 a task failure \
+(see `xylem run --help`).\nLogs: set XYLEM_LOG (e.g. XYLEM_LOG=debug) to see more."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -14,5 +14,5 @@ pub use executor::{
     CancelToken, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest, TaskInfo,
 };
 pub use limits::{Limits, LimitsError};
-pub use outcome::{Failure, FailureKind, LogLine, LogLevel, Outcome, Progress, Usage};
+pub use outcome::{Failure, FailureKind, LogLevel, LogLine, Outcome, Progress, Usage};
 pub use spec::{TaskOptions, TaskSpec};

@@ -81,7 +81,13 @@ pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
     }
     ensure_target()?;
     let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--target", TARGET, "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .current_dir(crate_dir)
@@ -101,7 +107,10 @@ pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
     let manifest_abs = std::fs::canonicalize(&manifest).unwrap_or(manifest);
     let mut artifact = None;
     if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(path) = component_artifact(&line, &manifest_abs) {
                 artifact = Some(path);
             }

@@ -88,12 +88,12 @@ impl ComponentCache {
             .precompile_component(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let compile_time = started.elapsed();
-        if let Some(path) = self.artifact_path(digest) {
-            if let Err(e) = write_atomically(&path, &compiled) {
-                // The cache is an optimisation: a read-only disk costs a
-                // recompile next time, nothing more.
-                tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
-            }
+        if let Some(path) = self.artifact_path(digest)
+            && let Err(e) = write_atomically(&path, &compiled)
+        {
+            // The cache is an optimisation: a read-only disk costs a
+            // recompile next time, nothing more.
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
         }
         let started = Instant::now();
         let component = deserialize(engine, &compiled)?;

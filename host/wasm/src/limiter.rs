@@ -42,7 +42,9 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let wanted = self.total_bytes.saturating_add(desired.saturating_sub(current));
+        let wanted = self
+            .total_bytes
+            .saturating_add(desired.saturating_sub(current));
         if wanted > self.max_bytes {
             self.denied = Some(wanted);
             return Ok(false);

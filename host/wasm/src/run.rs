@@ -39,12 +39,12 @@ fn new_store(runtime: &Runtime, setup: JobSetup, fuel: u64) -> Store<JobState> {
     // deadline and yield to the async runtime, so the watchdog and other
     // jobs get their turn even while the guest spins.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        match ctx.data_mut().check_deadlines(Instant::now()) {
+    store.epoch_deadline_callback(
+        |mut ctx| match ctx.data_mut().check_deadlines(Instant::now()) {
             Ok(()) => Ok(UpdateDeadline::Yield(1)),
             Err(stop) => Err(wasmtime::Error::new(stop)),
-        }
-    });
+        },
+    );
     store
 }
 
@@ -112,10 +112,7 @@ enum RunError {
 async fn call_guest<R>(
     store: &mut Store<JobState>,
     pre: &PluginPre<JobState>,
-    call: impl AsyncFnOnce(
-        &crate::bindings::Plugin,
-        &mut Store<JobState>,
-    ) -> wasmtime::Result<R>,
+    call: impl AsyncFnOnce(&crate::bindings::Plugin, &mut Store<JobState>) -> wasmtime::Result<R>,
 ) -> Result<R, RunError> {
     let cancel = store.data().cancel.clone();
     let hard_deadline = store.data().hard_deadline;
@@ -190,11 +187,17 @@ pub(crate) async fn run_task(
             request.info.name,
             known.join(", ")
         );
-        return Outcome::failure(Failure::new(FailureKind::UnknownTask, message), Usage::default());
+        return Outcome::failure(
+            Failure::new(FailureKind::UnknownTask, message),
+            Usage::default(),
+        );
     }
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.args) {
         let message = format!("arguments are not valid JSON: {e}");
-        return Outcome::failure(Failure::new(FailureKind::InvalidArgs, message), Usage::default());
+        return Outcome::failure(
+            Failure::new(FailureKind::InvalidArgs, message),
+            Usage::default(),
+        );
     }
 
     let limits = request.limits;
@@ -325,9 +328,10 @@ fn classify_error(error: RunError, store: &Store<JobState>, limits: &Limits) -> 
             FailureKind::FuelExhausted,
             format!("used up its fuel budget of {}", limits.fuel),
         ),
-        Some(Trap::StackOverflow) => {
-            Failure::new(FailureKind::Trap, "wasm trap: call stack exhausted (stack overflow)")
-        }
+        Some(Trap::StackOverflow) => Failure::new(
+            FailureKind::Trap,
+            "wasm trap: call stack exhausted (stack overflow)",
+        ),
         Some(trap) => {
             let mut message = trap.to_string();
             if let Some(panic) = state.log.panic_message() {

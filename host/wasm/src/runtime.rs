@@ -144,10 +144,12 @@ impl Runtime {
 
     /// Loads a plugin from a `.wasm` file.
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         self.load(&bytes).await
     }
 
@@ -168,9 +170,7 @@ impl Runtime {
         let digest_owned = digest.clone();
         // Compiling is CPU-heavy: keep it off the async workers.
         let (component, stats) = tokio::task::spawn_blocking(move || {
-            inner
-                .cache
-                .load(&inner.engine, &bytes_owned, &digest_owned)
+            inner.cache.load(&inner.engine, &bytes_owned, &digest_owned)
         })
         .await
         .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;

@@ -37,7 +37,9 @@ pub(crate) struct JobState {
 
 impl std::fmt::Debug for JobState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobState").field("info", &self.info).finish()
+        f.debug_struct("JobState")
+            .field("info", &self.info)
+            .finish()
     }
 }
 

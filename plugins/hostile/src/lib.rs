@@ -21,7 +21,7 @@ fn polite_loop(ctx: &Context, _args: Value) -> TaskResult<String> {
     let mut n: u64 = 0;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
-        if n % 100_000 == 0 && ctx.cancelled() {
+        if n.is_multiple_of(100_000) && ctx.cancelled() {
             return Err(TaskError::fail("stopped: cancelled (soft time limit)"));
         }
     }
@@ -93,7 +93,9 @@ fn read_file(_ctx: &Context, _args: Value) -> TaskResult<String> {
 fn read_env(_ctx: &Context, _args: Value) -> TaskResult<Vec<(String, String)>> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
     if vars.is_empty() && std::env::args().count() == 0 {
-        return Err(TaskError::fail("no environment variable or argument is visible"));
+        return Err(TaskError::fail(
+            "no environment variable or argument is visible",
+        ));
     }
     Ok(vars)
 }
@@ -129,7 +131,10 @@ fn open_socket(_ctx: &Context, args: Connect) -> TaskResult<String> {
         Ok(_) => denials.push("dns: no addresses".to_owned()),
         Err(e) => denials.push(format!("dns: {e}")),
     }
-    Err(TaskError::fail(format!("network denied ({})", denials.join("; "))))
+    Err(TaskError::fail(format!(
+        "network denied ({})",
+        denials.join("; ")
+    )))
 }
 
 #[derive(Deserialize)]
@@ -147,7 +152,10 @@ fn stdout_spam(_ctx: &Context, args: Spam) -> TaskResult<u64> {
     let mut written = 0;
     for i in 0..args.lines {
         // Errors (a full or closed pipe) are ignored: the point is the flood.
-        let _ = writeln!(std::io::stdout(), "spam line {i} ............................");
+        let _ = writeln!(
+            std::io::stdout(),
+            "spam line {i} ............................"
+        );
         let _ = writeln!(std::io::stderr(), "spam err {i}");
         written += 1;
     }
@@ -156,7 +164,10 @@ fn stdout_spam(_ctx: &Context, args: Spam) -> TaskResult<u64> {
 
 /// Burns a fixed amount of CPU: for fuel-determinism and fuel-limit tests.
 fn burn(_ctx: &Context, args: Value) -> TaskResult<u64> {
-    let rounds = args.get("rounds").and_then(Value::as_u64).unwrap_or(1_000_000);
+    let rounds = args
+        .get("rounds")
+        .and_then(Value::as_u64)
+        .unwrap_or(1_000_000);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..rounds {
         x = std::hint::black_box(x.rotate_left(5) ^ i).wrapping_mul(31);

@@ -1,0 +1,181 @@
+//! The `xylem` binary, driven as a user would: `plugin build`, `plugin
+//! inspect` and `run`, with their output and exit codes.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use xylem_tests::{plugin, repo_root, xylem_bin};
+
+fn xylem(args: &[&str]) -> Output {
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests-cache");
+    Command::new(xylem_bin())
+        .args(args)
+        .env("XYLEM_CACHE_DIR", cache)
+        .output()
+        .expect("xylem runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn plugin_build_prints_the_component_path_last() {
+    let dir = repo_root().join("plugins/hello");
+    let out = xylem(&["plugin", "build", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    assert!(last.ends_with("xylem_plugin_hello.wasm"), "{last}");
+    assert!(std::path::Path::new(&last).is_file());
+}
+
+#[test]
+fn plugin_build_of_a_non_crate_fails_clearly() {
+    let out = xylem(&["plugin", "build", "/nonexistent/plugin"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no Cargo.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_greet_prints_the_greeting_as_json() {
+    let wasm = plugin("hello");
+    let out = xylem(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "hello.greet",
+        "--args",
+        r#"{"name":"Ada"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#""Hello, Ada!""#);
+    assert!(stderr(&out).contains("fuel"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_json_prints_the_whole_outcome() {
+    let wasm = plugin("hello");
+    let out = xylem(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "hello.greet",
+        "--args",
+        r#"{"name":"Ada"}"#,
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let outcome: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(outcome["result"], "Hello, Ada!");
+    assert!(outcome["usage"]["fuel"].as_u64().unwrap() > 0);
+    assert!(outcome["usage"]["peak_memory"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_loop_with_timeout_exits_with_the_time_limit_code_in_time() {
+    let wasm = plugin("hostile");
+    let started = Instant::now();
+    let out = xylem(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "hostile.loop",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    let outcome: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(outcome["error"]["kind"], "time-limit-exceeded");
+    // Process start and plugin load included.
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn run_maps_each_failure_to_its_exit_code() {
+    let wasm = plugin("hostile");
+    let wasm = wasm.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["hostile.memory-bomb", "--memory", "16MiB"],
+            22,
+            "memory-limit-exceeded",
+        ),
+        (&["hostile.loop", "--fuel", "1000000"], 21, "fuel-exhausted"),
+        (&["hostile.panic"], 23, "panics on purpose"),
+        (
+            &[
+                "hostile.huge-output",
+                "--args",
+                r#"{"bytes":100000}"#,
+                "--max-output",
+                "10KiB",
+            ],
+            24,
+            "bad-output",
+        ),
+        (&["hostile.nope"], 30, "unknown-task"),
+        (&["hostile.burn", "--args", "{oops"], 31, "invalid-args"),
+    ];
+    for (args, code, needle) in cases {
+        let mut argv = vec!["run", wasm];
+        argv.extend_from_slice(args);
+        let out = xylem(&argv);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn inspect_lists_tasks_with_their_defaults() {
+    let wasm = plugin("textstats");
+    let out = xylem(&["plugin", "inspect", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("text.stats"), "{text}");
+    assert!(text.contains("retries=2"), "{text}");
+    assert!(text.contains("timeout=30s"), "{text}");
+
+    let out = xylem(&["plugin", "inspect", wasm.to_str().unwrap(), "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["tasks"][0]["name"], "text.stats");
+    assert_eq!(doc["tasks"][0]["options"]["max_retries"], 2);
+}
+
+#[test]
+fn inspect_refuses_a_file_that_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"hello").unwrap();
+    let out = xylem(&["plugin", "inspect", bogus.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a valid WebAssembly component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = xylem(&["plugin", "inspect", "/nonexistent.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let wasm = plugin("hello");
+    let out = xylem(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "hello.greet",
+        "--memory",
+        "lots",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid size"), "{}", stderr(&out));
+    let out = xylem(&["run", "--bogus-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
