@@ -104,3 +104,61 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
     }
 }
+
+/// Renders rows under headers with aligned columns.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// A short form of a UUID job id: its last 12 characters.
+pub(crate) fn short_id(id: &str) -> &str {
+    &id[id.len().saturating_sub(12)..]
+}
+
+/// Cuts `text` to `max` characters with an ellipsis.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// What a job ended with, in one line: its result or its error.
+pub(crate) fn record_summary(record: &xylem_core::TaskRecord) -> String {
+    match (&record.result, &record.error) {
+        (Some(result), _) if record.state == xylem_core::TaskState::Succeeded => {
+            serde_json::to_string(result).unwrap_or_default()
+        }
+        (_, Some(error)) => error.to_string(),
+        _ => String::new(),
+    }
+}

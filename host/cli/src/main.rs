@@ -2,6 +2,7 @@
 
 mod commands;
 mod format;
+mod store;
 
 use std::process::ExitCode;
 
@@ -16,20 +17,54 @@ use clap::{Parser, Subcommand};
 (see `xylem run --help`).\nLogs: set XYLEM_LOG (e.g. XYLEM_LOG=debug) to see more."
 )]
 struct Cli {
+    /// Where jobs, results and plugins live: sqlite://FILE (default), memory://.
+    /// [default: sqlite://xylem.db]
+    #[arg(long, global = true, env = "XYLEM_STORE")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build, inspect and manage plugins (task code as .wasm components).
+    /// Everything in one process on SQLite: build the example plugins, run a
+    /// worker, enqueue jobs, show what happened.
+    Demo(commands::demo::DemoArgs),
+    /// Run jobs from the queues.
+    Worker(commands::worker::WorkerArgs),
+    /// Queue a job.
+    Enqueue(commands::enqueue::EnqueueArgs),
+    /// Inspect jobs: show, wait, ls.
+    #[command(subcommand)]
+    Task(commands::task::TaskCommand),
+    /// Tasks that can run: every task of every pushed plugin, with defaults.
+    Tasks {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs per queue: ready, delayed, running, dead.
+    Queues {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter queue: ls, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(commands::dlq::DlqCommand),
+    /// Build, inspect, push and manage plugins (task code as .wasm components).
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
+    /// Check that the store is reachable (exit 1 if not).
+    Health {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one task once in the sandbox and print its outcome.
     Run(commands::run::RunArgs),
     /// Measure the platform on this machine.
-    #[command(subcommand)]
-    Bench(commands::bench::BenchCommand),
+    Bench(commands::bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -56,10 +91,20 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let explicit_store = cli.store.as_deref();
+        let store = explicit_store.unwrap_or(store::DEFAULT_STORE);
         match cli.command {
-            Command::Plugin(cmd) => commands::plugin::run(cmd).await,
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Worker(args) => commands::worker::run(store, args).await,
+            Command::Enqueue(args) => commands::enqueue::run(store, args).await,
+            Command::Task(cmd) => commands::task::run(store, cmd).await,
+            Command::Tasks { json } => commands::queues::tasks(store, json).await,
+            Command::Queues { json } => commands::queues::queues(store, json).await,
+            Command::Dlq(cmd) => commands::dlq::run(store, cmd).await,
+            Command::Plugin(cmd) => commands::plugin::run(store, cmd).await,
+            Command::Health { json } => commands::queues::health(store, json).await,
             Command::Run(args) => commands::run::run(args).await,
-            Command::Bench(cmd) => commands::bench::run(cmd).await,
+            Command::Bench(args) => commands::bench::run(explicit_store, args).await,
         }
     });
     match result {

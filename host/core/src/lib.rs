@@ -5,14 +5,27 @@
 //! driver. The Wasm runtime (`xylem-wasm`) implements [`Executor`]; the
 //! storage adapters implement the store traits.
 
+pub mod client;
+pub mod envelope;
 pub mod executor;
 pub mod limits;
+pub mod memory;
 pub mod outcome;
+pub mod record;
+pub mod retry;
 pub mod spec;
+pub mod store;
+pub mod time;
+pub mod worker;
 
+pub use client::{Client, ClientError, EnqueueRequest};
+pub use envelope::{Envelope, JobOptions};
 pub use executor::{
     CancelToken, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest, TaskInfo,
 };
 pub use limits::{Limits, LimitsError};
 pub use outcome::{Failure, FailureKind, LogLevel, LogLine, Outcome, Progress, Usage};
+pub use record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 pub use spec::{TaskOptions, TaskSpec};
+pub use store::{Broker, PluginStore, ResultBackend, StoreError, StoreResult, Stores};
+pub use worker::{Resolved, TaskRegistry, Worker, WorkerConfig, WorkerStats};

@@ -79,6 +79,8 @@ pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(crate_dir.to_owned()));
     }
+    let crate_dir = &std::fs::canonicalize(crate_dir).unwrap_or_else(|_| crate_dir.to_owned());
+    let manifest = crate_dir.join("Cargo.toml");
     ensure_target()?;
     let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args([
@@ -104,14 +106,13 @@ pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
             source,
         })?;
 
-    let manifest_abs = std::fs::canonicalize(&manifest).unwrap_or(manifest);
     let mut artifact = None;
     if let Some(stdout) = child.stdout.take() {
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
-            if let Some(path) = component_artifact(&line, &manifest_abs) {
+            if let Some(path) = component_artifact(&line, &manifest) {
                 artifact = Some(path);
             }
         }

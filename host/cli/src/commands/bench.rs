@@ -12,6 +12,32 @@ use xylem_wasm::{Runtime, RuntimeConfig};
 
 use crate::format;
 
+/// Throughput of no-op Wasm jobs through a store: enqueue N `hello.echo`
+/// jobs, drain them with a worker, report enqueue/s, processed/s and the
+/// enqueue→start latency on an idle worker. Without --store, a fresh
+/// SQLite file in the temp folder is used.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    /// Jobs to enqueue and process.
+    #[arg(long, default_value_t = 5000)]
+    jobs: u32,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u32,
+    /// Jobs timed one at a time for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    latency_samples: u32,
+    /// The component to use; default: build plugins/hello.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Per-job sandbox cost (fresh store + instance + call + drop) and
@@ -35,7 +61,18 @@ pub(crate) enum BenchCommand {
     },
 }
 
-pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let Some(cmd) = args.command else {
+        return super::throughput::run(
+            store_url,
+            args.jobs,
+            args.concurrency,
+            args.latency_samples,
+            args.plugin,
+            args.json,
+        )
+        .await;
+    };
     match cmd {
         BenchCommand::Sandbox {
             plugin,
@@ -47,7 +84,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn default_plugin() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_plugin() -> anyhow::Result<PathBuf> {
     let dir = Path::new("plugins/hello");
     anyhow::ensure!(
         dir.join("Cargo.toml").is_file(),
@@ -56,12 +93,12 @@ fn default_plugin() -> anyhow::Result<PathBuf> {
     Ok(xylem_wasm::build_plugin(dir)?)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 

@@ -1,8 +1,15 @@
 //! One module per `xylem` subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod demo;
+pub(crate) mod dlq;
+pub(crate) mod enqueue;
 pub(crate) mod plugin;
+pub(crate) mod queues;
 pub(crate) mod run;
+pub(crate) mod task;
+pub(crate) mod throughput;
+pub(crate) mod worker;
 
 use xylem_wasm::{Runtime, RuntimeConfig};
 

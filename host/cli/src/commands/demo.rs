@@ -1,0 +1,238 @@
+//! `xylem demo`: the whole platform in one process on a SQLite file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use xylem_core::{Client, EnqueueRequest, JobOptions, TaskRecord, Worker, WorkerConfig};
+use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
+
+use crate::format;
+
+/// Build the example plugins, start a worker on a fresh SQLite file, push
+/// the plugins, enqueue a handful of jobs (one that fails and retries, one
+/// killed by its time limit, one out of memory, one rejected), and print
+/// what happened to each.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Folder for the demo's SQLite file (default: a new temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The Xylem repository (holding plugins/); default: the current folder.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+}
+
+const DOCUMENT: &str = "Xylem runs background jobs. Each job runs in a fresh sandbox.\n\
+A sandbox has fuel, memory and time limits! Jobs that fail are retried.\n\
+Jobs that keep failing go to the dead-letter queue. Is that not neat?\n";
+
+fn step(text: &str) {
+    eprintln!("\n==> {text}");
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let plugins_dir = args.repo.join("plugins");
+    anyhow::ensure!(
+        plugins_dir.join("hello/Cargo.toml").is_file(),
+        "no plugins/ in {}: run the demo from the Xylem repository (or pass --repo PATH)",
+        args.repo.display()
+    );
+    let dir = match args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir
+        }
+        None => std::env::temp_dir().join(format!("xylem-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("xylem.db");
+    let _ = std::fs::remove_file(&db);
+    let store_url = format!("sqlite://{}", db.display());
+
+    step("Building the example plugins (wasm32-wasip2)");
+    let mut components = Vec::new();
+    for name in ["hello", "textstats", "hostile"] {
+        let crate_dir = plugins_dir.join(name);
+        let wasm =
+            tokio::task::spawn_blocking(move || xylem_wasm::build_plugin(&crate_dir)).await??;
+        eprintln!("    {name}: {}", wasm.display());
+        components.push(wasm);
+    }
+
+    step(&format!("Opening the store {store_url}"));
+    let store = crate::store::open(&store_url).await?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+
+    step("Pushing the plugins");
+    for wasm in &components {
+        let bytes = tokio::fs::read(wasm).await?;
+        let plugin = push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
+        let names: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
+        eprintln!("    sha256:{}  {}", &plugin.digest()[..12], names.join(" "));
+    }
+
+    step("Starting a worker (4 at a time)");
+    let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
+    let worker = Worker::new(
+        store.stores.clone(),
+        registry,
+        WorkerConfig {
+            concurrency: 4,
+            grace: Duration::from_secs(5),
+            name: "demo-worker".to_owned(),
+            ..WorkerConfig::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    step("Enqueueing jobs");
+    let client = Client::new(store.stores.clone());
+    let fast_retry = JobOptions {
+        retry_backoff_ms: Some(200),
+        ..JobOptions::default()
+    };
+    let jobs: Vec<(&str, EnqueueRequest)> = vec![
+        (
+            "a greeting",
+            EnqueueRequest::new("hello.greet", json!({"name": "Ada"}).to_string()),
+        ),
+        (
+            "an echo",
+            EnqueueRequest::new("hello.echo", json!({"numbers": [1, 2, 3]}).to_string()),
+        ),
+        (
+            "text statistics",
+            EnqueueRequest::new(
+                "text.stats",
+                json!({"text": DOCUMENT, "top": 3}).to_string(),
+            ),
+        ),
+        (
+            "fails twice, then succeeds",
+            EnqueueRequest {
+                options: fast_retry.clone(),
+                ..EnqueueRequest::new("hello.flaky", json!({"fail_times": 2}).to_string())
+            },
+        ),
+        (
+            "always fails: retries, then dead",
+            EnqueueRequest {
+                options: fast_retry.clone(),
+                max_retries: Some(2),
+                ..EnqueueRequest::new("hello.flaky", json!({"fail_times": 99}).to_string())
+            },
+        ),
+        (
+            "infinite loop, 1 s time limit",
+            EnqueueRequest {
+                max_retries: Some(0),
+                options: JobOptions {
+                    hard_time_limit_ms: Some(1000),
+                    ..JobOptions::default()
+                },
+                ..EnqueueRequest::new("hostile.loop", "{}")
+            },
+        ),
+        (
+            "memory bomb, 32 MiB cap",
+            EnqueueRequest {
+                options: JobOptions {
+                    max_memory_bytes: Some(32 << 20),
+                    ..JobOptions::default()
+                },
+                ..EnqueueRequest::new("hostile.memory-bomb", "{}")
+            },
+        ),
+        (
+            "tries to read /etc/passwd",
+            EnqueueRequest {
+                max_retries: Some(0),
+                ..EnqueueRequest::new("hostile.read-file", "{}")
+            },
+        ),
+        (
+            "bad arguments: rejected",
+            EnqueueRequest::new("hello.greet", json!({"nom": "x"}).to_string()),
+        ),
+        (
+            "delayed by 1 s, high priority",
+            EnqueueRequest {
+                priority: Some(9),
+                ..EnqueueRequest::new("hello.greet", json!({"name": "Grace"}).to_string())
+                    .delay(Duration::from_secs(1))
+            },
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, req) in jobs {
+        let envelope = client.enqueue(req).await?;
+        eprintln!(
+            "    {}  {:<20} {what}",
+            format::short_id(&envelope.id),
+            envelope.task
+        );
+        ids.push((what, envelope.id));
+    }
+
+    step("Waiting for every job to finish");
+    let mut records: Vec<(&str, TaskRecord)> = Vec::new();
+    for (what, id) in &ids {
+        records.push((what, client.wait(id, Duration::from_secs(120)).await?));
+    }
+    let _ = stop.send(());
+    let _ = worker.await;
+
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|(what, r)| {
+            vec![
+                format::short_id(&r.id).to_owned(),
+                r.task.clone(),
+                (*what).to_owned(),
+                r.state.to_string(),
+                r.attempt.to_string(),
+                r.usage
+                    .map(|u| format::duration(u.wall_time()))
+                    .unwrap_or_default(),
+                r.usage.map(|u| format::count(u.fuel)).unwrap_or_default(),
+                format::clip(&format::record_summary(r), 70),
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "{}",
+        format::table(
+            &[
+                "JOB",
+                "TASK",
+                "WHAT",
+                "STATE",
+                "ATTEMPTS",
+                "TIME",
+                "FUEL",
+                "RESULT / ERROR"
+            ],
+            &rows
+        )
+    );
+    let store_arg = format!("--store sqlite://{}", db.display());
+    println!();
+    println!("Everything is kept in {}. Look around:", db.display());
+    println!("  xylem {store_arg} task ls");
+    println!("  xylem {store_arg} task show {}", ids[3].1);
+    println!("  xylem {store_arg} dlq ls");
+    println!("  xylem {store_arg} queues");
+    println!("  xylem {store_arg} tasks");
+    Ok(ExitCode::SUCCESS)
+}

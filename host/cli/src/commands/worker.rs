@@ -1,0 +1,150 @@
+//! `xylem worker`: runs jobs from the store's queues.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use xylem_core::limits::parse_duration;
+use xylem_core::{PluginStore, Worker, WorkerConfig};
+use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
+
+/// Run jobs: reserve them from the queues, run each in a fresh sandbox,
+/// record results, retry or dead-letter failures. Stops gracefully on
+/// Ctrl-C / SIGTERM.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues to consume, comma-separated (default: all queues).
+    #[arg(long, short, value_delimiter = ',')]
+    queue: Vec<String>,
+    /// Most jobs run at once.
+    #[arg(long, short, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// Development: watch this folder and push every .wasm in it when it changes.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// On shutdown, how long running jobs may take before they are
+    /// cancelled and released back to their queue.
+    #[arg(long, default_value = "30s")]
+    grace: String,
+    /// Lease (visibility timeout) of a reserved job; renewed while it runs.
+    #[arg(long, default_value = "30s")]
+    lease: String,
+    /// Name recorded in job histories (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// Validates queue names: letters, digits, `-`, `_`, `.`, `:`.
+pub(crate) fn check_queue_name(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)),
+        "invalid queue name `{name}`: use letters, digits, '-', '_', '.' or ':'"
+    );
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    for q in &args.queue {
+        check_queue_name(q)?;
+    }
+    let store = crate::store::open(store_url).await?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: args.concurrency.max(16) + 16,
+        ..RuntimeConfig::default()
+    })?;
+    if let Some(dir) = &args.plugins {
+        anyhow::ensure!(dir.is_dir(), "--plugins {}: not a directory", dir.display());
+        tokio::spawn(watch_plugins(
+            runtime.clone(),
+            store.stores.plugins.clone(),
+            dir.clone(),
+        ));
+    }
+    let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
+    let mut config = WorkerConfig {
+        queues: args.queue,
+        concurrency: args.concurrency as usize,
+        lease: parse_duration(&args.lease)?,
+        grace: parse_duration(&args.grace)?,
+        ..WorkerConfig::default()
+    };
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    tracing::info!(store = %store.describe, "connected");
+    let worker = Worker::new(store.stores.clone(), registry, config);
+    let stats = worker.run(shutdown_signal()).await;
+    tracing::info!(
+        succeeded = stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
+        retried = stats.retried.load(std::sync::atomic::Ordering::Relaxed),
+        dead = stats.dead.load(std::sync::atomic::Ordering::Relaxed),
+        released = stats.released.load(std::sync::atomic::Ordering::Relaxed),
+        "done"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes every `.wasm` in `dir` at start and whenever one changes.
+async fn watch_plugins(runtime: Runtime, store: Arc<dyn PluginStore>, dir: PathBuf) {
+    let mut seen: HashMap<PathBuf, (SystemTime, u64)> = HashMap::new();
+    loop {
+        for (path, stamp) in wasm_files(&dir) {
+            if seen.get(&path) == Some(&stamp) {
+                continue;
+            }
+            seen.insert(path.clone(), stamp);
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => match push_plugin(&runtime, store.as_ref(), &bytes).await {
+                    Ok(plugin) => tracing::info!(
+                        file = %path.display(),
+                        digest = %&plugin.digest()[..12],
+                        "reloaded plugin from --plugins folder"
+                    ),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot load plugin")
+                    }
+                },
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot read plugin"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn wasm_files(dir: &Path) -> Vec<(PathBuf, (SystemTime, u64))> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .filter_map(|p| {
+            let meta = std::fs::metadata(&p).ok()?;
+            Some((p, (meta.modified().ok()?, meta.len())))
+        })
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! Opening the store named by `--store` / `XYLEM_STORE`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use xylem_core::Stores;
+use xylem_core::memory::MemoryStore;
+use xylem_sqlite::SqliteStore;
+
+/// The default store: a SQLite file in the current directory.
+pub(crate) const DEFAULT_STORE: &str = "sqlite://xylem.db";
+
+/// An opened store: the three store traits, plus what `health` needs.
+pub(crate) struct OpenStore {
+    pub(crate) stores: Stores,
+    pub(crate) describe: String,
+    health: Health,
+}
+
+enum Health {
+    Sqlite(SqliteStore),
+    Memory,
+}
+
+impl OpenStore {
+    /// A version string and a round trip to the store.
+    pub(crate) async fn health(&self) -> anyhow::Result<String> {
+        match &self.health {
+            Health::Sqlite(s) => Ok(s.health().await?),
+            Health::Memory => Ok("in-memory store (this process only)".to_owned()),
+        }
+    }
+}
+
+/// Opens the store at `url`: `sqlite://PATH`, or `memory://` (this
+/// process only: for `demo` and `bench`).
+pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "sqlite" => {
+            let url_owned = url.to_owned();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_url(&url_owned))
+                .await?
+                .with_context(|| format!("cannot open store {url}"))?;
+            Ok(OpenStore {
+                stores: Stores::from_adapter(Arc::new(store.clone())),
+                describe: format!("sqlite {}", store.path().display()),
+                health: Health::Sqlite(store),
+            })
+        }
+        "memory" => Ok(OpenStore {
+            stores: Stores::from_adapter(Arc::new(MemoryStore::new())),
+            describe: "memory".to_owned(),
+            health: Health::Memory,
+        }),
+        "redis" | "postgres" | "postgresql" => bail!(
+            "store {url}: the {scheme} adapter is not available in this build yet; use sqlite://FILE"
+        ),
+        _ => bail!(
+            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}) or memory://"
+        ),
+    }
+}

@@ -1,0 +1,182 @@
+//! Enqueueing jobs and waiting for them: what the CLI, plugins (through
+//! `host.enqueue`) and applications use.
+
+use std::time::{Duration, Instant};
+
+use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
+use crate::record::{TaskRecord, TaskState};
+use crate::store::{StoreError, Stores};
+use crate::time::{Millis, ms, now_ms};
+use crate::{Envelope, JobOptions};
+
+/// Why a job could not be enqueued or waited for.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No pushed plugin declares the task.
+    #[error("unknown task `{task}`: no pushed plugin declares it{}", known_list(.known))]
+    UnknownTask {
+        /// The task asked for.
+        task: String,
+        /// Tasks that do exist.
+        known: Vec<String>,
+    },
+    /// The arguments are not JSON.
+    #[error("invalid JSON arguments: {0}")]
+    InvalidArgs(String),
+    /// An option is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// No such job.
+    #[error("no job with id {0}")]
+    NoSuchJob(String),
+    /// The wait timed out.
+    #[error("timed out after {waited:?}; the job is still {state}")]
+    Timeout {
+        /// How long we waited.
+        waited: Duration,
+        /// The job's state then.
+        state: TaskState,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        " (no plugins are pushed yet: `xylem plugin push FILE.wasm`)".to_owned()
+    } else {
+        format!(" (known tasks: {})", known.join(", "))
+    }
+}
+
+/// What to enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    /// Task name.
+    pub task: String,
+    /// JSON arguments.
+    pub args: String,
+    /// Queue (default: the task's declared queue, else `default`).
+    pub queue: Option<String>,
+    /// Priority 0–9 (default: the task's, else 0).
+    pub priority: Option<u8>,
+    /// Run no sooner than this.
+    pub not_before: Option<Millis>,
+    /// Expire if not started by this time.
+    pub expires_at: Option<Millis>,
+    /// Retries (default: the task's, else 3).
+    pub max_retries: Option<u32>,
+    /// Limit and backoff overrides.
+    pub options: JobOptions,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Parent job id, for a child task.
+    pub parent: Option<String>,
+}
+
+impl EnqueueRequest {
+    /// A request for `task` with `args`.
+    pub fn new(task: impl Into<String>, args: impl Into<String>) -> Self {
+        Self {
+            task: task.into(),
+            args: args.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Delay the job by `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.not_before = Some(now_ms() + ms(delay));
+        self
+    }
+}
+
+/// Enqueues jobs and reads their records.
+#[derive(Debug, Clone)]
+pub struct Client {
+    stores: Stores,
+}
+
+impl Client {
+    /// A client over `stores`.
+    pub fn new(stores: Stores) -> Self {
+        Self { stores }
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Validates and enqueues a job: the job record is written first, then
+    /// the job is published, so a worker never runs a job without a record.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&req.args)
+            .map_err(|e| ClientError::InvalidArgs(e.to_string()))?;
+        if let Some(p) = req.priority
+            && p > 9
+        {
+            return Err(ClientError::InvalidOption(format!(
+                "priority must be 0-9, not {p}"
+            )));
+        }
+        let routes = self.stores.plugins.routes().await?;
+        let Some(route) = routes.iter().find(|r| r.task == req.task) else {
+            return Err(ClientError::UnknownTask {
+                task: req.task,
+                known: routes.into_iter().map(|r| r.task).collect(),
+            });
+        };
+        let defaults = &route.spec.options;
+        let mut envelope = Envelope::new(req.task, req.args);
+        envelope.queue = req
+            .queue
+            .or_else(|| defaults.queue.clone())
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        envelope.priority = req.priority.or(defaults.priority).unwrap_or(0).min(9);
+        envelope.max_retries = req
+            .max_retries
+            .or(defaults.max_retries)
+            .unwrap_or(DEFAULT_MAX_RETRIES);
+        envelope.not_before = req.not_before;
+        envelope.expires_at = req.expires_at;
+        envelope.options = req.options;
+        envelope.headers = req.headers;
+        envelope.parent = req.parent;
+        self.stores.results.create(&envelope).await?;
+        self.stores.broker.publish(&envelope).await?;
+        tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
+        Ok(envelope)
+    }
+
+    /// A job's record.
+    pub async fn get(&self, id: &str) -> Result<TaskRecord, ClientError> {
+        self.stores
+            .results
+            .get(id)
+            .await?
+            .ok_or_else(|| ClientError::NoSuchJob(id.to_owned()))
+    }
+
+    /// Waits until the job reaches a terminal state (succeeded, dead,
+    /// cancelled, expired) or `timeout` passes.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<TaskRecord, ClientError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let record = self.get(id).await?;
+            if record.state.is_terminal() {
+                return Ok(record);
+            }
+            if started.elapsed() >= timeout {
+                return Err(ClientError::Timeout {
+                    waited: started.elapsed(),
+                    state: record.state,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The job envelope: everything a broker carries about one job.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Millis, now_ms};
+use crate::{Limits, TaskOptions};
+
+/// Envelope format version; bumped on incompatible changes.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Per-job overrides of a task's options, given at enqueue time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobOptions {
+    /// Retry backoff base in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Retry backoff cap in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_max_ms: Option<u64>,
+    /// Soft time limit in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soft_time_limit_ms: Option<u64>,
+    /// Hard time limit in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard_time_limit_ms: Option<u64>,
+    /// Fuel budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Memory cap in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+}
+
+impl JobOptions {
+    /// The limits of a run: host defaults, then the task's declared
+    /// options, then this job's overrides.
+    pub fn limits(&self, task: &TaskOptions) -> Limits {
+        let mut limits = Limits::default().with_options(task);
+        let own = TaskOptions {
+            soft_time_limit_ms: self.soft_time_limit_ms,
+            hard_time_limit_ms: self.hard_time_limit_ms,
+            fuel: self.fuel,
+            max_memory_bytes: self.max_memory_bytes,
+            ..TaskOptions::default()
+        };
+        limits = limits.with_options(&own);
+        limits
+    }
+}
+
+/// One job, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version ([`ENVELOPE_VERSION`]).
+    pub v: u32,
+    /// Job id: a UUIDv7, so ids sort by creation time.
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Queue.
+    pub queue: String,
+    /// JSON arguments, as text.
+    pub args: String,
+    /// Headers (tenant, trace context, ...).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u8,
+    /// Not to run before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Millis>,
+    /// Not to run after this time (expires instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+    /// 1 on the first run; incremented on each retry.
+    pub attempt: u32,
+    /// Retries allowed.
+    pub max_retries: u32,
+    /// Per-job overrides of the task's options.
+    #[serde(default)]
+    pub options: JobOptions,
+    /// The job that enqueued this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Plugin version (sha256) this job must run on, if pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// When it was enqueued.
+    pub enqueued_at: Millis,
+}
+
+/// Default queue name.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Default number of retries when neither the task nor the job says.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+impl Envelope {
+    /// A new first-attempt job of `task` with `args`, on the default queue.
+    pub fn new(task: impl Into<String>, args: impl Into<String>) -> Self {
+        Self {
+            v: ENVELOPE_VERSION,
+            id: uuid::Uuid::now_v7().to_string(),
+            task: task.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            args: args.into(),
+            headers: Vec::new(),
+            priority: 0,
+            not_before: None,
+            expires_at: None,
+            attempt: 1,
+            max_retries: DEFAULT_MAX_RETRIES,
+            options: JobOptions::default(),
+            parent: None,
+            plugin: None,
+            enqueued_at: now_ms(),
+        }
+    }
+
+    /// When the job may run: its not-before time or its enqueue time.
+    pub fn run_at(&self) -> Millis {
+        self.not_before.unwrap_or(self.enqueued_at)
+    }
+}

@@ -1,0 +1,475 @@
+//! The in-memory adapter: every store trait in one process's memory.
+//! For tests, `xylem demo`/`bench` with `memory://`, and embedding; it
+//! keeps nothing across restarts.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use crate::store::{
+    Broker, DeadFilter, DeadJob, Delivery, Nack, PluginInfo, PluginStore, QueueStats,
+    ResultBackend, StoreError, StoreResult, TaskRoute,
+};
+use crate::time::{Millis, ms, now_ms};
+use crate::{Envelope, Progress, TaskSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Status {
+    Ready,
+    Leased { until: Millis },
+    Dead { reason: String, at: Millis },
+}
+
+#[derive(Debug, Clone)]
+struct QueuedJob {
+    envelope: Envelope,
+    run_at: Millis,
+    status: Status,
+    lease: u64,
+    deliveries: u32,
+}
+
+#[derive(Debug, Clone)]
+struct StoredPlugin {
+    bytes: Vec<u8>,
+    tasks: Vec<TaskSpec>,
+    pushed_at: Millis,
+    /// Push order, to break ties between pushes in the same millisecond.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<String, QueuedJob>,
+    records: HashMap<String, TaskRecord>,
+    plugins: HashMap<String, StoredPlugin>,
+    routes: HashMap<String, TaskRoute>,
+    routes_version: u64,
+    push_seq: u64,
+}
+
+/// Broker, result backend and plugin store in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    published: Notify,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn dead_matches(job: &QueuedJob, filter: &DeadFilter) -> bool {
+    matches!(job.status, Status::Dead { .. })
+        && filter
+            .queue
+            .as_ref()
+            .is_none_or(|q| &job.envelope.queue == q)
+        && (filter.ids.is_empty() || filter.ids.contains(&job.envelope.id))
+}
+
+/// The leased job `id` under lease `lease`, if still held.
+fn held<'a>(state: &'a mut State, id: &str, lease: u64) -> Option<&'a mut QueuedJob> {
+    state
+        .jobs
+        .get_mut(id)
+        .filter(|j| j.lease == lease && matches!(j.status, Status::Leased { .. }))
+}
+
+#[async_trait]
+impl Broker for MemoryStore {
+    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
+        self.lock().jobs.insert(
+            envelope.id.clone(),
+            QueuedJob {
+                envelope: envelope.clone(),
+                run_at: envelope.run_at(),
+                status: Status::Ready,
+                lease: 0,
+                deliveries: 0,
+            },
+        );
+        self.published.notify_one();
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Delivery>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let mut candidates: Vec<&mut QueuedJob> = state
+            .jobs
+            .values_mut()
+            .filter(|j| queues.is_empty() || queues.contains(&j.envelope.queue))
+            .filter(|j| match j.status {
+                Status::Ready => j.run_at <= now,
+                Status::Leased { until } => until <= now,
+                Status::Dead { .. } => false,
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.envelope
+                .priority
+                .cmp(&a.envelope.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.envelope.id.cmp(&b.envelope.id))
+        });
+        Ok(candidates
+            .into_iter()
+            .take(max)
+            .map(|job| {
+                job.status = Status::Leased {
+                    until: now + ms(lease),
+                };
+                job.lease += 1;
+                job.deliveries += 1;
+                Delivery {
+                    envelope: job.envelope.clone(),
+                    lease: job.lease,
+                    deliveries: job.deliveries,
+                }
+            })
+            .collect())
+    }
+
+    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
+        let mut state = self.lock();
+        Ok(held(&mut state, id, lease)
+            .map(|job| {
+                job.status = Status::Leased {
+                    until: now_ms() + ms(by),
+                }
+            })
+            .is_some())
+    }
+
+    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if held(&mut state, id, lease).is_none() {
+            return Ok(false);
+        }
+        state.jobs.remove(id);
+        Ok(true)
+    }
+
+    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let Some(job) = held(&mut state, id, lease) else {
+            return Ok(false);
+        };
+        match action {
+            Nack::Retry { envelope, delay } => {
+                job.envelope = envelope;
+                job.run_at = now_ms() + ms(delay);
+                job.status = Status::Ready;
+            }
+            Nack::Release => job.status = Status::Ready,
+            Nack::DeadLetter { reason } => {
+                job.status = Status::Dead {
+                    reason,
+                    at: now_ms(),
+                }
+            }
+        }
+        drop(state);
+        self.published.notify_one();
+        Ok(true)
+    }
+
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        let now = now_ms();
+        let state = self.lock();
+        let mut stats: HashMap<String, QueueStats> = HashMap::new();
+        for job in state.jobs.values() {
+            let s = stats
+                .entry(job.envelope.queue.clone())
+                .or_insert_with(|| QueueStats {
+                    queue: job.envelope.queue.clone(),
+                    ..QueueStats::default()
+                });
+            match job.status {
+                Status::Ready if job.run_at <= now => s.ready += 1,
+                Status::Ready => s.delayed += 1,
+                Status::Leased { .. } => s.running += 1,
+                Status::Dead { .. } => s.dead += 1,
+            }
+        }
+        let mut stats: Vec<QueueStats> = stats.into_values().collect();
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
+    }
+
+    async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
+        let state = self.lock();
+        let mut dead: Vec<DeadJob> = state
+            .jobs
+            .values()
+            .filter(|j| dead_matches(j, filter))
+            .filter_map(|j| match &j.status {
+                Status::Dead { reason, at } => Some(DeadJob {
+                    envelope: j.envelope.clone(),
+                    reason: reason.clone(),
+                    dead_at: *at,
+                }),
+                _ => None,
+            })
+            .collect();
+        dead.sort_by(|a, b| {
+            b.dead_at
+                .cmp(&a.dead_at)
+                .then(b.envelope.id.cmp(&a.envelope.id))
+        });
+        dead.truncate(limit);
+        Ok(dead)
+    }
+
+    async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
+        let run_at = now_ms() + ms(delay);
+        let mut state = self.lock();
+        let mut ids = Vec::new();
+        for job in state.jobs.values_mut().filter(|j| dead_matches(j, filter)) {
+            job.envelope.attempt = 1;
+            job.envelope.not_before = Some(run_at);
+            job.run_at = run_at;
+            job.status = Status::Ready;
+            ids.push(job.envelope.id.clone());
+        }
+        drop(state);
+        self.published.notify_one();
+        Ok(ids)
+    }
+
+    async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
+        let mut state = self.lock();
+        let before = state.jobs.len();
+        state.jobs.retain(|_, j| !dead_matches(j, filter));
+        Ok((before - state.jobs.len()) as u64)
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.published.notified()).await;
+    }
+}
+
+#[async_trait]
+impl ResultBackend for MemoryStore {
+    async fn create(&self, e: &Envelope) -> StoreResult<()> {
+        let now = now_ms();
+        self.lock().records.insert(
+            e.id.clone(),
+            TaskRecord {
+                id: e.id.clone(),
+                task: e.task.clone(),
+                queue: e.queue.clone(),
+                state: TaskState::Queued,
+                args: e.args.clone(),
+                attempt: e.attempt,
+                max_retries: e.max_retries,
+                result: None,
+                error: None,
+                usage: None,
+                progress: None,
+                log: Vec::new(),
+                plugin: None,
+                enqueued_at: e.enqueued_at,
+                updated_at: now,
+                history: vec![HistoryEntry {
+                    at: now,
+                    state: TaskState::Queued,
+                    attempt: e.attempt,
+                    detail: None,
+                }],
+            },
+        );
+        Ok(())
+    }
+
+    async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let record = state
+            .records
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        if t.state == TaskState::Succeeded && record.state == TaskState::Succeeded {
+            return Ok(false);
+        }
+        let now = now_ms();
+        record.state = t.state;
+        record.attempt = t.attempt;
+        record.updated_at = now;
+        if t.plugin.is_some() {
+            record.plugin = t.plugin;
+        }
+        if let Some(outcome) = t.outcome {
+            record.result = outcome.result;
+            record.error = outcome.error;
+            record.usage = Some(outcome.usage);
+            record.log = outcome.log;
+            if outcome.progress.is_some() {
+                record.progress = outcome.progress;
+            }
+        }
+        record.history.push(HistoryEntry {
+            at: now,
+            state: t.state,
+            attempt: t.attempt,
+            detail: t.detail,
+        });
+        Ok(true)
+    }
+
+    async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
+        if let Some(record) = self.lock().records.get_mut(id) {
+            record.progress = Some(progress.clone());
+            record.updated_at = now_ms();
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.lock().records.get(id).cloned())
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let state = self.lock();
+        let mut records: Vec<TaskRecord> = state
+            .records
+            .values()
+            .filter(|r| filter.state.is_none_or(|s| r.state == s))
+            .filter(|r| filter.task.as_ref().is_none_or(|t| &r.task == t))
+            .map(|r| TaskRecord {
+                log: Vec::new(),
+                history: Vec::new(),
+                ..r.clone()
+            })
+            .collect();
+        records.sort_by(|a, b| b.enqueued_at.cmp(&a.enqueued_at).then(b.id.cmp(&a.id)));
+        records.truncate(if filter.limit == 0 { 100 } else { filter.limit });
+        Ok(records)
+    }
+}
+
+#[async_trait]
+impl PluginStore for MemoryStore {
+    async fn put_plugin(&self, digest: &str, bytes: &[u8], tasks: &[TaskSpec]) -> StoreResult<()> {
+        let mut state = self.lock();
+        state.push_seq += 1;
+        let seq = state.push_seq;
+        state.plugins.insert(
+            digest.to_owned(),
+            StoredPlugin {
+                bytes: bytes.to_vec(),
+                tasks: tasks.to_vec(),
+                pushed_at: now_ms(),
+                seq,
+            },
+        );
+        for spec in tasks {
+            state.routes.insert(
+                spec.name.clone(),
+                TaskRoute {
+                    task: spec.name.clone(),
+                    digest: digest.to_owned(),
+                    spec: spec.clone(),
+                },
+            );
+        }
+        state.routes_version += 1;
+        Ok(())
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.lock().plugins.get(digest).map(|p| p.bytes.clone()))
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
+        let state = self.lock();
+        let mut plugins: Vec<(u64, PluginInfo)> = state
+            .plugins
+            .iter()
+            .map(|(digest, p)| {
+                let mut active_tasks: Vec<String> = state
+                    .routes
+                    .values()
+                    .filter(|r| &r.digest == digest)
+                    .map(|r| r.task.clone())
+                    .collect();
+                active_tasks.sort();
+                (
+                    p.seq,
+                    PluginInfo {
+                        digest: digest.clone(),
+                        size: p.bytes.len() as u64,
+                        tasks: p.tasks.clone(),
+                        pushed_at: p.pushed_at,
+                        active_tasks,
+                    },
+                )
+            })
+            .collect();
+        plugins.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(plugins.into_iter().map(|(_, p)| p).collect())
+    }
+
+    async fn routes(&self) -> StoreResult<Vec<TaskRoute>> {
+        let mut routes: Vec<TaskRoute> = self.lock().routes.values().cloned().collect();
+        routes.sort_by(|a, b| a.task.cmp(&b.task));
+        Ok(routes)
+    }
+
+    async fn remove_plugin(&self, digest: &str) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let existed = state.plugins.remove(digest).is_some();
+        let orphaned: Vec<String> = state
+            .routes
+            .values()
+            .filter(|r| r.digest == digest)
+            .map(|r| r.task.clone())
+            .collect();
+        for task in orphaned {
+            state.routes.remove(&task);
+            // Fall back to the newest remaining version that declares it.
+            let fallback = state
+                .plugins
+                .iter()
+                .filter_map(|(d, p)| {
+                    p.tasks
+                        .iter()
+                        .find(|s| s.name == task)
+                        .map(|s| (p.seq, d.clone(), s.clone()))
+                })
+                .max_by_key(|(seq, _, _)| *seq);
+            if let Some((_, d, spec)) = fallback {
+                state.routes.insert(
+                    task.clone(),
+                    TaskRoute {
+                        task,
+                        digest: d,
+                        spec,
+                    },
+                );
+            }
+        }
+        state.routes_version += 1;
+        Ok(existed)
+    }
+
+    async fn routes_version(&self) -> StoreResult<u64> {
+        Ok(self.lock().routes_version)
+    }
+}

@@ -1,0 +1,192 @@
+//! What the result backend keeps about each job: its state, the history of
+//! every transition, and the outcome of its last run.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::time::Millis;
+use crate::{Failure, LogLine, Progress, Usage};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waiting in its queue (possibly delayed).
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// A run failed (a history entry; the job then retries or goes dead).
+    Failed,
+    /// Failed and waiting for its next attempt.
+    Retrying,
+    /// Cancelled.
+    Cancelled,
+    /// Its expiry passed before it ran.
+    Expired,
+    /// In the dead-letter queue.
+    Dead,
+}
+
+impl TaskState {
+    /// Every state, in life order.
+    pub const ALL: [TaskState; 8] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Retrying,
+        Self::Cancelled,
+        Self::Expired,
+        Self::Dead,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Retrying => "retrying",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Whether the job is done for good (until a DLQ replay).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Cancelled | Self::Expired | Self::Dead
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state `{s}` (one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// One transition in a job's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: Millis,
+    /// The state entered.
+    pub state: TaskState,
+    /// The attempt it concerns.
+    pub attempt: u32,
+    /// Why, or with what (worker id, error, delay ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Job id.
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Queue.
+    pub queue: String,
+    /// Current state.
+    pub state: TaskState,
+    /// JSON arguments, as text.
+    pub args: String,
+    /// Current (or last) attempt.
+    pub attempt: u32,
+    /// Retries allowed.
+    pub max_retries: u32,
+    /// The result, once succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// Resources used by the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Last progress report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Log of the last run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogLine>,
+    /// Plugin version (sha256) of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// When it was enqueued.
+    pub enqueued_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// Every transition, oldest first.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A state change to record, optionally with the outcome of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The state entered.
+    pub state: TaskState,
+    /// The attempt it concerns.
+    pub attempt: u32,
+    /// Why, or with what.
+    pub detail: Option<String>,
+    /// The run's outcome, for `succeeded` / `failed` / `retrying` / `dead`.
+    pub outcome: Option<crate::Outcome>,
+    /// Plugin version that ran.
+    pub plugin: Option<String>,
+}
+
+impl Transition {
+    /// A bare state change.
+    pub fn to(state: TaskState, attempt: u32) -> Self {
+        Self {
+            state,
+            attempt,
+            detail: None,
+            outcome: None,
+            plugin: None,
+        }
+    }
+
+    /// With a detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Filter of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only jobs in this state.
+    pub state: Option<TaskState>,
+    /// Only jobs of this task.
+    pub task: Option<String>,
+    /// At most this many (newest first).
+    pub limit: usize,
+}

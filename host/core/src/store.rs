@@ -1,0 +1,252 @@
+//! The storage contracts: [`Broker`] (queues, leases, dead letters),
+//! [`ResultBackend`] (job records and history) and [`PluginStore`]
+//! (content-addressed plugin blobs and the task → version map). Every
+//! adapter implements them with the same semantics; `tests/` holds the
+//! contract suite each adapter runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{TaskFilter, TaskRecord, Transition};
+use crate::time::Millis;
+use crate::{Envelope, TaskSpec};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or opened.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with an error.
+    #[error("store error: {0}")]
+    Backend(String),
+    /// Stored data did not decode.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+    /// No such job / plugin.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A URL or option was invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A job handed to a worker under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The job.
+    pub envelope: Envelope,
+    /// Identifies this lease: ack, extend and nack must present it, so a
+    /// worker whose lease ran out cannot touch a newer delivery.
+    pub lease: u64,
+    /// How many times the job has been handed out (redeliveries included).
+    pub deliveries: u32,
+}
+
+/// What to do with a job whose run did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nack {
+    /// Queue it again with this updated envelope (its next attempt) after
+    /// a delay.
+    Retry {
+        /// The envelope to queue (attempt already incremented).
+        envelope: Envelope,
+        /// Delay before it may run.
+        delay: Duration,
+    },
+    /// Put it back as it was, ready now (shutdown, lost lease).
+    Release,
+    /// Move it to the dead-letter queue.
+    DeadLetter {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Jobs per queue, by where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Ready to run now.
+    pub ready: u64,
+    /// Waiting for their not-before time.
+    pub delayed: u64,
+    /// Leased to a worker.
+    pub running: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
+/// A job in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadJob {
+    /// The job as last queued.
+    pub envelope: Envelope,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When.
+    pub dead_at: Millis,
+}
+
+/// Which dead jobs to act on.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    /// These ids only (empty: all).
+    pub ids: Vec<String>,
+    /// This queue only.
+    pub queue: Option<String>,
+}
+
+/// Queues with priorities, delays, leases and a dead-letter queue.
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Queues a job; durable when this returns.
+    async fn publish(&self, envelope: &Envelope) -> StoreResult<()>;
+
+    /// Leases up to `max` jobs that may run now from `queues` (all queues
+    /// if empty), highest priority first, then oldest. A job whose lease
+    /// expired is handed out again.
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Extends a lease; false if the lease is no longer held.
+    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool>;
+
+    /// Removes a finished job; false if the lease is no longer held.
+    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool>;
+
+    /// Requeues, releases or dead-letters a job; false if the lease is no
+    /// longer held.
+    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool>;
+
+    /// Counts per queue.
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
+
+    /// Dead jobs, newest first.
+    async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>>;
+
+    /// Moves dead jobs back to their queues (attempt reset to 1), runnable
+    /// after `delay`; returns the ids moved.
+    async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>>;
+
+    /// Deletes dead jobs; returns how many.
+    async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64>;
+
+    /// Waits until a job may be ready or `timeout` passes. Adapters that
+    /// can be told (a notification) return early; the default sleeps.
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+/// Job records: states, history, results.
+#[async_trait]
+pub trait ResultBackend: Send + Sync {
+    /// Records a new job (state `queued`).
+    async fn create(&self, envelope: &Envelope) -> StoreResult<()>;
+
+    /// Records a transition. A `succeeded` transition on a job already
+    /// succeeded is ignored and returns false, so a job is never marked
+    /// succeeded twice.
+    async fn transition(&self, id: &str, transition: Transition) -> StoreResult<bool>;
+
+    /// Records a progress report.
+    async fn set_progress(&self, id: &str, progress: &crate::Progress) -> StoreResult<()>;
+
+    /// One job, with its history.
+    async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>>;
+
+    /// Jobs, newest first (without logs and history).
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
+}
+
+/// A stored plugin version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// sha256 of the component.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The tasks it declares.
+    pub tasks: Vec<TaskSpec>,
+    /// When it was pushed.
+    pub pushed_at: Millis,
+    /// The tasks currently routed to this version.
+    pub active_tasks: Vec<String>,
+}
+
+/// Which plugin version runs a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRoute {
+    /// Task name.
+    pub task: String,
+    /// Plugin version.
+    pub digest: String,
+    /// The task's declaration in that version.
+    pub spec: TaskSpec,
+}
+
+/// Plugin blobs, content-addressed, and the task → version routes.
+#[async_trait]
+pub trait PluginStore: Send + Sync {
+    /// Stores a component and routes each of its tasks to it.
+    async fn put_plugin(&self, digest: &str, bytes: &[u8], tasks: &[TaskSpec]) -> StoreResult<()>;
+
+    /// A component's bytes.
+    async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stored versions, newest first.
+    async fn plugins(&self) -> StoreResult<Vec<PluginInfo>>;
+
+    /// Where each task is routed.
+    async fn routes(&self) -> StoreResult<Vec<TaskRoute>>;
+
+    /// Deletes a version and its routes; returns whether it existed.
+    async fn remove_plugin(&self, digest: &str) -> StoreResult<bool>;
+
+    /// A number that changes whenever routes change: workers poll it to
+    /// pick up new versions cheaply.
+    async fn routes_version(&self) -> StoreResult<u64>;
+}
+
+/// The three stores a deployment uses, usually one adapter behind all.
+#[derive(Clone)]
+pub struct Stores {
+    /// Queues.
+    pub broker: Arc<dyn Broker>,
+    /// Job records.
+    pub results: Arc<dyn ResultBackend>,
+    /// Plugins.
+    pub plugins: Arc<dyn PluginStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// One adapter that implements all three.
+    pub fn from_adapter<A>(adapter: Arc<A>) -> Self
+    where
+        A: Broker + ResultBackend + PluginStore + 'static,
+    {
+        Self {
+            broker: adapter.clone(),
+            results: adapter.clone(),
+            plugins: adapter,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! How a worker finds the code for a task.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Executor, TaskSpec};
+
+/// The code that runs a task, and its declaration.
+#[derive(Clone)]
+pub struct Resolved {
+    /// Runs the task.
+    pub executor: Arc<dyn Executor>,
+    /// The task's declaration (default options).
+    pub spec: TaskSpec,
+    /// Which version of the code (a plugin's sha256).
+    pub version: String,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("spec", &self.spec)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Maps task names to runnable code; `xylem-wasm` implements it over the
+/// plugin store (hot-reloading new versions), tests with native code.
+#[async_trait]
+pub trait TaskRegistry: Send + Sync {
+    /// Picks up new or removed versions. Called periodically by the worker.
+    async fn refresh(&self) -> Result<(), String>;
+
+    /// The code for `task` (at version `pinned`, if given).
+    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, String>;
+}

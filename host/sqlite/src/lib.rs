@@ -1,0 +1,134 @@
+//! Xylem's embedded default store: broker, result backend and plugin store
+//! in one SQLite file.
+//!
+//! The file is opened in WAL mode with a busy timeout, and every claim runs
+//! in a `BEGIN IMMEDIATE` transaction, so any number of worker processes
+//! on one machine can share it: each job is leased to exactly one of them.
+//! Durability: `synchronous=NORMAL` by default — a commit survives a crash
+//! of any process; add `?synchronous=full` to the URL to survive power loss
+//! too (at the cost of an fsync per commit).
+
+mod broker;
+mod plugins;
+mod results;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::Notify;
+use xylem_core::store::{StoreError, StoreResult};
+
+/// A SQLite-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Wakes this process's workers when it publishes a job.
+    published: Arc<Notify>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in the file at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens a store from a `sqlite://PATH[?synchronous=full]` URL.
+    /// `sqlite://xylem.db` is relative to the current directory,
+    /// `sqlite:///var/lib/xylem.db` absolute.
+    pub fn open_url(url: &str) -> StoreResult<Self> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Invalid(format!("not a sqlite URL: {url}")))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(StoreError::Invalid(
+                "sqlite URL without a file: try sqlite://xylem.db".to_owned(),
+            ));
+        }
+        let mut full_sync = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", "full")) => full_sync = true,
+                Some(("synchronous", "normal")) => full_sync = false,
+                _ => {
+                    return Err(StoreError::Invalid(format!(
+                        "unknown sqlite URL option `{pair}` (known: synchronous=normal|full)"
+                    )));
+                }
+            }
+        }
+        Self::open_with(Path::new(path), full_sync)
+    }
+
+    fn open_with(path: &Path, full_sync: bool) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "cannot open {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            )));
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        schema::prepare(&conn, full_sync).map_err(|e| {
+            StoreError::Unavailable(format!("cannot prepare {}: {e}", path.display()))
+        })?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+            published: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with_conn<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// SQLite version and a round trip, for `xylem health`.
+    pub async fn health(&self) -> StoreResult<String> {
+        self.with_conn(|conn| {
+            conn.query_row("SELECT sqlite_version()", [], |r| r.get::<_, String>(0))
+                .map(|v| format!("SQLite {v}"))
+                .map_err(backend)
+        })
+        .await
+    }
+}

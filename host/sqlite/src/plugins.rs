@@ -1,0 +1,201 @@
+//! [`PluginStore`] on SQLite: blobs by digest, and the task → version routes.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use xylem_core::TaskSpec;
+use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
+use xylem_core::time::now_ms;
+
+use crate::{SqliteStore, backend, corrupt};
+
+fn bump_routes_version(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'",
+        [],
+    )
+    .map(|_| ())
+    .map_err(backend)
+}
+
+#[async_trait]
+impl PluginStore for SqliteStore {
+    async fn put_plugin(&self, digest: &str, bytes: &[u8], tasks: &[TaskSpec]) -> StoreResult<()> {
+        let (digest, bytes) = (digest.to_owned(), bytes.to_vec());
+        let specs = tasks.to_vec();
+        let tasks_json = serde_json::to_string(&specs).map_err(corrupt)?;
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO plugins (digest, bytes, size, tasks, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (digest) DO UPDATE SET pushed_at = excluded.pushed_at",
+                params![digest, bytes, bytes.len() as i64, tasks_json, now_ms()],
+            )
+            .map_err(backend)?;
+            for spec in &specs {
+                tx.execute(
+                    "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (task) DO UPDATE SET digest = excluded.digest, spec = excluded.spec",
+                    params![spec.name, digest, serde_json::to_string(spec).map_err(corrupt)?],
+                )
+                .map_err(backend)?;
+            }
+            bump_routes_version(&tx)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        let digest = digest.to_owned();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT bytes FROM plugins WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT p.digest, p.size, p.tasks, p.pushed_at,
+                            (SELECT group_concat(task, ' ') FROM routes r WHERE r.digest = p.digest)
+                     FROM plugins p ORDER BY p.pushed_at DESC, p.digest",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut plugins = Vec::new();
+            for row in rows {
+                let (digest, size, tasks, pushed_at, active) = row.map_err(backend)?;
+                let mut active_tasks: Vec<String> = active
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                active_tasks.sort();
+                plugins.push(PluginInfo {
+                    digest,
+                    size: size as u64,
+                    tasks: serde_json::from_str(&tasks).map_err(corrupt)?,
+                    pushed_at,
+                    active_tasks,
+                });
+            }
+            Ok(plugins)
+        })
+        .await
+    }
+
+    async fn routes(&self) -> StoreResult<Vec<TaskRoute>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT task, digest, spec FROM routes ORDER BY task")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut routes = Vec::new();
+            for row in rows {
+                let (task, digest, spec) = row.map_err(backend)?;
+                routes.push(TaskRoute {
+                    task,
+                    digest,
+                    spec: serde_json::from_str(&spec).map_err(corrupt)?,
+                });
+            }
+            Ok(routes)
+        })
+        .await
+    }
+
+    async fn remove_plugin(&self, digest: &str) -> StoreResult<bool> {
+        let digest = digest.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let existed = tx
+                .execute("DELETE FROM plugins WHERE digest = ?1", [&digest])
+                .map_err(backend)?
+                == 1;
+            let orphaned: Vec<String> = {
+                let mut stmt = tx
+                    .prepare("SELECT task FROM routes WHERE digest = ?1")
+                    .map_err(backend)?;
+                let rows = stmt.query_map([&digest], |r| r.get(0)).map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)?
+            };
+            tx.execute("DELETE FROM routes WHERE digest = ?1", [&digest])
+                .map_err(backend)?;
+            // A task whose version is removed falls back to the newest
+            // remaining version that declares it.
+            for task in orphaned {
+                let fallback: Option<(String, String)> = {
+                    let mut stmt = tx
+                        .prepare("SELECT digest, tasks FROM plugins ORDER BY pushed_at DESC")
+                        .map_err(backend)?;
+                    let rows = stmt
+                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                        .map_err(backend)?;
+                    let mut found = None;
+                    for row in rows {
+                        let (d, tasks) = row.map_err(backend)?;
+                        let specs: Vec<TaskSpec> = serde_json::from_str(&tasks).map_err(corrupt)?;
+                        if let Some(spec) = specs.into_iter().find(|s| s.name == task) {
+                            found = Some((d, serde_json::to_string(&spec).map_err(corrupt)?));
+                            break;
+                        }
+                    }
+                    found
+                };
+                if let Some((d, spec)) = fallback {
+                    tx.execute(
+                        "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)",
+                        params![task, d, spec],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            bump_routes_version(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn routes_version(&self) -> StoreResult<u64> {
+        self.with_conn(|conn| {
+            conn.query_row(
+                "SELECT value FROM xylem_meta WHERE key = 'routes_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}

@@ -1,0 +1,258 @@
+//! [`ResultBackend`] on SQLite: a `tasks` row per job and a `task_history`
+//! row per transition.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use xylem_core::store::{ResultBackend, StoreError, StoreResult};
+use xylem_core::time::now_ms;
+use xylem_core::{Envelope, Progress};
+
+use crate::{SqliteStore, backend, corrupt};
+
+const COLUMNS: &str = "id, task, queue, state, args, attempt, max_retries, result, error, usage,
+                       progress, log, plugin, enqueued_at, updated_at";
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).map_err(corrupt))
+        .transpose()
+}
+
+fn state(text: &str) -> StoreResult<TaskState> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+/// The raw columns of a `tasks` row; decoded outside rusqlite's closure.
+struct RawRecord {
+    id: String,
+    task: String,
+    queue: String,
+    state: String,
+    args: String,
+    attempt: i64,
+    max_retries: i64,
+    result: Option<String>,
+    error: Option<String>,
+    usage: Option<String>,
+    progress: Option<String>,
+    log: Option<String>,
+    plugin: Option<String>,
+    enqueued_at: i64,
+    updated_at: i64,
+}
+
+impl RawRecord {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            task: r.get(1)?,
+            queue: r.get(2)?,
+            state: r.get(3)?,
+            args: r.get(4)?,
+            attempt: r.get(5)?,
+            max_retries: r.get(6)?,
+            result: r.get(7)?,
+            error: r.get(8)?,
+            usage: r.get(9)?,
+            progress: r.get(10)?,
+            log: r.get(11)?,
+            plugin: r.get(12)?,
+            enqueued_at: r.get(13)?,
+            updated_at: r.get(14)?,
+        })
+    }
+
+    fn decode(self) -> StoreResult<TaskRecord> {
+        Ok(TaskRecord {
+            state: state(&self.state)?,
+            id: self.id,
+            task: self.task,
+            queue: self.queue,
+            args: self.args,
+            attempt: self.attempt as u32,
+            max_retries: self.max_retries as u32,
+            result: parse(self.result)?,
+            error: parse(self.error)?,
+            usage: parse(self.usage)?,
+            progress: parse(self.progress)?,
+            log: parse(self.log)?.unwrap_or_default(),
+            plugin: self.plugin,
+            enqueued_at: self.enqueued_at,
+            updated_at: self.updated_at,
+            history: Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ResultBackend for SqliteStore {
+    async fn create(&self, envelope: &Envelope) -> StoreResult<()> {
+        let e = envelope.clone();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
+                params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now],
+            )
+            .map_err(backend)?;
+            let detail = e
+                .not_before
+                .filter(|at| *at > now)
+                .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
+            tx.execute(
+                "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, 'queued', ?3, ?4)",
+                params![e.id, now, e.attempt, detail],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let current: Option<String> = tx
+                .query_row("SELECT state FROM tasks WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let Some(current) = current else {
+                return Err(StoreError::NotFound(format!("job {id}")));
+            };
+            if t.state == TaskState::Succeeded && state(&current)? == TaskState::Succeeded {
+                return Ok(false);
+            }
+            let now = now_ms();
+            tx.execute(
+                "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, t.state.as_str(), t.attempt, now],
+            )
+            .map_err(backend)?;
+            if let Some(outcome) = &t.outcome {
+                let result = outcome.result.as_ref().map(json).transpose()?;
+                let error = outcome.error.as_ref().map(json).transpose()?;
+                tx.execute(
+                    "UPDATE tasks SET result = ?2, error = ?3, usage = ?4, log = ?5,
+                            progress = COALESCE(?6, progress), plugin = COALESCE(?7, plugin)
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        result,
+                        error,
+                        json(&outcome.usage)?,
+                        json(&outcome.log)?,
+                        outcome.progress.as_ref().map(json).transpose()?,
+                        t.plugin,
+                    ],
+                )
+                .map_err(backend)?;
+            } else if t.plugin.is_some() {
+                tx.execute(
+                    "UPDATE tasks SET plugin = ?2 WHERE id = ?1",
+                    params![id, t.plugin],
+                )
+                .map_err(backend)?;
+            }
+            tx.execute(
+                "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now, t.state.as_str(), t.attempt, t.detail],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
+        let (id, progress) = (id.to_owned(), json(progress)?);
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, progress, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            let raw = conn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+                    [&id],
+                    RawRecord::from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut record = raw.decode()?;
+            let mut stmt = conn
+                .prepare("SELECT at, state, attempt, detail FROM task_history WHERE id = ?1 ORDER BY seq")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?))
+                })
+                .map_err(backend)?;
+            for row in rows {
+                let (at, st, attempt, detail) = row.map_err(backend)?;
+                record.history.push(HistoryEntry {
+                    at,
+                    state: state(&st)?,
+                    attempt: attempt as u32,
+                    detail,
+                });
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let filter = filter.clone();
+        self.with_conn(move |conn| {
+            let mut sql = format!(
+                "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
+                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks WHERE 1 = 1"
+            );
+            let mut args: Vec<String> = Vec::new();
+            if let Some(state) = filter.state {
+                sql.push_str(" AND state = ?");
+                args.push(state.as_str().to_owned());
+            }
+            if let Some(task) = &filter.task {
+                sql.push_str(" AND task = ?");
+                args.push(task.clone());
+            }
+            let limit = if filter.limit == 0 { 100 } else { filter.limit };
+            sql.push_str(&format!(
+                " ORDER BY enqueued_at DESC, id DESC LIMIT {limit}"
+            ));
+            let mut stmt = conn.prepare(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), RawRecord::from_row)
+                .map_err(backend)?;
+            let mut records = Vec::new();
+            for row in rows {
+                records.push(row.map_err(backend)?.decode()?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+}

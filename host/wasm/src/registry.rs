@@ -1,0 +1,150 @@
+//! The worker's view of the plugin store: task → loaded plugin version,
+//! refreshed when the store's routes change (hot deploy), and
+//! [`push_plugin`], which validates a component and stores it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::RwLock;
+use xylem_core::store::{PluginStore, StoreError, TaskRoute};
+use xylem_core::{Executor, Resolved, TaskRegistry};
+
+use crate::{LoadError, Plugin, Runtime};
+
+/// Why a push was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The component is not a valid plugin.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Validates `bytes` as a plugin (compiles it, checks the WIT world, calls
+/// `describe`) and stores it, routing each declared task to this version.
+pub async fn push_plugin(
+    runtime: &Runtime,
+    store: &dyn PluginStore,
+    bytes: &[u8],
+) -> Result<Plugin, PushError> {
+    let plugin = runtime.load(bytes).await?;
+    store
+        .put_plugin(plugin.digest(), bytes, plugin.tasks())
+        .await?;
+    tracing::info!(digest = %plugin.digest(), tasks = plugin.tasks().len(), "plugin pushed");
+    Ok(plugin)
+}
+
+#[derive(Default)]
+struct Loaded {
+    version: Option<u64>,
+    routes: HashMap<String, TaskRoute>,
+    plugins: HashMap<String, Plugin>,
+}
+
+/// Resolves tasks to plugin versions from a [`PluginStore`], loading new
+/// versions as they are pushed. Jobs already running keep the version they
+/// started with (they hold their own handle to it).
+pub struct PluginRegistry {
+    runtime: Runtime,
+    store: Arc<dyn PluginStore>,
+    loaded: RwLock<Loaded>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry").finish_non_exhaustive()
+    }
+}
+
+impl PluginRegistry {
+    /// A registry over `store`; nothing is loaded until the first refresh.
+    pub fn new(runtime: Runtime, store: Arc<dyn PluginStore>) -> Self {
+        Self {
+            runtime,
+            store,
+            loaded: RwLock::new(Loaded::default()),
+        }
+    }
+
+    async fn load_version(&self, digest: &str) -> Result<Plugin, String> {
+        let bytes = self
+            .store
+            .plugin_bytes(digest)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("plugin version {digest} is not in the store"))?;
+        self.runtime
+            .load(&bytes)
+            .await
+            .map_err(|e| format!("plugin version {digest}: {e}"))
+    }
+}
+
+#[async_trait]
+impl TaskRegistry for PluginRegistry {
+    async fn refresh(&self) -> Result<(), String> {
+        let version = self
+            .store
+            .routes_version()
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.loaded.read().await.version == Some(version) {
+            return Ok(());
+        }
+        let routes = self.store.routes().await.map_err(|e| e.to_string())?;
+        let mut plugins = self.loaded.read().await.plugins.clone();
+        for route in &routes {
+            if !plugins.contains_key(&route.digest) {
+                match self.load_version(&route.digest).await {
+                    Ok(plugin) => {
+                        tracing::info!(digest = %route.digest, "loaded plugin version");
+                        plugins.insert(route.digest.clone(), plugin);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot load plugin version"),
+                }
+            }
+        }
+        // Drop versions no task routes to any more (running jobs keep theirs).
+        plugins.retain(|digest, _| routes.iter().any(|r| &r.digest == digest));
+        let mut loaded = self.loaded.write().await;
+        loaded.routes = routes.into_iter().map(|r| (r.task.clone(), r)).collect();
+        loaded.plugins = plugins;
+        loaded.version = Some(version);
+        Ok(())
+    }
+
+    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, String> {
+        let found = {
+            let loaded = self.loaded.read().await;
+            match pinned {
+                Some(digest) => loaded.plugins.get(digest).cloned(),
+                None => loaded
+                    .routes
+                    .get(task)
+                    .and_then(|r| loaded.plugins.get(&r.digest).cloned()),
+            }
+        };
+        let plugin = match (found, pinned) {
+            (Some(plugin), _) => plugin,
+            (None, Some(digest)) => self.load_version(digest).await?,
+            (None, None) => {
+                return Err(format!(
+                    "no plugin provides task `{task}` (push one with `xylem plugin push`)"
+                ));
+            }
+        };
+        let spec = plugin
+            .task(task)
+            .cloned()
+            .ok_or_else(|| format!("plugin {} does not provide task `{task}`", plugin.digest()))?;
+        Ok(Resolved {
+            version: plugin.digest().to_owned(),
+            spec,
+            executor: Arc::new(plugin) as Arc<dyn Executor>,
+        })
+    }
+}
