@@ -2,6 +2,10 @@
 //! hostile plugins once per test process, a shared Wasm runtime, and the
 //! path of the `xylem` binary.
 
+#![allow(clippy::unwrap_used, missing_docs)] // test support: a failed unwrap is a failed test
+
+pub mod contract;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 

@@ -33,6 +33,15 @@ fn in_clause(column: &str, values: &[String]) -> String {
     }
 }
 
+/// `AND col IN (?N, ?N+1, ...)` with numbered placeholders from `first`.
+fn numbered_in_clause(column: &str, count: usize, first: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    let marks: Vec<String> = (first..first + count).map(|i| format!("?{i}")).collect();
+    format!(" AND {column} IN ({})", marks.join(", "))
+}
+
 fn dead_where(filter: &DeadFilter) -> (String, Vec<String>) {
     let mut sql = format!("status = {DEAD}");
     let mut args = Vec::new();
@@ -92,7 +101,7 @@ impl Broker for SqliteStore {
                      {}
                      ORDER BY priority DESC, run_at, id LIMIT ?3)
                  RETURNING envelope, lease, deliveries",
-                in_clause("queue", &queues)
+                numbered_in_clause("queue", queues.len(), 4)
             );
             let mut values: Vec<rusqlite::types::Value> = vec![
                 (now + lease_ms).into(),

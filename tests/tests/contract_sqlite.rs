@@ -1,0 +1,14 @@
+//! The store contract on the SQLite adapter, each test on its own file.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use xylem_sqlite::SqliteStore;
+
+fn fresh() -> Arc<SqliteStore> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Arc::new(SqliteStore::open(&dir.join("contract.db")).unwrap())
+}
+
+xylem_tests::store_contract!(fresh);
