@@ -93,11 +93,26 @@ pub async fn publish_reserve_ack_removes_the_job(s: &dyn AdapterObj) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope, e);
     assert_eq!(got[0].deliveries, 1);
-    assert!(s.broker().reserve(&all(), 10, LEASE).await.unwrap().is_empty(), "leased jobs are not handed out twice");
+    assert!(
+        s.broker()
+            .reserve(&all(), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased jobs are not handed out twice"
+    );
     assert!(s.broker().ack(&e.id, got[0].lease).await.unwrap());
-    assert!(!s.broker().ack(&e.id, got[0].lease).await.unwrap(), "a second ack finds nothing");
+    assert!(
+        !s.broker().ack(&e.id, got[0].lease).await.unwrap(),
+        "a second ack finds nothing"
+    );
     let stats = s.broker().queue_stats().await.unwrap();
-    assert!(stats.iter().all(|q| q.ready + q.running + q.delayed + q.dead == 0), "{stats:?}");
+    assert!(
+        stats
+            .iter()
+            .all(|q| q.ready + q.running + q.delayed + q.dead == 0),
+        "{stats:?}"
+    );
 }
 
 pub async fn reserve_takes_at_most_max_and_only_named_queues(s: &dyn AdapterObj) {
@@ -105,12 +120,24 @@ pub async fn reserve_takes_at_most_max_and_only_named_queues(s: &dyn AdapterObj)
         s.broker().publish(&on("a", 0)).await.unwrap();
     }
     s.broker().publish(&on("b", 0)).await.unwrap();
-    let got = s.broker().reserve(&["a".to_owned()], 3, LEASE).await.unwrap();
+    let got = s
+        .broker()
+        .reserve(&["a".to_owned()], 3, LEASE)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|d| d.envelope.queue == "a"));
-    let got = s.broker().reserve(&["b".to_owned()], 10, LEASE).await.unwrap();
+    let got = s
+        .broker()
+        .reserve(&["b".to_owned()], 10, LEASE)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
-    let rest = s.broker().reserve(&["a".to_owned(), "b".to_owned()], 10, LEASE).await.unwrap();
+    let rest = s
+        .broker()
+        .reserve(&["a".to_owned(), "b".to_owned()], 10, LEASE)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
 }
 
@@ -124,7 +151,13 @@ pub async fn higher_priority_first_then_oldest(s: &dyn AdapterObj) {
     }
     let mut order = Vec::new();
     for _ in 0..4 {
-        let d = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
+        let d = s
+            .broker()
+            .reserve(&all(), 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         order.push(d.envelope.id);
     }
     assert_eq!(order, vec![high.id, mid1.id, mid2.id, low.id]);
@@ -134,7 +167,13 @@ pub async fn delayed_jobs_are_invisible_until_due(s: &dyn AdapterObj) {
     let mut e = job("later");
     e.not_before = Some(xylem_core::time::now_ms() + 400);
     s.broker().publish(&e).await.unwrap();
-    assert!(s.broker().reserve(&all(), 10, LEASE).await.unwrap().is_empty());
+    assert!(
+        s.broker()
+            .reserve(&all(), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let stats = s.broker().queue_stats().await.unwrap();
     assert_eq!(stats[0].delayed, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -146,7 +185,11 @@ pub async fn expired_lease_redelivers_with_attempt_intact(s: &dyn AdapterObj) {
     let mut e = job("x");
     e.attempt = 2;
     s.broker().publish(&e).await.unwrap();
-    let first = s.broker().reserve(&all(), 1, Duration::from_millis(200)).await.unwrap();
+    let first = s
+        .broker()
+        .reserve(&all(), 1, Duration::from_millis(200))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = s.broker().reserve(&all(), 1, LEASE).await.unwrap();
@@ -159,11 +202,28 @@ pub async fn expired_lease_redelivers_with_attempt_intact(s: &dyn AdapterObj) {
 pub async fn extended_lease_is_not_redelivered(s: &dyn AdapterObj) {
     let e = job("x");
     s.broker().publish(&e).await.unwrap();
-    let d = s.broker().reserve(&all(), 1, Duration::from_millis(300)).await.unwrap().pop().unwrap();
+    let d = s
+        .broker()
+        .reserve(&all(), 1, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(s.broker().extend(&e.id, d.lease, Duration::from_millis(300)).await.unwrap());
-        assert!(s.broker().reserve(&all(), 1, LEASE).await.unwrap().is_empty());
+        assert!(
+            s.broker()
+                .extend(&e.id, d.lease, Duration::from_millis(300))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.broker()
+                .reserve(&all(), 1, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     assert!(s.broker().ack(&e.id, d.lease).await.unwrap());
 }
@@ -171,29 +231,79 @@ pub async fn extended_lease_is_not_redelivered(s: &dyn AdapterObj) {
 pub async fn stale_lease_cannot_ack_or_nack(s: &dyn AdapterObj) {
     let e = job("x");
     s.broker().publish(&e).await.unwrap();
-    let old = s.broker().reserve(&all(), 1, Duration::from_millis(100)).await.unwrap().pop().unwrap();
+    let old = s
+        .broker()
+        .reserve(&all(), 1, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let new = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
+    let new = s
+        .broker()
+        .reserve(&all(), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert!(!s.broker().ack(&e.id, old.lease).await.unwrap());
     assert!(!s.broker().extend(&e.id, old.lease, LEASE).await.unwrap());
-    assert!(!s.broker().nack(&e.id, old.lease, Nack::Release).await.unwrap());
+    assert!(
+        !s.broker()
+            .nack(&e.id, old.lease, Nack::Release)
+            .await
+            .unwrap()
+    );
     assert!(s.broker().ack(&e.id, new.lease).await.unwrap());
 }
 
 pub async fn nack_retry_requeues_after_delay_and_release_requeues_now(s: &dyn AdapterObj) {
     let e = job("x");
     s.broker().publish(&e).await.unwrap();
-    let d = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
+    let d = s
+        .broker()
+        .reserve(&all(), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let mut next = e.clone();
     next.attempt = 2;
-    let retry = Nack::Retry { envelope: next, delay: Duration::from_millis(300) };
+    let retry = Nack::Retry {
+        envelope: Box::new(next),
+        delay: Duration::from_millis(300),
+    };
     assert!(s.broker().nack(&e.id, d.lease, retry).await.unwrap());
-    assert!(s.broker().reserve(&all(), 1, LEASE).await.unwrap().is_empty(), "not before its delay");
+    assert!(
+        s.broker()
+            .reserve(&all(), 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before its delay"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let d = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
+    let d = s
+        .broker()
+        .reserve(&all(), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(d.envelope.attempt, 2);
-    assert!(s.broker().nack(&e.id, d.lease, Nack::Release).await.unwrap());
-    let d = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
+    assert!(
+        s.broker()
+            .nack(&e.id, d.lease, Nack::Release)
+            .await
+            .unwrap()
+    );
+    let d = s
+        .broker()
+        .reserve(&all(), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(d.envelope.attempt, 2, "release keeps the attempt");
 }
 
@@ -201,31 +311,73 @@ pub async fn dead_letters_list_replay_and_purge(s: &dyn AdapterObj) {
     let (a, b) = (on("q1", 0), on("q2", 0));
     for e in [&a, &b] {
         s.broker().publish(e).await.unwrap();
-        let d = s.broker().reserve(&all(), 1, LEASE).await.unwrap().pop().unwrap();
-        let dead = Nack::DeadLetter { reason: format!("boom {}", e.queue) };
-        assert!(s.broker().nack(&d.envelope.id, d.lease, dead).await.unwrap());
+        let d = s
+            .broker()
+            .reserve(&all(), 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let dead = Nack::DeadLetter {
+            reason: format!("boom {}", e.queue),
+        };
+        assert!(
+            s.broker()
+                .nack(&d.envelope.id, d.lease, dead)
+                .await
+                .unwrap()
+        );
     }
-    assert!(s.broker().reserve(&all(), 10, LEASE).await.unwrap().is_empty(), "dead jobs are not delivered");
+    assert!(
+        s.broker()
+            .reserve(&all(), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead jobs are not delivered"
+    );
     let everything = DeadFilter::default();
     let dead = s.broker().dead_jobs(&everything, 10).await.unwrap();
     assert_eq!(dead.len(), 2);
-    let one = DeadFilter { ids: vec![a.id.clone()], queue: None };
+    let one = DeadFilter {
+        ids: vec![a.id.clone()],
+        queue: None,
+    };
     let shown = s.broker().dead_jobs(&one, 10).await.unwrap();
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].reason, "boom q1");
 
     // Replay with a delay: back in the queue but not visible before it.
-    let replayed = s.broker().replay_dead(&one, Duration::from_millis(300)).await.unwrap();
+    let replayed = s
+        .broker()
+        .replay_dead(&one, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(replayed, vec![a.id.clone()]);
-    assert!(s.broker().reserve(&all(), 10, LEASE).await.unwrap().is_empty());
+    assert!(
+        s.broker()
+            .reserve(&all(), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let d = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].envelope.attempt, 1);
 
-    let q2 = DeadFilter { ids: Vec::new(), queue: Some("q2".to_owned()) };
+    let q2 = DeadFilter {
+        ids: Vec::new(),
+        queue: Some("q2".to_owned()),
+    };
     assert_eq!(s.broker().purge_dead(&q2).await.unwrap(), 1);
-    assert!(s.broker().dead_jobs(&everything, 10).await.unwrap().is_empty());
+    assert!(
+        s.broker()
+            .dead_jobs(&everything, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn queue_stats_count_ready_delayed_running_dead(s: &dyn AdapterObj) {
@@ -235,9 +387,18 @@ pub async fn queue_stats_count_ready_delayed_running_dead(s: &dyn AdapterObj) {
     for _ in 0..3 {
         s.broker().publish(&on("stats", 0)).await.unwrap();
     }
-    let got = s.broker().reserve(&["stats".to_owned()], 2, LEASE).await.unwrap();
-    let dead = Nack::DeadLetter { reason: "x".to_owned() };
-    s.broker().nack(&got[0].envelope.id, got[0].lease, dead).await.unwrap();
+    let got = s
+        .broker()
+        .reserve(&["stats".to_owned()], 2, LEASE)
+        .await
+        .unwrap();
+    let dead = Nack::DeadLetter {
+        reason: "x".to_owned(),
+    };
+    s.broker()
+        .nack(&got[0].envelope.id, got[0].lease, dead)
+        .await
+        .unwrap();
     let stats = s.broker().queue_stats().await.unwrap();
     let q = stats.iter().find(|q| q.queue == "stats").unwrap();
     assert_eq!((q.ready, q.delayed, q.running, q.dead), (1, 1, 1, 1));
@@ -255,46 +416,87 @@ pub async fn results_record_history_and_succeed_once(s: &dyn AdapterObj) {
     };
     s.results().transition(&e.id, retry).await.unwrap();
     let ok = Transition {
-        outcome: Some(xylem_core::Outcome::success(serde_json::json!({"ok": true}), Default::default())),
+        outcome: Some(xylem_core::Outcome::success(
+            serde_json::json!({"ok": true}),
+            Default::default(),
+        )),
         ..Transition::to(TaskState::Succeeded, 2)
     };
     assert!(s.results().transition(&e.id, ok.clone()).await.unwrap());
-    assert!(!s.results().transition(&e.id, ok).await.unwrap(), "never succeeded twice");
+    assert!(
+        !s.results().transition(&e.id, ok).await.unwrap(),
+        "never succeeded twice"
+    );
     let r = s.results().get(&e.id).await.unwrap().unwrap();
     assert_eq!(r.state, TaskState::Succeeded);
     assert_eq!(r.result, Some(serde_json::json!({"ok": true})));
     assert_eq!(r.error, None, "a success clears the earlier error");
     let states: Vec<TaskState> = r.history.iter().map(|h| h.state).collect();
-    assert_eq!(states, vec![TaskState::Queued, TaskState::Running, TaskState::Retrying, TaskState::Succeeded]);
+    assert_eq!(
+        states,
+        vec![
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Retrying,
+            TaskState::Succeeded
+        ]
+    );
     assert_eq!(r.history[1].detail.as_deref(), Some("worker w1"));
     assert!(s.results().get("no-such-id").await.unwrap().is_none());
-    assert!(s.results().transition("no-such-id", Transition::to(TaskState::Running, 1)).await.is_err());
+    assert!(
+        s.results()
+            .transition("no-such-id", Transition::to(TaskState::Running, 1))
+            .await
+            .is_err()
+    );
 }
 
 pub async fn results_list_filters_by_state_and_task(s: &dyn AdapterObj) {
     let (a, b) = (job("list.a"), job("list.b"));
     s.results().create(&a).await.unwrap();
     s.results().create(&b).await.unwrap();
-    s.results().transition(&b.id, Transition::to(TaskState::Dead, 1)).await.unwrap();
-    let filter = xylem_core::TaskFilter { state: Some(TaskState::Dead), ..Default::default() };
+    s.results()
+        .transition(&b.id, Transition::to(TaskState::Dead, 1))
+        .await
+        .unwrap();
+    let filter = xylem_core::TaskFilter {
+        state: Some(TaskState::Dead),
+        ..Default::default()
+    };
     let dead = s.results().list(&filter).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, b.id);
-    let filter = xylem_core::TaskFilter { task: Some("list.a".to_owned()), ..Default::default() };
+    let filter = xylem_core::TaskFilter {
+        task: Some("list.a".to_owned()),
+        ..Default::default()
+    };
     assert_eq!(s.results().list(&filter).await.unwrap()[0].id, a.id);
 }
 
 fn spec(name: &str) -> TaskSpec {
-    TaskSpec { name: name.to_owned(), description: None, options: Default::default() }
+    TaskSpec {
+        name: name.to_owned(),
+        description: None,
+        options: Default::default(),
+    }
 }
 
 pub async fn plugins_round_trip_by_digest_and_route_tasks(s: &dyn AdapterObj) {
     let v0 = s.plugins().routes_version().await.unwrap();
-    s.plugins().put_plugin("d1", b"bytes-1", &[spec("p.a"), spec("p.b")]).await.unwrap();
+    s.plugins()
+        .put_plugin("d1", b"bytes-1", &[spec("p.a"), spec("p.b")])
+        .await
+        .unwrap();
     assert_ne!(s.plugins().routes_version().await.unwrap(), v0);
-    assert_eq!(s.plugins().plugin_bytes("d1").await.unwrap().as_deref(), Some(&b"bytes-1"[..]));
+    assert_eq!(
+        s.plugins().plugin_bytes("d1").await.unwrap().as_deref(),
+        Some(&b"bytes-1"[..])
+    );
     assert_eq!(s.plugins().plugin_bytes("nope").await.unwrap(), None);
-    s.plugins().put_plugin("d2", b"bytes-2", &[spec("p.a")]).await.unwrap();
+    s.plugins()
+        .put_plugin("d2", b"bytes-2", &[spec("p.a")])
+        .await
+        .unwrap();
     let routes = s.plugins().routes().await.unwrap();
     let route = |t: &str| routes.iter().find(|r| r.task == t).unwrap().digest.clone();
     assert_eq!(route("p.a"), "d2", "the newest push wins");
@@ -307,9 +509,15 @@ pub async fn plugins_round_trip_by_digest_and_route_tasks(s: &dyn AdapterObj) {
 }
 
 pub async fn removing_a_plugin_falls_back_to_an_older_version(s: &dyn AdapterObj) {
-    s.plugins().put_plugin("old", b"1", &[spec("f.a")]).await.unwrap();
+    s.plugins()
+        .put_plugin("old", b"1", &[spec("f.a")])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    s.plugins().put_plugin("new", b"2", &[spec("f.a")]).await.unwrap();
+    s.plugins()
+        .put_plugin("new", b"2", &[spec("f.a")])
+        .await
+        .unwrap();
     let v = s.plugins().routes_version().await.unwrap();
     assert!(s.plugins().remove_plugin("new").await.unwrap());
     assert_ne!(s.plugins().routes_version().await.unwrap(), v);

@@ -85,26 +85,6 @@ pub(crate) fn usage(outcome: &Outcome) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_get_thousands_separators() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(12_345_678), "12,345,678");
-    }
-
-    #[test]
-    fn durations_pick_a_readable_unit() {
-        assert_eq!(duration(Duration::from_micros(412)), "412 µs");
-        assert_eq!(duration(Duration::from_micros(3200)), "3.2 ms");
-        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
-    }
-}
-
 /// Renders rows under headers with aligned columns.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -160,5 +140,25 @@ pub(crate) fn record_summary(record: &xylem_core::TaskRecord) -> String {
         }
         (_, Some(error)) => error.to_string(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(12_345_678), "12,345,678");
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(duration(Duration::from_micros(412)), "412 µs");
+        assert_eq!(duration(Duration::from_micros(3200)), "3.2 ms");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
     }
 }

@@ -174,7 +174,7 @@ impl Broker for MemoryStore {
         };
         match action {
             Nack::Retry { envelope, delay } => {
-                job.envelope = envelope;
+                job.envelope = *envelope;
                 job.run_at = now_ms() + ms(delay);
                 job.status = Status::Ready;
             }
@@ -422,7 +422,7 @@ impl PluginStore for MemoryStore {
                 )
             })
             .collect();
-        plugins.sort_by(|a, b| b.0.cmp(&a.0));
+        plugins.sort_by_key(|p| std::cmp::Reverse(p.0));
         Ok(plugins.into_iter().map(|(_, p)| p).collect())
     }
 

@@ -56,7 +56,7 @@ pub enum Nack {
     /// a delay.
     Retry {
         /// The envelope to queue (attempt already incremented).
-        envelope: Envelope,
+        envelope: Box<Envelope>,
         /// Delay before it may run.
         delay: Duration,
     },

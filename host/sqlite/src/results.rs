@@ -226,9 +226,9 @@ impl ResultBackend for SqliteStore {
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let filter = filter.clone();
         self.with_conn(move |conn| {
-            let mut sql = format!(
+            let mut sql = String::from(
                 "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks WHERE 1 = 1"
+                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks WHERE 1 = 1",
             );
             let mut args: Vec<String> = Vec::new();
             if let Some(state) = filter.state {

@@ -3,6 +3,7 @@
 //! - `hello.greet` `{"name": "Ada"}` → `"Hello, Ada!"`
 //! - `hello.echo` any JSON → the same JSON (also the benchmark's no-op task)
 //! - `hello.flaky` `{"fail_times": N}` → fails on its first N attempts, then succeeds
+//! - `hello.sleep` `{"ms": N}` → sleeps N ms (heart-beating), then returns N
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,6 +42,25 @@ fn flaky(ctx: &Context, args: Flaky) -> TaskResult<String> {
     Ok(format!("succeeded on attempt {}", ctx.attempt()))
 }
 
+#[derive(Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+fn sleep(ctx: &Context, args: Sleep) -> TaskResult<u64> {
+    let step = std::time::Duration::from_millis(args.ms.min(100));
+    let mut slept = 0;
+    while slept < args.ms {
+        if ctx.cancelled() {
+            return Err(TaskError::fail(format!("cancelled after {slept} ms")));
+        }
+        std::thread::sleep(step.min(std::time::Duration::from_millis(args.ms - slept)));
+        slept += step.as_millis() as u64;
+        ctx.heartbeat();
+    }
+    Ok(args.ms)
+}
+
 fn tasks() -> Vec<Task> {
     vec![
         Task::new("hello.greet", greet).description("Returns a greeting for `name`"),
@@ -48,6 +68,7 @@ fn tasks() -> Vec<Task> {
         Task::new("hello.flaky", flaky)
             .description("Fails its first `fail_times` attempts, then succeeds")
             .max_retries(5),
+        Task::new("hello.sleep", sleep).description("Sleeps `ms` milliseconds, then returns it"),
     ]
 }
 

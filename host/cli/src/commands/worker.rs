@@ -50,23 +50,37 @@ pub(crate) fn check_queue_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+/// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
+/// that arrives while the worker is still starting is not lost (nor fatal).
+pub(crate) struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    pub(crate) fn install() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves on the first Ctrl-C or SIGTERM.
+    pub(crate) async fn wait(mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = ShutdownSignal::install();
     for q in &args.queue {
         check_queue_name(q)?;
     }
@@ -96,7 +110,7 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
     }
     tracing::info!(store = %store.describe, "connected");
     let worker = Worker::new(store.stores.clone(), registry, config);
-    let stats = worker.run(shutdown_signal()).await;
+    let stats = worker.run(shutdown.wait()).await;
     tracing::info!(
         succeeded = stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
         retried = stats.retried.load(std::sync::atomic::Ordering::Relaxed),

@@ -270,7 +270,7 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
                     &id,
                     lease,
                     Nack::Retry {
-                        envelope: next,
+                        envelope: Box::new(next),
                         delay,
                     },
                 )

@@ -1,0 +1,560 @@
+//! The job platform end to end, through real `xylem` processes on a SQLite
+//! file: enqueue → worker → results, retries and the dead-letter queue,
+//! `kill -9` in the middle of jobs, two workers on one file, hot plugin
+//! pushes, and bad input.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use xylem_core::store::{PluginStore, ResultBackend};
+use xylem_core::{TaskFilter, TaskRecord, TaskState};
+use xylem_sqlite::SqliteStore;
+use xylem_tests::{plugin, xylem_bin};
+
+/// A fresh SQLite store in a temp dir, and helpers to run `xylem` on it.
+struct Env {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let url = format!("sqlite://{}", dir.join("xylem.db").display());
+        Self { dir, url }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(xylem_bin());
+        cmd.arg("--store")
+            .arg(&self.url)
+            .env(
+                "XYLEM_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-cli-cache"),
+            )
+            .env("XYLEM_LOG", "info");
+        cmd
+    }
+
+    fn xylem(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs `xylem`, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.xylem(args);
+        assert!(
+            out.status.success(),
+            "xylem {args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn push(&self, name: &str) {
+        self.ok(&["plugin", "push", plugin(name).to_str().unwrap()]);
+    }
+
+    fn enqueue(&self, args: &[&str]) -> String {
+        let mut argv = vec!["enqueue"];
+        argv.extend_from_slice(args);
+        self.ok(&argv).trim().to_owned()
+    }
+
+    fn worker(&self, name: &str, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        self.command()
+            .args(["worker", "--name", name])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.dir.join("xylem.db")).unwrap()
+    }
+
+    /// Waits until `n` jobs have succeeded (or panics after `timeout`).
+    async fn wait_succeeded(&self, n: usize, timeout: Duration) -> Vec<TaskRecord> {
+        let store = self.store().await;
+        let started = Instant::now();
+        loop {
+            let filter = TaskFilter {
+                state: Some(TaskState::Succeeded),
+                limit: 100_000,
+                ..Default::default()
+            };
+            let done = store.list(&filter).await.unwrap();
+            if done.len() >= n {
+                return done;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {} of {n} jobs succeeded in {timeout:?}",
+                done.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "worker did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+async fn full_records(store: &SqliteStore, records: &[TaskRecord]) -> Vec<TaskRecord> {
+    let mut full = Vec::new();
+    for r in records {
+        full.push(store.get(&r.id).await.unwrap().unwrap());
+    }
+    full
+}
+
+fn count(record: &TaskRecord, state: TaskState) -> usize {
+    record.history.iter().filter(|h| h.state == state).count()
+}
+
+#[tokio::test]
+async fn enqueue_worker_and_task_wait_return_the_result() {
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("w", &[]);
+    let id = env.enqueue(&["hello.greet", "--args", r#"{"name":"Ada"}"#]);
+    let shown = env.ok(&["task", "wait", &id, "--timeout", "30s", "--json"]);
+    let record: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(record["state"], "succeeded");
+    assert_eq!(record["result"], "Hello, Ada!");
+    assert!(record["usage"]["fuel"].as_u64().unwrap() > 0);
+
+    // --wait prints the result; its exit code tells how the job ended.
+    let out = env.xylem(&[
+        "enqueue",
+        "hello.greet",
+        "--args",
+        r#"{"name":"Bob"}"#,
+        "--wait",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Hello, Bob!"));
+    let out = env.xylem(&[
+        "enqueue",
+        "hello.greet",
+        "--args",
+        r#"{"nom":"x"}"#,
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(12), "rejected");
+
+    let human = env.ok(&["task", "show", &id]);
+    assert!(
+        human.contains("succeeded") && human.contains("history"),
+        "{human}"
+    );
+    let listed = env.ok(&["task", "ls", "--state", "succeeded", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(env.ok(&["tasks"]).contains("hello.greet"));
+    assert!(env.ok(&["queues", "--json"]).contains("default"));
+    assert!(terminate(&mut worker).success());
+}
+
+#[tokio::test]
+async fn failing_task_retries_with_growing_delays_then_dead_letters_and_replays() {
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("w", &[]);
+    let id = env.enqueue(&[
+        "hello.flaky",
+        "--args",
+        r#"{"fail_times":99}"#,
+        "--max-retries",
+        "3",
+        "--backoff",
+        "150ms",
+    ]);
+    let out = env.xylem(&["task", "wait", &id, "--timeout", "60s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "plugin-error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let store = env.store().await;
+    let record = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Dead);
+    assert_eq!(count(&record, TaskState::Running), 4, "1 run + 3 retries");
+    assert_eq!(count(&record, TaskState::Retrying), 3);
+    let runs: Vec<i64> = record
+        .history
+        .iter()
+        .filter(|h| h.state == TaskState::Running)
+        .map(|h| h.at)
+        .collect();
+    let gaps: Vec<i64> = runs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] > g[0]),
+        "delays grow: {gaps:?}"
+    );
+    assert!(gaps[0] >= 100, "{gaps:?}");
+
+    let dlq = env.ok(&["dlq", "ls", "--json"]);
+    let dead: serde_json::Value = serde_json::from_str(&dlq).unwrap();
+    assert_eq!(dead[0]["envelope"]["id"], id.as_str());
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no retries left"),
+        "{dead}"
+    );
+
+    // A dry run changes nothing.
+    assert!(
+        env.ok(&["dlq", "replay", &id, "--dry-run"])
+            .contains("would replay 1")
+    );
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().state,
+        TaskState::Dead
+    );
+    // A replay runs it again (and it fails again, all its attempts anew).
+    assert!(env.ok(&["dlq", "replay", &id]).contains("replayed 1"));
+    let out = env.xylem(&["task", "wait", &id, "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(10));
+    let record = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        count(&record, TaskState::Running),
+        8,
+        "{:#?}",
+        record.history
+    );
+    assert!(
+        record
+            .history
+            .iter()
+            .any(|h| h.detail.as_deref().is_some_and(|d| d.contains("replayed")))
+    );
+    assert!(env.ok(&["dlq", "purge"]).contains("purged 1"));
+    assert!(env.ok(&["dlq", "ls"]).contains("empty"));
+    assert!(terminate(&mut worker).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_job_loses_nothing_and_never_succeeds_twice() {
+    const JOBS: usize = 200;
+    let env = Env::new();
+    env.push("hello");
+    for _ in 0..JOBS {
+        env.enqueue(&["hello.sleep", "--args", r#"{"ms":100}"#]);
+    }
+    // Kill the worker several times while it is in the middle of jobs
+    // (4 at a time, 100 ms each: about 5 s of work in all).
+    for round in 0..4 {
+        let mut worker = env.worker(
+            &format!("victim{round}"),
+            &["--lease", "1s", "--concurrency", "4"],
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        kill9(&mut worker);
+    }
+    let mut last = env.worker("survivor", &["--lease", "1s", "--concurrency", "4"]);
+    let done = env.wait_succeeded(JOBS, Duration::from_secs(120)).await;
+    assert!(terminate(&mut last).success());
+
+    let store = env.store().await;
+    let all = store
+        .list(&TaskFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), JOBS);
+    assert_eq!(done.len(), JOBS, "every job succeeded: none lost");
+    let full = full_records(&store, &all).await;
+    for r in &full {
+        assert_eq!(
+            count(r, TaskState::Succeeded),
+            1,
+            "succeeded exactly once: {:#?}",
+            r.history
+        );
+    }
+    let redelivered = full
+        .iter()
+        .filter(|r| count(r, TaskState::Running) > 1)
+        .count();
+    assert!(
+        redelivered > 0,
+        "no job was caught mid-run by a kill: the test proved nothing"
+    );
+    let stats = env.ok(&["queues", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(
+        stats
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["ready"] == 0 && q["running"] == 0),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_one_sqlite_file_without_running_a_job_twice() {
+    const JOBS: usize = 100;
+    let env = Env::new();
+    env.push("hello");
+    let mut w1 = env.worker("w1", &["--concurrency", "4"]);
+    let mut w2 = env.worker("w2", &["--concurrency", "4"]);
+    for _ in 0..JOBS {
+        env.enqueue(&["hello.sleep", "--args", r#"{"ms":20}"#]);
+    }
+    let done = env.wait_succeeded(JOBS, Duration::from_secs(120)).await;
+    assert!(terminate(&mut w1).success());
+    assert!(terminate(&mut w2).success());
+    let full = full_records(&env.store().await, &done).await;
+    let mut workers = HashSet::new();
+    for r in &full {
+        assert_eq!(
+            count(r, TaskState::Running),
+            1,
+            "ran once: {:#?}",
+            r.history
+        );
+        let running = r
+            .history
+            .iter()
+            .find(|h| h.state == TaskState::Running)
+            .unwrap();
+        workers.insert(running.detail.clone().unwrap());
+    }
+    assert_eq!(
+        workers,
+        HashSet::from(["worker w1".to_owned(), "worker w2".to_owned()]),
+        "both shared the work"
+    );
+}
+
+/// The same component with an extra custom section: a new version (new
+/// digest) with the same behaviour.
+fn new_version(original: &Path, dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(original).unwrap();
+    let name = b"xylem-test-version";
+    let payload = b"2";
+    let size = 1 + name.len() + payload.len();
+    bytes.push(0); // custom section id
+    bytes.push(u8::try_from(size).unwrap()); // LEB128, < 128
+    bytes.push(u8::try_from(name.len()).unwrap());
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let path = dir.join("hello-v2.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushing_a_new_version_reaches_a_running_worker_without_restart() {
+    let env = Env::new();
+    env.push("hello");
+    let store = env.store().await;
+    let v1 = store
+        .routes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.task == "hello.sleep")
+        .unwrap()
+        .digest;
+    let mut worker = env.worker("w", &[]);
+    // A job that is running while the new version arrives.
+    let long = env.enqueue(&["hello.sleep", "--args", r#"{"ms":2000}"#]);
+    let before: Vec<String> = (0..5)
+        .map(|_| env.enqueue(&["hello.greet", "--args", r#"{"name":"v1"}"#]))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let v2_file = new_version(&plugin("hello"), &env.dir);
+    env.ok(&["plugin", "push", v2_file.to_str().unwrap()]);
+    let v2 = store
+        .routes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.task == "hello.sleep")
+        .unwrap()
+        .digest;
+    assert_ne!(v1, v2);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the worker polls for new versions
+    let after: Vec<String> = (0..5)
+        .map(|_| env.enqueue(&["hello.greet", "--args", r#"{"name":"v2"}"#]))
+        .collect();
+
+    for id in before.iter().chain(&after).chain(std::iter::once(&long)) {
+        let out = env.xylem(&["task", "wait", id, "--timeout", "30s"]);
+        assert!(
+            out.status.success(),
+            "job {id} failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let version = |id: &String| {
+        let store = store.clone();
+        let id = id.clone();
+        async move { store.get(&id).await.unwrap().unwrap().plugin.unwrap() }
+    };
+    assert_eq!(
+        version(&long).await,
+        v1,
+        "a running job finishes on the version it started with"
+    );
+    for id in &after {
+        assert_eq!(version(id).await, v2, "new jobs use the new version");
+    }
+    let listing = env.ok(&["plugin", "ls", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listing)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(terminate(&mut worker).success());
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_nonzero_exit() {
+    let env = Env::new();
+    env.push("hello");
+    let check = |args: &[&str], code: i32, needle: &str| {
+        let out = env.xylem(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected `{needle}` in: {stderr}"
+        );
+    };
+    check(&["enqueue", "nope.task"], 1, "unknown task `nope.task`");
+    check(&["enqueue", "nope.task"], 1, "hello.greet");
+    check(
+        &["enqueue", "hello.greet", "--args", "{name:"],
+        1,
+        "invalid JSON arguments",
+    );
+    check(
+        &["enqueue", "hello.greet", "--priority", "12"],
+        2,
+        "priority",
+    );
+    check(
+        &["enqueue", "hello.greet", "--queue", "bad queue!"],
+        1,
+        "invalid queue name",
+    );
+    check(
+        &["enqueue", "hello.greet", "--delay", "soon"],
+        1,
+        "invalid duration",
+    );
+    check(
+        &["worker", "--queue", "ok,bad queue"],
+        1,
+        "invalid queue name",
+    );
+    check(&["worker", "--bogus"], 2, "--bogus");
+    check(&["task", "show", "no-such-id"], 1, "no job with id");
+    check(&["task", "ls", "--state", "sleeping"], 2, "unknown state");
+    let junk = env.dir.join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    check(
+        &["plugin", "push", junk.to_str().unwrap()],
+        1,
+        "not a valid WebAssembly component",
+    );
+    check(&["plugin", "push", "/no/such/file.wasm"], 1, "cannot read");
+
+    let out = Command::new(xylem_bin())
+        .args(["--store", "sqlite:///no/such/dir/x.db", "queues"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = Command::new(xylem_bin())
+        .args(["--store", "ftp://x", "health"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported store URL"));
+    assert!(env.ok(&["health"]).contains("ok"));
+}
+
+#[test]
+fn the_demo_runs_to_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(xylem_bin())
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .current_dir(xylem_tests::repo_root())
+        .env(
+            "XYLEM_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-cli-cache"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Hello, Ada!",
+        "succeeded on attempt 3",
+        "time-limit-exceeded",
+        "memory-limit-exceeded",
+        "rejected",
+        "dead",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "`{needle}` missing from the demo table:\n{stdout}"
+        );
+    }
+}
