@@ -558,3 +558,77 @@ fn the_demo_runs_to_its_table() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_worker_watching_a_plugins_folder_pushes_what_appears_there() {
+    let env = Env::new();
+    let folder = env.dir.join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut worker = env.worker("w", &["--plugins", folder.to_str().unwrap()]);
+    std::fs::copy(plugin("hello"), folder.join("hello.wasm")).unwrap();
+    // The watcher pushes it within a second or so; then enqueue works.
+    let started = Instant::now();
+    let id = loop {
+        let out = env.xylem(&["enqueue", "hello.greet", "--args", r#"{"name":"dev"}"#]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the folder's plugin was never pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shown = env.ok(&["task", "wait", &id, "--timeout", "30s", "--json"]);
+    assert!(shown.contains("Hello, dev!"), "{shown}");
+    assert!(terminate(&mut worker).success());
+}
+
+#[tokio::test]
+async fn shutdown_lets_jobs_finish_within_grace_then_releases_the_rest() {
+    let env = Env::new();
+    env.push("hello");
+    let short = env.enqueue(&["hello.sleep", "--args", r#"{"ms":300}"#]);
+    let long = env.enqueue(&["hello.sleep", "--args", r#"{"ms":20000}"#]);
+    let mut worker = env.worker("w", &["--grace", "1s"]);
+    let store = env.store().await;
+    let started = Instant::now();
+    while store.get(&long).await.unwrap().unwrap().state != TaskState::Running {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    assert!(terminate(&mut worker).success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+
+    let short = store.get(&short).await.unwrap().unwrap();
+    assert_eq!(
+        short.state,
+        TaskState::Succeeded,
+        "finished within the grace period"
+    );
+    let long_record = store.get(&long).await.unwrap().unwrap();
+    assert_eq!(
+        long_record.state,
+        TaskState::Queued,
+        "{:#?}",
+        long_record.history
+    );
+    assert!(
+        long_record
+            .history
+            .last()
+            .unwrap()
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("released")
+    );
+    let stats = env.ok(&["queues", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats[0]["ready"], 1, "back in its queue: {stats}");
+}
