@@ -66,3 +66,39 @@ pub fn xylem_bin() -> PathBuf {
     );
     bin
 }
+
+/// The URL of a server the tests need (Redis, Postgres), from `env_var` or
+/// `default`, if it answers a TCP connect. When it does not: with
+/// `CI=true` the test fails (CI must never pass by skipping); otherwise
+/// it prints why and returns `None`, and the test skips.
+pub fn service_url(env_var: &str, default: &str) -> Option<String> {
+    let url = std::env::var(env_var).unwrap_or_else(|_| default.to_owned());
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or(authority).to_owned();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        return Some(url);
+    }
+    let message = format!("{url} ({env_var}) is not reachable");
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{message}: CI must not skip this test");
+    }
+    eprintln!("skipping: {message}");
+    None
+}
+
+/// A name unique to this test run: for a schema, key prefix or database.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

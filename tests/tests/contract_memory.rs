@@ -6,4 +6,8 @@ use std::sync::Arc;
 
 use xylem_core::memory::MemoryStore;
 
-xylem_tests::store_contract!(|| Arc::new(MemoryStore::new()));
+async fn fresh() -> Option<Arc<MemoryStore>> {
+    Some(Arc::new(MemoryStore::new()))
+}
+
+xylem_tests::store_contract!(fresh);

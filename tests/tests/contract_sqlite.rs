@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use xylem_sqlite::SqliteStore;
 
-fn fresh() -> Arc<SqliteStore> {
+async fn fresh() -> Option<Arc<SqliteStore>> {
     let dir = tempfile::tempdir().unwrap().keep();
-    Arc::new(SqliteStore::open(&dir.join("contract.db")).unwrap())
+    Some(Arc::new(SqliteStore::open(&dir.join("contract.db")).unwrap()))
 }
 
 xylem_tests::store_contract!(fresh);
