@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, missing_docs)] // test support: a failed unwrap is a failed test
 
 pub mod contract;
+pub mod scenarios;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -8,7 +8,9 @@ use xylem_sqlite::SqliteStore;
 
 async fn fresh() -> Option<Arc<SqliteStore>> {
     let dir = tempfile::tempdir().unwrap().keep();
-    Some(Arc::new(SqliteStore::open(&dir.join("contract.db")).unwrap()))
+    Some(Arc::new(
+        SqliteStore::open(&dir.join("contract.db")).unwrap(),
+    ))
 }
 
 xylem_tests::store_contract!(fresh);

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 (see `xylem run --help`).\nLogs: set XYLEM_LOG (e.g. XYLEM_LOG=debug) to see more."
 )]
 struct Cli {
-    /// Where jobs, results and plugins live: sqlite://FILE (default), memory://.
+    /// Where jobs, results and plugins live: sqlite://FILE (default), redis://HOST:PORT, postgres://..., memory://.
     /// [default: sqlite://xylem.db]
     #[arg(long, global = true, env = "XYLEM_STORE")]
     store: Option<String>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
+use xylem_redis::RedisStore;
 use xylem_sqlite::SqliteStore;
 
 /// The default store: a SQLite file in the current directory.
@@ -19,6 +20,7 @@ pub(crate) struct OpenStore {
 
 enum Health {
     Sqlite(SqliteStore),
+    Redis(RedisStore),
     Memory,
 }
 
@@ -27,13 +29,28 @@ impl OpenStore {
     pub(crate) async fn health(&self) -> anyhow::Result<String> {
         match &self.health {
             Health::Sqlite(s) => Ok(s.health().await?),
+            Health::Redis(s) => Ok(s.health().await?),
             Health::Memory => Ok("in-memory store (this process only)".to_owned()),
         }
     }
 }
 
-/// Opens the store at `url`: `sqlite://PATH`, or `memory://` (this
-/// process only: for `demo` and `bench`).
+/// `url` without its password, for logs and messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.split('?').next().unwrap_or(url).to_owned(),
+    }
+}
+
+/// Opens the store at `url`: `sqlite://PATH`, `redis://HOST:PORT[?prefix=P]`,
+/// or `memory://` (this process only: for `demo` and `bench`).
 pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
@@ -53,11 +70,21 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
             describe: "memory".to_owned(),
             health: Health::Memory,
         }),
-        "redis" | "postgres" | "postgresql" => bail!(
+        "redis" => {
+            let store = RedisStore::connect(url)
+                .await
+                .with_context(|| format!("cannot open store {url}"))?;
+            Ok(OpenStore {
+                stores: Stores::from_adapter(Arc::new(store.clone())),
+                describe: format!("redis {} (prefix {})", redact(url), store.prefix()),
+                health: Health::Redis(store),
+            })
+        }
+        "postgres" | "postgresql" => bail!(
             "store {url}: the {scheme} adapter is not available in this build yet; use sqlite://FILE"
         ),
         _ => bail!(
-            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}) or memory://"
+            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT or memory://"
         ),
     }
 }

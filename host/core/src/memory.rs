@@ -305,7 +305,7 @@ impl ResultBackend for MemoryStore {
             .records
             .get_mut(id)
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        if t.state == TaskState::Succeeded && record.state == TaskState::Succeeded {
+        if record.state == TaskState::Succeeded {
             return Ok(false);
         }
         let now = now_ms();

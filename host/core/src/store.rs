@@ -156,9 +156,10 @@ pub trait ResultBackend: Send + Sync {
     /// Records a new job (state `queued`).
     async fn create(&self, envelope: &Envelope) -> StoreResult<()>;
 
-    /// Records a transition. A `succeeded` transition on a job already
-    /// succeeded is ignored and returns false, so a job is never marked
-    /// succeeded twice.
+    /// Records a transition. Once a job has succeeded its record is final:
+    /// any later transition is ignored and returns false. So a job is never
+    /// marked succeeded twice, and a worker handed a redelivered job that
+    /// already succeeded (its ack was lost) learns it and just acks it.
     async fn transition(&self, id: &str, transition: Transition) -> StoreResult<bool>;
 
     /// Records a progress report.

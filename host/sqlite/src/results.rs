@@ -130,7 +130,8 @@ impl ResultBackend for SqliteStore {
             let Some(current) = current else {
                 return Err(StoreError::NotFound(format!("job {id}")));
             };
-            if t.state == TaskState::Succeeded && state(&current)? == TaskState::Succeeded {
+            // A succeeded record is final (see the trait).
+            if state(&current)? == TaskState::Succeeded {
                 return Ok(false);
             }
             let now = now_ms();

@@ -1,0 +1,222 @@
+//! Xylem's Redis adapter: broker, result backend and plugin store on one
+//! Redis server, shared by any number of workers on any number of hosts.
+//!
+//! Every operation that must be atomic — publish, claim (with delayed-job
+//! promotion and lease-expiry reclaim), ack, lease extension, retry
+//! requeue, dead-lettering, a result transition, a plugin push — is one Lua
+//! script: one round trip, all or nothing. Keys live under a prefix
+//! (`?prefix=NAME` in the URL, default `xylem`), so several deployments can
+//! share a server. Workers are woken by pub/sub when a job is published.
+//!
+//! Durability is Redis's: run it with AOF (`appendonly yes`, `appendfsync
+//! everysec` or `always`) or a job acknowledged as published can be lost
+//! when the server restarts.
+
+mod broker;
+mod keys;
+mod plugins;
+mod results;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use tokio::sync::Mutex;
+use xylem_core::store::{StoreError, StoreResult};
+
+use crate::keys::Keys;
+
+/// A Redis-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    client: redis::Client,
+    keys: Keys,
+    /// Subscription to the wake channel, made on first wait.
+    wake: Arc<Mutex<Option<PubSub>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+pub(crate) fn backend(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        StoreError::Unavailable(format!("redis: {e}"))
+    } else {
+        StoreError::Backend(format!("redis: {e}"))
+    }
+}
+
+/// Decodes one value of a script's reply.
+pub(crate) fn value<T: redis::FromRedisValue>(v: &redis::Value) -> StoreResult<T> {
+    redis::from_redis_value(v.clone()).map_err(|e| StoreError::Corrupt(format!("redis reply: {e}")))
+}
+
+pub(crate) fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Splits `?prefix=NAME` off a Redis URL.
+fn split_prefix(url: &str) -> StoreResult<(String, String)> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut prefix = "xylem".to_owned();
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", value)) => prefix = value.to_owned(),
+            _ => rest.push(pair),
+        }
+    }
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        return Err(StoreError::Invalid(format!(
+            "invalid redis key prefix `{prefix}`: use letters, digits, '-', '_', '.' or ':'"
+        )));
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, prefix))
+}
+
+impl RedisStore {
+    /// Connects to `redis://HOST:PORT[/DB][?prefix=NAME]`. The connection
+    /// reconnects by itself after an outage; calls made during the outage
+    /// fail with [`StoreError::Unavailable`] (workers retry them).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let (redis_url, prefix) = split_prefix(url)?;
+        let client = redis::Client::open(redis_url.as_str())
+            .map_err(|e| StoreError::Invalid(format!("invalid redis URL {url}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("cannot connect to {url}: timed out")))?
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url}: {e}")))?;
+        Ok(Self {
+            conn,
+            client,
+            keys: Keys::new(prefix),
+            wake: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The server's version and a round trip, for `xylem health`.
+    pub async fn health(&self) -> StoreResult<String> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim();
+        Ok(format!("Redis {version}"))
+    }
+
+    /// Deletes every key under this store's prefix (for tests).
+    pub async fn clear(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:*", self.keys.prefix());
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Waits for a message on the wake channel, up to `timeout`.
+    pub(crate) async fn wait_for_wake(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut guard = self.wake.lock().await;
+        if guard.is_none() {
+            match self.subscribe().await {
+                Ok(pubsub) => *guard = Some(pubsub),
+                Err(e) => tracing::debug!(error = %e, "cannot subscribe to wake-ups; polling"),
+            }
+        }
+        let ended = match guard.as_mut() {
+            Some(pubsub) => matches!(
+                tokio::time::timeout_at(deadline, pubsub.on_message().next()).await,
+                Ok(None)
+            ),
+            None => true,
+        };
+        if ended {
+            // No subscription, or it ended (server gone): poll, and
+            // resubscribe next time.
+            *guard = None;
+            drop(guard);
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    async fn subscribe(&self) -> Result<PubSub, redis::RedisError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.keys.wake()).await?;
+        Ok(pubsub)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_comes_out_of_the_url() {
+        let (url, prefix) = split_prefix("redis://127.0.0.1:6379/2?prefix=team-a").unwrap();
+        assert_eq!(url, "redis://127.0.0.1:6379/2");
+        assert_eq!(prefix, "team-a");
+        let (url, prefix) = split_prefix("redis://h:1").unwrap();
+        assert_eq!((url.as_str(), prefix.as_str()), ("redis://h:1", "xylem"));
+        assert!(split_prefix("redis://h:1?prefix=a b").is_err());
+    }
+}

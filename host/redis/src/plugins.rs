@@ -1,0 +1,156 @@
+//! [`PluginStore`] on Redis: a hash per version, a routes hash, counters.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use xylem_core::TaskSpec;
+use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
+use xylem_core::time::now_ms;
+
+use crate::scripts::{PUT_PLUGIN, REMOVE_PLUGIN};
+use crate::{RedisStore, backend, corrupt};
+
+/// A route as stored in the routes hash.
+#[derive(Serialize, Deserialize)]
+struct StoredRoute {
+    digest: String,
+    spec: TaskSpec,
+}
+
+fn route_json(digest: &str, spec: &TaskSpec) -> StoreResult<String> {
+    serde_json::to_string(&StoredRoute {
+        digest: digest.to_owned(),
+        spec: spec.clone(),
+    })
+    .map_err(corrupt)
+}
+
+#[async_trait]
+impl PluginStore for RedisStore {
+    async fn put_plugin(&self, digest: &str, bytes: &[u8], tasks: &[TaskSpec]) -> StoreResult<()> {
+        let mut invocation = PUT_PLUGIN.prepare_invoke();
+        invocation
+            .arg(self.keys.prefix())
+            .arg(digest)
+            .arg(bytes)
+            .arg(bytes.len())
+            .arg(serde_json::to_string(tasks).map_err(corrupt)?)
+            .arg(now_ms());
+        for spec in tasks {
+            invocation.arg(&spec.name).arg(route_json(digest, spec)?);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.conn()
+            .hget(self.keys.plugin(digest), "bytes")
+            .await
+            .map_err(backend)
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
+        let mut conn = self.conn();
+        let digests: Vec<String> = conn
+            .zrevrange(self.keys.plugins(), 0, -1)
+            .await
+            .map_err(backend)?;
+        let routes = self.routes().await?;
+        let mut plugins = Vec::new();
+        for digest in digests {
+            let (size, tasks, pushed_at): (Option<u64>, Option<String>, Option<i64>) =
+                redis::cmd("HMGET")
+                    .arg(self.keys.plugin(&digest))
+                    .arg("size")
+                    .arg("tasks")
+                    .arg("pushed_at")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+            let Some(tasks) = tasks else { continue };
+            let mut active_tasks: Vec<String> = routes
+                .iter()
+                .filter(|r| r.digest == digest)
+                .map(|r| r.task.clone())
+                .collect();
+            active_tasks.sort();
+            plugins.push(PluginInfo {
+                size: size.unwrap_or(0),
+                tasks: serde_json::from_str(&tasks).map_err(corrupt)?,
+                pushed_at: pushed_at.unwrap_or(0),
+                active_tasks,
+                digest,
+            });
+        }
+        Ok(plugins)
+    }
+
+    async fn routes(&self) -> StoreResult<Vec<TaskRoute>> {
+        let stored: HashMap<String, String> = self
+            .conn()
+            .hgetall(self.keys.routes())
+            .await
+            .map_err(backend)?;
+        let mut routes = Vec::new();
+        for (task, text) in stored {
+            let route: StoredRoute = serde_json::from_str(&text).map_err(corrupt)?;
+            routes.push(TaskRoute {
+                task,
+                digest: route.digest,
+                spec: route.spec,
+            });
+        }
+        routes.sort_by(|a, b| a.task.cmp(&b.task));
+        Ok(routes)
+    }
+
+    async fn remove_plugin(&self, digest: &str) -> StoreResult<bool> {
+        // Work out the fallbacks here, then apply them atomically.
+        let orphaned: Vec<String> = self
+            .routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.digest == digest)
+            .map(|r| r.task)
+            .collect();
+        let others: Vec<PluginInfo> = self
+            .plugins()
+            .await?
+            .into_iter()
+            .filter(|p| p.digest != digest)
+            .collect();
+        let mut invocation = REMOVE_PLUGIN.prepare_invoke();
+        invocation.arg(self.keys.prefix()).arg(digest);
+        for task in orphaned {
+            // `plugins()` is newest first: the first that declares it wins.
+            let fallback = others
+                .iter()
+                .find_map(|p| p.tasks.iter().find(|s| s.name == task).map(|s| (p, s)));
+            let route = match fallback {
+                Some((p, spec)) => route_json(&p.digest, spec)?,
+                None => String::new(),
+            };
+            invocation.arg(task).arg(route);
+        }
+        let existed: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(existed == 1)
+    }
+
+    async fn routes_version(&self) -> StoreResult<u64> {
+        let version: Option<u64> = self
+            .conn()
+            .get(self.keys.routes_version())
+            .await
+            .map_err(backend)?;
+        Ok(version.unwrap_or(0))
+    }
+}

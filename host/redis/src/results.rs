@@ -1,0 +1,237 @@
+//! [`ResultBackend`] on Redis: a hash per job, a list for its history, a
+//! sorted set indexing jobs by enqueue time.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use xylem_core::store::{ResultBackend, StoreError, StoreResult};
+use xylem_core::time::now_ms;
+use xylem_core::{Envelope, Progress};
+
+use crate::scripts::{CREATE, PROGRESS, TRANSITION};
+use crate::{RedisStore, backend, corrupt};
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: Option<&String>) -> StoreResult<Option<T>> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| serde_json::from_str(t).map_err(corrupt))
+        .transpose()
+}
+
+fn field<'a>(fields: &'a HashMap<String, String>, name: &str) -> StoreResult<&'a String> {
+    fields
+        .get(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("job record without `{name}`")))
+}
+
+fn number<T: std::str::FromStr>(fields: &HashMap<String, String>, name: &str) -> StoreResult<T> {
+    field(fields, name)?
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("job record field `{name}` is not a number")))
+}
+
+fn decode(id: &str, fields: &HashMap<String, String>, with_log: bool) -> StoreResult<TaskRecord> {
+    Ok(TaskRecord {
+        id: id.to_owned(),
+        task: field(fields, "task")?.clone(),
+        queue: field(fields, "queue")?.clone(),
+        state: field(fields, "state")?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        args: field(fields, "args")?.clone(),
+        attempt: number(fields, "attempt")?,
+        max_retries: number(fields, "max_retries")?,
+        result: parse(fields.get("result"))?,
+        error: parse(fields.get("error"))?,
+        usage: parse(fields.get("usage"))?,
+        progress: parse(fields.get("progress"))?,
+        log: if with_log {
+            parse(fields.get("log"))?.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        plugin: fields.get("plugin").filter(|p| !p.is_empty()).cloned(),
+        enqueued_at: number(fields, "enqueued_at")?,
+        updated_at: number(fields, "updated_at")?,
+        history: Vec::new(),
+    })
+}
+
+#[async_trait]
+impl ResultBackend for RedisStore {
+    async fn create(&self, e: &Envelope) -> StoreResult<()> {
+        let now = now_ms();
+        let entry = HistoryEntry {
+            at: now,
+            state: TaskState::Queued,
+            attempt: e.attempt,
+            detail: e
+                .not_before
+                .filter(|at| *at > now)
+                .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at))),
+        };
+        let mut invocation = CREATE.prepare_invoke();
+        invocation
+            .arg(self.keys.prefix())
+            .arg(&e.id)
+            .arg(e.enqueued_at)
+            .arg(json(&entry)?);
+        let fields: [(&str, String); 9] = [
+            ("task", e.task.clone()),
+            ("queue", e.queue.clone()),
+            ("state", "queued".to_owned()),
+            ("args", e.args.clone()),
+            ("attempt", e.attempt.to_string()),
+            ("max_retries", e.max_retries.to_string()),
+            ("enqueued_at", e.enqueued_at.to_string()),
+            ("updated_at", now.to_string()),
+            ("plugin", String::new()),
+        ];
+        for (name, value) in fields {
+            invocation.arg(name).arg(value);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
+        let now = now_ms();
+        let entry = HistoryEntry {
+            at: now,
+            state: t.state,
+            attempt: t.attempt,
+            detail: t.detail.clone(),
+        };
+        let mut fields: Vec<(&str, String)> = vec![
+            ("state", t.state.as_str().to_owned()),
+            ("attempt", t.attempt.to_string()),
+            ("updated_at", now.to_string()),
+        ];
+        if let Some(outcome) = &t.outcome {
+            // '' deletes the field: a success clears an earlier error.
+            fields.push((
+                "result",
+                outcome
+                    .result
+                    .as_ref()
+                    .map(json)
+                    .transpose()?
+                    .unwrap_or_default(),
+            ));
+            fields.push((
+                "error",
+                outcome
+                    .error
+                    .as_ref()
+                    .map(json)
+                    .transpose()?
+                    .unwrap_or_default(),
+            ));
+            fields.push(("usage", json(&outcome.usage)?));
+            fields.push(("log", json(&outcome.log)?));
+            if let Some(progress) = &outcome.progress {
+                fields.push(("progress", json(progress)?));
+            }
+        }
+        if let Some(plugin) = &t.plugin {
+            fields.push(("plugin", plugin.clone()));
+        }
+        let mut invocation = TRANSITION.prepare_invoke();
+        invocation
+            .arg(self.keys.prefix())
+            .arg(id)
+            .arg(t.state.as_str())
+            .arg(json(&entry)?);
+        for (name, value) in fields {
+            invocation.arg(name).arg(value);
+        }
+        let done: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        match done {
+            -1 => Err(StoreError::NotFound(format!("job {id}"))),
+            0 => Ok(false),
+            _ => Ok(true),
+        }
+    }
+
+    async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
+        let _: i64 = PROGRESS
+            .arg(self.keys.prefix())
+            .arg(id)
+            .arg(json(progress)?)
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
+        let mut conn = self.conn();
+        let fields: HashMap<String, String> =
+            conn.hgetall(self.keys.task(id)).await.map_err(backend)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut record = decode(id, &fields, true)?;
+        let history: Vec<String> = conn
+            .lrange(self.keys.history(id), 0, -1)
+            .await
+            .map_err(backend)?;
+        for entry in history {
+            record
+                .history
+                .push(serde_json::from_str(&entry).map_err(corrupt)?);
+        }
+        Ok(Some(record))
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        const PAGE: isize = 500;
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let mut conn = self.conn();
+        let mut records = Vec::new();
+        let mut start: isize = 0;
+        loop {
+            let ids: Vec<String> = conn
+                .zrevrange(self.keys.tasks(), start, start + PAGE - 1)
+                .await
+                .map_err(backend)?;
+            if ids.is_empty() {
+                return Ok(records);
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(self.keys.task(id));
+            }
+            let all: Vec<HashMap<String, String>> =
+                pipe.query_async(&mut conn).await.map_err(backend)?;
+            for (id, fields) in ids.iter().zip(all) {
+                if fields.is_empty() {
+                    continue;
+                }
+                let record = decode(id, &fields, false)?;
+                if filter.state.is_some_and(|s| s != record.state)
+                    || filter.task.as_ref().is_some_and(|t| t != &record.task)
+                {
+                    continue;
+                }
+                records.push(record);
+                if records.len() >= limit {
+                    return Ok(records);
+                }
+            }
+            start += PAGE;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Multi-process scenarios that every networked store must survive: real
+//! `xylem worker` processes killed with `kill -9`, several workers sharing
+//! one server, the server itself restarted. Each adapter's test file runs
+//! them against its server.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xylem_core::{Client, EnqueueRequest, Stores, TaskFilter, TaskRecord, TaskState};
+
+use crate::{plugin, xylem_bin};
+
+/// Opens the stores behind `url` in this process (to enqueue and check).
+pub async fn open_stores(url: &str) -> Stores {
+    if url.starts_with("redis://") {
+        Stores::from_adapter(Arc::new(
+            xylem_redis::RedisStore::connect(url).await.unwrap(),
+        ))
+    } else if url.starts_with("sqlite://") {
+        Stores::from_adapter(Arc::new(xylem_sqlite::SqliteStore::open_url(url).unwrap()))
+    } else {
+        open_postgres(url).await
+    }
+}
+
+#[allow(clippy::unused_async)]
+async fn open_postgres(url: &str) -> Stores {
+    panic!("no adapter for {url}")
+}
+
+/// Worker processes on one store, with their logs in a temp dir.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The store URL.
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// A cluster on `url`, with `hello` pushed.
+    pub async fn new(url: &str) -> Self {
+        let cluster = Self {
+            url: url.to_owned(),
+            dir: tempfile::tempdir().unwrap().keep(),
+        };
+        let wasm = plugin("hello");
+        let out = cluster
+            .command()
+            .args(["plugin", "push"])
+            .arg(wasm)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(xylem_bin());
+        cmd.arg("--store")
+            .arg(&self.url)
+            .env(
+                "XYLEM_CACHE_DIR",
+                std::env::temp_dir().join("xylem-test-cache"),
+            )
+            .env("XYLEM_LOG", "info");
+        cmd
+    }
+
+    /// Starts `xylem worker --name NAME ARGS...`.
+    pub fn worker(&self, name: &str, args: &[&str]) -> Child {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        self.command()
+            .args(["worker", "--name", name])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Where worker `name` logs.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Enqueues `n` `hello.sleep` jobs of `ms` each; returns their ids.
+    pub async fn enqueue_sleeps(&self, n: usize, ms: u64) -> Vec<String> {
+        let client = Client::new(open_stores(&self.url).await);
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let req = EnqueueRequest::new("hello.sleep", format!("{{\"ms\":{ms}}}"));
+            ids.push(client.enqueue(req).await.unwrap().id);
+        }
+        ids
+    }
+
+    /// Waits until every job in `ids` succeeded; returns their full records.
+    pub async fn wait_all(&self, ids: &[String], timeout: Duration) -> Vec<TaskRecord> {
+        let stores = open_stores(&self.url).await;
+        let started = Instant::now();
+        loop {
+            let filter = TaskFilter {
+                state: Some(TaskState::Succeeded),
+                limit: ids.len() + 10,
+                ..Default::default()
+            };
+            let done = match stores.results.list(&filter).await {
+                Ok(done) => done.len(),
+                Err(_) => 0, // the server may be restarting
+            };
+            if done >= ids.len() {
+                break;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {done} of {} jobs succeeded in {timeout:?}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            records.push(stores.results.get(id).await.unwrap().unwrap());
+        }
+        records
+    }
+}
+
+/// SIGTERM, and wait for a clean exit.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "worker exited with {status}");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "worker did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kill -9`.
+pub fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn count(record: &TaskRecord, state: TaskState) -> usize {
+    record.history.iter().filter(|h| h.state == state).count()
+}
+
+/// Every job succeeded, and exactly once.
+pub fn assert_each_succeeded_once(records: &[TaskRecord]) {
+    for r in records {
+        assert_eq!(r.state, TaskState::Succeeded, "{}: {:#?}", r.id, r.history);
+        assert_eq!(
+            count(r, TaskState::Succeeded),
+            1,
+            "{} succeeded twice: {:#?}",
+            r.id,
+            r.history
+        );
+    }
+}
+
+/// 1,000 jobs; two workers killed with `kill -9` mid-job, three times;
+/// then two more finish: no job lost, none succeeded twice.
+pub async fn kill_9_mid_job(url: &str) {
+    let cluster = Cluster::new(url).await;
+    let ids = cluster.enqueue_sleeps(1000, 25).await;
+    let opts = ["--lease", "1s", "--concurrency", "8"];
+    for round in 0..3 {
+        let mut a = cluster.worker(&format!("victim{round}a"), &opts);
+        let mut b = cluster.worker(&format!("victim{round}b"), &opts);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        kill9(&mut a);
+        kill9(&mut b);
+    }
+    let mut a = cluster.worker("survivor-a", &opts);
+    let mut b = cluster.worker("survivor-b", &opts);
+    let records = cluster.wait_all(&ids, Duration::from_secs(300)).await;
+    terminate(&mut a);
+    terminate(&mut b);
+    assert_each_succeeded_once(&records);
+    let redelivered = records
+        .iter()
+        .filter(|r| count(r, TaskState::Running) > 1)
+        .count();
+    assert!(
+        redelivered > 0,
+        "no kill landed mid-job: the test proved nothing"
+    );
+}
+
+/// Four workers share 400 jobs: each runs once, and the work is spread.
+pub async fn four_workers_share_the_work(url: &str) {
+    let cluster = Cluster::new(url).await;
+    let mut workers: Vec<Child> = (0..4)
+        .map(|i| cluster.worker(&format!("w{i}"), &["--concurrency", "4"]))
+        .collect();
+    let ids = cluster.enqueue_sleeps(400, 10).await;
+    let records = cluster.wait_all(&ids, Duration::from_secs(300)).await;
+    for w in &mut workers {
+        terminate(w);
+    }
+    assert_each_succeeded_once(&records);
+    let mut names = HashSet::new();
+    for r in &records {
+        assert_eq!(
+            count(r, TaskState::Running),
+            1,
+            "{} ran twice: {:#?}",
+            r.id,
+            r.history
+        );
+        let running = r
+            .history
+            .iter()
+            .find(|h| h.state == TaskState::Running)
+            .unwrap();
+        names.insert(running.detail.clone().unwrap_or_default());
+    }
+    assert!(names.len() >= 3, "the work was not shared: {names:?}");
+}
+
+/// The server goes away mid-run and comes back: workers log the outage,
+/// reconnect, and finish every job exactly once.
+pub async fn server_restart(url: &str, restart: impl FnOnce()) {
+    let cluster = Cluster::new(url).await;
+    let ids = cluster.enqueue_sleeps(300, 20).await;
+    let opts = ["--lease", "3s", "--concurrency", "8"];
+    let mut a = cluster.worker("a", &opts);
+    let mut b = cluster.worker("b", &opts);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    restart();
+    let records = cluster.wait_all(&ids, Duration::from_secs(300)).await;
+    terminate(&mut a);
+    terminate(&mut b);
+    assert_each_succeeded_once(&records);
+    let logs = std::fs::read_to_string(cluster.log_path("a")).unwrap()
+        + &std::fs::read_to_string(cluster.log_path("b")).unwrap();
+    assert!(
+        logs.contains("retrying") || logs.contains("cannot"),
+        "the workers did not notice the outage:\n{logs}"
+    );
+}

@@ -1,0 +1,38 @@
+//! Workers on Redis, as separate processes: `kill -9` mid-job, four
+//! workers sharing one server, and the server restarted under them (a
+//! private redis-server with AOF, so the shared one is never touched).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use xylem_tests::{scenarios, servers::RedisServer, service_url, unique_name};
+
+fn shared_url() -> Option<String> {
+    let url = service_url("XYLEM_TEST_REDIS_URL", "redis://127.0.0.1:6379")?;
+    Some(format!("{url}?prefix={}", unique_name("xylem-t")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_workers_mid_job_loses_nothing_on_redis() {
+    let Some(url) = shared_url() else { return };
+    scenarios::kill_9_mid_job(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_one_redis() {
+    let Some(url) = shared_url() else { return };
+    scenarios::four_workers_share_the_work(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ride_out_a_redis_restart() {
+    // Needs redis-server on PATH, like the shared server does.
+    if service_url("XYLEM_TEST_REDIS_URL", "redis://127.0.0.1:6379").is_none() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let url = format!("{}?prefix={}", server.url(), unique_name("xylem-t"));
+    scenarios::server_restart(&url, || server.restart(Duration::from_secs(2))).await;
+    drop(server);
+}
