@@ -179,3 +179,32 @@ fn bad_flags_are_usage_errors() {
     let out = xylem(&["run", "--bogus-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_benchmarks_run_and_report_their_figures() {
+    let run = |args: &[&str]| {
+        let out = Command::new(xylem_bin())
+            .args(args)
+            .current_dir(repo_root())
+            .env(
+                "XYLEM_CACHE_DIR",
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests-cache"),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let sandbox = run(&["bench", "sandbox", "--iterations", "50", "--json"]);
+    assert!(
+        sandbox["run_us"]["p50"].as_f64().unwrap() > 0.0,
+        "{sandbox}"
+    );
+    assert!(sandbox["cached_load_ms"].as_f64().unwrap() < sandbox["compile_ms"].as_f64().unwrap());
+    let throughput = run(&["bench", "--jobs", "100", "--latency-samples", "5", "--json"]);
+    assert!(
+        throughput["processed_per_second"].as_f64().unwrap() > 0.0,
+        "{throughput}"
+    );
+    assert_eq!(throughput["enqueue_to_start_us"]["samples"], 5);
+}

@@ -1,11 +1,12 @@
 //! Enqueueing jobs and waiting for them: what the CLI, plugins (through
 //! `host.enqueue`) and applications use.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
 use crate::record::{TaskRecord, TaskState};
-use crate::store::{StoreError, Stores};
+use crate::store::{StoreError, Stores, TaskRoute};
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, JobOptions};
 
@@ -92,16 +93,47 @@ impl EnqueueRequest {
     }
 }
 
+/// How long a task's route (its declared defaults) is reused between
+/// enqueues before it is read again. A task that is not in the cached
+/// routes is always looked up afresh, so a just-pushed plugin is seen at once.
+const ROUTE_CACHE_TTL: Duration = Duration::from_secs(2);
+
 /// Enqueues jobs and reads their records.
 #[derive(Debug, Clone)]
 pub struct Client {
     stores: Stores,
+    routes: Arc<Mutex<Option<(Instant, Vec<TaskRoute>)>>>,
 }
 
 impl Client {
     /// A client over `stores`.
     pub fn new(stores: Stores) -> Self {
-        Self { stores }
+        Self {
+            stores,
+            routes: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The route of `task` (from the cache while fresh), and every known
+    /// task name if there is none.
+    async fn route(&self, task: &str) -> Result<TaskRoute, ClientError> {
+        {
+            let cached = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, routes)) = cached.as_ref()
+                && at.elapsed() < ROUTE_CACHE_TTL
+                && let Some(route) = routes.iter().find(|r| r.task == task)
+            {
+                return Ok(route.clone());
+            }
+        }
+        let routes = self.stores.plugins.routes().await?;
+        let found = routes.iter().find(|r| r.task == task).cloned();
+        let known = routes.iter().map(|r| r.task.clone()).collect();
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), routes));
+        found.ok_or_else(|| ClientError::UnknownTask {
+            task: task.to_owned(),
+            known,
+        })
     }
 
     /// The stores.
@@ -121,13 +153,7 @@ impl Client {
                 "priority must be 0-9, not {p}"
             )));
         }
-        let routes = self.stores.plugins.routes().await?;
-        let Some(route) = routes.iter().find(|r| r.task == req.task) else {
-            return Err(ClientError::UnknownTask {
-                task: req.task,
-                known: routes.into_iter().map(|r| r.task).collect(),
-            });
-        };
+        let route = self.route(&req.task).await?;
         let defaults = &route.spec.options;
         let mut envelope = Envelope::new(req.task, req.args);
         envelope.queue = req
