@@ -528,3 +528,184 @@ pub async fn removing_a_plugin_falls_back_to_an_older_version(s: &dyn AdapterObj
     assert!(s.plugins().routes().await.unwrap().is_empty());
     assert!(!s.plugins().remove_plugin("old").await.unwrap());
 }
+
+/// An adapter's group and lock stores, under test.
+pub trait CoordinationObj: Send + Sync {
+    /// As a group store.
+    fn groups(&self) -> &dyn xylem_core::store::GroupStore;
+    /// As a lock store.
+    fn locks(&self) -> &dyn xylem_core::store::LockStore;
+}
+
+impl<T: xylem_core::store::GroupStore + xylem_core::store::LockStore + 'static> CoordinationObj
+    for T
+{
+    fn groups(&self) -> &dyn xylem_core::store::GroupStore {
+        self
+    }
+    fn locks(&self) -> &dyn xylem_core::store::LockStore {
+        self
+    }
+}
+
+/// Generates the group and lock contract tests for an adapter, with the
+/// same kind of `$fresh` as [`store_contract!`](crate::store_contract).
+#[macro_export]
+macro_rules! coordination_contract {
+    ($fresh:expr) => {
+        $crate::coordination_contract!(@tests $fresh;
+            group_completes_only_after_its_last_member,
+            unknown_groups_have_no_status,
+            a_chord_is_claimed_once_among_concurrent_callers,
+            locks_belong_to_their_owner,
+            expired_locks_can_be_taken_over,
+        );
+    };
+    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(store) = ($fresh)().await else { return };
+                let store: std::sync::Arc<dyn $crate::contract::CoordinationObj> = store;
+                $crate::contract::$name(store).await;
+            }
+        )*
+    };
+}
+
+pub async fn group_completes_only_after_its_last_member(s: std::sync::Arc<dyn CoordinationObj>) {
+    use serde_json::json;
+    let g = crate::unique_name("group");
+    s.groups().create_group(&g, 3).await.unwrap();
+    let status = s
+        .groups()
+        .complete_member(&g, 2, &json!("c"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.size, status.done, status.is_complete()),
+        (3, 1, false)
+    );
+    assert_eq!(
+        s.groups().group_results(&g).await.unwrap(),
+        None,
+        "not complete yet"
+    );
+    let again = s
+        .groups()
+        .complete_member(&g, 2, &json!("c"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.done, 1,
+        "a member counts once, however often it completes"
+    );
+    s.groups()
+        .complete_member(&g, 0, &json!({"a": 1}))
+        .await
+        .unwrap();
+    let last = s
+        .groups()
+        .complete_member(&g, 1, &json!([2]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(last.is_complete());
+    let results = s.groups().group_results(&g).await.unwrap().unwrap();
+    assert_eq!(
+        results,
+        vec![json!({"a": 1}), json!([2]), json!("c")],
+        "in member order"
+    );
+}
+
+pub async fn unknown_groups_have_no_status(s: std::sync::Arc<dyn CoordinationObj>) {
+    let g = crate::unique_name("nogroup");
+    assert_eq!(
+        s.groups()
+            .complete_member(&g, 0, &serde_json::json!(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.groups().group_results(&g).await.unwrap(), None);
+    assert!(!s.groups().claim_chord(&g).await.unwrap());
+}
+
+pub async fn a_chord_is_claimed_once_among_concurrent_callers(
+    s: std::sync::Arc<dyn CoordinationObj>,
+) {
+    let g = crate::unique_name("chord");
+    s.groups().create_group(&g, 1).await.unwrap();
+    let mut claims = Vec::new();
+    for _ in 0..16 {
+        let (s, g) = (s.clone(), g.clone());
+        claims.push(tokio::spawn(async move {
+            s.groups().claim_chord(&g).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for claim in claims {
+        won += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one caller runs the callback");
+}
+
+pub async fn locks_belong_to_their_owner(s: std::sync::Arc<dyn CoordinationObj>) {
+    let l = crate::unique_name("lock");
+    let ttl = Duration::from_secs(30);
+    assert!(s.locks().acquire(&l, "a", ttl).await.unwrap());
+    assert!(!s.locks().acquire(&l, "b", ttl).await.unwrap(), "held by a");
+    assert!(
+        s.locks().acquire(&l, "a", ttl).await.unwrap(),
+        "re-acquiring your own lock extends it"
+    );
+    assert_eq!(
+        s.locks().lock_owner(&l).await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert!(
+        !s.locks().renew(&l, "b", ttl).await.unwrap(),
+        "only the owner renews"
+    );
+    assert!(s.locks().renew(&l, "a", ttl).await.unwrap());
+    assert!(
+        !s.locks().release(&l, "b",).await.unwrap(),
+        "only the owner releases"
+    );
+    assert!(s.locks().release(&l, "a").await.unwrap());
+    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None);
+    assert!(s.locks().acquire(&l, "b", ttl).await.unwrap(), "free again");
+}
+
+pub async fn expired_locks_can_be_taken_over(s: std::sync::Arc<dyn CoordinationObj>) {
+    let l = crate::unique_name("lock");
+    assert!(
+        s.locks()
+            .acquire(&l, "a", Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None, "expired");
+    assert!(
+        !s.locks()
+            .renew(&l, "a", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        "too late to renew"
+    );
+    assert!(
+        s.locks()
+            .acquire(&l, "b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(!s.locks().release(&l, "a").await.unwrap());
+    assert_eq!(
+        s.locks().lock_owner(&l).await.unwrap().as_deref(),
+        Some("b")
+    );
+}

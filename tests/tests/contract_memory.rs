@@ -11,3 +11,4 @@ async fn fresh() -> Option<Arc<MemoryStore>> {
 }
 
 xylem_tests::store_contract!(fresh);
+xylem_tests::coordination_contract!(fresh);

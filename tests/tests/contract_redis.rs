@@ -17,3 +17,4 @@ async fn fresh() -> Option<Arc<RedisStore>> {
 }
 
 xylem_tests::store_contract!(fresh);
+xylem_tests::coordination_contract!(fresh);

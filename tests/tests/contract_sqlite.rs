@@ -14,3 +14,4 @@ async fn fresh() -> Option<Arc<SqliteStore>> {
 }
 
 xylem_tests::store_contract!(fresh);
+xylem_tests::coordination_contract!(fresh);

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 use crate::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
-    Broker, DeadFilter, DeadJob, Delivery, Nack, PluginInfo, PluginStore, QueueStats,
-    ResultBackend, StoreError, StoreResult, TaskRoute,
+    Broker, DeadFilter, DeadJob, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
+    PluginStore, QueueStats, ResultBackend, StoreError, StoreResult, TaskRoute,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -43,7 +43,16 @@ struct StoredPlugin {
 }
 
 #[derive(Debug, Default)]
+struct Group {
+    size: u32,
+    results: std::collections::BTreeMap<u32, serde_json::Value>,
+    claimed: bool,
+}
+
+#[derive(Debug, Default)]
 struct State {
+    groups: HashMap<String, Group>,
+    locks: HashMap<String, (String, Millis)>,
     jobs: HashMap<String, QueuedJob>,
     records: HashMap<String, TaskRecord>,
     plugins: HashMap<String, StoredPlugin>,
@@ -471,5 +480,107 @@ impl PluginStore for MemoryStore {
 
     async fn routes_version(&self) -> StoreResult<u64> {
         Ok(self.lock().routes_version)
+    }
+}
+
+#[async_trait]
+impl GroupStore for MemoryStore {
+    async fn create_group(&self, id: &str, size: u32) -> StoreResult<()> {
+        self.lock()
+            .groups
+            .entry(id.to_owned())
+            .or_insert_with(|| Group {
+                size,
+                ..Group::default()
+            });
+        Ok(())
+    }
+
+    async fn complete_member(
+        &self,
+        id: &str,
+        index: u32,
+        result: &serde_json::Value,
+    ) -> StoreResult<Option<GroupStatus>> {
+        let mut state = self.lock();
+        let Some(group) = state.groups.get_mut(id) else {
+            return Ok(None);
+        };
+        group.results.entry(index).or_insert_with(|| result.clone());
+        Ok(Some(GroupStatus {
+            size: group.size,
+            done: group.results.len() as u32,
+        }))
+    }
+
+    async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>> {
+        let state = self.lock();
+        Ok(state
+            .groups
+            .get(id)
+            .filter(|g| g.results.len() as u32 >= g.size)
+            .map(|g| g.results.values().cloned().collect()))
+    }
+
+    async fn claim_chord(&self, id: &str) -> StoreResult<bool> {
+        let mut state = self.lock();
+        Ok(match state.groups.get_mut(id) {
+            Some(group) if !group.claimed => {
+                group.claimed = true;
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        match state.locks.get(name) {
+            Some((holder, until)) if *until > now && holder != owner => Ok(false),
+            _ => {
+                state
+                    .locks
+                    .insert(name.to_owned(), (owner.to_owned(), now + ms(ttl)));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        match state.locks.get_mut(name) {
+            Some((holder, until)) if *until > now && holder == owner => {
+                *until = now + ms(ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        match state.locks.get(name) {
+            Some((holder, until)) if *until > now && holder == owner => {
+                state.locks.remove(name);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
+        let now = now_ms();
+        Ok(self
+            .lock()
+            .locks
+            .get(name)
+            .filter(|(_, until)| *until > now)
+            .map(|(owner, _)| owner.clone()))
     }
 }

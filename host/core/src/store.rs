@@ -251,3 +251,60 @@ impl Stores {
         }
     }
 }
+
+/// Where a group stands after a member finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Members in the group.
+    pub size: u32,
+    /// Distinct members finished so far.
+    pub done: u32,
+}
+
+impl GroupStatus {
+    /// Whether every member has finished.
+    pub fn is_complete(&self) -> bool {
+        self.done >= self.size
+    }
+}
+
+/// Counters for groups and chords: which members of a group finished,
+/// with what, and a one-time claim of the chord callback. Completion is
+/// idempotent per member, so a redelivered member is not counted twice.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Creates group `id` of `size` members (no-op if it exists).
+    async fn create_group(&self, id: &str, size: u32) -> StoreResult<()>;
+
+    /// Records member `index` (0-based) as finished with `result`.
+    /// `None` if the group does not exist.
+    async fn complete_member(
+        &self,
+        id: &str,
+        index: u32,
+        result: &serde_json::Value,
+    ) -> StoreResult<Option<GroupStatus>>;
+
+    /// The members' results in index order, once the group is complete.
+    async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>>;
+
+    /// True for exactly one caller per group: who runs the chord callback.
+    async fn claim_chord(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// Named locks with an owner and an expiry (beat leadership, unique jobs).
+#[async_trait]
+pub trait LockStore: Send + Sync {
+    /// Takes `name` for `owner` for `ttl` if it is free, expired, or
+    /// already `owner`'s (then its expiry is extended). True if taken.
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool>;
+
+    /// Extends the lock if `owner` holds it; false otherwise.
+    async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool>;
+
+    /// Releases the lock if `owner` holds it; false otherwise.
+    async fn release(&self, name: &str, owner: &str) -> StoreResult<bool>;
+
+    /// The current (unexpired) owner.
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>>;
+}

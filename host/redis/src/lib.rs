@@ -13,6 +13,7 @@
 //! when the server restarts.
 
 mod broker;
+mod coordination;
 mod keys;
 mod plugins;
 mod results;

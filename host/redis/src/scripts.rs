@@ -283,3 +283,41 @@ return existed
 "#,
     )
 });
+
+/// ARGV: prefix, group, index, result JSON. Returns {size, done} or -1.
+pub(crate) static COMPLETE_MEMBER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local gk = P .. ':group:' .. ARGV[2]
+local size = redis.call('HGET', gk, 'size')
+if not size then return -1 end
+redis.call('HSETNX', gk .. ':results', ARGV[3], ARGV[4])
+return {tonumber(size), redis.call('HLEN', gk .. ':results')}
+"#,
+    )
+});
+
+/// ARGV: prefix, name, owner, ttl_ms. Takes a free or own lock.
+pub(crate) static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k = P .. ':lock:' .. ARGV[2]
+local holder = redis.call('GET', k)
+if holder and holder ~= ARGV[3] then return 0 end
+redis.call('SET', k, ARGV[3], 'PX', ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// ARGV: prefix, name, owner, ttl_ms (0: release).
+pub(crate) static LOCK_OWNED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k = P .. ':lock:' .. ARGV[2]
+if redis.call('GET', k) ~= ARGV[3] then return 0 end
+if tonumber(ARGV[4]) == 0 then redis.call('DEL', k) else redis.call('PEXPIRE', k, ARGV[4]) end
+return 1
+"#,
+    )
+});

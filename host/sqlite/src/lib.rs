@@ -9,6 +9,7 @@
 //! too (at the cost of an fsync per commit).
 
 mod broker;
+mod coordination;
 mod plugins;
 mod results;
 mod schema;

@@ -63,6 +63,22 @@ CREATE TABLE IF NOT EXISTS routes (
     digest TEXT NOT NULL,
     spec   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS groups (
+    id      TEXT PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    claimed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    result   TEXT NOT NULL,
+    PRIMARY KEY (group_id, idx)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO xylem_meta (key, value) VALUES ('schema_version', 1), ('routes_version', 0);
 ";
 

@@ -1,0 +1,133 @@
+//! [`GroupStore`] and [`LockStore`] on Redis: a hash per group and one for
+//! its results (`HSETNX` per member index: idempotent), locks as keys with
+//! a millisecond expiry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::time::ms;
+
+use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED};
+use crate::{RedisStore, backend, corrupt, value};
+
+impl RedisStore {
+    fn group_key(&self, id: &str) -> String {
+        format!("{}:group:{id}", self.keys.prefix())
+    }
+}
+
+#[async_trait]
+impl GroupStore for RedisStore {
+    async fn create_group(&self, id: &str, size: u32) -> StoreResult<()> {
+        let _: bool = self
+            .conn()
+            .hset_nx(self.group_key(id), "size", size)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn complete_member(
+        &self,
+        id: &str,
+        index: u32,
+        result: &serde_json::Value,
+    ) -> StoreResult<Option<GroupStatus>> {
+        let reply: redis::Value = COMPLETE_MEMBER
+            .arg(self.keys.prefix())
+            .arg(id)
+            .arg(index)
+            .arg(serde_json::to_string(result).map_err(corrupt)?)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if let Ok(-1) = value::<i64>(&reply) {
+            return Ok(None);
+        }
+        let (size, done): (u32, u32) = value(&reply)?;
+        Ok(Some(GroupStatus { size, done }))
+    }
+
+    async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>> {
+        let mut conn = self.conn();
+        let size: Option<u32> = conn
+            .hget(self.group_key(id), "size")
+            .await
+            .map_err(backend)?;
+        let Some(size) = size else { return Ok(None) };
+        let stored: HashMap<u32, String> = conn
+            .hgetall(format!("{}:results", self.group_key(id)))
+            .await
+            .map_err(backend)?;
+        if (stored.len() as u32) < size {
+            return Ok(None);
+        }
+        let mut ordered: Vec<(u32, String)> = stored.into_iter().collect();
+        ordered.sort_by_key(|(index, _)| *index);
+        ordered
+            .into_iter()
+            .map(|(_, text)| serde_json::from_str(&text).map_err(corrupt))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn claim_chord(&self, id: &str) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let exists: bool = conn.exists(self.group_key(id)).await.map_err(backend)?;
+        if !exists {
+            return Ok(false);
+        }
+        conn.hset_nx(self.group_key(id), "claimed", 1)
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl LockStore for RedisStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let taken: i64 = LOCK_ACQUIRE
+            .arg(self.keys.prefix())
+            .arg(name)
+            .arg(owner)
+            .arg(ms(ttl).max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(taken == 1)
+    }
+
+    async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let done: i64 = LOCK_OWNED
+            .arg(self.keys.prefix())
+            .arg(name)
+            .arg(owner)
+            .arg(ms(ttl).max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
+        let done: i64 = LOCK_OWNED
+            .arg(self.keys.prefix())
+            .arg(name)
+            .arg(owner)
+            .arg(0)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
+        self.conn()
+            .get(format!("{}:lock:{name}", self.keys.prefix()))
+            .await
+            .map_err(backend)
+    }
+}

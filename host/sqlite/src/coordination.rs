@@ -1,0 +1,159 @@
+//! [`GroupStore`] and [`LockStore`] on SQLite.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::time::{ms, now_ms};
+
+use crate::{SqliteStore, backend, corrupt};
+
+#[async_trait]
+impl GroupStore for SqliteStore {
+    async fn create_group(&self, id: &str, size: u32) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO groups (id, size) VALUES (?1, ?2)",
+                params![id, size],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn complete_member(
+        &self,
+        id: &str,
+        index: u32,
+        result: &serde_json::Value,
+    ) -> StoreResult<Option<GroupStatus>> {
+        let (id, result) = (
+            id.to_owned(),
+            serde_json::to_string(result).map_err(corrupt)?,
+        );
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let size: Option<u32> = tx
+                .query_row("SELECT size FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let Some(size) = size else { return Ok(None) };
+            tx.execute(
+                "INSERT OR IGNORE INTO group_members (group_id, idx, result) VALUES (?1, ?2, ?3)",
+                params![id, index, result],
+            )
+            .map_err(backend)?;
+            let done: u32 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM group_members WHERE group_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Some(GroupStatus { size, done }))
+        })
+        .await
+    }
+
+    async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            let size: Option<u32> = conn
+                .query_row("SELECT size FROM groups WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let Some(size) = size else { return Ok(None) };
+            let mut stmt = conn
+                .prepare("SELECT result FROM group_members WHERE group_id = ?1 ORDER BY idx")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&id], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            let mut results = Vec::new();
+            for row in rows {
+                results.push(serde_json::from_str(&row.map_err(backend)?).map_err(corrupt)?);
+            }
+            Ok((results.len() as u32 >= size).then_some(results))
+        })
+        .await
+    }
+
+    async fn claim_chord(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE groups SET claimed = 1 WHERE id = ?1 AND claimed = 0",
+                [id],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LockStore for SqliteStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO locks (name, owner, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+                 WHERE locks.expires_at <= ?4 OR locks.owner = excluded.owner",
+                params![name, owner, now + ms(ttl), now],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "UPDATE locks SET expires_at = ?3 WHERE name = ?1 AND owner = ?2 AND expires_at > ?4",
+                params![name, owner, now + ms(ttl), now],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND expires_at > ?3",
+                params![name, owner, now_ms()],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT owner FROM locks WHERE name = ?1 AND expires_at > ?2",
+                params![name, now_ms()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+}
