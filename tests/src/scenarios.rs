@@ -26,9 +26,10 @@ pub async fn open_stores(url: &str) -> Stores {
     }
 }
 
-#[allow(clippy::unused_async)]
 async fn open_postgres(url: &str) -> Stores {
-    panic!("no adapter for {url}")
+    Stores::from_adapter(Arc::new(
+        xylem_postgres::PostgresStore::connect(url).await.unwrap(),
+    ))
 }
 
 /// Worker processes on one store, with their logs in a temp dir.

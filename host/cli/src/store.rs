@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
+use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
 use xylem_sqlite::SqliteStore;
 
@@ -21,6 +22,7 @@ pub(crate) struct OpenStore {
 enum Health {
     Sqlite(SqliteStore),
     Redis(RedisStore),
+    Postgres(PostgresStore),
     Memory,
 }
 
@@ -30,6 +32,7 @@ impl OpenStore {
         match &self.health {
             Health::Sqlite(s) => Ok(s.health().await?),
             Health::Redis(s) => Ok(s.health().await?),
+            Health::Postgres(s) => Ok(s.health().await?),
             Health::Memory => Ok("in-memory store (this process only)".to_owned()),
         }
     }
@@ -50,7 +53,8 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// Opens the store at `url`: `sqlite://PATH`, `redis://HOST:PORT[?prefix=P]`,
-/// or `memory://` (this process only: for `demo` and `bench`).
+/// `postgres://USER@HOST/DB[?schema=S]`, or `memory://` (this process only:
+/// for `demo` and `bench`).
 pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
@@ -80,11 +84,18 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
                 health: Health::Redis(store),
             })
         }
-        "postgres" | "postgresql" => bail!(
-            "store {url}: the {scheme} adapter is not available in this build yet; use sqlite://FILE"
-        ),
+        "postgres" | "postgresql" => {
+            let store = PostgresStore::connect(url)
+                .await
+                .with_context(|| format!("cannot open store {}", redact(url)))?;
+            Ok(OpenStore {
+                stores: Stores::from_adapter(Arc::new(store.clone())),
+                describe: format!("postgres {} (schema {})", redact(url), store.schema()),
+                health: Health::Postgres(store),
+            })
+        }
         _ => bail!(
-            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT or memory://"
+            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT, postgres://USER@HOST/DB or memory://"
         ),
     }
 }

@@ -98,11 +98,14 @@ impl EnqueueRequest {
 /// routes is always looked up afresh, so a just-pushed plugin is seen at once.
 const ROUTE_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// Routes as last read, and when.
+type RouteCache = Arc<Mutex<Option<(Instant, Vec<TaskRoute>)>>>;
+
 /// Enqueues jobs and reads their records.
 #[derive(Debug, Clone)]
 pub struct Client {
     stores: Stores,
-    routes: Arc<Mutex<Option<(Instant, Vec<TaskRoute>)>>>,
+    routes: RouteCache,
 }
 
 impl Client {

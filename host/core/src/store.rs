@@ -221,7 +221,7 @@ pub trait PluginStore: Send + Sync {
     async fn routes_version(&self) -> StoreResult<u64>;
 }
 
-/// The three stores a deployment uses, usually one adapter behind all.
+/// The stores a deployment uses, usually one adapter behind all.
 #[derive(Clone)]
 pub struct Stores {
     /// Queues.
@@ -230,6 +230,10 @@ pub struct Stores {
     pub results: Arc<dyn ResultBackend>,
     /// Plugins.
     pub plugins: Arc<dyn PluginStore>,
+    /// Group counters (canvas).
+    pub groups: Arc<dyn GroupStore>,
+    /// Locks.
+    pub locks: Arc<dyn LockStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -239,15 +243,17 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
-    /// One adapter that implements all three.
+    /// One adapter that implements every store.
     pub fn from_adapter<A>(adapter: Arc<A>) -> Self
     where
-        A: Broker + ResultBackend + PluginStore + 'static,
+        A: Broker + ResultBackend + PluginStore + GroupStore + LockStore + 'static,
     {
         Self {
             broker: adapter.clone(),
             results: adapter.clone(),
-            plugins: adapter,
+            plugins: adapter.clone(),
+            groups: adapter.clone(),
+            locks: adapter,
         }
     }
 }

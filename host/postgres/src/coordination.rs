@@ -1,0 +1,151 @@
+//! [`GroupStore`] and [`LockStore`] on PostgreSQL: group counters with a
+//! row per finished member, a one-time chord claim, and named locks with
+//! an owner and an expiry.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::time::{ms, now_ms};
+
+use crate::{PostgresStore, corrupt, db, small};
+
+#[async_trait]
+impl GroupStore for PostgresStore {
+    async fn create_group(&self, id: &str, size: u32) -> StoreResult<()> {
+        sqlx::query("INSERT INTO groups (id, size) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(i64::from(size))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn complete_member(
+        &self,
+        id: &str,
+        index: u32,
+        result: &serde_json::Value,
+    ) -> StoreResult<Option<GroupStatus>> {
+        let result = serde_json::to_string(result).map_err(corrupt)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The group's row lock serialises its members' completions, so the
+        // count below sees every earlier one: exactly one completion sees
+        // the group complete.
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM groups WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(size) = size else { return Ok(None) };
+        sqlx::query(
+            "INSERT INTO group_members (group_id, idx, result) VALUES ($1, $2, $3)
+             ON CONFLICT (group_id, idx) DO NOTHING",
+        )
+        .bind(id)
+        .bind(i64::from(index))
+        .bind(result)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM group_members WHERE group_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(GroupStatus {
+            size: small(size),
+            done: small(done),
+        }))
+    }
+
+    async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(size) = size else { return Ok(None) };
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT result FROM group_members WHERE group_id = $1 ORDER BY idx")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        if i64::try_from(rows.len()).unwrap_or(i64::MAX) < size {
+            return Ok(None);
+        }
+        rows.iter()
+            .map(|text| serde_json::from_str(text).map_err(corrupt))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn claim_chord(&self, id: &str) -> StoreResult<bool> {
+        sqlx::query("UPDATE groups SET claimed = true WHERE id = $1 AND NOT claimed")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db)
+    }
+}
+
+#[async_trait]
+impl LockStore for PostgresStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO locks (name, owner, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+             WHERE locks.expires_at <= $4 OR locks.owner = excluded.owner",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now.saturating_add(ms(ttl)))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db)
+    }
+
+    async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE locks SET expires_at = $3 WHERE name = $1 AND owner = $2 AND expires_at > $4",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now.saturating_add(ms(ttl)))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM locks WHERE name = $1 AND owner = $2 AND expires_at > $3")
+            .bind(name)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db)
+    }
+
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT owner FROM locks WHERE name = $1 AND expires_at > $2")
+            .bind(name)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+}

@@ -1,0 +1,422 @@
+//! Xylem's PostgreSQL adapter: broker, result backend, plugin store, and
+//! group and lock stores, in one schema of one database.
+//!
+//! `postgres://user:pass@host:5432/db?schema=NAME` — every table lives in
+//! `NAME` (default `xylem`), created on connect if missing, and every
+//! pooled connection has it as its only `search_path`, so several
+//! deployments (or test runs) can share a database. The tables are created
+//! by embedded migrations (`migrations/`), applied on connect under
+//! sqlx's advisory lock, so processes starting together do not race.
+//!
+//! Workers claim jobs with one `UPDATE … FOR UPDATE SKIP LOCKED`
+//! statement: any number of processes on any number of machines share the
+//! queues, and each job is leased to exactly one of them at a time.
+//! Publishing (and retries, releases and replays) sends a `NOTIFY` on the
+//! schema's channel that idle workers `LISTEN` on, so they wake at once
+//! rather than at their next poll.
+//!
+//! Durability: PostgreSQL's defaults (`synchronous_commit=on`, `fsync=on`)
+//! make every call durable when it returns — a published job or a recorded
+//! result survives a crash of the server or the machine. A server run with
+//! `synchronous_commit=off` trades the last few hundred milliseconds of
+//! commits for speed.
+
+mod broker;
+mod coordination;
+mod plugins;
+mod results;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::sync::Mutex;
+use xylem_core::store::{StoreError, StoreResult};
+
+/// The schema used when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "xylem";
+
+/// How long an operation waits for a pooled connection before it fails
+/// with [`StoreError::Unavailable`] (workers then retry with backoff).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `connect` waits for the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1), which also bounds
+/// `NOTIFY` channel names.
+const MAX_IDENTIFIER: usize = 63;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A PostgreSQL-backed store. Cheap to clone: clones share the pool and
+/// the notification listener.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: String,
+    /// The `NOTIFY` channel that wakes idle workers.
+    channel: String,
+    /// Where `host:port/database` is, for messages (never the password).
+    target: String,
+    /// Created on the first `wait_for_jobs`, dropped (and recreated on the
+    /// next call) when it fails.
+    listener: Arc<Mutex<Option<PgListener>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a sqlx error: lost or refused connections and pool timeouts are
+/// [`StoreError::Unavailable`], undecodable columns
+/// [`StoreError::Corrupt`], anything else [`StoreError::Backend`].
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(is_connection_state) => {
+            StoreError::Unavailable(format!("PostgreSQL: {e}"))
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// SQLSTATEs that mean the server cannot serve us right now: connection
+/// exceptions (class 08), shutdowns, start-up, too many connections.
+fn is_connection_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+pub(crate) fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// A `u64`/`usize` count as a BIGINT, saturating.
+pub(crate) fn big(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// A non-negative BIGINT column as a `u64` (negative values, which the
+/// adapter never writes, read as 0).
+pub(crate) fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A non-negative BIGINT column as a `u32`, saturating.
+pub(crate) fn small(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Checks a schema name: 1 to 63 ASCII letters, digits and underscores,
+/// not starting with `pg_` (reserved by PostgreSQL).
+fn validate_schema(name: &str) -> StoreResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_IDENTIFIER
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.to_ascii_lowercase().starts_with("pg_");
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid PostgreSQL schema name `{name}`: use 1 to {MAX_IDENTIFIER} letters, digits \
+             and underscores, not starting with pg_ (e.g. ?schema=xylem)"
+        )))
+    }
+}
+
+/// Splits `postgres://…[?…&schema=NAME&…]` into the URL sqlx gets (without
+/// `schema`) and the schema name.
+fn split_url(url: &str) -> StoreResult<(String, String)> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::Invalid(format!(
+            "not a PostgreSQL URL: {} (try postgres://user@host:5432/database)",
+            redact(url)
+        )));
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", name)) => {
+                if schema.replace(name).is_some() {
+                    return Err(StoreError::Invalid(
+                        "the PostgreSQL URL names `schema` twice".to_owned(),
+                    ));
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let schema = schema.unwrap_or(DEFAULT_SCHEMA);
+    validate_schema(schema)?;
+    let mut sqlx_url = base.to_owned();
+    if !rest.is_empty() {
+        sqlx_url.push('?');
+        sqlx_url.push_str(&rest.join("&"));
+    }
+    Ok((sqlx_url, schema.to_owned()))
+}
+
+/// The URL with any password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// `"name"`: a validated name as a quoted identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The `NOTIFY` channel of a schema (cut to PostgreSQL's identifier limit;
+/// two schemas sharing a cut channel only cost a spurious wake-up).
+fn channel_of(schema: &str) -> String {
+    let mut channel = format!("xylem_jobs_{schema}");
+    channel.truncate(MAX_IDENTIFIER);
+    channel
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://…` or `postgresql://…` (any option sqlx
+    /// accepts, plus `schema=NAME`, default `xylem`), creates the schema
+    /// if missing and applies the migrations.
+    ///
+    /// A server that cannot be reached is [`StoreError::Unavailable`]; a
+    /// malformed URL or schema name [`StoreError::Invalid`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let (sqlx_url, schema) = split_url(url)?;
+        let options = PgConnectOptions::from_str(&sqlx_url)
+            .map_err(|e| {
+                StoreError::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact(url)))
+            })?
+            .options([("search_path", quoted(&schema))]);
+        let target = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(options.get_username())
+        );
+
+        // One direct connection first: it reports why the server cannot
+        // be reached (the pool would only say it timed out), and prepares
+        // the schema.
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL at {target}: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+            })?;
+        let prepared = prepare_schema(&mut conn, &schema).await;
+        let _ = conn.close().await;
+        prepared?;
+
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        // Through the pool (whose connections use the schema): sqlx's
+        // advisory lock serialises concurrent migrators.
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            MigrateError::Execute(e) => db(e),
+            other => StoreError::Backend(format!(
+                "cannot apply the migrations to schema {schema}: {other}"
+            )),
+        })?;
+        tracing::debug!(%target, %schema, "connected to PostgreSQL");
+        Ok(Self {
+            pool,
+            channel: channel_of(&schema),
+            schema,
+            target,
+            listener: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The server's version and a round trip, for `xylem health`:
+    /// `PostgreSQL 15.19`.
+    pub async fn health(&self) -> StoreResult<String> {
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let number = version.split_whitespace().next().unwrap_or(&version);
+        Ok(format!("PostgreSQL {number}"))
+    }
+
+    /// Drops the schema and everything in it, then closes the pool: the
+    /// store is unusable afterwards. For tests and teardown scripts.
+    pub async fn drop_schema(&self) -> StoreResult<()> {
+        *self.listener.lock().await = None;
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&self.schema));
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Checks the server's version and creates the schema if missing (under
+/// an advisory lock, as two concurrent `CREATE SCHEMA IF NOT EXISTS` can
+/// still collide).
+async fn prepare_schema(conn: &mut PgConnection, schema: &str) -> StoreResult<()> {
+    let version: i64 = sqlx::query_scalar("SELECT current_setting('server_version_num')::bigint")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if version < 120_000 {
+        return Err(StoreError::Unavailable(format!(
+            "PostgreSQL 12 or newer is needed (the server is {version})"
+        )));
+    }
+
+    let mut tx = conn.begin().await.map_err(db)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('xylem schema ' || $1))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    // Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege
+    // on the database even when the schema exists.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+    if !exists {
+        let sql = format!("CREATE SCHEMA {}", quoted(schema));
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot create schema {schema}: {e}")))?;
+        tracing::info!(%schema, "created PostgreSQL schema");
+    }
+    tx.commit().await.map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// `connect` can run in a spawned task (a `Send + 'static` future).
+    #[allow(dead_code)]
+    fn connect_is_spawnable() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+        spawnable(async { PostgresStore::connect("postgres://h/db").await });
+    }
+
+    #[test]
+    fn schema_defaults_and_is_stripped_from_the_url() {
+        let (url, schema) = split_url("postgres://u@h:5432/db").unwrap();
+        assert_eq!(
+            (url.as_str(), schema.as_str()),
+            ("postgres://u@h:5432/db", "xylem")
+        );
+
+        let (url, schema) =
+            split_url("postgresql://u:p@h/db?sslmode=disable&schema=jobs_2&application_name=x")
+                .unwrap();
+        assert_eq!(
+            url,
+            "postgresql://u:p@h/db?sslmode=disable&application_name=x"
+        );
+        assert_eq!(schema, "jobs_2");
+
+        let (url, schema) = split_url("postgres://h/db?schema=Mixed_Case").unwrap();
+        assert_eq!(
+            (url.as_str(), schema.as_str()),
+            ("postgres://h/db", "Mixed_Case")
+        );
+    }
+
+    #[test]
+    fn bad_urls_and_schema_names_are_invalid() {
+        for url in [
+            "mysql://h/db",
+            "sqlite://x.db",
+            "postgres://h/db?schema=",
+            "postgres://h/db?schema=a-b",
+            "postgres://h/db?schema=a;drop",
+            "postgres://h/db?schema=x%22y",
+            "postgres://h/db?schema=pg_catalog",
+            "postgres://h/db?schema=a&schema=b",
+        ] {
+            assert!(
+                matches!(split_url(url), Err(StoreError::Invalid(_))),
+                "{url} should be invalid"
+            );
+        }
+        let long = "s".repeat(64);
+        assert!(split_url(&format!("postgres://h/db?schema={long}")).is_err());
+        assert!(split_url(&format!("postgres://h/db?schema={}", &long[..63])).is_ok());
+    }
+
+    #[test]
+    fn channel_fits_the_identifier_limit() {
+        assert_eq!(channel_of("xylem"), "xylem_jobs_xylem");
+        assert_eq!(channel_of(&"s".repeat(63)).len(), MAX_IDENTIFIER);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://me:secret@h:5432/db?x=1"),
+            "postgres://me:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact("postgres://me@h/db"), "postgres://me@h/db");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn connection_states_are_unavailable() {
+        assert!(is_connection_state("08006"));
+        assert!(is_connection_state("57P01"));
+        assert!(!is_connection_state("23505"));
+        assert!(matches!(
+            db(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            db(sqlx::Error::RowNotFound),
+            StoreError::Backend(_)
+        ));
+    }
+}

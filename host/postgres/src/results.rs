@@ -1,0 +1,234 @@
+//! [`ResultBackend`] on PostgreSQL: a `tasks` row per job and a
+//! `task_history` row per transition.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use xylem_core::store::{ResultBackend, StoreError, StoreResult};
+use xylem_core::time::now_ms;
+use xylem_core::{Envelope, Progress};
+
+use crate::{PostgresStore, big, corrupt, db, small};
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).map_err(corrupt))
+        .transpose()
+}
+
+fn state(text: &str) -> StoreResult<TaskState> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+/// Decodes a `tasks` row selected with the columns in this order: id,
+/// task, queue, state, args, attempt, max_retries, result, error, usage,
+/// progress, log, plugin, enqueued_at, updated_at.
+fn record(r: &PgRow) -> StoreResult<TaskRecord> {
+    let text = |i: usize| r.try_get::<Option<String>, _>(i).map_err(db);
+    Ok(TaskRecord {
+        id: r.try_get(0).map_err(db)?,
+        task: r.try_get(1).map_err(db)?,
+        queue: r.try_get(2).map_err(db)?,
+        state: state(r.try_get(3).map_err(db)?)?,
+        args: r.try_get(4).map_err(db)?,
+        attempt: small(r.try_get(5).map_err(db)?),
+        max_retries: small(r.try_get(6).map_err(db)?),
+        result: parse(text(7)?)?,
+        error: parse(text(8)?)?,
+        usage: parse(text(9)?)?,
+        progress: parse(text(10)?)?,
+        log: parse(text(11)?)?.unwrap_or_default(),
+        plugin: text(12)?,
+        enqueued_at: r.try_get(13).map_err(db)?,
+        updated_at: r.try_get(14).map_err(db)?,
+        history: Vec::new(),
+    })
+}
+
+/// The columns of a listing: those [`record`] decodes, the log left out.
+macro_rules! list_select {
+    () => {
+        "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
+                progress, NULL::text, plugin, enqueued_at, updated_at FROM tasks"
+    };
+}
+
+#[async_trait]
+impl ResultBackend for PostgresStore {
+    async fn create(&self, e: &Envelope) -> StoreResult<()> {
+        let now = now_ms();
+        let detail = e
+            .not_before
+            .filter(|at| *at > now)
+            .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
+        // One statement: the row and its first history entry commit together.
+        sqlx::query(
+            "WITH created AS (
+                 INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries,
+                                    enqueued_at, updated_at)
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) RETURNING id)
+             INSERT INTO task_history (id, at, state, attempt, detail)
+             SELECT id, $8, 'queued', $5, $9 FROM created",
+        )
+        .bind(&e.id)
+        .bind(&e.task)
+        .bind(&e.queue)
+        .bind(&e.args)
+        .bind(i64::from(e.attempt))
+        .bind(i64::from(e.max_retries))
+        .bind(e.enqueued_at)
+        .bind(now)
+        .bind(detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock serialises transitions of one job, so two workers
+        // cannot both mark it succeeded.
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("job {id}")));
+        };
+        // A succeeded record is final (see the trait).
+        if state(&current)? == TaskState::Succeeded {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let attempt = i64::from(t.attempt);
+        if let Some(outcome) = &t.outcome {
+            sqlx::query(
+                "UPDATE tasks SET state = $2, attempt = $3, updated_at = $4,
+                        result = $5, error = $6, usage = $7, log = $8,
+                        progress = COALESCE($9, progress), plugin = COALESCE($10, plugin)
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(t.state.as_str())
+            .bind(attempt)
+            .bind(now)
+            .bind(outcome.result.as_ref().map(json).transpose()?)
+            .bind(outcome.error.as_ref().map(json).transpose()?)
+            .bind(json(&outcome.usage)?)
+            .bind(json(&outcome.log)?)
+            .bind(outcome.progress.as_ref().map(json).transpose()?)
+            .bind(t.plugin.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        } else {
+            sqlx::query(
+                "UPDATE tasks SET state = $2, attempt = $3, updated_at = $4,
+                        plugin = COALESCE($5, plugin)
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(t.state.as_str())
+            .bind(attempt)
+            .bind(now)
+            .bind(t.plugin.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        sqlx::query(
+            "INSERT INTO task_history (id, at, state, attempt, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(t.state.as_str())
+        .bind(attempt)
+        .bind(t.detail.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
+        sqlx::query("UPDATE tasks SET progress = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(json(progress)?)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(
+            "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
+                    progress, log, plugin, enqueued_at, updated_at
+             FROM tasks WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut record = record(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, state, attempt, detail FROM task_history WHERE id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        for r in rows {
+            record.history.push(HistoryEntry {
+                at: r.try_get(0).map_err(db)?,
+                state: state(r.try_get(1).map_err(db)?)?,
+                attempt: small(r.try_get(2).map_err(db)?),
+                detail: r.try_get(3).map_err(db)?,
+            });
+        }
+        Ok(Some(record))
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        // Listings leave out logs and history.
+        let query = match (&filter.state, &filter.task) {
+            (None, None) => sqlx::query(concat!(
+                list_select!(),
+                " ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(big(limit)),
+            (Some(state), None) => sqlx::query(concat!(
+                list_select!(),
+                " WHERE state = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(big(limit))
+            .bind(state.as_str()),
+            (None, Some(task)) => sqlx::query(concat!(
+                list_select!(),
+                " WHERE task = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(big(limit))
+            .bind(task),
+            (Some(state), Some(task)) => sqlx::query(concat!(
+                list_select!(),
+                " WHERE state = $2 AND task = $3 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(big(limit))
+            .bind(state.as_str())
+            .bind(task),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(record).collect()
+    }
+}
