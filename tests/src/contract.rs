@@ -54,6 +54,7 @@ macro_rules! store_contract {
             results_record_history_and_succeed_once,
             results_list_filters_by_state_and_task,
             plugins_round_trip_by_digest_and_route_tasks,
+            results_expire_after_their_ttl,
             removing_a_plugin_falls_back_to_an_older_version,
         );
     };
@@ -471,6 +472,50 @@ pub async fn results_list_filters_by_state_and_task(s: &dyn AdapterObj) {
         ..Default::default()
     };
     assert_eq!(s.results().list(&filter).await.unwrap()[0].id, a.id);
+}
+
+pub async fn results_expire_after_their_ttl(s: &dyn AdapterObj) {
+    let (keep, drop) = (job("ttl.keep"), job("ttl.drop"));
+    s.results().create(&keep).await.unwrap();
+    s.results().create(&drop).await.unwrap();
+    assert!(
+        s.results()
+            .expire(&drop.id, Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.results()
+            .expire("no-such-id", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.results().get(&drop.id).await.unwrap().is_some(),
+        "still there before its ttl"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        s.results().get(&drop.id).await.unwrap().is_none(),
+        "gone after its ttl"
+    );
+    let filter = xylem_core::TaskFilter {
+        task: Some("ttl.drop".to_owned()),
+        ..Default::default()
+    };
+    assert!(s.results().list(&filter).await.unwrap().is_empty());
+    assert!(
+        s.results().get(&keep.id).await.unwrap().is_some(),
+        "others are kept"
+    );
+    // Reclaiming on a later call does not disturb live records.
+    assert!(
+        s.results()
+            .expire(&keep.id, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(s.results().get(&keep.id).await.unwrap().is_some());
 }
 
 fn spec(name: &str) -> TaskSpec {

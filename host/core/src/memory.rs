@@ -55,6 +55,8 @@ struct State {
     locks: HashMap<String, (String, Millis)>,
     jobs: HashMap<String, QueuedJob>,
     records: HashMap<String, TaskRecord>,
+    /// When records expire (see `ResultBackend::expire`).
+    record_expiry: HashMap<String, Millis>,
     plugins: HashMap<String, StoredPlugin>,
     routes: HashMap<String, TaskRoute>,
     routes_version: u64,
@@ -351,14 +353,24 @@ impl ResultBackend for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
-        Ok(self.lock().records.get(id).cloned())
+        let state = self.lock();
+        if state
+            .record_expiry
+            .get(id)
+            .is_some_and(|at| *at <= now_ms())
+        {
+            return Ok(None);
+        }
+        Ok(state.records.get(id).cloned())
     }
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let now = now_ms();
         let state = self.lock();
         let mut records: Vec<TaskRecord> = state
             .records
             .values()
+            .filter(|r| state.record_expiry.get(&r.id).is_none_or(|at| *at > now))
             .filter(|r| filter.state.is_none_or(|s| r.state == s))
             .filter(|r| filter.task.as_ref().is_none_or(|t| &r.task == t))
             .map(|r| TaskRecord {
@@ -370,6 +382,27 @@ impl ResultBackend for MemoryStore {
         records.sort_by(|a, b| b.enqueued_at.cmp(&a.enqueued_at).then(b.id.cmp(&a.id)));
         records.truncate(if filter.limit == 0 { 100 } else { filter.limit });
         Ok(records)
+    }
+
+    async fn expire(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        // Reclaim what has already expired.
+        let gone: Vec<String> = state
+            .record_expiry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for old in gone {
+            state.record_expiry.remove(&old);
+            state.records.remove(&old);
+        }
+        if !state.records.contains_key(id) {
+            return Ok(false);
+        }
+        state.record_expiry.insert(id.to_owned(), now + ms(ttl));
+        Ok(true)
     }
 }
 

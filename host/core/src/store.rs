@@ -170,6 +170,11 @@ pub trait ResultBackend: Send + Sync {
 
     /// Jobs, newest first (without logs and history).
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
+
+    /// Makes job `id`'s record (and history) disappear `ttl` from now:
+    /// after that `get` and `list` no longer see it, and its storage is
+    /// reclaimed. False if there is no such record.
+    async fn expire(&self, id: &str, ttl: Duration) -> StoreResult<bool>;
 }
 
 /// A stored plugin version.

@@ -53,7 +53,8 @@ fn record(r: &PgRow) -> StoreResult<TaskRecord> {
 macro_rules! list_select {
     () => {
         "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                progress, NULL::text, plugin, enqueued_at, updated_at FROM tasks"
+                progress, NULL::text, plugin, enqueued_at, updated_at FROM tasks
+         WHERE (expires_at IS NULL OR expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint)"
     };
 }
 
@@ -173,7 +174,8 @@ impl ResultBackend for PostgresStore {
         let row = sqlx::query(
             "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
                     progress, log, plugin, enqueued_at, updated_at
-             FROM tasks WHERE id = $1",
+             FROM tasks WHERE id = $1
+               AND (expires_at IS NULL OR expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint)",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -210,19 +212,19 @@ impl ResultBackend for PostgresStore {
             .bind(big(limit)),
             (Some(state), None) => sqlx::query(concat!(
                 list_select!(),
-                " WHERE state = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND state = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(big(limit))
             .bind(state.as_str()),
             (None, Some(task)) => sqlx::query(concat!(
                 list_select!(),
-                " WHERE task = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND task = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(big(limit))
             .bind(task),
             (Some(state), Some(task)) => sqlx::query(concat!(
                 list_select!(),
-                " WHERE state = $2 AND task = $3 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND state = $2 AND task = $3 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(big(limit))
             .bind(state.as_str())
@@ -230,5 +232,31 @@ impl ResultBackend for PostgresStore {
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(record).collect()
+    }
+
+    async fn expire(&self, id: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        // Server time on both sides, so client clock skew cannot matter.
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM tasks WHERE id IN (
+                     SELECT id FROM tasks
+                     WHERE expires_at <= (extract(epoch from clock_timestamp()) * 1000)::bigint
+                     LIMIT 500)
+                 RETURNING id)
+             DELETE FROM task_history WHERE id IN (SELECT id FROM gone)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET expires_at = (extract(epoch from clock_timestamp()) * 1000)::bigint + $2
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(xylem_core::time::ms(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(updated.rows_affected() == 1)
     }
 }

@@ -218,6 +218,8 @@ impl ResultBackend for RedisStore {
                 pipe.query_async(&mut conn).await.map_err(backend)?;
             for (id, fields) in ids.iter().zip(all) {
                 if fields.is_empty() {
+                    // Expired: drop it from the index too.
+                    let _: Result<i64, _> = conn.zrem(self.keys.tasks(), id).await;
                     continue;
                 }
                 let record = decode(id, &fields, false)?;
@@ -233,5 +235,18 @@ impl ResultBackend for RedisStore {
             }
             start += PAGE;
         }
+    }
+
+    async fn expire(&self, id: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        let ttl_ms = xylem_core::time::ms(ttl).max(1);
+        let mut conn = self.conn();
+        let (task, _history): (bool, bool) = redis::pipe()
+            .atomic()
+            .pexpire(self.keys.task(id), ttl_ms)
+            .pexpire(self.keys.history(id), ttl_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(task)
     }
 }

@@ -194,8 +194,11 @@ impl ResultBackend for SqliteStore {
         self.with_conn(move |conn| {
             let raw = conn
                 .query_row(
-                    &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-                    [&id],
+                    &format!(
+                        "SELECT {COLUMNS} FROM tasks
+                         WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
+                    ),
+                    params![&id, now_ms()],
                     RawRecord::from_row,
                 )
                 .optional()
@@ -229,9 +232,10 @@ impl ResultBackend for SqliteStore {
         self.with_conn(move |conn| {
             let mut sql = String::from(
                 "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks WHERE 1 = 1",
+                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks
+                 WHERE (expires_at IS NULL OR expires_at > ?)",
             );
-            let mut args: Vec<String> = Vec::new();
+            let mut args: Vec<String> = vec![now_ms().to_string()];
             if let Some(state) = filter.state {
                 sql.push_str(" AND state = ?");
                 args.push(state.as_str().to_owned());
@@ -253,6 +257,38 @@ impl ResultBackend for SqliteStore {
                 records.push(row.map_err(backend)?.decode()?);
             }
             Ok(records)
+        })
+        .await
+    }
+
+    async fn expire(&self, id: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            // Reclaim a batch of what has already expired.
+            tx.execute(
+                "DELETE FROM task_history WHERE id IN
+                   (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
+                [now],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM tasks WHERE id IN
+                   (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
+                [now],
+            )
+            .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE tasks SET expires_at = ?2 WHERE id = ?1",
+                    params![id, now + xylem_core::time::ms(ttl)],
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -92,5 +92,19 @@ pub(crate) fn prepare(conn: &Connection, full_sync: bool) -> rusqlite::Result<()
         "synchronous",
         if full_sync { "FULL" } else { "NORMAL" },
     )?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
+    // Added after the first release of the schema: files made before it
+    // get the column here.
+    let has_expiry: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'expires_at'")?
+        .exists([])?;
+    if !has_expiry {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
+             CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
 }

@@ -35,6 +35,10 @@ pub(crate) struct WorkerArgs {
     /// Name recorded in job histories (default: host-pid).
     #[arg(long)]
     name: Option<String>,
+    /// Delete the records of finished jobs (succeeded, dead, expired) this
+    /// long after they finish, e.g. 7d (default: keep them).
+    #[arg(long)]
+    result_ttl: Option<String>,
 }
 
 /// Validates queue names: letters, digits, `-`, `_`, `.`, `:`.
@@ -103,6 +107,7 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         concurrency: args.concurrency as usize,
         lease: parse_duration(&args.lease)?,
         grace: parse_duration(&args.grace)?,
+        result_ttl: args.result_ttl.as_deref().map(parse_duration).transpose()?,
         ..WorkerConfig::default()
     };
     if let Some(name) = args.name {

@@ -120,6 +120,7 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
         .is_ok()
         {
             let _ = stores.broker.ack(&id, lease).await;
+            expire_later(shared, &id).await;
         }
         return;
     }
@@ -225,6 +226,7 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
                 tracing::warn!("lease lost before ack: the job may run again");
             }
             shared.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+            expire_later(shared, &id).await;
         }
         return;
     };
@@ -305,6 +307,16 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
             .nack(&id, lease, Nack::DeadLetter { reason })
             .await;
         shared.stats.dead.fetch_add(1, Ordering::Relaxed);
+        expire_later(shared, &id).await;
+    }
+}
+
+/// Applies the worker's result TTL to a job that has finished for good.
+async fn expire_later(shared: &WorkerShared, id: &str) {
+    if let Some(ttl) = shared.config.result_ttl
+        && let Err(e) = shared.stores.results.expire(id, ttl).await
+    {
+        tracing::warn!(id, error = %e, "cannot set the result's expiry");
     }
 }
 

@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub refresh_interval: Duration,
     /// This worker's name, recorded in job histories.
     pub name: String,
+    /// Keep the records of finished jobs (succeeded, dead, expired) this
+    /// long; `None` keeps them until deleted.
+    pub result_ttl: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +61,7 @@ impl Default for WorkerConfig {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned()),
                 std::process::id()
             ),
+            result_ttl: None,
         }
     }
 }
