@@ -96,6 +96,11 @@ pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
         // A parent `cargo test` or `cargo run` must not leak its own target
         // settings into the plugin build.
         .env_remove("CARGO_BUILD_TARGET")
+        // Plugins build in their own workspace's target dir: sharing the
+        // host's (a global CARGO_TARGET_DIR) could wait on the lock of the
+        // very `cargo test` that asked for the plugin.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .stdout(Stdio::piped())
