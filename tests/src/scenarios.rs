@@ -161,7 +161,8 @@ pub fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn count(record: &TaskRecord, state: TaskState) -> usize {
+/// How many times `record` entered `state`.
+pub fn count(record: &TaskRecord, state: TaskState) -> usize {
     record.history.iter().filter(|h| h.state == state).count()
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use xylem_core::store::{PluginStore, ResultBackend};
 use xylem_core::{TaskFilter, TaskRecord, TaskState};
 use xylem_sqlite::SqliteStore;
+use xylem_tests::scenarios::{count, kill9, terminate};
 use xylem_tests::{plugin, xylem_bin};
 
 /// A fresh SQLite store in a temp dir, and helpers to run `xylem` on it.
@@ -105,42 +106,12 @@ impl Env {
     }
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "worker did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill9(child: &mut Child) {
-    Command::new("kill")
-        .args(["-9", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-}
-
 async fn full_records(store: &SqliteStore, records: &[TaskRecord]) -> Vec<TaskRecord> {
     let mut full = Vec::new();
     for r in records {
         full.push(store.get(&r.id).await.unwrap().unwrap());
     }
     full
-}
-
-fn count(record: &TaskRecord, state: TaskState) -> usize {
-    record.history.iter().filter(|h| h.state == state).count()
 }
 
 #[tokio::test]
@@ -190,7 +161,7 @@ async fn enqueue_worker_and_task_wait_return_the_result() {
     );
     assert!(env.ok(&["tasks"]).contains("hello.greet"));
     assert!(env.ok(&["queues", "--json"]).contains("default"));
-    assert!(terminate(&mut worker).success());
+    terminate(&mut worker);
 }
 
 #[tokio::test]
@@ -272,7 +243,7 @@ async fn failing_task_retries_with_growing_delays_then_dead_letters_and_replays(
     );
     assert!(env.ok(&["dlq", "purge"]).contains("purged 1"));
     assert!(env.ok(&["dlq", "ls"]).contains("empty"));
-    assert!(terminate(&mut worker).success());
+    terminate(&mut worker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +266,7 @@ async fn kill_9_mid_job_loses_nothing_and_never_succeeds_twice() {
     }
     let mut last = env.worker("survivor", &["--lease", "1s", "--concurrency", "4"]);
     let done = env.wait_succeeded(JOBS, Duration::from_secs(120)).await;
-    assert!(terminate(&mut last).success());
+    terminate(&mut last);
 
     let store = env.store().await;
     let all = store
@@ -347,8 +318,8 @@ async fn two_workers_share_one_sqlite_file_without_running_a_job_twice() {
         env.enqueue(&["hello.sleep", "--args", r#"{"ms":20}"#]);
     }
     let done = env.wait_succeeded(JOBS, Duration::from_secs(120)).await;
-    assert!(terminate(&mut w1).success());
-    assert!(terminate(&mut w2).success());
+    terminate(&mut w1);
+    terminate(&mut w2);
     let full = full_records(&env.store().await, &done).await;
     let mut workers = HashSet::new();
     for r in &full {
@@ -456,7 +427,7 @@ async fn pushing_a_new_version_reaches_a_running_worker_without_restart() {
             .len(),
         2
     );
-    assert!(terminate(&mut worker).success());
+    terminate(&mut worker);
 }
 
 #[test]
@@ -581,7 +552,7 @@ async fn a_worker_watching_a_plugins_folder_pushes_what_appears_there() {
     };
     let shown = env.ok(&["task", "wait", &id, "--timeout", "30s", "--json"]);
     assert!(shown.contains("Hello, dev!"), "{shown}");
-    assert!(terminate(&mut worker).success());
+    terminate(&mut worker);
 }
 
 #[tokio::test]
@@ -598,7 +569,7 @@ async fn shutdown_lets_jobs_finish_within_grace_then_releases_the_rest() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stopping = Instant::now();
-    assert!(terminate(&mut worker).success());
+    terminate(&mut worker);
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "{:?}",
