@@ -184,6 +184,16 @@ async fn an_infinite_loop_with_a_one_second_limit_returns_well_under_two_seconds
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_survives_from_one_job_to_the_next() {
+    let hostile = load("hostile").await;
+    for _ in 0..50 {
+        let outcome = run(&hostile, "hostile.remember", json!({}), Limits::default()).await;
+        // First call of a fresh instance, on zeroed memory, every time.
+        assert_eq!(outcome.result, Some(json!([1, 0])), "{outcome:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_guest_sees_no_host_file() {
     let hostile = load("hostile").await;

@@ -175,6 +175,23 @@ fn burn(_ctx: &Context, args: Value) -> TaskResult<u64> {
     Ok(x)
 }
 
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static mut SCRATCH: [u8; 4096] = [0; 4096];
+
+/// Counts its calls in a static and leaves a mark in memory: if anything
+/// survived from an earlier job, the count or the mark would show it.
+fn remember(_ctx: &Context, _args: Value) -> TaskResult<(u64, u8)> {
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    // SAFETY: one call at a time in a single-threaded guest.
+    #[allow(unsafe_code, static_mut_refs)]
+    let seen = unsafe {
+        let seen = SCRATCH[123];
+        SCRATCH[123] = 0xAB;
+        seen
+    };
+    Ok((calls, seen))
+}
+
 fn tasks() -> Vec<Task> {
     vec![
         Task::new("hostile.loop", infinite_loop).description("Spins forever"),
@@ -189,6 +206,8 @@ fn tasks() -> Vec<Task> {
         Task::new("hostile.socket", open_socket).description("Tries to open sockets"),
         Task::new("hostile.stdout-spam", stdout_spam).description("Floods stdout and stderr"),
         Task::new("hostile.burn", burn).description("Burns `rounds` iterations of CPU"),
+        Task::new("hostile.remember", remember)
+            .description("Reports whether anything survived from an earlier job"),
     ]
 }
 
