@@ -9,7 +9,7 @@ use xylem_core::Envelope;
 use xylem_core::store::{Broker, DeadFilter, DeadJob, Delivery, Nack, QueueStats, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
-use crate::{SqliteStore, backend, corrupt};
+use crate::{SqliteStore, backend, corrupt, exec};
 
 const READY: i64 = 0;
 const LEASED: i64 = 1;
@@ -65,7 +65,7 @@ impl Broker for SqliteStore {
             envelope.run_at(),
         );
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(conn, 
                 "INSERT INTO queue (id, queue, priority, run_at, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, queue, priority, run_at, json],
             )
@@ -111,7 +111,7 @@ impl Broker for SqliteStore {
             values.extend(queues.iter().map(|q| q.clone().into()));
             let mut deliveries = Vec::new();
             {
-                let mut stmt = tx.prepare(&sql).map_err(backend)?;
+                let mut stmt = tx.prepare_cached(&sql).map_err(backend)?;
                 let mut rows = stmt.query(params_from_iter(values)).map_err(backend)?;
                 while let Some(row) = rows.next().map_err(backend)? {
                     let envelope: String = row.get(0).map_err(backend)?;
@@ -138,7 +138,7 @@ impl Broker for SqliteStore {
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(conn, 
                 &format!("UPDATE queue SET lease_until = ?1 WHERE id = ?2 AND lease = ?3 AND status = {LEASED}"),
                 params![now_ms() + ms(by), id, lease as i64],
             )
@@ -151,7 +151,8 @@ impl Broker for SqliteStore {
     async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 &format!("DELETE FROM queue WHERE id = ?1 AND lease = ?2 AND status = {LEASED}"),
                 params![id, lease as i64],
             )
@@ -169,17 +170,17 @@ impl Broker for SqliteStore {
                 let lease = lease as i64;
                 let guard = format!("WHERE id = ?1 AND lease = ?2 AND status = {LEASED}");
                 let n = match action {
-                    Nack::Retry { envelope, delay } => conn.execute(
+                    Nack::Retry { envelope, delay } => exec(conn, 
                         &format!(
                             "UPDATE queue SET status = {READY}, envelope = ?3, run_at = ?4, lease_until = 0 {guard}"
                         ),
                         params![id, lease, encode(&envelope)?, now_ms() + ms(delay)],
                     ),
-                    Nack::Release => conn.execute(
+                    Nack::Release => exec(conn, 
                         &format!("UPDATE queue SET status = {READY}, lease_until = 0 {guard}"),
                         params![id, lease],
                     ),
-                    Nack::DeadLetter { reason } => conn.execute(
+                    Nack::DeadLetter { reason } => exec(conn, 
                         &format!(
                             "UPDATE queue SET status = {DEAD}, dead_reason = ?3, dead_at = ?4, lease_until = 0 {guard}"
                         ),
@@ -280,7 +281,8 @@ impl Broker for SqliteStore {
                     let mut envelope = decode(&text)?;
                     envelope.attempt = 1;
                     envelope.not_before = Some(run_at);
-                    tx.execute(
+                    exec(
+                        &tx,
                         &format!(
                             "UPDATE queue SET status = {READY}, envelope = ?2, run_at = ?3,
                                     dead_reason = NULL, dead_at = NULL WHERE id = ?1"
@@ -303,7 +305,8 @@ impl Broker for SqliteStore {
     async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
         let (where_sql, args) = dead_where(filter);
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 &format!("DELETE FROM queue WHERE {where_sql}"),
                 params_from_iter(args),
             )

@@ -7,14 +7,15 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
-use crate::{SqliteStore, backend, corrupt};
+use crate::{SqliteStore, backend, corrupt, exec};
 
 #[async_trait]
 impl GroupStore for SqliteStore {
     async fn create_group(&self, id: &str, size: u32) -> StoreResult<()> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "INSERT OR IGNORE INTO groups (id, size) VALUES (?1, ?2)",
                 params![id, size],
             )
@@ -43,7 +44,8 @@ impl GroupStore for SqliteStore {
                 .optional()
                 .map_err(backend)?;
             let Some(size) = size else { return Ok(None) };
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT OR IGNORE INTO group_members (group_id, idx, result) VALUES (?1, ?2, ?3)",
                 params![id, index, result],
             )
@@ -87,7 +89,8 @@ impl GroupStore for SqliteStore {
     async fn claim_chord(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE groups SET claimed = 1 WHERE id = ?1 AND claimed = 0",
                 [id],
             )
@@ -104,7 +107,7 @@ impl LockStore for SqliteStore {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.with_conn(move |conn| {
             let now = now_ms();
-            conn.execute(
+            exec(conn, 
                 "INSERT INTO locks (name, owner, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
                  WHERE locks.expires_at <= ?4 OR locks.owner = excluded.owner",
@@ -120,7 +123,7 @@ impl LockStore for SqliteStore {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.with_conn(move |conn| {
             let now = now_ms();
-            conn.execute(
+            exec(conn, 
                 "UPDATE locks SET expires_at = ?3 WHERE name = ?1 AND owner = ?2 AND expires_at > ?4",
                 params![name, owner, now + ms(ttl), now],
             )
@@ -133,7 +136,8 @@ impl LockStore for SqliteStore {
     async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND expires_at > ?3",
                 params![name, owner, now_ms()],
             )

@@ -6,10 +6,11 @@ use xylem_core::TaskSpec;
 use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
 use xylem_core::time::now_ms;
 
-use crate::{SqliteStore, backend, corrupt};
+use crate::{SqliteStore, backend, corrupt, exec};
 
 fn bump_routes_version(tx: &Transaction<'_>) -> StoreResult<()> {
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'",
         [],
     )
@@ -27,14 +28,14 @@ impl PluginStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO plugins (digest, bytes, size, tasks, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (digest) DO UPDATE SET pushed_at = excluded.pushed_at",
                 params![digest, bytes, bytes.len() as i64, tasks_json, now_ms()],
             )
             .map_err(backend)?;
             for spec in &specs {
-                tx.execute(
+                exec(&tx, 
                     "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)
                      ON CONFLICT (task) DO UPDATE SET digest = excluded.digest, spec = excluded.spec",
                     params![spec.name, digest, serde_json::to_string(spec).map_err(corrupt)?],
@@ -137,8 +138,7 @@ impl PluginStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            let existed = tx
-                .execute("DELETE FROM plugins WHERE digest = ?1", [&digest])
+            let existed = exec(&tx, "DELETE FROM plugins WHERE digest = ?1", [&digest])
                 .map_err(backend)?
                 == 1;
             let orphaned: Vec<String> = {
@@ -148,8 +148,7 @@ impl PluginStore for SqliteStore {
                 let rows = stmt.query_map([&digest], |r| r.get(0)).map_err(backend)?;
                 rows.collect::<Result<_, _>>().map_err(backend)?
             };
-            tx.execute("DELETE FROM routes WHERE digest = ?1", [&digest])
-                .map_err(backend)?;
+            exec(&tx, "DELETE FROM routes WHERE digest = ?1", [&digest]).map_err(backend)?;
             // A task whose version is removed falls back to the newest
             // remaining version that declares it.
             for task in orphaned {
@@ -172,7 +171,8 @@ impl PluginStore for SqliteStore {
                     found
                 };
                 if let Some((d, spec)) = fallback {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)",
                         params![task, d, spec],
                     )

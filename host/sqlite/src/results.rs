@@ -8,7 +8,7 @@ use xylem_core::store::{ResultBackend, StoreError, StoreResult};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
-use crate::{SqliteStore, backend, corrupt};
+use crate::{SqliteStore, backend, corrupt, exec};
 
 const COLUMNS: &str = "id, task, queue, state, args, attempt, max_retries, result, error, usage,
                        progress, log, plugin, enqueued_at, updated_at";
@@ -97,7 +97,7 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let now = now_ms();
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
                 params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now],
@@ -107,7 +107,7 @@ impl ResultBackend for SqliteStore {
                 .not_before
                 .filter(|at| *at > now)
                 .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, 'queued', ?3, ?4)",
                 params![e.id, now, e.attempt, detail],
             )
@@ -124,8 +124,8 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let current: Option<String> = tx
-                .query_row("SELECT state FROM tasks WHERE id = ?1", [&id], |r| r.get(0))
-                .optional()
+                .prepare_cached("SELECT state FROM tasks WHERE id = ?1")
+                .and_then(|mut stmt| stmt.query_row([&id], |r| r.get(0)).optional())
                 .map_err(backend)?;
             let Some(current) = current else {
                 return Err(StoreError::NotFound(format!("job {id}")));
@@ -135,7 +135,7 @@ impl ResultBackend for SqliteStore {
                 return Ok(false);
             }
             let now = now_ms();
-            tx.execute(
+            exec(&tx, 
                 "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, t.state.as_str(), t.attempt, now],
             )
@@ -143,7 +143,7 @@ impl ResultBackend for SqliteStore {
             if let Some(outcome) = &t.outcome {
                 let result = outcome.result.as_ref().map(json).transpose()?;
                 let error = outcome.error.as_ref().map(json).transpose()?;
-                tx.execute(
+                exec(&tx, 
                     "UPDATE tasks SET result = ?2, error = ?3, usage = ?4, log = ?5,
                             progress = COALESCE(?6, progress), plugin = COALESCE(?7, plugin)
                      WHERE id = ?1",
@@ -159,13 +159,13 @@ impl ResultBackend for SqliteStore {
                 )
                 .map_err(backend)?;
             } else if t.plugin.is_some() {
-                tx.execute(
+                exec(&tx, 
                     "UPDATE tasks SET plugin = ?2 WHERE id = ?1",
                     params![id, t.plugin],
                 )
                 .map_err(backend)?;
             }
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, now, t.state.as_str(), t.attempt, t.detail],
             )
@@ -179,7 +179,8 @@ impl ResultBackend for SqliteStore {
     async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
         let (id, progress) = (id.to_owned(), json(progress)?);
         self.with_conn(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE id = ?1",
                 params![id, progress, now_ms()],
             )
@@ -269,24 +270,26 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             // Reclaim a batch of what has already expired.
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM task_history WHERE id IN
                    (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
                 [now],
             )
             .map_err(backend)?;
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM tasks WHERE id IN
                    (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
                 [now],
             )
             .map_err(backend)?;
-            let n = tx
-                .execute(
-                    "UPDATE tasks SET expires_at = ?2 WHERE id = ?1",
-                    params![id, now + xylem_core::time::ms(ttl)],
-                )
-                .map_err(backend)?;
+            let n = exec(
+                &tx,
+                "UPDATE tasks SET expires_at = ?2 WHERE id = ?1",
+                params![id, now + xylem_core::time::ms(ttl)],
+            )
+            .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(n == 1)
         })

@@ -86,6 +86,7 @@ pub(crate) fn prepare(conn: &Connection, full_sync: bool) -> rusqlite::Result<()
     // Several processes may open the file at once: wait for locks rather
     // than fail.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(128);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
