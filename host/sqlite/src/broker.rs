@@ -65,7 +65,7 @@ impl Broker for SqliteStore {
             envelope.run_at(),
         );
         self.with_conn(move |conn| {
-            exec(conn, 
+            exec(conn,
                 "INSERT INTO queue (id, queue, priority, run_at, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, queue, priority, run_at, json],
             )
@@ -138,7 +138,7 @@ impl Broker for SqliteStore {
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            exec(conn, 
+            exec(conn,
                 &format!("UPDATE queue SET lease_until = ?1 WHERE id = ?2 AND lease = ?3 AND status = {LEASED}"),
                 params![now_ms() + ms(by), id, lease as i64],
             )
@@ -170,17 +170,17 @@ impl Broker for SqliteStore {
                 let lease = lease as i64;
                 let guard = format!("WHERE id = ?1 AND lease = ?2 AND status = {LEASED}");
                 let n = match action {
-                    Nack::Retry { envelope, delay } => exec(conn, 
+                    Nack::Retry { envelope, delay } => exec(conn,
                         &format!(
                             "UPDATE queue SET status = {READY}, envelope = ?3, run_at = ?4, lease_until = 0 {guard}"
                         ),
                         params![id, lease, encode(&envelope)?, now_ms() + ms(delay)],
                     ),
-                    Nack::Release => exec(conn, 
+                    Nack::Release => exec(conn,
                         &format!("UPDATE queue SET status = {READY}, lease_until = 0 {guard}"),
                         params![id, lease],
                     ),
-                    Nack::DeadLetter { reason } => exec(conn, 
+                    Nack::DeadLetter { reason } => exec(conn,
                         &format!(
                             "UPDATE queue SET status = {DEAD}, dead_reason = ?3, dead_at = ?4, lease_until = 0 {guard}"
                         ),

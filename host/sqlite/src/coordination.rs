@@ -107,7 +107,7 @@ impl LockStore for SqliteStore {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.with_conn(move |conn| {
             let now = now_ms();
-            exec(conn, 
+            exec(conn,
                 "INSERT INTO locks (name, owner, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
                  WHERE locks.expires_at <= ?4 OR locks.owner = excluded.owner",
@@ -123,7 +123,7 @@ impl LockStore for SqliteStore {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.with_conn(move |conn| {
             let now = now_ms();
-            exec(conn, 
+            exec(conn,
                 "UPDATE locks SET expires_at = ?3 WHERE name = ?1 AND owner = ?2 AND expires_at > ?4",
                 params![name, owner, now + ms(ttl), now],
             )

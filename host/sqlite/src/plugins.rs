@@ -28,14 +28,14 @@ impl PluginStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO plugins (digest, bytes, size, tasks, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (digest) DO UPDATE SET pushed_at = excluded.pushed_at",
                 params![digest, bytes, bytes.len() as i64, tasks_json, now_ms()],
             )
             .map_err(backend)?;
             for spec in &specs {
-                exec(&tx, 
+                exec(&tx,
                     "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)
                      ON CONFLICT (task) DO UPDATE SET digest = excluded.digest, spec = excluded.spec",
                     params![spec.name, digest, serde_json::to_string(spec).map_err(corrupt)?],

@@ -97,7 +97,7 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let now = now_ms();
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
                 params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now],
@@ -107,7 +107,7 @@ impl ResultBackend for SqliteStore {
                 .not_before
                 .filter(|at| *at > now)
                 .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, 'queued', ?3, ?4)",
                 params![e.id, now, e.attempt, detail],
             )
@@ -135,7 +135,7 @@ impl ResultBackend for SqliteStore {
                 return Ok(false);
             }
             let now = now_ms();
-            exec(&tx, 
+            exec(&tx,
                 "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, t.state.as_str(), t.attempt, now],
             )
@@ -143,7 +143,7 @@ impl ResultBackend for SqliteStore {
             if let Some(outcome) = &t.outcome {
                 let result = outcome.result.as_ref().map(json).transpose()?;
                 let error = outcome.error.as_ref().map(json).transpose()?;
-                exec(&tx, 
+                exec(&tx,
                     "UPDATE tasks SET result = ?2, error = ?3, usage = ?4, log = ?5,
                             progress = COALESCE(?6, progress), plugin = COALESCE(?7, plugin)
                      WHERE id = ?1",
@@ -159,13 +159,13 @@ impl ResultBackend for SqliteStore {
                 )
                 .map_err(backend)?;
             } else if t.plugin.is_some() {
-                exec(&tx, 
+                exec(&tx,
                     "UPDATE tasks SET plugin = ?2 WHERE id = ?1",
                     params![id, t.plugin],
                 )
                 .map_err(backend)?;
             }
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, now, t.state.as_str(), t.attempt, t.detail],
             )
