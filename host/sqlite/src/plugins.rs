@@ -10,7 +10,7 @@ use crate::{SqliteStore, backend, corrupt, exec};
 
 fn bump_routes_version(tx: &Transaction<'_>) -> StoreResult<()> {
     exec(
-        &tx,
+        tx,
         "UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'",
         [],
     )
