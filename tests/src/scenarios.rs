@@ -180,6 +180,24 @@ pub fn assert_each_succeeded_once(records: &[TaskRecord]) {
     }
 }
 
+/// Asserts each job ran exactly once; returns the workers that ran them
+/// (their `running` details, e.g. `worker w1`).
+pub fn workers_that_ran_each_once(records: &[TaskRecord]) -> HashSet<String> {
+    let mut workers = HashSet::new();
+    for r in records {
+        assert_eq!(
+            count(r, TaskState::Running),
+            1,
+            "{} ran more than once: {:#?}",
+            r.id,
+            r.history
+        );
+        let running = r.history.iter().find(|h| h.state == TaskState::Running);
+        workers.insert(running.and_then(|h| h.detail.clone()).unwrap_or_default());
+    }
+    workers
+}
+
 /// 1,000 jobs; two workers killed with `kill -9` mid-job, three times;
 /// then two more finish: no job lost, none succeeded twice.
 pub async fn kill_9_mid_job(url: &str) {
@@ -221,22 +239,7 @@ pub async fn four_workers_share_the_work(url: &str) {
         terminate(w);
     }
     assert_each_succeeded_once(&records);
-    let mut names = HashSet::new();
-    for r in &records {
-        assert_eq!(
-            count(r, TaskState::Running),
-            1,
-            "{} ran twice: {:#?}",
-            r.id,
-            r.history
-        );
-        let running = r
-            .history
-            .iter()
-            .find(|h| h.state == TaskState::Running)
-            .unwrap();
-        names.insert(running.detail.clone().unwrap_or_default());
-    }
+    let names = workers_that_ran_each_once(&records);
     assert!(names.len() >= 3, "the work was not shared: {names:?}");
 }
 

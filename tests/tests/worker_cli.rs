@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use xylem_core::store::{PluginStore, ResultBackend};
 use xylem_core::{TaskFilter, TaskRecord, TaskState};
 use xylem_sqlite::SqliteStore;
-use xylem_tests::scenarios::{count, kill9, terminate};
+use xylem_tests::scenarios::{count, kill9, terminate, workers_that_ran_each_once};
 use xylem_tests::{plugin, xylem_bin};
 
 /// A fresh SQLite store in a temp dir, and helpers to run `xylem` on it.
@@ -321,21 +321,7 @@ async fn two_workers_share_one_sqlite_file_without_running_a_job_twice() {
     terminate(&mut w1);
     terminate(&mut w2);
     let full = full_records(&env.store().await, &done).await;
-    let mut workers = HashSet::new();
-    for r in &full {
-        assert_eq!(
-            count(r, TaskState::Running),
-            1,
-            "ran once: {:#?}",
-            r.history
-        );
-        let running = r
-            .history
-            .iter()
-            .find(|h| h.state == TaskState::Running)
-            .unwrap();
-        workers.insert(running.detail.clone().unwrap());
-    }
+    let workers = workers_that_ran_each_once(&full);
     assert_eq!(
         workers,
         HashSet::from(["worker w1".to_owned(), "worker w2".to_owned()]),
