@@ -122,4 +122,14 @@ impl Envelope {
     pub fn run_at(&self) -> Millis {
         self.not_before.unwrap_or(self.enqueued_at)
     }
+
+    /// The order in which brokers hand jobs out: higher priority first,
+    /// then the earliest `run_at`, then the oldest id.
+    pub fn claim_order(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.run_at().cmp(&other.run_at()))
+            .then(self.id.cmp(&other.id))
+    }
 }

@@ -145,13 +145,7 @@ impl Broker for PostgresStore {
             });
         }
         // RETURNING has no order: hand them out as they were chosen.
-        deliveries.sort_by(|a, b| {
-            b.envelope
-                .priority
-                .cmp(&a.envelope.priority)
-                .then(a.envelope.run_at().cmp(&b.envelope.run_at()))
-                .then(a.envelope.id.cmp(&b.envelope.id))
-        });
+        deliveries.sort_by(|a, b| a.envelope.claim_order(&b.envelope));
         Ok(deliveries)
     }
 

@@ -17,6 +17,20 @@ impl RedisStore {
     fn group_key(&self, id: &str) -> String {
         format!("{}:group:{id}", self.keys.prefix())
     }
+
+    /// If `owner` holds lock `name`: extends it by `ttl_ms`, or releases it
+    /// when `ttl_ms` is 0. False if `owner` does not hold it.
+    async fn if_owned(&self, name: &str, owner: &str, ttl_ms: i64) -> StoreResult<bool> {
+        let done: i64 = LOCK_OWNED
+            .arg(self.keys.prefix())
+            .arg(name)
+            .arg(owner)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(done == 1)
+    }
 }
 
 #[async_trait]
@@ -101,27 +115,11 @@ impl LockStore for RedisStore {
     }
 
     async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        let done: i64 = LOCK_OWNED
-            .arg(self.keys.prefix())
-            .arg(name)
-            .arg(owner)
-            .arg(ms(ttl).max(1))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done == 1)
+        self.if_owned(name, owner, ms(ttl).max(1)).await
     }
 
     async fn release(&self, name: &str, owner: &str) -> StoreResult<bool> {
-        let done: i64 = LOCK_OWNED
-            .arg(self.keys.prefix())
-            .arg(name)
-            .arg(owner)
-            .arg(0)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done == 1)
+        self.if_owned(name, owner, 0).await
     }
 
     async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {

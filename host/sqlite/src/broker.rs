@@ -123,13 +123,7 @@ impl Broker for SqliteStore {
                 }
             }
             tx.commit().map_err(backend)?;
-            deliveries.sort_by(|a, b| {
-                b.envelope
-                    .priority
-                    .cmp(&a.envelope.priority)
-                    .then(a.envelope.run_at().cmp(&b.envelope.run_at()))
-                    .then(a.envelope.id.cmp(&b.envelope.id))
-            });
+            deliveries.sort_by(|a, b| a.envelope.claim_order(&b.envelope));
             Ok(deliveries)
         })
         .await

@@ -174,7 +174,7 @@ impl Runtime {
     /// cache), checks it against the `plugin` world, prepares it for
     /// instantiation and asks it to describe its tasks.
     pub async fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             return Err(LoadError::Invalid(
                 "this is a core WebAssembly module, not a component; build for \
                  wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
@@ -205,7 +205,7 @@ impl Runtime {
 
 /// A core module starts with version 1 in its header; a component with a
 /// different layer/version word.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
