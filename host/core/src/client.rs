@@ -41,7 +41,19 @@ pub enum ClientError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One request of a batch was invalid (nothing was enqueued).
+    #[error("job {} of the batch: {source}", .index + 1)]
+    InBatch {
+        /// Its 0-based position in the batch.
+        index: usize,
+        /// What was wrong with it.
+        #[source]
+        source: Box<ClientError>,
+    },
 }
+
+/// How many jobs [`Client::enqueue_many`] writes per store call.
+pub const ENQUEUE_BATCH: usize = 1000;
 
 fn known_list(known: &[String]) -> String {
     if known.is_empty() {
@@ -144,9 +156,9 @@ impl Client {
         &self.stores
     }
 
-    /// Validates and enqueues a job: the job record is written first, then
-    /// the job is published, so a worker never runs a job without a record.
-    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
+    /// Validates a request and builds its envelope (the task's declared
+    /// defaults filled in), without enqueueing it.
+    pub async fn prepare(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
         serde_json::from_str::<serde::de::IgnoredAny>(&req.args)
             .map_err(|e| ClientError::InvalidArgs(e.to_string()))?;
         if let Some(p) = req.priority
@@ -173,10 +185,45 @@ impl Client {
         envelope.options = req.options;
         envelope.headers = req.headers;
         envelope.parent = req.parent;
-        self.stores.results.create(&envelope).await?;
-        self.stores.broker.publish(&envelope).await?;
+        Ok(envelope)
+    }
+
+    /// Validates and enqueues a job: its record and its queue entry are
+    /// written in one atomic step ([`Broker::enqueue`](crate::Broker::enqueue)),
+    /// so a job never has one without the other.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
+        let envelope = self.prepare(req).await?;
+        self.stores
+            .broker
+            .enqueue(std::slice::from_ref(&envelope))
+            .await?;
         tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
         Ok(envelope)
+    }
+
+    /// Validates every request first, then enqueues them all in batches of
+    /// [`ENQUEUE_BATCH`] jobs, each batch one atomic store call. If any
+    /// request is invalid nothing is enqueued, and the error names it
+    /// ([`ClientError::InBatch`]).
+    pub async fn enqueue_many(
+        &self,
+        requests: Vec<EnqueueRequest>,
+    ) -> Result<Vec<Envelope>, ClientError> {
+        let mut envelopes = Vec::with_capacity(requests.len());
+        for (index, req) in requests.into_iter().enumerate() {
+            let envelope = self
+                .prepare(req)
+                .await
+                .map_err(|e| ClientError::InBatch {
+                    index,
+                    source: Box::new(e),
+                })?;
+            envelopes.push(envelope);
+        }
+        for chunk in envelopes.chunks(ENQUEUE_BATCH) {
+            self.stores.broker.enqueue(chunk).await?;
+        }
+        Ok(envelopes)
     }
 
     /// A job's record.

@@ -88,6 +88,15 @@ pub struct Envelope {
     pub plugin: Option<String>,
     /// When it was enqueued.
     pub enqueued_at: Millis,
+    /// How many times a worker found no plugin providing the task (a
+    /// plugin pushed moments ago may not be loaded yet): such a job waits
+    /// and tries again, up to a limit, without using up its retries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unresolved: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Default queue name.
@@ -115,6 +124,7 @@ impl Envelope {
             parent: None,
             plugin: None,
             enqueued_at: now_ms(),
+            unresolved: 0,
         }
     }
 

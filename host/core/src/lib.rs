@@ -28,4 +28,6 @@ pub use outcome::{Failure, FailureKind, LogLevel, LogLine, Outcome, Progress, Us
 pub use record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 pub use spec::{TaskOptions, TaskSpec};
 pub use store::{Broker, PluginStore, ResultBackend, StoreError, StoreResult, Stores};
-pub use worker::{Resolved, TaskRegistry, Worker, WorkerConfig, WorkerStats};
+pub use worker::{
+    ConfigError, MIN_LEASE, ResolveError, Resolved, TaskRegistry, Worker, WorkerConfig, WorkerStats,
+};

@@ -9,10 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
-    Broker, DeadFilter, DeadJob, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
-    PluginStore, QueueStats, ResultBackend, StoreError, StoreResult, TaskRoute,
+    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, GroupStatus,
+    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, REPLAY_DETAIL,
+    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope,
+    running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -98,10 +100,9 @@ fn held<'a>(state: &'a mut State, id: &str, lease: u64) -> Option<&'a mut Queued
         .filter(|j| j.lease == lease && matches!(j.status, Status::Leased { .. }))
 }
 
-#[async_trait]
-impl Broker for MemoryStore {
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        self.lock().jobs.insert(
+impl State {
+    fn queue(&mut self, envelope: &Envelope) {
+        self.jobs.insert(
             envelope.id.clone(),
             QueuedJob {
                 envelope: envelope.clone(),
@@ -111,19 +112,49 @@ impl Broker for MemoryStore {
                 deliveries: 0,
             },
         );
-        self.published.notify_one();
-        Ok(())
     }
 
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
+    fn record(&mut self, envelope: &Envelope, now: Millis) {
+        self.record_expiry.remove(&envelope.id);
+        self.records.insert(
+            envelope.id.clone(),
+            TaskRecord::from_envelope(
+                envelope,
+                TaskState::Queued,
+                queued_detail(envelope, now),
+                now,
+            ),
+        );
+    }
+
+    /// The record of `id`, unless it has expired.
+    fn live_record(&mut self, id: &str, now: Millis) -> Option<&mut TaskRecord> {
+        if self.record_expiry.get(id).is_some_and(|at| *at <= now) {
+            self.record_expiry.remove(id);
+            self.records.remove(id);
+        }
+        self.records.get_mut(id)
+    }
+
+    fn settle(&mut self, id: &str, action: Nack, now: Millis) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        match action {
+            Nack::Retry { envelope, delay } => {
+                job.envelope = *envelope;
+                job.run_at = now + ms(delay);
+                job.status = Status::Ready;
+            }
+            Nack::Release => job.status = Status::Ready,
+            Nack::DeadLetter { reason } => job.status = Status::Dead { reason, at: now },
+        }
+    }
+
+    /// Leases up to `max` due jobs of `queues`, in claim order.
+    fn lease_due(&mut self, queues: &[String], max: usize, lease: Duration) -> Vec<Delivery> {
         let now = now_ms();
-        let mut state = self.lock();
-        let mut candidates: Vec<&mut QueuedJob> = state
+        let mut candidates: Vec<&mut QueuedJob> = self
             .jobs
             .values_mut()
             .filter(|j| queues.is_empty() || queues.contains(&j.envelope.queue))
@@ -140,7 +171,7 @@ impl Broker for MemoryStore {
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.envelope.id.cmp(&b.envelope.id))
         });
-        Ok(candidates
+        candidates
             .into_iter()
             .take(max)
             .map(|job| {
@@ -155,7 +186,127 @@ impl Broker for MemoryStore {
                     deliveries: job.deliveries,
                 }
             })
-            .collect())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryStore {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        let now = now_ms();
+        let mut state = self.lock();
+        for envelope in envelopes {
+            state.record(envelope, now);
+            state.queue(envelope);
+        }
+        drop(state);
+        self.published.notify_waiters();
+        self.published.notify_one();
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let mut claimed = Vec::new();
+        // Dropped jobs (already succeeded) free their place: look again.
+        while claimed.len() < max {
+            let batch = state.lease_due(queues, max - claimed.len(), lease);
+            if batch.is_empty() {
+                break;
+            }
+            for delivery in batch {
+                let envelope = &delivery.envelope;
+                let current = state.live_record(&envelope.id, now).map(|r| r.state);
+                let running = Transition::to(TaskState::Running, envelope.attempt).detail(
+                    running_detail(worker, delivery.deliveries, envelope.attempt),
+                );
+                match ClaimPlan::for_record(current) {
+                    ClaimPlan::Drop => {
+                        state.jobs.remove(&envelope.id);
+                        continue;
+                    }
+                    ClaimPlan::Recreate => {
+                        let record = TaskRecord::from_envelope(
+                            envelope,
+                            TaskState::Running,
+                            running.detail,
+                            now,
+                        );
+                        state.records.insert(envelope.id.clone(), record);
+                    }
+                    ClaimPlan::Run => {
+                        if let Some(record) = state.records.get_mut(&envelope.id) {
+                            record.apply(running, now);
+                        }
+                    }
+                }
+                claimed.push(delivery);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let mut results = Vec::with_capacity(completions.len());
+        let mut wake = false;
+        for c in completions {
+            let current = state.live_record(&c.id, now).map(|r| r.state);
+            let held = held(&mut state, &c.id, c.lease).is_some();
+            let plan = c.plan(current, held);
+            if plan.record {
+                // Claims recreate missing records, so one is there; if the
+                // store lost it meanwhile, the queue is still settled.
+                if let Some(record) = state.records.get_mut(&c.id) {
+                    record.apply(c.transition.clone(), now);
+                }
+                if let Some(ttl) = c.result_ttl {
+                    state.record_expiry.insert(c.id.clone(), now + ms(ttl));
+                }
+            }
+            if plan.settle {
+                match &c.settle {
+                    Settle::Ack => {
+                        state.jobs.remove(&c.id);
+                    }
+                    Settle::Nack(action) => {
+                        wake |= !matches!(action, Nack::DeadLetter { .. });
+                        state.settle(&c.id, action.clone(), now);
+                    }
+                }
+            } else if plan.remove_entry {
+                state.jobs.remove(&c.id);
+            }
+            results.push(plan.result);
+        }
+        drop(state);
+        if wake {
+            self.published.notify_one();
+        }
+        Ok(results)
+    }
+
+    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
+        self.lock().queue(envelope);
+        self.published.notify_one();
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(self.lock().lease_due(queues, max, lease))
     }
 
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
@@ -180,23 +331,10 @@ impl Broker for MemoryStore {
 
     async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
         let mut state = self.lock();
-        let Some(job) = held(&mut state, id, lease) else {
+        if held(&mut state, id, lease).is_none() {
             return Ok(false);
-        };
-        match action {
-            Nack::Retry { envelope, delay } => {
-                job.envelope = *envelope;
-                job.run_at = now_ms() + ms(delay);
-                job.status = Status::Ready;
-            }
-            Nack::Release => job.status = Status::Ready,
-            Nack::DeadLetter { reason } => {
-                job.status = Status::Dead {
-                    reason,
-                    at: now_ms(),
-                }
-            }
         }
+        state.settle(id, action, now_ms());
         drop(state);
         self.published.notify_one();
         Ok(true)
@@ -250,19 +388,35 @@ impl Broker for MemoryStore {
     }
 
     async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
-        let run_at = now_ms() + ms(delay);
+        let now = now_ms();
+        let run_at = now + ms(delay);
         let mut state = self.lock();
-        let mut ids = Vec::new();
+        let mut replayed = Vec::new();
         for job in state.jobs.values_mut().filter(|j| dead_matches(j, filter)) {
-            job.envelope.attempt = 1;
-            job.envelope.not_before = Some(run_at);
+            job.envelope = replay_envelope(&job.envelope, run_at);
             job.run_at = run_at;
             job.status = Status::Ready;
-            ids.push(job.envelope.id.clone());
+            replayed.push(job.envelope.clone());
+        }
+        for envelope in &replayed {
+            let queued = Transition::to(TaskState::Queued, 1).detail(REPLAY_DETAIL);
+            state.record_expiry.remove(&envelope.id);
+            match state.live_record(&envelope.id, now) {
+                Some(record) => record.apply(queued, now),
+                None => {
+                    let record = TaskRecord::from_envelope(
+                        envelope,
+                        TaskState::Queued,
+                        Some(REPLAY_DETAIL.to_owned()),
+                        now,
+                    );
+                    state.records.insert(envelope.id.clone(), record);
+                }
+            }
         }
         drop(state);
         self.published.notify_one();
-        Ok(ids)
+        Ok(replayed.into_iter().map(|e| e.id).collect())
     }
 
     async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
@@ -280,67 +434,20 @@ impl Broker for MemoryStore {
 #[async_trait]
 impl ResultBackend for MemoryStore {
     async fn create(&self, e: &Envelope) -> StoreResult<()> {
-        let now = now_ms();
-        self.lock().records.insert(
-            e.id.clone(),
-            TaskRecord {
-                id: e.id.clone(),
-                task: e.task.clone(),
-                queue: e.queue.clone(),
-                state: TaskState::Queued,
-                args: e.args.clone(),
-                attempt: e.attempt,
-                max_retries: e.max_retries,
-                result: None,
-                error: None,
-                usage: None,
-                progress: None,
-                log: Vec::new(),
-                plugin: None,
-                enqueued_at: e.enqueued_at,
-                updated_at: now,
-                history: vec![HistoryEntry {
-                    at: now,
-                    state: TaskState::Queued,
-                    attempt: e.attempt,
-                    detail: None,
-                }],
-            },
-        );
+        self.lock().record(e, now_ms());
         Ok(())
     }
 
     async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
+        let now = now_ms();
         let mut state = self.lock();
         let record = state
-            .records
-            .get_mut(id)
+            .live_record(id, now)
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         if record.state == TaskState::Succeeded {
             return Ok(false);
         }
-        let now = now_ms();
-        record.state = t.state;
-        record.attempt = t.attempt;
-        record.updated_at = now;
-        if t.plugin.is_some() {
-            record.plugin = t.plugin;
-        }
-        if let Some(outcome) = t.outcome {
-            record.result = outcome.result;
-            record.error = outcome.error;
-            record.usage = Some(outcome.usage);
-            record.log = outcome.log;
-            if outcome.progress.is_some() {
-                record.progress = outcome.progress;
-            }
-        }
-        record.history.push(HistoryEntry {
-            at: now,
-            state: t.state,
-            attempt: t.attempt,
-            detail: t.detail,
-        });
+        record.apply(t, now);
         Ok(true)
     }
 

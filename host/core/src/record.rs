@@ -146,6 +146,67 @@ pub struct TaskRecord {
     pub history: Vec<HistoryEntry>,
 }
 
+impl TaskRecord {
+    /// The record of a job just enqueued (or recreated from its envelope
+    /// in state `state`), with its first history entry.
+    pub fn from_envelope(
+        envelope: &crate::Envelope,
+        state: TaskState,
+        detail: Option<String>,
+        now: Millis,
+    ) -> Self {
+        Self {
+            id: envelope.id.clone(),
+            task: envelope.task.clone(),
+            queue: envelope.queue.clone(),
+            state,
+            args: envelope.args.clone(),
+            attempt: envelope.attempt,
+            max_retries: envelope.max_retries,
+            result: None,
+            error: None,
+            usage: None,
+            progress: None,
+            log: Vec::new(),
+            plugin: None,
+            enqueued_at: envelope.enqueued_at,
+            updated_at: now,
+            history: vec![HistoryEntry {
+                at: now,
+                state,
+                attempt: envelope.attempt,
+                detail,
+            }],
+        }
+    }
+
+    /// Applies a transition (the caller has checked that the record is
+    /// not final): state, attempt, outcome, plugin, and a history entry.
+    pub fn apply(&mut self, t: Transition, now: Millis) {
+        self.state = t.state;
+        self.attempt = t.attempt;
+        self.updated_at = now;
+        if t.plugin.is_some() {
+            self.plugin = t.plugin;
+        }
+        if let Some(outcome) = t.outcome {
+            self.result = outcome.result;
+            self.error = outcome.error;
+            self.usage = Some(outcome.usage);
+            self.log = outcome.log;
+            if outcome.progress.is_some() {
+                self.progress = outcome.progress;
+            }
+        }
+        self.history.push(HistoryEntry {
+            at: now,
+            state: t.state,
+            attempt: t.attempt,
+            detail: t.detail,
+        });
+    }
+}
+
 /// A state change to record, optionally with the outcome of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {

@@ -14,15 +14,40 @@ use crate::record::{TaskFilter, TaskRecord, Transition};
 use crate::time::Millis;
 use crate::{Envelope, TaskSpec};
 
+/// A store error's underlying cause (a driver error, an I/O error).
+pub type ErrorSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a store operation failed.
+///
+/// Every error says whether trying again can help
+/// ([`StoreError::is_transient`]): the worker retries transient errors
+/// (with backoff, while it can hold the job's lease) and gives up at once
+/// on the others.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The store cannot be reached or opened.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store answered with an error.
-    #[error("store error: {0}")]
-    Backend(String),
+    /// The store cannot be reached or opened (transient).
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// What failed, in words.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The store answered with an error; `transient` when the same call
+    /// may succeed later (a lock timeout, `SQLITE_BUSY`, a serialization
+    /// failure).
+    #[error("store error: {message}")]
+    Backend {
+        /// What failed, in words.
+        message: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+        /// The driver's error.
+        #[source]
+        source: Option<ErrorSource>,
+    },
     /// Stored data did not decode.
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),
@@ -32,6 +57,61 @@ pub enum StoreError {
     /// A URL or option was invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// The store cannot be reached, without a driver error to keep.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The store cannot be reached, because of `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The store refused an operation for good (retrying cannot help).
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::Backend {
+            message: message.into(),
+            transient: false,
+            source: None,
+        }
+    }
+
+    /// The store refused an operation because of `source`; `transient`
+    /// says whether the same call may succeed later.
+    pub fn backend_from(
+        message: impl Into<String>,
+        transient: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            message: message.into(),
+            transient,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Whether the same call may succeed if tried again later: an outage,
+    /// a busy or locked database. Corrupt data, a missing job or an
+    /// invalid option never get better by waiting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::Backend { transient, .. } => *transient,
+            Self::Corrupt(_) | Self::NotFound(_) | Self::Invalid(_) => false,
+        }
+    }
 }
 
 /// Result of store operations.
@@ -104,10 +184,206 @@ pub struct DeadFilter {
     pub queue: Option<String>,
 }
 
+/// How a finished delivery leaves the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Done for good (succeeded, expired): remove it from the queue.
+    Ack,
+    /// Requeue, release or dead-letter it.
+    Nack(Nack),
+}
+
+/// The end of one delivery: the record's transition and what becomes of
+/// the job in the queue, applied by [`Broker::complete`] in one atomic
+/// step, so a job is never acked without its result nor left with a result
+/// and a live queue entry that runs it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Job id.
+    pub id: String,
+    /// The lease the worker holds.
+    pub lease: u64,
+    /// The record's new state (with the run's outcome).
+    pub transition: Transition,
+    /// What happens to the queue entry.
+    pub settle: Settle,
+    /// For a job that is done for good: drop its record this long after.
+    pub result_ttl: Option<Duration>,
+}
+
+/// What [`Broker::complete`] did with one [`Completion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    /// Recorded and settled.
+    Applied,
+    /// The record had already succeeded (another delivery finished it
+    /// first): nothing was recorded, and the queue entry was removed.
+    AlreadySucceeded,
+    /// The lease was no longer held and the outcome was not a success:
+    /// nothing was written (the worker that holds the job now decides).
+    LeaseLost,
+}
+
+/// The one rule for completing a delivery, which every adapter applies
+/// (Redis translates it to Lua in its `COMPLETE` script):
+///
+/// - a record that already **succeeded** is final: it is never written
+///   again, and the job's queue entry is removed;
+/// - a **success** is recorded and the queue entry removed even when the
+///   lease was lost meanwhile: the work is done, and a success is final,
+///   so the other delivery will find it and not record anything;
+/// - anything else (retry, dead letter, release, expiry) is applied only
+///   under the lease the worker holds: otherwise the job belongs to
+///   another delivery, and nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletionPlan {
+    /// Write the transition to the record.
+    pub record: bool,
+    /// Apply the settle action to the queue entry (else: remove the entry
+    /// if `remove_entry`, or leave it).
+    pub settle: bool,
+    /// Remove the queue entry whatever its lease.
+    pub remove_entry: bool,
+    /// What to report.
+    pub result: Completed,
+}
+
+impl Completion {
+    /// Applies [`CompletionPlan`]'s rule to what the adapter found: the
+    /// record's current state (`None`: no record) and whether the lease is
+    /// still held.
+    pub fn plan(&self, record: Option<crate::TaskState>, lease_held: bool) -> CompletionPlan {
+        use crate::TaskState;
+        if record == Some(TaskState::Succeeded) {
+            return CompletionPlan {
+                record: false,
+                settle: false,
+                remove_entry: true,
+                result: Completed::AlreadySucceeded,
+            };
+        }
+        let success = self.transition.state == TaskState::Succeeded;
+        if lease_held {
+            CompletionPlan {
+                record: true,
+                settle: true,
+                remove_entry: false,
+                result: Completed::Applied,
+            }
+        } else if success {
+            CompletionPlan {
+                record: true,
+                settle: false,
+                remove_entry: true,
+                result: Completed::Applied,
+            }
+        } else {
+            CompletionPlan {
+                record: false,
+                settle: false,
+                remove_entry: false,
+                result: Completed::LeaseLost,
+            }
+        }
+    }
+}
+
+/// What a claim does with a leased job, given its record (the rule every
+/// adapter applies in `claim`; Redis in its `CLAIM` script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimPlan {
+    /// Mark the record `running` and hand the job out.
+    Run,
+    /// The record is missing (expired, or lost by the store): write a new
+    /// one from the envelope, marked `running`, and hand the job out.
+    Recreate,
+    /// The record already succeeded (a redelivery after a lost ack):
+    /// remove the job from the queue, never run it again.
+    Drop,
+}
+
+impl ClaimPlan {
+    /// The rule: see the variants.
+    pub fn for_record(state: Option<crate::TaskState>) -> Self {
+        match state {
+            Some(crate::TaskState::Succeeded) => Self::Drop,
+            Some(_) => Self::Run,
+            None => Self::Recreate,
+        }
+    }
+}
+
+/// The history detail of the `running` entry a claim writes.
+pub fn running_detail(worker: &str, deliveries: u32, attempt: u32) -> String {
+    if deliveries > attempt {
+        format!("worker {worker} (redelivered after a lost lease)")
+    } else {
+        format!("worker {worker}")
+    }
+}
+
+/// The detail of the first history entry of a job: why it waits, if it
+/// waits. Every adapter writes the same entry.
+pub fn queued_detail(envelope: &Envelope, now: Millis) -> Option<String> {
+    envelope
+        .not_before
+        .filter(|at| *at > now)
+        .map(|at| format!("delayed until {}", crate::time::format_ms(at)))
+}
+
+/// The detail of the history entry a DLQ replay writes.
+pub const REPLAY_DETAIL: &str = "replayed from the dead-letter queue";
+
+/// The envelope a dead job is replayed with: a fresh first attempt,
+/// runnable at `run_at`.
+pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
+    let mut envelope = dead.clone();
+    envelope.attempt = 1;
+    envelope.not_before = Some(run_at);
+    envelope.unresolved = 0;
+    envelope
+}
+
 /// Queues with priorities, delays, leases and a dead-letter queue.
 #[async_trait]
 pub trait Broker: Send + Sync {
-    /// Queues a job; durable when this returns.
+    /// Records and queues jobs in one atomic step: when this returns,
+    /// every job has a `queued` record and is in its queue; if it fails,
+    /// none is. A record is never left without its queued job (or the
+    /// other way round). Durable when this returns.
+    async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()>;
+
+    /// Claims up to `max` jobs for worker `worker`, in one atomic step per
+    /// job: leases it and marks its record `running` (see [`ClaimPlan`]:
+    /// a job whose record already succeeded is removed, never handed out;
+    /// a missing record is recreated). Same order and queue rules as
+    /// [`Broker::reserve`].
+    async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Applies finished deliveries, each atomically (record transition,
+    /// queue settle, result TTL), all in as few round trips as the store
+    /// allows; see [`Completion::plan`] for the rule. One result per
+    /// completion, in order.
+    async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>>;
+
+    /// Extends many leases at once (the worker's one lease timer); one
+    /// `held` flag per lease, in order.
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
+        let mut held = Vec::with_capacity(leases.len());
+        for (id, lease) in leases {
+            held.push(self.extend(id, *lease, by).await?);
+        }
+        Ok(held)
+    }
+
+    /// Queues a job whose record already exists (prefer
+    /// [`Broker::enqueue`], which writes both); durable when this returns.
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()>;
 
     /// Leases up to `max` jobs that may run now from `queues` (all queues
@@ -136,8 +412,10 @@ pub trait Broker: Send + Sync {
     /// Dead jobs, newest first.
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>>;
 
-    /// Moves dead jobs back to their queues (attempt reset to 1), runnable
-    /// after `delay`; returns the ids moved.
+    /// Moves dead jobs back to their queues ([`replay_envelope`]: attempt
+    /// reset to 1), runnable after `delay`, and sets their records back to
+    /// `queued` (history: [`REPLAY_DETAIL`]; any expiry cleared; a record
+    /// that has expired already is written anew); returns the ids moved.
     async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>>;
 
     /// Deletes dead jobs; returns how many.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 use xylem_core::store::{PluginStore, StoreError, TaskRoute};
-use xylem_core::{Executor, Resolved, TaskRegistry};
+use xylem_core::{Executor, ResolveError, Resolved, TaskRegistry};
 
 use crate::{LoadError, Plugin, Runtime};
 
@@ -97,6 +97,7 @@ impl TaskRegistry for PluginRegistry {
         }
         let routes = self.store.routes().await.map_err(|e| e.to_string())?;
         let mut plugins = self.loaded.read().await.plugins.clone();
+        let mut failed = None;
         for route in &routes {
             if !plugins.contains_key(&route.digest) {
                 match self.load_version(&route.digest).await {
@@ -104,7 +105,10 @@ impl TaskRegistry for PluginRegistry {
                         tracing::info!(digest = %route.digest, "loaded plugin version");
                         plugins.insert(route.digest.clone(), plugin);
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot load plugin version"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load plugin version");
+                        failed = Some(e);
+                    }
                 }
             }
         }
@@ -113,11 +117,18 @@ impl TaskRegistry for PluginRegistry {
         let mut loaded = self.loaded.write().await;
         loaded.routes = routes.into_iter().map(|r| (r.task.clone(), r)).collect();
         loaded.plugins = plugins;
-        loaded.version = Some(version);
-        Ok(())
+        // A version that failed to load is tried again on the next
+        // refresh: only a complete load marks the routes as seen.
+        match failed {
+            None => {
+                loaded.version = Some(version);
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
     }
 
-    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, String> {
+    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, ResolveError> {
         let found = {
             let loaded = self.loaded.read().await;
             match pinned {
@@ -130,17 +141,22 @@ impl TaskRegistry for PluginRegistry {
         };
         let plugin = match (found, pinned) {
             (Some(plugin), _) => plugin,
-            (None, Some(digest)) => self.load_version(digest).await?,
+            (None, Some(digest)) => self
+                .load_version(digest)
+                .await
+                .map_err(ResolveError::Unavailable)?,
             (None, None) => {
-                return Err(format!(
+                return Err(ResolveError::UnknownTask(format!(
                     "no plugin provides task `{task}` (push one with `xylem plugin push`)"
-                ));
+                )));
             }
         };
-        let spec = plugin
-            .task(task)
-            .cloned()
-            .ok_or_else(|| format!("plugin {} does not provide task `{task}`", plugin.digest()))?;
+        let spec = plugin.task(task).cloned().ok_or_else(|| {
+            ResolveError::UnknownTask(format!(
+                "plugin {} does not provide task `{task}`",
+                plugin.digest()
+            ))
+        })?;
         Ok(Resolved {
             version: plugin.digest().to_owned(),
             spec,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use xylem_core::{
-    Client, EnqueueRequest, Executor, HostCalls, Outcome, Resolved, RunRequest, TaskRegistry,
+    Client, EnqueueRequest, Executor, HostCalls, Outcome, ResolveError, Resolved, RunRequest,
+    TaskRegistry,
     Worker, WorkerConfig,
 };
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
@@ -45,7 +46,11 @@ impl<R: TaskRegistry> TaskRegistry for Timed<R> {
         self.inner.refresh().await
     }
 
-    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, String> {
+    async fn resolve(
+        &self,
+        task: &str,
+        pinned: Option<&str>,
+    ) -> Result<Resolved, ResolveError> {
         let mut resolved = self.inner.resolve(task, pinned).await?;
         resolved.executor = Arc::new(TimedExecutor {
             inner: resolved.executor,

@@ -1,4 +1,5 @@
-//! One delivered job, from `running` to `succeeded`, `retrying` or `dead`.
+//! One claimed job, from `running` to `succeeded`, `retrying`, `dead` or
+//! back to `queued` — decided here, written by one [`Completion`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -6,48 +7,50 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::WorkerShared;
+use super::{ResolveError, Resolved, RunningJob, WorkerShared};
 use crate::client::{Client, EnqueueRequest};
 use crate::executor::{CancelToken, ChildOptions, HostCalls, RunRequest, TaskInfo};
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
-use crate::store::{Delivery, Nack, StoreResult};
+use crate::store::{Completed, Completion, Delivery, Nack, Settle};
 use crate::time::{format_ms, now_ms};
-use crate::{Failure, FailureKind, Outcome, Progress, Stores, Usage};
+use crate::{Envelope, Failure, FailureKind, Outcome, Progress, Stores, Usage};
+
+/// How many times a job whose task no plugin provides is put back to wait
+/// before it is dead-lettered as `unknown-task`; with [`unresolved_delay`]
+/// that is about three minutes — time for a push to reach every worker.
+pub const MAX_UNRESOLVED: u32 = 12;
+
+/// The wait before the `n`th (1-based) look for a task's plugin:
+/// 250 ms doubling, at most 30 s.
+pub fn unresolved_delay(n: u32) -> Duration {
+    (Duration::from_millis(250) * 2u32.saturating_pow(n.saturating_sub(1).min(10)))
+        .min(Duration::from_secs(30))
+}
 
 /// What a running job's host calls do inside a worker.
 #[derive(Debug)]
 struct WorkerHostCalls {
     stores: Stores,
-    lease: u64,
-    lease_duration: Duration,
+    job: Arc<RunningJob>,
 }
 
 #[async_trait]
 impl HostCalls for WorkerHostCalls {
-    fn progress(&self, job: &TaskInfo, progress: &Progress) {
-        let (results, id, progress) = (
-            self.stores.results.clone(),
-            job.id.clone(),
-            progress.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = results.set_progress(&id, &progress).await {
-                tracing::debug!(error = %e, "cannot record progress");
-            }
-        });
+    fn progress(&self, _job: &TaskInfo, progress: &Progress) {
+        // Coalesced: the lease keeper writes the latest report every
+        // 100 ms at most; a task reporting in a loop costs no store write.
+        *self
+            .job
+            .pending_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
     }
 
-    fn heartbeat(&self, job: &TaskInfo) {
-        let (broker, id, lease, by) = (
-            self.stores.broker.clone(),
-            job.id.clone(),
-            self.lease,
-            self.lease_duration,
-        );
-        tokio::spawn(async move {
-            let _ = broker.extend(&id, lease, by).await;
-        });
+    fn heartbeat(&self, _job: &TaskInfo) {
+        // The worker's lease keeper extends the lease of every running
+        // job while it runs, so a heartbeat has nothing left to do: it
+        // costs the task its call and the host nothing.
     }
 
     async fn enqueue(
@@ -73,176 +76,210 @@ impl HostCalls for WorkerHostCalls {
     }
 }
 
-/// Retries a store write a few times: a brief outage should not turn into
-/// a redelivery. If it still fails, the job stays leased and is delivered
-/// again when the lease runs out — never lost.
-async fn persist<F, Fut, T>(what: &str, mut op: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<T>>,
-{
-    let mut pause = Duration::from_millis(50);
-    let mut tries = 0;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if tries < 5 => {
-                tracing::warn!(error = %e, what, "store write failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                tries += 1;
-            }
-            Err(e) => return Err(e),
+/// Runs one claimed job to its completion.
+pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
+    let envelope = delivery.envelope;
+    let lease = delivery.lease;
+    let job = Arc::new(RunningJob::new(
+        lease,
+        CancelToken::new(),
+        shared.now() + shared.config.lease,
+    ));
+    shared.running().insert(envelope.id.clone(), job.clone());
+    let completion = run(shared, &envelope, lease, &job).await;
+    finish(shared, &job, completion).await;
+    shared.running().remove(&envelope.id);
+}
+
+/// Decides how the delivery ends.
+async fn run(
+    shared: &Arc<WorkerShared>,
+    envelope: &Envelope,
+    lease: u64,
+    job: &Arc<RunningJob>,
+) -> Completion {
+    let id = envelope.id.clone();
+    let ttl = shared.config.result_ttl;
+    if let Some(at) = envelope.expires_at.filter(|at| now_ms() > *at) {
+        return Completion {
+            id,
+            lease,
+            transition: Transition::to(TaskState::Expired, envelope.attempt)
+                .detail(format!("expired at {} before it could run", format_ms(at))),
+            settle: Settle::Ack,
+            result_ttl: ttl,
+        };
+    }
+
+    let resolved = match resolve(shared, envelope).await {
+        Ok(resolved) => resolved,
+        Err(ResolveError::Unavailable(reason)) => {
+            // The code exists but cannot be had right now: wait, without
+            // using up an attempt.
+            let delay = Duration::from_secs(1);
+            return Completion {
+                id,
+                lease,
+                transition: Transition::to(TaskState::Queued, envelope.attempt).detail(format!(
+                    "cannot load the task's plugin ({reason}); trying again in {} ms",
+                    delay.as_millis()
+                )),
+                settle: Settle::Nack(Nack::Retry {
+                    envelope: Box::new(envelope.clone()),
+                    delay,
+                }),
+                result_ttl: None,
+            };
         }
+        Err(ResolveError::UnknownTask(reason)) => return unresolved(shared, envelope, lease, reason),
+    };
+
+    let request = RunRequest {
+        info: TaskInfo {
+            id: id.clone(),
+            name: envelope.task.clone(),
+            queue: envelope.queue.clone(),
+            attempt: envelope.attempt,
+            max_retries: envelope.max_retries,
+            headers: envelope.headers.clone(),
+        },
+        args: envelope.args.clone(),
+        limits: envelope.options.limits(&resolved.spec.options),
+        cancel: job.cancel.clone(),
+    };
+    let host = Arc::new(WorkerHostCalls {
+        stores: shared.stores.clone(),
+        job: job.clone(),
+    });
+    let mut outcome = resolved.executor.execute(request, host).await;
+    // The last progress report goes with the outcome; nothing later may
+    // overwrite it.
+    if let Some(progress) = job
+        .pending_progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        && outcome.progress.is_none()
+    {
+        outcome.progress = Some(progress);
+    }
+    decide(shared, envelope, lease, &resolved, outcome)
+}
+
+/// Resolves the task; if no plugin provides it, refreshes the registry
+/// at once (a plugin pushed a moment ago) and looks again.
+async fn resolve(shared: &WorkerShared, envelope: &Envelope) -> Result<Resolved, ResolveError> {
+    let pinned = envelope.plugin.as_deref();
+    match shared.registry.resolve(&envelope.task, pinned).await {
+        Err(ResolveError::UnknownTask(_)) => {
+            if let Err(e) = shared.registry.refresh().await {
+                return Err(ResolveError::Unavailable(e));
+            }
+            shared.registry.resolve(&envelope.task, pinned).await
+        }
+        other => other,
     }
 }
 
-pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
-    let envelope = delivery.envelope;
-    let (id, lease) = (envelope.id.clone(), delivery.lease);
-    let stores = &shared.stores;
-    let span =
-        tracing::info_span!("job", id = %id, task = %envelope.task, attempt = envelope.attempt);
-    let _enter = span.enter();
-
-    if envelope.expires_at.is_some_and(|at| now_ms() > at) {
-        let detail = format!(
-            "expired at {} before it could run",
-            format_ms(envelope.expires_at.unwrap_or_default())
-        );
-        if persist("expire", || {
-            stores.results.transition(
-                &id,
-                Transition::to(TaskState::Expired, envelope.attempt).detail(detail.clone()),
-            )
-        })
-        .await
-        .is_ok()
-        {
-            let _ = stores.broker.ack(&id, lease).await;
-            expire_later(shared, &id).await;
-        }
-        return;
+/// No plugin provides the task: wait for one a while, then dead-letter.
+fn unresolved(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    lease: u64,
+    reason: String,
+) -> Completion {
+    let id = envelope.id.clone();
+    if envelope.unresolved < MAX_UNRESOLVED {
+        let mut next = envelope.clone();
+        next.unresolved += 1;
+        let delay = unresolved_delay(next.unresolved);
+        return Completion {
+            id,
+            lease,
+            transition: Transition::to(TaskState::Queued, envelope.attempt).detail(format!(
+                "{reason}; looking again in {} ms ({} of {MAX_UNRESOLVED})",
+                delay.as_millis(),
+                next.unresolved
+            )),
+            settle: Settle::Nack(Nack::Retry {
+                envelope: Box::new(next),
+                delay,
+            }),
+            result_ttl: None,
+        };
     }
-
-    let running = Transition::to(TaskState::Running, envelope.attempt).detail(format!(
-        "worker {}{}",
-        shared.config.name,
-        if delivery.deliveries > envelope.attempt {
-            " (redelivered after a lost lease)"
-        } else {
-            ""
-        }
-    ));
-    if let Err(e) = persist("running", || {
-        stores.results.transition(&id, running.clone())
-    })
-    .await
-    {
-        tracing::error!(error = %e, "cannot record the job as running; leaving it for redelivery");
-        return;
+    let failure = Failure::new(FailureKind::UnknownTask, reason);
+    let reason = format!(
+        "{failure} (no plugin provided it after {MAX_UNRESOLVED} looks over {} s)",
+        (1..=MAX_UNRESOLVED)
+            .map(unresolved_delay)
+            .sum::<Duration>()
+            .as_secs()
+    );
+    Completion {
+        id,
+        lease,
+        transition: Transition {
+            outcome: Some(Outcome::failure(failure, Usage::default())),
+            detail: Some(reason.clone()),
+            ..Transition::to(TaskState::Dead, envelope.attempt)
+        },
+        settle: Settle::Nack(Nack::DeadLetter { reason }),
+        result_ttl: shared.config.result_ttl,
     }
+}
 
-    let (outcome, version) = match shared
-        .registry
-        .resolve(&envelope.task, envelope.plugin.as_deref())
-        .await
-    {
-        Err(reason) => (
-            Outcome::failure(
-                Failure::new(FailureKind::UnknownTask, reason),
-                Usage::default(),
-            ),
-            None,
-        ),
-        Ok(resolved) => {
-            let cancel = CancelToken::new();
-            shared
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), cancel.clone());
-            let request = RunRequest {
-                info: TaskInfo {
-                    id: id.clone(),
-                    name: envelope.task.clone(),
-                    queue: envelope.queue.clone(),
-                    attempt: envelope.attempt,
-                    max_retries: envelope.max_retries,
-                    headers: envelope.headers.clone(),
-                },
-                args: envelope.args.clone(),
-                limits: envelope.options.limits(&resolved.spec.options),
-                cancel,
-            };
-            let host = Arc::new(WorkerHostCalls {
-                stores: stores.clone(),
-                lease,
-                lease_duration: shared.config.lease,
-            });
-            let keeper = tokio::spawn(keep_lease(
-                stores.clone(),
-                id.clone(),
-                lease,
-                shared.config.lease,
-            ));
-            let outcome = resolved.executor.execute(request, host).await;
-            keeper.abort();
-            shared
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            (outcome, Some(resolved))
-        }
-    };
-    let plugin = version.as_ref().map(|r| r.version.clone());
+/// Turns a run's outcome into the delivery's completion.
+fn decide(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    lease: u64,
+    resolved: &Resolved,
+    outcome: Outcome,
+) -> Completion {
+    let id = envelope.id.clone();
+    let plugin = Some(resolved.version.clone());
 
     // Cancelled because the worker is going away: give the job back as it was.
     if shared.shutting_down.load(Ordering::Acquire)
         && outcome.failure_kind() == Some(FailureKind::Cancelled)
     {
-        let requeued = Transition::to(TaskState::Queued, envelope.attempt)
-            .detail("released: the worker shut down while it ran");
-        let _ = stores.results.transition(&id, requeued).await;
-        let _ = stores.broker.nack(&id, lease, Nack::Release).await;
-        shared.stats.released.fetch_add(1, Ordering::Relaxed);
-        return;
+        return Completion {
+            id,
+            lease,
+            transition: Transition::to(TaskState::Queued, envelope.attempt)
+                .detail("released: the worker shut down while it ran"),
+            settle: Settle::Nack(Nack::Release),
+            result_ttl: None,
+        };
     }
 
     let Some(failure) = outcome.error.clone() else {
-        let done = Transition {
-            plugin,
-            outcome: Some(outcome),
-            ..Transition::to(TaskState::Succeeded, envelope.attempt)
+        return Completion {
+            id,
+            lease,
+            transition: Transition {
+                plugin,
+                outcome: Some(outcome),
+                ..Transition::to(TaskState::Succeeded, envelope.attempt)
+            },
+            settle: Settle::Ack,
+            result_ttl: shared.config.result_ttl,
         };
-        // Result first, then ack: a crash in between redelivers the job,
-        // and the second success is ignored by the result backend.
-        if persist("result", || stores.results.transition(&id, done.clone()))
-            .await
-            .is_ok()
-        {
-            if let Ok(false) = stores.broker.ack(&id, lease).await {
-                tracing::warn!("lease lost before ack: the job may run again");
-            }
-            shared.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-            expire_later(shared, &id).await;
-        }
-        return;
     };
 
     let retryable = failure.kind.is_retryable() && envelope.attempt <= envelope.max_retries;
     if retryable {
-        let defaults = version.as_ref().map(|r| &r.spec.options);
+        let defaults = &resolved.spec.options;
         let base = envelope
             .options
             .retry_backoff_ms
-            .or(defaults.and_then(|d| d.retry_backoff_ms))
+            .or(defaults.retry_backoff_ms)
             .map_or(DEFAULT_BACKOFF, Duration::from_millis);
         let max = envelope
             .options
             .retry_backoff_max_ms
-            .or(defaults.and_then(|d| d.retry_backoff_max_ms))
+            .or(defaults.retry_backoff_max_ms)
             .map_or(DEFAULT_BACKOFF_MAX, Duration::from_millis);
         let delay = failure.retry_delay_ms.map_or_else(
             || backoff(envelope.attempt, base, max),
@@ -251,35 +288,27 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
         let mut next = envelope.clone();
         next.attempt += 1;
         next.not_before = Some(now_ms() + crate::time::ms(delay));
-        let retrying = Transition {
-            plugin,
-            outcome: Some(outcome),
-            detail: Some(format!(
-                "{failure}; attempt {} of {} in {} ms",
-                next.attempt,
-                envelope.max_retries + 1,
-                delay.as_millis()
-            )),
-            ..Transition::to(TaskState::Retrying, envelope.attempt)
+        let detail = format!(
+            "{failure}; attempt {} of {} in {} ms",
+            next.attempt,
+            envelope.max_retries + 1,
+            delay.as_millis()
+        );
+        return Completion {
+            id,
+            lease,
+            transition: Transition {
+                plugin,
+                outcome: Some(outcome),
+                detail: Some(detail),
+                ..Transition::to(TaskState::Retrying, envelope.attempt)
+            },
+            settle: Settle::Nack(Nack::Retry {
+                envelope: Box::new(next),
+                delay,
+            }),
+            result_ttl: None,
         };
-        if persist("retry", || stores.results.transition(&id, retrying.clone()))
-            .await
-            .is_ok()
-        {
-            let _ = stores
-                .broker
-                .nack(
-                    &id,
-                    lease,
-                    Nack::Retry {
-                        envelope: Box::new(next),
-                        delay,
-                    },
-                )
-                .await;
-            shared.stats.retried.fetch_add(1, Ordering::Relaxed);
-        }
-        return;
     }
 
     let reason = if failure.kind.is_retryable() {
@@ -290,48 +319,71 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
     } else {
         format!("{failure} (not retryable)")
     };
-    let dead = Transition {
-        plugin,
-        outcome: Some(outcome),
-        detail: Some(reason.clone()),
-        ..Transition::to(TaskState::Dead, envelope.attempt)
-    };
-    if persist("dead letter", || {
-        stores.results.transition(&id, dead.clone())
-    })
-    .await
-    .is_ok()
-    {
-        let _ = stores
-            .broker
-            .nack(&id, lease, Nack::DeadLetter { reason })
-            .await;
-        shared.stats.dead.fetch_add(1, Ordering::Relaxed);
-        expire_later(shared, &id).await;
+    Completion {
+        id,
+        lease,
+        transition: Transition {
+            plugin,
+            outcome: Some(outcome),
+            detail: Some(reason.clone()),
+            ..Transition::to(TaskState::Dead, envelope.attempt)
+        },
+        settle: Settle::Nack(Nack::DeadLetter { reason }),
+        result_ttl: shared.config.result_ttl,
     }
 }
 
-/// Applies the worker's result TTL to a job that has finished for good.
-async fn expire_later(shared: &WorkerShared, id: &str) {
-    if let Some(ttl) = shared.config.result_ttl
-        && let Err(e) = shared.stores.results.expire(id, ttl).await
-    {
-        tracing::warn!(id, error = %e, "cannot set the result's expiry");
-    }
-}
-
-/// Extends the job's lease every third of its length while it runs.
-async fn keep_lease(stores: Stores, id: String, lease: u64, duration: Duration) {
-    let period = (duration / 3).max(Duration::from_millis(100));
+/// Writes the completion. A transient store error is retried with backoff
+/// for as long as the job's lease is known to be held (the lease keeper
+/// goes on extending it meanwhile): a store outage delays a finished job's
+/// result, it does not throw it away. Past that, or on an error that
+/// cannot pass, the job is left to be delivered again when its lease runs
+/// out — never lost.
+async fn finish(shared: &WorkerShared, job: &RunningJob, completion: Completion) {
+    let mut pause = Duration::from_millis(50);
+    let state = completion.transition.state;
     loop {
-        tokio::time::sleep(period).await;
-        match stores.broker.extend(&id, lease, duration).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(id, "lease lost: another worker may run this job");
+        match shared.completer.complete(completion.clone()).await {
+            Ok(done) => {
+                count(shared, state, &completion.settle, done);
                 return;
             }
-            Err(e) => tracing::warn!(id, error = %e, "cannot extend lease"),
+            Err(e) if e.is_transient() && shared.now() + pause < job.held_until() => {
+                tracing::warn!(error = %e, retry_in = ?pause, "cannot record the job's outcome; retrying while its lease holds");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "cannot record the job's outcome; it will be delivered again when its lease runs out"
+                );
+                return;
+            }
         }
     }
+}
+
+fn count(shared: &WorkerShared, state: TaskState, settle: &Settle, done: Completed) {
+    let stats = &shared.stats;
+    match done {
+        Completed::Applied => {}
+        Completed::AlreadySucceeded => {
+            tracing::info!("the job had already succeeded (another delivery finished it)");
+            return;
+        }
+        Completed::LeaseLost => {
+            tracing::warn!("lease lost before the outcome was recorded: another worker has the job");
+            return;
+        }
+    }
+    let counter = match (state, settle) {
+        (TaskState::Succeeded, _) => &stats.succeeded,
+        (TaskState::Retrying, _) => &stats.retried,
+        (TaskState::Dead, _) => &stats.dead,
+        (TaskState::Queued, Settle::Nack(Nack::Release)) => &stats.released,
+        (TaskState::Queued, _) => &stats.deferred,
+        _ => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -1,29 +1,51 @@
-//! The worker: reserves jobs from the broker, runs them through an
+//! The worker: claims jobs from the broker, runs them through an
 //! [`Executor`](crate::Executor), records results and decides retries and
 //! dead letters.
 //!
+//! A job's path is three steps, one store call each: **claim** (lease the
+//! job and mark its record `running`, in batches up to the free slots),
+//! **run**, **complete** (record the outcome and ack, requeue or
+//! dead-letter it, in one atomic step; the completions of jobs that finish
+//! close together share one round trip, see [`completer`]). One timer
+//! extends every running job's lease ([`lease_keeper`]).
+//!
 //! Guarantees: at most `concurrency` jobs run at once, and no more are
-//! reserved than can run; a job's lease is extended while it runs; the
-//! result is written before the job is acked, so a crash between the two
-//! redelivers the job instead of losing its result; on shutdown the worker
-//! stops reserving, lets running jobs finish within the grace period, then
-//! cancels the rest and releases them to their queue.
+//! claimed than can run; a job's lease is extended while it runs; the
+//! outcome is recorded in the same atomic step that acks the job, so a
+//! crash before it redelivers the job instead of losing its result, and a
+//! job whose record already succeeded is never run again; a finished
+//! job's outcome is retried through a store outage for as long as its
+//! lease can be held; on shutdown the worker stops claiming, lets running
+//! jobs finish within the grace period, then cancels the rest and releases
+//! them to their queue.
 
+mod completer;
 mod job;
+mod lease_keeper;
 mod registry;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
-pub use registry::{Resolved, TaskRegistry};
+pub use job::{MAX_UNRESOLVED, unresolved_delay};
+pub use registry::{ResolveError, Resolved, TaskRegistry};
 
 use crate::Stores;
 use crate::executor::CancelToken;
+use crate::outcome::Progress;
+
+/// The shortest lease a worker accepts. A lease is extended every third of
+/// its length; below a second, a scheduling hiccup or one slow store round
+/// trip lets it lapse while the job still runs, and another worker (or
+/// this one) runs the same job at the same time.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -32,11 +54,12 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Most jobs run at once.
     pub concurrency: usize,
-    /// Lease (visibility timeout) of a reserved job; extended while it runs.
+    /// Lease (visibility timeout) of a claimed job; extended every third
+    /// of it while the job runs. At least [`MIN_LEASE`].
     pub lease: Duration,
     /// On shutdown, how long running jobs may take to finish.
     pub grace: Duration,
-    /// Longest idle wait between two reserve attempts.
+    /// Longest idle wait between two claim attempts.
     pub poll_interval: Duration,
     /// How often to look for new plugin versions.
     pub refresh_interval: Duration,
@@ -66,6 +89,32 @@ impl Default for WorkerConfig {
     }
 }
 
+/// A worker configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The lease is below [`MIN_LEASE`].
+    #[error(
+        "lease {0:?} is too short: a worker needs at least {MIN_LEASE:?} to extend a lease before it runs out (try --lease 30s)"
+    )]
+    LeaseTooShort(Duration),
+    /// Concurrency 0.
+    #[error("concurrency must be at least 1")]
+    NoConcurrency,
+}
+
+impl WorkerConfig {
+    /// Checks that the configuration can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease < MIN_LEASE {
+            return Err(ConfigError::LeaseTooShort(self.lease));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::NoConcurrency);
+        }
+        Ok(())
+    }
+}
+
 /// Counts of what a worker did, returned when it stops.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -77,6 +126,43 @@ pub struct WorkerStats {
     pub dead: AtomicU64,
     /// Jobs released back to their queue at shutdown.
     pub released: AtomicU64,
+    /// Jobs put back to wait for a plugin that provides their task.
+    pub deferred: AtomicU64,
+}
+
+/// A job this worker is running: what the lease keeper and the host calls
+/// need to reach it.
+#[derive(Debug)]
+pub(crate) struct RunningJob {
+    /// The lease it holds.
+    pub(crate) lease: u64,
+    /// Stops the run.
+    pub(crate) cancel: CancelToken,
+    /// Until when the lease is known to be held (the keeper moves it on
+    /// each successful extension), in ms since `WorkerShared::epoch`.
+    held_until_ms: AtomicU64,
+    /// The latest progress report not yet written (the latest wins).
+    pub(crate) pending_progress: Mutex<Option<Progress>>,
+}
+
+impl RunningJob {
+    pub(crate) fn new(lease: u64, cancel: CancelToken, held_until: Duration) -> Self {
+        Self {
+            lease,
+            cancel,
+            held_until_ms: AtomicU64::new(held_until.as_millis() as u64),
+            pending_progress: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn held_until(&self) -> Duration {
+        Duration::from_millis(self.held_until_ms.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_held_until(&self, at: Duration) {
+        self.held_until_ms
+            .store(at.as_millis() as u64, Ordering::Release);
+    }
 }
 
 /// Shared by the worker loop and its running jobs.
@@ -88,13 +174,29 @@ pub(crate) struct WorkerShared {
     /// Set once the grace period is over: running jobs get cancelled and
     /// released rather than failed.
     pub(crate) shutting_down: AtomicBool,
-    /// Cancel tokens of running jobs, by job id.
-    pub(crate) running: std::sync::Mutex<std::collections::HashMap<String, CancelToken>>,
+    /// Jobs running now, by id.
+    pub(crate) running: Mutex<HashMap<String, Arc<RunningJob>>>,
+    /// Where completions go to be written in batches.
+    pub(crate) completer: completer::Completer,
+    /// The worker's time origin (for `RunningJob::held_until`).
+    pub(crate) epoch: Instant,
+}
+
+impl WorkerShared {
+    /// Time since the worker's epoch.
+    pub(crate) fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningJob>>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A worker over some stores and a task registry.
 pub struct Worker {
     shared: Arc<WorkerShared>,
+    completions: completer::Receiver,
 }
 
 impl std::fmt::Debug for Worker {
@@ -106,18 +208,28 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker; call [`Worker::run`] to start it.
-    pub fn new(stores: Stores, registry: Arc<dyn TaskRegistry>, config: WorkerConfig) -> Self {
-        Self {
+    /// A worker; call [`Worker::run`] to start it. Fails if the
+    /// configuration cannot work ([`WorkerConfig::validate`]).
+    pub fn new(
+        stores: Stores,
+        registry: Arc<dyn TaskRegistry>,
+        config: WorkerConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let (completer, completions) = completer::channel();
+        Ok(Self {
             shared: Arc::new(WorkerShared {
                 stores,
                 registry,
                 config,
                 stats: Arc::new(WorkerStats::default()),
                 shutting_down: AtomicBool::new(false),
-                running: std::sync::Mutex::new(Default::default()),
+                running: Mutex::new(HashMap::new()),
+                completer,
+                epoch: Instant::now(),
             }),
-        }
+            completions,
+        })
     }
 
     /// The worker's counters (live while it runs).
@@ -127,10 +239,20 @@ impl Worker {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Arc<WorkerStats> {
-        let shared = self.shared;
+        let Self {
+            shared,
+            completions,
+        } = self;
         let config = &shared.config;
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut jobs = JoinSet::new();
+        let completer = tokio::spawn(
+            completer::run(shared.stores.broker.clone(), completions)
+                .instrument(tracing::info_span!("completer")),
+        );
+        let keeper = tokio::spawn(
+            lease_keeper::run(shared.clone()).instrument(tracing::info_span!("lease_keeper")),
+        );
         let mut last_refresh: Option<Instant> = None;
         let mut store_backoff = Duration::from_millis(100);
         tracing::info!(
@@ -151,23 +273,23 @@ impl Worker {
             }
             let free = slots.available_permits();
             if free == 0 {
-                // Back-pressure: reserve nothing until a slot frees up.
+                // Back-pressure: claim nothing until a slot frees up.
                 tokio::select! {
                     _ = jobs.join_next() => continue,
                     () = &mut shutdown => break,
                 }
             }
-            let reserved = tokio::select! {
-                r = shared.stores.broker.reserve(&config.queues, free, config.lease) => r,
+            let claimed = tokio::select! {
+                r = shared.stores.broker.claim(&config.queues, free, config.lease, &config.name) => r,
                 () = &mut shutdown => break,
             };
-            let deliveries = match reserved {
+            let deliveries = match claimed {
                 Ok(d) => {
                     store_backoff = Duration::from_millis(100);
                     d
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?store_backoff, "cannot reserve jobs; retrying");
+                    tracing::warn!(error = %e, retry_in = ?store_backoff, "cannot claim jobs; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(store_backoff) => {},
                         () = &mut shutdown => break,
@@ -184,25 +306,26 @@ impl Worker {
                 continue;
             }
             for delivery in deliveries {
+                // We claimed at most `free`, and only this loop takes
+                // permits: one is always there.
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    // Cannot happen (we reserved at most `free`), but never
-                    // run past the limit: give the job back.
-                    let _ = shared
-                        .stores
-                        .broker
-                        .nack(
-                            &delivery.envelope.id,
-                            delivery.lease,
-                            crate::store::Nack::Release,
-                        )
-                        .await;
-                    continue;
+                    tracing::error!("claimed more jobs than free slots");
+                    break;
                 };
                 let shared = shared.clone();
-                jobs.spawn(async move {
-                    job::process(&shared, delivery).await;
-                    drop(permit);
-                });
+                let span = tracing::info_span!(
+                    "job",
+                    id = %delivery.envelope.id,
+                    task = %delivery.envelope.task,
+                    attempt = delivery.envelope.attempt
+                );
+                jobs.spawn(
+                    async move {
+                        job::process(&shared, delivery).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
         }
 
@@ -214,13 +337,8 @@ impl Worker {
                 next = jobs.join_next() => if next.is_none() { break },
                 () = &mut deadline => {
                     shared.shutting_down.store(true, Ordering::Release);
-                    let tokens: Vec<CancelToken> = shared
-                        .running
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .values()
-                        .cloned()
-                        .collect();
+                    let tokens: Vec<CancelToken> =
+                        shared.running().values().map(|job| job.cancel.clone()).collect();
                     tracing::warn!(jobs = tokens.len(), "grace period over: cancelling and releasing running jobs");
                     for token in tokens {
                         token.cancel();
@@ -230,7 +348,13 @@ impl Worker {
                 }
             }
         }
+        keeper.abort();
+        let _ = keeper.await;
+        let stats = shared.stats.clone();
+        // The completer ends once the last sender (in `shared`) is gone.
+        drop(shared);
+        let _ = completer.await;
         tracing::info!("worker stopped");
-        shared.stats.clone()
+        stats
     }
 }
