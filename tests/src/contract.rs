@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use xylem_core::store::{Broker, DeadFilter, Nack, PluginStore, ResultBackend};
+use xylem_core::store::{
+    Broker, Completed, Completion, DeadFilter, Nack, PluginStore, REPLAY_DETAIL, ResultBackend,
+    Settle,
+};
 use xylem_core::{Envelope, TaskSpec, TaskState, Transition};
 
 /// An adapter under test: all three store traits.
@@ -56,6 +59,16 @@ macro_rules! store_contract {
             plugins_round_trip_by_digest_and_route_tasks,
             results_expire_after_their_ttl,
             removing_a_plugin_falls_back_to_an_older_version,
+            hot_path_enqueue_writes_record_and_queue_together,
+            hot_path_claim_marks_records_running,
+            hot_path_claim_never_hands_out_a_succeeded_job,
+            hot_path_claim_recreates_a_missing_record,
+            hot_path_complete_success_records_and_acks,
+            hot_path_complete_retry_dead_and_release,
+            hot_path_complete_after_a_lost_lease,
+            hot_path_complete_sets_the_result_ttl,
+            hot_path_replay_brings_back_an_expired_record,
+            hot_path_extend_many_reports_each_lease,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -516,6 +529,403 @@ pub async fn results_expire_after_their_ttl(s: &dyn AdapterObj) {
             .unwrap()
     );
     assert!(s.results().get(&keep.id).await.unwrap().is_some());
+}
+
+// ---- the hot path: enqueue, claim, complete ------------------------------
+
+const WORKER: &str = "w-contract";
+
+async fn state_of(s: &dyn AdapterObj, id: &str) -> Option<TaskState> {
+    s.results().get(id).await.unwrap().map(|r| r.state)
+}
+
+async fn queued_total(s: &dyn AdapterObj) -> u64 {
+    s.broker()
+        .queue_stats()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.ready + q.delayed + q.running + q.dead)
+        .sum()
+}
+
+fn success(id: &str, lease: u64, attempt: u32) -> Completion {
+    let mut outcome = xylem_core::Outcome::success(serde_json::json!({"ok": id}), Default::default());
+    outcome.log.clear();
+    Completion {
+        id: id.to_owned(),
+        lease,
+        transition: Transition {
+            outcome: Some(outcome),
+            plugin: Some("digest-1".to_owned()),
+            ..Transition::to(TaskState::Succeeded, attempt)
+        },
+        settle: Settle::Ack,
+        result_ttl: None,
+    }
+}
+
+fn failure(id: &str, lease: u64, state: TaskState, settle: Settle) -> Completion {
+    let failure = xylem_core::Failure::new(xylem_core::FailureKind::PluginError, "boom");
+    Completion {
+        id: id.to_owned(),
+        lease,
+        transition: Transition {
+            outcome: Some(xylem_core::Outcome::failure(failure, Default::default())),
+            detail: Some("boom".to_owned()),
+            ..Transition::to(state, 1)
+        },
+        settle,
+        result_ttl: None,
+    }
+}
+
+pub async fn hot_path_enqueue_writes_record_and_queue_together(s: &dyn AdapterObj) {
+    let now = job("now");
+    let mut later = job("later");
+    later.not_before = Some(xylem_core::time::now_ms() + 60_000);
+    s.broker()
+        .enqueue(&[now.clone(), later.clone()])
+        .await
+        .unwrap();
+    for e in [&now, &later] {
+        let record = s.results().get(&e.id).await.unwrap().expect("a record");
+        assert_eq!(record.state, TaskState::Queued);
+        assert_eq!(record.task, e.task);
+        assert_eq!(record.history.len(), 1);
+    }
+    let later_record = s.results().get(&later.id).await.unwrap().unwrap();
+    assert!(
+        later_record.history[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("delayed until")),
+        "{:?}",
+        later_record.history
+    );
+    let got = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope, now);
+    // A batch of many is one call.
+    let many: Vec<Envelope> = (0..1500).map(|_| job("bulk")).collect();
+    s.broker().enqueue(&many).await.unwrap();
+    let stats = s.broker().queue_stats().await.unwrap();
+    assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 1500);
+    assert_eq!(
+        state_of(s, &many[1499].id).await,
+        Some(TaskState::Queued)
+    );
+}
+
+pub async fn hot_path_claim_marks_records_running(s: &dyn AdapterObj) {
+    let e = job("a");
+    s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let got = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].deliveries, 1);
+    let record = s.results().get(&e.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Running);
+    let last = record.history.last().unwrap();
+    assert_eq!(last.state, TaskState::Running);
+    assert_eq!(last.detail.as_deref(), Some("worker w-contract"));
+    assert!(
+        s.broker()
+            .claim(&all(), 10, LEASE, WORKER)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a claimed job is not handed out twice"
+    );
+}
+
+pub async fn hot_path_claim_never_hands_out_a_succeeded_job(s: &dyn AdapterObj) {
+    // A job finished, its result written, but its ack was lost: the
+    // queue entry comes back when the lease runs out.
+    let e = job("done-once");
+    s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let first = s
+        .broker()
+        .claim(&all(), 1, Duration::from_millis(200), WORKER)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        s.results()
+            .transition(&e.id, Transition::to(TaskState::Succeeded, 1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert!(again.is_empty(), "a succeeded job ran again: {again:?}");
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+    assert_eq!(queued_total(s).await, 0, "its queue entry is gone");
+}
+
+pub async fn hot_path_claim_recreates_a_missing_record(s: &dyn AdapterObj) {
+    let e = job("no-record");
+    s.broker().publish(&e).await.unwrap();
+    let got = s.broker().claim(&all(), 1, LEASE, WORKER).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let record = s.results().get(&e.id).await.unwrap().expect("recreated");
+    assert_eq!(record.state, TaskState::Running);
+    assert_eq!(record.task, "no-record");
+}
+
+pub async fn hot_path_complete_success_records_and_acks(s: &dyn AdapterObj) {
+    let a = job("a");
+    let b = job("b");
+    s.broker().enqueue(&[a.clone(), b.clone()]).await.unwrap();
+    let got = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let done: Vec<Completion> = got
+        .iter()
+        .map(|d| success(&d.envelope.id, d.lease, 1))
+        .collect();
+    let results = s.broker().complete(&done).await.unwrap();
+    assert_eq!(results, vec![Completed::Applied, Completed::Applied]);
+    for e in [&a, &b] {
+        let record = s.results().get(&e.id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert_eq!(record.result, Some(serde_json::json!({"ok": e.id})));
+        assert_eq!(record.plugin.as_deref(), Some("digest-1"));
+        let states: Vec<TaskState> = record.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Queued, TaskState::Running, TaskState::Succeeded]
+        );
+    }
+    assert_eq!(queued_total(s).await, 0);
+    // Completing again finds a final record.
+    let again = s.broker().complete(&done[..1]).await.unwrap();
+    assert_eq!(again, vec![Completed::AlreadySucceeded]);
+}
+
+pub async fn hot_path_complete_retry_dead_and_release(s: &dyn AdapterObj) {
+    let (r, d, l) = (job("retry"), job("dead"), job("release"));
+    s.broker()
+        .enqueue(&[r.clone(), d.clone(), l.clone()])
+        .await
+        .unwrap();
+    let got = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    let lease = |id: &str| got.iter().find(|x| x.envelope.id == id).unwrap().lease;
+    let mut next = r.clone();
+    next.attempt = 2;
+    let results = s
+        .broker()
+        .complete(&[
+            failure(
+                &r.id,
+                lease(&r.id),
+                TaskState::Retrying,
+                Settle::Nack(Nack::Retry {
+                    envelope: Box::new(next),
+                    delay: Duration::from_millis(300),
+                }),
+            ),
+            failure(
+                &d.id,
+                lease(&d.id),
+                TaskState::Dead,
+                Settle::Nack(Nack::DeadLetter {
+                    reason: "boom (not retryable)".to_owned(),
+                }),
+            ),
+            failure(
+                &l.id,
+                lease(&l.id),
+                TaskState::Queued,
+                Settle::Nack(Nack::Release),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Completed::Applied; 3]);
+    assert_eq!(state_of(s, &r.id).await, Some(TaskState::Retrying));
+    assert_eq!(state_of(s, &d.id).await, Some(TaskState::Dead));
+    assert_eq!(state_of(s, &l.id).await, Some(TaskState::Queued));
+    let dead = s
+        .broker()
+        .dead_jobs(&DeadFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "boom (not retryable)");
+    // Released: ready now; retried: after its delay, as attempt 2.
+    let now = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].envelope.id, l.id);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].envelope.id, r.id);
+    assert_eq!(later[0].envelope.attempt, 2);
+    let record = s.results().get(&r.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Running);
+    assert_eq!(record.attempt, 2);
+}
+
+pub async fn hot_path_complete_after_a_lost_lease(s: &dyn AdapterObj) {
+    let e = job("slow");
+    s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let first = s
+        .broker()
+        .claim(&all(), 1, Duration::from_millis(200), WORKER)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = s
+        .broker()
+        .claim(&all(), 1, LEASE, "w-other")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_ne!(first.lease, second.lease);
+    // A failure under a lost lease writes nothing: the job is the other
+    // delivery's now.
+    let lost = s
+        .broker()
+        .complete(&[failure(
+            &e.id,
+            first.lease,
+            TaskState::Dead,
+            Settle::Nack(Nack::DeadLetter {
+                reason: "x".to_owned(),
+            }),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![Completed::LeaseLost]);
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Running));
+    // A success under a lost lease is kept (the work is done, and final)…
+    let kept = s
+        .broker()
+        .complete(&[success(&e.id, first.lease, 1)])
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![Completed::Applied]);
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+    assert_eq!(queued_total(s).await, 0);
+    // …and the other delivery's outcome, whatever it is, is not recorded.
+    let other = s
+        .broker()
+        .complete(&[failure(
+            &e.id,
+            second.lease,
+            TaskState::Retrying,
+            Settle::Nack(Nack::Release),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(other, vec![Completed::AlreadySucceeded]);
+    let record = s.results().get(&e.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.result, Some(serde_json::json!({"ok": e.id})));
+    assert_eq!(queued_total(s).await, 0);
+}
+
+pub async fn hot_path_complete_sets_the_result_ttl(s: &dyn AdapterObj) {
+    let e = job("short-lived");
+    s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let d = s
+        .broker()
+        .claim(&all(), 1, LEASE, WORKER)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut done = success(&e.id, d.lease, 1);
+    done.result_ttl = Some(Duration::from_millis(1000));
+    assert_eq!(
+        s.broker().complete(&[done]).await.unwrap(),
+        vec![Completed::Applied]
+    );
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(state_of(s, &e.id).await, None, "the record expired");
+}
+
+pub async fn hot_path_replay_brings_back_an_expired_record(s: &dyn AdapterObj) {
+    let e = job("dead-then-replayed");
+    s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let d = s
+        .broker()
+        .claim(&all(), 1, LEASE, WORKER)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut dead = failure(
+        &e.id,
+        d.lease,
+        TaskState::Dead,
+        Settle::Nack(Nack::DeadLetter {
+            reason: "boom".to_owned(),
+        }),
+    );
+    dead.result_ttl = Some(Duration::from_millis(1000));
+    s.broker().complete(&[dead]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(state_of(s, &e.id).await, None, "the dead record expired");
+    let filter = DeadFilter {
+        ids: vec![e.id.clone()],
+        queue: None,
+    };
+    let replayed = s
+        .broker()
+        .replay_dead(&filter, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(replayed, vec![e.id.clone()]);
+    let record = s.results().get(&e.id).await.unwrap().expect("written anew");
+    assert_eq!(record.state, TaskState::Queued);
+    assert_eq!(
+        record.history.last().and_then(|h| h.detail.as_deref()),
+        Some(REPLAY_DETAIL)
+    );
+    let again = s.broker().claim(&all(), 1, LEASE, WORKER).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].envelope.attempt, 1);
+    let done = s
+        .broker()
+        .complete(&[success(&e.id, again[0].lease, 1)])
+        .await
+        .unwrap();
+    assert_eq!(done, vec![Completed::Applied]);
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+    // And it stays: the replay cleared the old expiry.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+}
+
+pub async fn hot_path_extend_many_reports_each_lease(s: &dyn AdapterObj) {
+    let (a, b) = (job("a"), job("b"));
+    s.broker().enqueue(&[a.clone(), b.clone()]).await.unwrap();
+    let got = s
+        .broker()
+        .claim(&all(), 2, Duration::from_millis(300), WORKER)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let mut leases: Vec<(String, u64)> = got
+        .iter()
+        .map(|d| (d.envelope.id.clone(), d.lease))
+        .collect();
+    leases.push((a.id.clone(), 999)); // a lease never granted
+    let held = s
+        .broker()
+        .extend_many(&leases, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(held, vec![true, true, false]);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        s.broker()
+            .claim(&all(), 10, LEASE, WORKER)
+            .await
+            .unwrap()
+            .is_empty(),
+        "extended leases are not redelivered"
+    );
 }
 
 fn spec(name: &str) -> TaskSpec {

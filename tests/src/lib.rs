@@ -7,6 +7,8 @@
 pub mod contract;
 pub mod scenarios;
 pub mod servers;
+pub mod span_check;
+pub mod worker_suite;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -12,3 +12,4 @@ async fn fresh() -> Option<Arc<MemoryStore>> {
 
 xylem_tests::store_contract!(fresh);
 xylem_tests::coordination_contract!(fresh);
+xylem_tests::worker_suite!(fresh);

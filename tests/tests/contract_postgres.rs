@@ -30,6 +30,7 @@ async fn fresh() -> Option<Arc<PostgresStore>> {
 
 xylem_tests::store_contract!(fresh);
 xylem_tests::coordination_contract!(fresh);
+xylem_tests::worker_suite!(fresh);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_the_server_version_and_schema_is_used() {
@@ -208,7 +209,7 @@ async fn an_outage_fails_fast_and_the_store_recovers() {
         let result = store.queue_stats().await;
         assert!(started.elapsed() < Duration::from_secs(8), "a call hung");
         if let Err(e) = result {
-            assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+            assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
             saw_outage = true;
             let started = Instant::now();
             store.wait_for_jobs(Duration::from_millis(500)).await;
@@ -248,7 +249,7 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test?schema=x")
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }

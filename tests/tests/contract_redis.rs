@@ -18,3 +18,4 @@ async fn fresh() -> Option<Arc<RedisStore>> {
 
 xylem_tests::store_contract!(fresh);
 xylem_tests::coordination_contract!(fresh);
+xylem_tests::worker_suite!(fresh);

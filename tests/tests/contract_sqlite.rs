@@ -15,3 +15,4 @@ async fn fresh() -> Option<Arc<SqliteStore>> {
 
 xylem_tests::store_contract!(fresh);
 xylem_tests::coordination_contract!(fresh);
+xylem_tests::worker_suite!(fresh);

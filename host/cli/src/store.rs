@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use xylem_core::Stores;
+use xylem_core::{StoreError, Stores};
 use xylem_core::memory::MemoryStore;
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -97,5 +97,33 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
         _ => bail!(
             "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT, postgres://USER@HOST/DB or memory://"
         ),
+    }
+}
+
+/// Opens the store at `url`, waiting for it while it is unreachable: a
+/// worker started before its store (after a reboot, in whatever order)
+/// says so and tries again with backoff (1 s doubling to 30 s), instead of
+/// exiting. Errors that waiting cannot fix (a bad URL) are returned at once.
+pub(crate) async fn open_when_up(url: &str) -> anyhow::Result<OpenStore> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match open(url).await {
+            Ok(store) => return Ok(store),
+            Err(e)
+                if e.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<StoreError>()
+                        .is_some_and(StoreError::is_transient)
+                }) =>
+            {
+                tracing::warn!(
+                    "store {} is not reachable ({e:#}); trying again in {pause:?}",
+                    redact(url)
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -33,6 +33,14 @@ pub(crate) struct BenchArgs {
     /// The component to use; default: build plugins/hello.
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// drain: enqueue everything, then time the worker; e2e: producer and
+    /// worker at once.
+    #[arg(long, value_enum, default_value = "drain")]
+    mode: super::throughput::Mode,
+    /// e2e: jobs per enqueue call (1: one at a time, like `bench.mjs`;
+    /// 1000: like its `bulk`).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -65,11 +73,15 @@ pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Res
     let Some(cmd) = args.command else {
         return super::throughput::run(
             store_url,
-            args.jobs,
-            args.concurrency,
-            args.latency_samples,
-            args.plugin,
-            args.json,
+            super::throughput::Params {
+                jobs: args.jobs,
+                concurrency: args.concurrency,
+                latency_samples: args.latency_samples,
+                plugin: args.plugin,
+                mode: args.mode,
+                batch: args.batch,
+                json: args.json,
+            },
         )
         .await;
     };
@@ -190,4 +202,13 @@ async fn sandbox(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident memory (VmHWM), in MiB, where the OS
+/// tells it (Linux).
+pub(crate) fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

@@ -89,7 +89,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             name: "demo-worker".to_owned(),
             ..WorkerConfig::default()
         },
-    );
+    )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(worker.run(async {
         let _ = stopped.await;

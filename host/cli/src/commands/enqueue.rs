@@ -7,18 +7,47 @@ use anyhow::Context;
 use clap::Args;
 use xylem_core::limits::{parse_duration, parse_size};
 use xylem_core::time::{ms, now_ms, parse_rfc3339};
-use xylem_core::{Client, EnqueueRequest, JobOptions};
+use xylem_core::{Client, ClientError, EnqueueRequest, JobOptions};
 
 use super::task::{print_record, record_exit_code};
 
 /// Queue a job; prints its id (with --wait, waits and prints the result).
+/// With --batch FILE, queues one job per line of an NDJSON file.
 #[derive(Debug, Args)]
 pub(crate) struct EnqueueArgs {
     /// Task name, e.g. hello.greet (see `xylem tasks`).
-    task: String,
+    #[arg(required_unless_present = "batch")]
+    task: Option<String>,
     /// JSON arguments, or @FILE to read them from a file.
     #[arg(long, default_value = "{}")]
     args: String,
+    /// Enqueue the jobs of an NDJSON file (`-`: standard input), one JSON
+    /// object per line: `{"task": "hello.echo", "args": {...}}` plus any
+    /// option below by its long name (`"queue"`, `"priority"`, `"delay"`,
+    /// `"max_retries"`, `"timeout"`, `"memory"`, `"headers": ["K=V"]`, ...).
+    /// Every line is checked before anything is enqueued: one bad line and
+    /// no job is queued. Prints the ids, one per line.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "wait"])]
+    batch: Option<String>,
+    #[command(flatten)]
+    job: JobFlags,
+    /// Wait for the job to finish and print its result; the exit code
+    /// tells how it ended.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this long (exit code 124).
+    #[arg(long, default_value = "5m")]
+    wait_timeout: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A job's options: the command line's flags, and the keys of a `--batch`
+/// line (with the same names, `_` for `-`).
+#[derive(Debug, Default, Clone, Args, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct JobFlags {
     /// Queue (default: the task's declared queue, else `default`).
     #[arg(long, short)]
     queue: Option<String>,
@@ -57,17 +86,142 @@ pub(crate) struct EnqueueArgs {
     memory: Option<String>,
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
+    #[serde(alias = "header")]
     headers: Vec<String>,
-    /// Wait for the job to finish and print its result; the exit code
-    /// tells how it ended.
-    #[arg(long)]
-    wait: bool,
-    /// With --wait: give up after this long (exit code 124).
-    #[arg(long, default_value = "5m")]
-    wait_timeout: String,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+}
+
+/// The keys a `--batch` line may have.
+const BATCH_KEYS: &[&str] = &[
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "delay",
+    "eta",
+    "expires",
+    "max_retries",
+    "backoff",
+    "backoff_max",
+    "timeout",
+    "soft_timeout",
+    "fuel",
+    "memory",
+    "headers",
+    "header",
+];
+
+impl JobFlags {
+    /// The request for `task` with `args` and these options.
+    fn request(&self, task: &str, args: String) -> anyhow::Result<EnqueueRequest> {
+        if let Some(q) = &self.queue {
+            super::worker::check_queue_name(q)?;
+        }
+        if let Some(p) = self.priority {
+            anyhow::ensure!(p <= 9, "priority must be 0-9, not {p}");
+        }
+        let mut req = EnqueueRequest::new(task, args);
+        req.queue = self.queue.clone();
+        req.priority = self.priority;
+        req.max_retries = self.max_retries;
+        if let Some(delay) = &self.delay {
+            req = req.delay(parse_duration(delay)?);
+        }
+        if let Some(eta) = &self.eta {
+            req.not_before = Some(parse_rfc3339(eta).map_err(anyhow::Error::msg)?);
+        }
+        if let Some(expires) = &self.expires {
+            req.expires_at = Some(now_ms() + ms(parse_duration(expires)?));
+        }
+        for header in &self.headers {
+            let (k, v) = header
+                .split_once('=')
+                .with_context(|| format!("invalid header `{header}`: use NAME=VALUE"))?;
+            req.headers.push((k.to_owned(), v.to_owned()));
+        }
+        req.options = JobOptions {
+            retry_backoff_ms: millis(&self.backoff)?,
+            retry_backoff_max_ms: millis(&self.backoff_max)?,
+            soft_time_limit_ms: millis(&self.soft_timeout)?,
+            hard_time_limit_ms: millis(&self.timeout)?,
+            fuel: self.fuel,
+            max_memory_bytes: self.memory.as_deref().map(parse_size).transpose()?,
+        };
+        Ok(req)
+    }
+}
+
+/// One line of a `--batch` file as a request.
+fn batch_line(line: &str) -> anyhow::Result<EnqueueRequest> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).context("not a JSON object")?;
+    if let Some(key) = object.keys().find(|k| !BATCH_KEYS.contains(&k.as_str())) {
+        anyhow::bail!("unknown key `{key}` (known: {})", BATCH_KEYS.join(", "));
+    }
+    let task = match object.remove("task") {
+        Some(serde_json::Value::String(task)) => task,
+        Some(_) => anyhow::bail!("`task` must be a string"),
+        None => anyhow::bail!("no `task`"),
+    };
+    let args = object
+        .remove("args")
+        .unwrap_or_else(|| serde_json::json!({}))
+        .to_string();
+    let flags: JobFlags = serde_json::from_value(serde_json::Value::Object(object))?;
+    flags.request(&task, args)
+}
+
+/// `--batch`: every line checked, then everything enqueued.
+#[allow(clippy::print_stdout)]
+async fn run_batch(store_url: &str, file: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read jobs from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let mut requests = Vec::new();
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = batch_line(line)
+            .with_context(|| format!("{file}, line {}: nothing was enqueued", n + 1))?;
+        requests.push(req);
+        lines.push(n + 1);
+    }
+    let store = crate::store::open(store_url).await?;
+    let client = Client::new(store.stores.clone());
+    let count = requests.len();
+    let started = std::time::Instant::now();
+    let envelopes = match client.enqueue_many(requests).await {
+        Ok(envelopes) => envelopes,
+        Err(ClientError::InBatch { index, source }) => anyhow::bail!(
+            "{file}, line {}: {source}: nothing was enqueued",
+            lines.get(index).copied().unwrap_or(index + 1)
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let elapsed = started.elapsed();
+    if json {
+        let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
+        println!("{}", serde_json::to_string_pretty(&ids)?);
+    } else {
+        let mut out = String::with_capacity(envelopes.len() * 37);
+        for e in &envelopes {
+            out.push_str(&e.id);
+            out.push('\n');
+        }
+        print!("{out}");
+    }
+    eprintln!(
+        "enqueued {count} jobs in {:.2} s ({:.0} jobs/s)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn millis(text: &Option<String>) -> anyhow::Result<Option<u64>> {
@@ -79,41 +233,16 @@ fn millis(text: &Option<String>) -> anyhow::Result<Option<u64>> {
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(store_url: &str, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.batch {
+        return run_batch(store_url, file, a.json).await;
+    }
+    let task = a.task.as_deref().context("a task name is needed")?;
     let args = match a.args.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read arguments from {path}"))?,
         None => a.args.clone(),
     };
-    if let Some(q) = &a.queue {
-        super::worker::check_queue_name(q)?;
-    }
-    let mut req = EnqueueRequest::new(&a.task, args);
-    req.queue = a.queue.clone();
-    req.priority = a.priority;
-    req.max_retries = a.max_retries;
-    if let Some(delay) = &a.delay {
-        req = req.delay(parse_duration(delay)?);
-    }
-    if let Some(eta) = &a.eta {
-        req.not_before = Some(parse_rfc3339(eta).map_err(anyhow::Error::msg)?);
-    }
-    if let Some(expires) = &a.expires {
-        req.expires_at = Some(now_ms() + ms(parse_duration(expires)?));
-    }
-    for header in &a.headers {
-        let (k, v) = header
-            .split_once('=')
-            .with_context(|| format!("invalid header `{header}`: use NAME=VALUE"))?;
-        req.headers.push((k.to_owned(), v.to_owned()));
-    }
-    req.options = JobOptions {
-        retry_backoff_ms: millis(&a.backoff)?,
-        retry_backoff_max_ms: millis(&a.backoff_max)?,
-        soft_time_limit_ms: millis(&a.soft_timeout)?,
-        hard_time_limit_ms: millis(&a.timeout)?,
-        fuel: a.fuel,
-        max_memory_bytes: a.memory.as_deref().map(parse_size).transpose()?,
-    };
+    let req = a.job.request(task, args)?;
 
     let store = crate::store::open(store_url).await?;
     let client = Client::new(store.stores.clone());

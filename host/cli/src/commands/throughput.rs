@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use xylem_core::{
     Client, EnqueueRequest, Executor, HostCalls, Outcome, ResolveError, Resolved, RunRequest,
     TaskRegistry,
-    Worker, WorkerConfig,
+    Worker, WorkerConfig, WorkerStats,
 };
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
@@ -60,15 +60,58 @@ impl<R: TaskRegistry> TaskRegistry for Timed<R> {
     }
 }
 
+/// How `xylem bench` feeds the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Enqueue every job first (in bulk), then time one worker draining
+    /// them (BullMQ's `drain.mjs`).
+    Drain,
+    /// Producer and worker at once: time from the first enqueue to the
+    /// last job done (BullMQ's `bench.mjs`).
+    E2e,
+}
+
+/// The benchmark's knobs.
+#[derive(Debug)]
+pub(crate) struct Params {
+    pub(crate) jobs: u32,
+    pub(crate) concurrency: u32,
+    pub(crate) latency_samples: u32,
+    pub(crate) plugin: Option<PathBuf>,
+    pub(crate) mode: Mode,
+    /// e2e: enqueue in batches of this many (1: one at a time).
+    pub(crate) batch: u32,
+    pub(crate) json: bool,
+}
+
+fn requests(range: std::ops::Range<u32>) -> Vec<EnqueueRequest> {
+    range
+        .map(|i| EnqueueRequest::new("hello.echo", format!("{{\"n\":{i}}}")))
+        .collect()
+}
+
+async fn wait_processed(stats: &WorkerStats, jobs: u32, url: &str) -> anyhow::Result<()> {
+    while stats.succeeded.load(Ordering::Relaxed) < u64::from(jobs) {
+        anyhow::ensure!(
+            stats.dead.load(Ordering::Relaxed) == 0,
+            "a benchmark job failed: see `xylem --store {url} dlq ls`"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
 #[allow(clippy::print_stdout)]
-pub(crate) async fn run(
-    store_url: Option<&str>,
-    jobs: u32,
-    concurrency: u32,
-    latency_samples: u32,
-    plugin: Option<PathBuf>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<ExitCode> {
+    let Params {
+        jobs,
+        concurrency,
+        latency_samples,
+        plugin,
+        mode,
+        batch,
+        json,
+    } = p;
     let temp = std::env::temp_dir().join(format!("xylem-bench-{}.db", std::process::id()));
     let url = store_url.map_or_else(|| format!("sqlite://{}", temp.display()), str::to_owned);
     let file = match plugin {
@@ -83,17 +126,6 @@ pub(crate) async fn run(
     })?;
     push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
     let client = Client::new(store.stores.clone());
-
-    // 1. Enqueue everything (no worker yet).
-    let started = Instant::now();
-    for i in 0..jobs {
-        client
-            .enqueue(EnqueueRequest::new("hello.echo", format!("{{\"n\":{i}}}")))
-            .await?;
-    }
-    let enqueue_time = started.elapsed();
-
-    // 2. Drain with one worker.
     let starts = Arc::new(Mutex::new(HashMap::new()));
     let registry = Arc::new(Timed {
         inner: PluginRegistry::new(runtime, store.stores.plugins.clone()),
@@ -108,25 +140,52 @@ pub(crate) async fn run(
             name: "bench".to_owned(),
             ..WorkerConfig::default()
         },
-    );
+    )?;
     let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let started = Instant::now();
-    let handle = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    while stats.succeeded.load(Ordering::Relaxed) < u64::from(jobs) {
-        anyhow::ensure!(
-            stats.dead.load(Ordering::Relaxed) == 0,
-            "a benchmark job failed: see `xylem --store {url} dlq ls`"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let process_time = started.elapsed();
+    let spawn_worker = move || {
+        tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }))
+    };
+
+    let batch = batch.max(1);
+    let (enqueue_time, process_time, handle) = match mode {
+        Mode::Drain => {
+            // 1. Enqueue everything in bulk (no worker yet).
+            let started = Instant::now();
+            client.enqueue_many(requests(0..jobs)).await?;
+            let enqueue_time = started.elapsed();
+            // 2. Drain with one worker.
+            let started = Instant::now();
+            let handle = spawn_worker();
+            wait_processed(&stats, jobs, &url).await?;
+            (enqueue_time, started.elapsed(), handle)
+        }
+        Mode::E2e => {
+            let started = Instant::now();
+            let handle = spawn_worker();
+            let mut next = 0;
+            while next < jobs {
+                let end = (next + batch).min(jobs);
+                if batch == 1 {
+                    client.enqueue(requests(next..end).remove(0)).await?;
+                } else {
+                    client.enqueue_many(requests(next..end)).await?;
+                }
+                next = end;
+            }
+            let enqueue_time = started.elapsed();
+            wait_processed(&stats, jobs, &url).await?;
+            (enqueue_time, started.elapsed(), handle)
+        }
+    };
 
     // 3. Latency on the now idle worker, one job at a time.
     let mut latencies = Vec::with_capacity(latency_samples as usize);
     for i in 0..latency_samples {
+        // Let the worker go idle (waiting for a wake-up) between samples.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let t = Instant::now();
         let envelope = client
             .enqueue(EnqueueRequest::new("hello.echo", format!("{{\"l\":{i}}}")))
@@ -156,26 +215,55 @@ pub(crate) async fn run(
     };
     let enqueue_rate = f64::from(jobs) / enqueue_time.as_secs_f64();
     let process_rate = f64::from(jobs) / process_time.as_secs_f64();
+    let rss = crate::commands::bench::peak_rss_mib();
+    let mode_name = match mode {
+        Mode::Drain => "drain",
+        Mode::E2e => "e2e",
+    };
     if json {
         let doc = serde_json::json!({
-            "store": store.describe, "jobs": jobs, "concurrency": concurrency,
+            "store": store.describe, "mode": mode_name, "jobs": jobs, "concurrency": concurrency,
+            "enqueue_batch": if mode == Mode::Drain { 1000 } else { batch },
             "enqueue_per_second": enqueue_rate, "processed_per_second": process_rate,
             "enqueue_to_start_us": { "p50": micros(p50), "p99": micros(p99), "samples": latencies.len() },
+            "peak_rss_mib": rss,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "throughput benchmark: {jobs} × hello.echo on {} (concurrency {concurrency})",
+            "throughput benchmark ({mode_name}): {jobs} × hello.echo on {} (concurrency {concurrency})",
             store.describe
         );
-        println!("  enqueue     {enqueue_rate:>9.0} jobs/s  (one at a time, record + publish)");
-        println!("  processed   {process_rate:>9.0} jobs/s  (reserve, fresh sandbox, result, ack)");
+        match mode {
+            Mode::Drain => {
+                println!("  enqueue     {enqueue_rate:>9.0} jobs/s  (bulk, 1000 per store call)");
+                println!(
+                    "  processed   {process_rate:>9.0} jobs/s  (claim, fresh sandbox, result + ack)"
+                );
+            }
+            Mode::E2e => {
+                println!(
+                    "  enqueue     {enqueue_rate:>9.0} jobs/s  ({} while the worker runs)",
+                    if batch == 1 {
+                        "one at a time".to_owned()
+                    } else {
+                        format!("{batch} per store call")
+                    }
+                );
+                println!(
+                    "  end to end  {process_rate:>9.0} jobs/s  (first enqueue to last job done)"
+                );
+            }
+        }
         println!(
             "  enqueue→start on an idle worker: p50 {:.0} µs  p99 {:.0} µs  ({} samples)",
             micros(p50),
             micros(p99),
             latencies.len()
         );
+        if let Some(rss) = rss {
+            println!("  peak RSS    {rss:>9.1} MiB");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

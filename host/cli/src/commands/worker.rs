@@ -88,7 +88,25 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
     for q in &args.queue {
         check_queue_name(q)?;
     }
-    let store = crate::store::open(store_url).await?;
+    let mut config = WorkerConfig {
+        queues: args.queue,
+        concurrency: args.concurrency as usize,
+        lease: parse_duration(&args.lease)?,
+        grace: parse_duration(&args.grace)?,
+        result_ttl: args.result_ttl.as_deref().map(parse_duration).transpose()?,
+        ..WorkerConfig::default()
+    };
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    config.validate()?;
+    // A worker may start before its store (after a reboot, in any order):
+    // wait for it, saying so, until it answers or we are told to stop.
+    let mut shutdown = std::pin::pin!(shutdown.wait());
+    let store = tokio::select! {
+        store = crate::store::open_when_up(store_url) => store?,
+        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+    };
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: args.concurrency.max(16) + 16,
         ..RuntimeConfig::default()
@@ -102,20 +120,9 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         ));
     }
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
-    let mut config = WorkerConfig {
-        queues: args.queue,
-        concurrency: args.concurrency as usize,
-        lease: parse_duration(&args.lease)?,
-        grace: parse_duration(&args.grace)?,
-        result_ttl: args.result_ttl.as_deref().map(parse_duration).transpose()?,
-        ..WorkerConfig::default()
-    };
-    if let Some(name) = args.name {
-        config.name = name;
-    }
     tracing::info!(store = %store.describe, "connected");
-    let worker = Worker::new(store.stores.clone(), registry, config);
-    let stats = worker.run(shutdown.wait()).await;
+    let worker = Worker::new(store.stores.clone(), registry, config)?;
+    let stats = worker.run(shutdown).await;
     tracing::info!(
         succeeded = stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
         retried = stats.retried.load(std::sync::atomic::Ordering::Relaxed),

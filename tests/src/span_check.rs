@@ -1,0 +1,93 @@
+//! A tracing layer that checks that every event carrying a job `id` is
+//! logged inside that job's own `job` span (the worker's spans are
+//! attached with `Instrument`; a span entered across an `.await` would
+//! leak into other jobs' lines — and panicked the worker under load).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber, span};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The job id a span or event carries.
+#[derive(Default)]
+struct IdField(Option<String>);
+
+impl Visit for IdField {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "id" {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "id" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+}
+
+/// Counts of what the layer saw.
+#[derive(Debug, Default)]
+pub struct SpanCounts {
+    /// Events with an `id` checked against their job span.
+    pub checked: AtomicU64,
+    /// Events whose innermost `job` span had another id.
+    pub mismatches: AtomicU64,
+}
+
+struct CheckLayer {
+    counts: Arc<SpanCounts>,
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CheckLayer {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "job" {
+            return;
+        }
+        let mut field = IdField::default();
+        attrs.record(&mut field);
+        if let (Some(span), Some(job)) = (ctx.span(id), field.0) {
+            span.extensions_mut().insert(JobId(job));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut field = IdField::default();
+        event.record(&mut field);
+        let Some(id) = field.0 else { return };
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let job = scope
+            .into_iter()
+            .find_map(|span| span.extensions().get::<JobId>().map(|j| j.0.clone()));
+        if let Some(job) = job {
+            self.counts.checked.fetch_add(1, Ordering::Relaxed);
+            if job != id {
+                self.counts.mismatches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct JobId(String);
+
+/// Installs the checking layer as this test process's global subscriber
+/// (once) and returns its counts.
+pub fn install() -> Arc<SpanCounts> {
+    static COUNTS: OnceLock<Arc<SpanCounts>> = OnceLock::new();
+    COUNTS
+        .get_or_init(|| {
+            let counts = Arc::new(SpanCounts::default());
+            let layer = CheckLayer {
+                counts: counts.clone(),
+            };
+            let _ = tracing_subscriber::registry().with(layer).try_init();
+            counts
+        })
+        .clone()
+}

@@ -1,0 +1,628 @@
+//! The worker's job path, in process, on every store: each edge of its
+//! state machine (a redelivered success, a replay of an expired record, a
+//! task pushed late, store outages during claim and completion, a lease
+//! kept through a long run, shutdown with jobs in flight), written once
+//! and run by [`worker_suite!`](crate::worker_suite) against memory,
+//! SQLite, Redis and PostgreSQL.
+//!
+//! Task code is native ([`NativeTasks`]): the point here is the worker and
+//! the real store, not the sandbox (which `sandbox.rs` covers).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use xylem_core::store::{
+    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, StoreError,
+    StoreResult, Stores,
+};
+use xylem_core::{
+    Envelope, Executor, Failure, FailureKind, HostCalls, Outcome, ResolveError, Resolved,
+    RunRequest, TaskRecord, TaskRegistry, TaskSpec, TaskState, Transition, Usage, Worker,
+    WorkerConfig, WorkerStats,
+};
+
+/// Generates the worker suite for an adapter; `$fresh` is as for
+/// [`store_contract!`](crate::store_contract).
+#[macro_export]
+macro_rules! worker_suite {
+    ($fresh:expr) => {
+        $crate::worker_suite!(@tests $fresh;
+            worker_runs_jobs_and_records_their_results,
+            worker_never_reruns_a_redelivered_success,
+            worker_runs_a_replayed_job_whose_record_expired,
+            worker_waits_for_a_task_pushed_late,
+            worker_dead_letters_a_task_no_plugin_ever_provides,
+            worker_rides_out_an_outage_while_claiming,
+            worker_keeps_a_result_through_a_long_outage,
+            worker_keeps_the_lease_of_a_long_job,
+            worker_releases_jobs_in_flight_on_shutdown,
+            worker_refuses_a_lease_too_short_to_keep,
+            worker_logs_the_right_job_under_load,
+        );
+    };
+    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
+        mod worker_suite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = ($fresh)().await else { return };
+                    let stores = xylem_core::Stores::from_adapter(store);
+                    $crate::worker_suite::$name(stores).await;
+                }
+            )*
+        }
+    };
+}
+
+// ---- native task code ----------------------------------------------------
+
+/// Native tasks, counting runs per job id.
+#[derive(Debug, Default)]
+pub struct NativeTasks {
+    /// Runs per job id.
+    pub runs: Mutex<HashMap<String, u32>>,
+    /// `late` is only known once this is set.
+    pub late_pushed: AtomicBool,
+    /// `switch` fails while this is set.
+    pub failing: AtomicBool,
+    /// How many `resolve` calls found no task.
+    pub unknown: AtomicU32,
+}
+
+impl NativeTasks {
+    /// How many times job `id` ran.
+    pub fn runs_of(&self, id: &str) -> u32 {
+        self.runs.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct NativeExecutor {
+    tasks: Arc<NativeTasks>,
+}
+
+#[async_trait]
+impl Executor for NativeExecutor {
+    async fn execute(&self, request: RunRequest, _host: Arc<dyn HostCalls>) -> Outcome {
+        *self
+            .tasks
+            .runs
+            .lock()
+            .unwrap()
+            .entry(request.info.id.clone())
+            .or_default() += 1;
+        let args: serde_json::Value = serde_json::from_str(&request.args).unwrap_or_default();
+        match request.info.name.as_str() {
+            "sleep" => {
+                let ms = args["ms"].as_u64().unwrap_or(0);
+                let until = Instant::now() + Duration::from_millis(ms);
+                while Instant::now() < until {
+                    if request.cancel.is_cancelled() {
+                        return Outcome::failure(
+                            Failure::new(FailureKind::Cancelled, "cancelled"),
+                            Usage::default(),
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Outcome::success(args, Usage::default())
+            }
+            "switch" if self.tasks.failing.load(Ordering::Acquire) => Outcome::failure(
+                Failure::new(FailureKind::PluginError, "switched off"),
+                Usage::default(),
+            ),
+            _ => {
+                tracing::info!(id = %request.info.id, "native task ran");
+                Outcome::success(args, Usage::default())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TaskRegistry for Arc<NativeTasks> {
+    async fn refresh(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn resolve(&self, task: &str, _pinned: Option<&str>) -> Result<Resolved, ResolveError> {
+        let known = matches!(task, "echo" | "sleep" | "switch")
+            || (task == "late" && self.late_pushed.load(Ordering::Acquire));
+        if !known {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
+            return Err(ResolveError::UnknownTask(format!(
+                "no plugin provides task `{task}`"
+            )));
+        }
+        Ok(Resolved {
+            executor: Arc::new(NativeExecutor {
+                tasks: self.clone(),
+            }),
+            spec: TaskSpec {
+                name: task.to_owned(),
+                description: String::new(),
+                options: Default::default(),
+            },
+            version: "native".to_owned(),
+        })
+    }
+}
+
+// ---- a store that fails on demand ----------------------------------------
+
+/// Which broker calls fail while an outage lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// `claim`.
+    Claim,
+    /// `complete` and `extend_many` (result write, ack, lease extension).
+    Complete,
+}
+
+/// A real broker that answers [`StoreError::Unavailable`] to some calls
+/// until a given time: a store outage, on any adapter.
+pub struct FaultyBroker {
+    inner: Arc<dyn Broker>,
+    outage: Mutex<Option<(Outage, Instant)>>,
+}
+
+impl std::fmt::Debug for FaultyBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyBroker").finish_non_exhaustive()
+    }
+}
+
+impl FaultyBroker {
+    /// Wraps the broker of `stores`; returns the stores using the wrapper.
+    pub fn wrap(stores: &Stores) -> (Arc<Self>, Stores) {
+        let faulty = Arc::new(Self {
+            inner: stores.broker.clone(),
+            outage: Mutex::new(None),
+        });
+        let mut wrapped = stores.clone();
+        wrapped.broker = faulty.clone();
+        (faulty, wrapped)
+    }
+
+    /// `what` fails for `length` from now.
+    pub fn fail(&self, what: Outage, length: Duration) {
+        *self.outage.lock().unwrap() = Some((what, Instant::now() + length));
+    }
+
+    fn check(&self, call: Outage) -> StoreResult<()> {
+        match *self.outage.lock().unwrap() {
+            Some((what, until)) if what == call && Instant::now() < until => {
+                Err(StoreError::unavailable("injected outage"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for FaultyBroker {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        self.inner.enqueue(envelopes).await
+    }
+    async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.check(Outage::Claim)?;
+        self.inner.claim(queues, max, lease, worker).await
+    }
+    async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {
+        self.check(Outage::Complete)?;
+        self.inner.complete(completions).await
+    }
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
+        self.check(Outage::Complete)?;
+        self.inner.extend_many(leases, by).await
+    }
+    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
+        self.inner.publish(envelope).await
+    }
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.inner.reserve(queues, max, lease).await
+    }
+    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
+        self.check(Outage::Complete)?;
+        self.inner.extend(id, lease, by).await
+    }
+    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
+        self.inner.ack(id, lease).await
+    }
+    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
+        self.inner.nack(id, lease, action).await
+    }
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        self.inner.queue_stats().await
+    }
+    async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
+        self.inner.dead_jobs(filter, limit).await
+    }
+    async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
+        self.inner.replay_dead(filter, delay).await
+    }
+    async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
+        self.inner.purge_dead(filter).await
+    }
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        self.inner.wait_for_jobs(timeout).await;
+    }
+}
+
+// ---- helpers -------------------------------------------------------------
+
+/// A worker running in the background.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Arc<WorkerStats>>,
+    /// Its counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl Running {
+    /// Stops it (graceful shutdown) and returns its counters.
+    pub async fn stop(mut self) -> Arc<WorkerStats> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.await.unwrap()
+    }
+}
+
+/// A test worker's configuration: fast polls, a short lease.
+pub fn config(name: &str) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        lease: Duration::from_secs(2),
+        grace: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(20),
+        refresh_interval: Duration::from_millis(100),
+        name: name.to_owned(),
+        result_ttl: None,
+        ..WorkerConfig::default()
+    }
+}
+
+/// Starts a worker over `stores` running `tasks`.
+pub fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) -> Running {
+    let worker = Worker::new(stores.clone(), Arc::new(tasks.clone()), config).unwrap();
+    let stats = worker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        stop: Some(stop),
+        handle,
+        stats,
+    }
+}
+
+/// Enqueues `task` with `args` (record and queue, one step).
+pub async fn enqueue(stores: &Stores, task: &str, args: &str) -> Envelope {
+    let mut e = Envelope::new(task, args);
+    e.max_retries = 0;
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&e))
+        .await
+        .unwrap();
+    e
+}
+
+/// Waits until `id`'s record is in a terminal state.
+pub async fn wait_terminal(stores: &Stores, id: &str, within: Duration) -> TaskRecord {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(record) = stores.results.get(id).await.unwrap()
+            && record.state.is_terminal()
+        {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not finish within {within:?}: {:?}",
+            stores.results.get(id).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn queue_empty(stores: &Stores) -> bool {
+    stores
+        .broker
+        .queue_stats()
+        .await
+        .unwrap()
+        .iter()
+        .all(|q| q.ready + q.delayed + q.running + q.dead == 0)
+}
+
+// ---- the suite -----------------------------------------------------------
+
+pub async fn worker_runs_jobs_and_records_their_results(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&stores, &tasks, config("w1"));
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(enqueue(&stores, "echo", &format!("{{\"n\":{i}}}")).await.id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let record = wait_terminal(&stores, id, Duration::from_secs(20)).await;
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert_eq!(record.result, Some(serde_json::json!({ "n": i })));
+        let states: Vec<TaskState> = record.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Queued, TaskState::Running, TaskState::Succeeded]
+        );
+        assert_eq!(tasks.runs_of(id), 1);
+    }
+    let stats = worker.stop().await;
+    assert_eq!(stats.succeeded.load(Ordering::Relaxed), 50);
+    assert!(queue_empty(&stores).await);
+}
+
+/// Hole 1: a job already recorded as succeeded (its ack was lost) comes
+/// back when its lease runs out; it must be removed, never run again.
+pub async fn worker_never_reruns_a_redelivered_success(stores: Stores) {
+    let e = enqueue(&stores, "echo", "{}").await;
+    let d = stores
+        .broker
+        .claim(&[], 1, Duration::from_millis(200), "crashed-worker")
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    // The crashed worker wrote its result, then died before acking.
+    stores
+        .results
+        .transition(&e.id, Transition::to(TaskState::Succeeded, 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&stores, &tasks, config("w2"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !queue_empty(&stores).await {
+        assert!(
+            Instant::now() < deadline,
+            "the redelivered job stayed queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.stop().await;
+    assert_eq!(tasks.runs_of(&e.id), 0, "a succeeded job ran again");
+    let record = stores.results.get(&e.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Succeeded);
+}
+
+/// Hole 2: replaying a dead job whose record expired (`result_ttl`) runs
+/// it once, records it anew, and does not redeliver it forever.
+pub async fn worker_runs_a_replayed_job_whose_record_expired(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    tasks.failing.store(true, Ordering::Release);
+    let mut cfg = config("w3");
+    cfg.result_ttl = Some(Duration::from_secs(1));
+    let worker = start(&stores, &tasks, cfg);
+    let e = enqueue(&stores, "switch", "{}").await;
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(10)).await;
+    assert_eq!(record.state, TaskState::Dead);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        stores.results.get(&e.id).await.unwrap().is_none(),
+        "the dead record expired"
+    );
+    tasks.failing.store(false, Ordering::Release);
+    let filter = DeadFilter {
+        ids: vec![e.id.clone()],
+        queue: None,
+    };
+    assert_eq!(
+        stores
+            .broker
+            .replay_dead(&filter, Duration::ZERO)
+            .await
+            .unwrap(),
+        vec![e.id.clone()]
+    );
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(10)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    assert_eq!(tasks.runs_of(&e.id), 2, "once dead, once after the replay");
+    assert!(queue_empty(&stores).await);
+}
+
+/// Hole 3: a job enqueued just before its plugin is loaded waits for it
+/// (the registry is refreshed at once, the job retried with a delay)
+/// instead of being dead-lettered as an unknown task.
+pub async fn worker_waits_for_a_task_pushed_late(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&stores, &tasks, config("w4"));
+    let e = enqueue(&stores, "late", "{\"x\":1}").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(tasks.unknown.load(Ordering::Relaxed) >= 1);
+    tasks.late_pushed.store(true, Ordering::Release);
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    assert!(
+        record.history.iter().any(|h| h.state == TaskState::Queued
+            && h.detail.as_deref().is_some_and(|d| d.contains("looking again"))),
+        "{:?}",
+        record.history
+    );
+    assert_eq!(record.attempt, 1, "waiting for a plugin uses no attempt");
+    let stats = worker.stop().await;
+    assert!(stats.deferred.load(Ordering::Relaxed) >= 1);
+    assert_eq!(stats.dead.load(Ordering::Relaxed), 0);
+}
+
+/// A task no plugin ever provides ends dead, as `unknown-task`, after its
+/// looks run out (here: the envelope starts with all but one used).
+pub async fn worker_dead_letters_a_task_no_plugin_ever_provides(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&stores, &tasks, config("w5"));
+    let mut e = Envelope::new("never", "{}");
+    e.unresolved = xylem_core::worker::MAX_UNRESOLVED;
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&e))
+        .await
+        .unwrap();
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(10)).await;
+    worker.stop().await;
+    assert_eq!(record.state, TaskState::Dead);
+    let error = record.error.expect("an error");
+    assert_eq!(error.kind, FailureKind::UnknownTask);
+    let dead = stores
+        .broker
+        .dead_jobs(&DeadFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("unknown-task"), "{}", dead[0].reason);
+}
+
+/// A store outage while claiming: the worker backs off and carries on.
+pub async fn worker_rides_out_an_outage_while_claiming(stores: Stores) {
+    let (faulty, wrapped) = FaultyBroker::wrap(&stores);
+    faulty.fail(Outage::Claim, Duration::from_millis(1500));
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&wrapped, &tasks, config("w6"));
+    let e = enqueue(&stores, "echo", "{}").await;
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    worker.stop().await;
+    assert_eq!(tasks.runs_of(&e.id), 1);
+}
+
+/// Hole 7: a job that finishes during an outage longer than the old
+/// five retries (~1.6 s) keeps its result: the worker retries the
+/// completion while it holds the lease, and the job never runs again.
+pub async fn worker_keeps_a_result_through_a_long_outage(stores: Stores) {
+    let (faulty, wrapped) = FaultyBroker::wrap(&stores);
+    let tasks = Arc::new(NativeTasks::default());
+    let mut cfg = config("w7");
+    cfg.lease = Duration::from_secs(6);
+    let worker = start(&wrapped, &tasks, cfg);
+    let e = enqueue(&stores, "sleep", "{\"ms\":300}").await;
+    // Let the worker claim it, then take the store away before it ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tasks.runs_of(&e.id) == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    faulty.fail(Outage::Complete, Duration::from_millis(3000));
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    assert_eq!(tasks.runs_of(&e.id), 1, "the result was thrown away");
+    assert!(queue_empty(&stores).await);
+}
+
+/// A job that runs several leases long keeps its lease (one timer extends
+/// it): a second worker on the same store never gets it.
+pub async fn worker_keeps_the_lease_of_a_long_job(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let mut cfg = config("w8a");
+    cfg.lease = Duration::from_secs(1);
+    let a = start(&stores, &tasks, cfg.clone());
+    cfg.name = "w8b".to_owned();
+    let b = start(&stores, &tasks, cfg);
+    let e = enqueue(&stores, "sleep", "{\"ms\":3000}").await;
+    let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(tasks.runs_of(&e.id), 1, "the job ran twice");
+    let running = record
+        .history
+        .iter()
+        .filter(|h| h.state == TaskState::Running)
+        .count();
+    assert_eq!(running, 1, "{:?}", record.history);
+}
+
+/// Shutdown with jobs in flight: past the grace period they are cancelled
+/// and released — back to `queued`, ready to run — not failed.
+pub async fn worker_releases_jobs_in_flight_on_shutdown(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let mut cfg = config("w9");
+    cfg.grace = Duration::from_millis(200);
+    let worker = start(&stores, &tasks, cfg);
+    let e = enqueue(&stores, "sleep", "{\"ms\":20000}").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tasks.runs_of(&e.id) == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = worker.stop().await;
+    assert_eq!(stats.released.load(Ordering::Relaxed), 1);
+    let record = stores.results.get(&e.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Queued);
+    let stats = stores.broker.queue_stats().await.unwrap();
+    assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 1, "{stats:?}");
+}
+
+/// Hole 9: a lease below the floor is refused before anything runs.
+pub async fn worker_refuses_a_lease_too_short_to_keep(stores: Stores) {
+    for lease in [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(999)] {
+        let mut cfg = config("w10");
+        cfg.lease = lease;
+        let tasks = Arc::new(NativeTasks::default());
+        let err = Worker::new(stores.clone(), Arc::new(tasks), cfg).unwrap_err();
+        assert!(err.to_string().contains("too short"), "{err}");
+    }
+}
+
+/// Hole 4: under load, with a subscriber recording spans, no span is
+/// entered across an await (which panicked the worker and mixed up job
+/// ids in log lines).
+pub async fn worker_logs_the_right_job_under_load(stores: Stores) {
+    let tasks = Arc::new(NativeTasks::default());
+    let mut cfg = config("w11");
+    cfg.concurrency = 32;
+    let counts = crate::span_check::install();
+    let before = counts.mismatches.load(Ordering::Relaxed);
+    let checked = counts.checked.load(Ordering::Relaxed);
+    let worker = start(&stores, &tasks, cfg);
+    let mut envelopes = Vec::new();
+    for i in 0..400 {
+        let mut e = Envelope::new("echo", format!("{{\"n\":{i}}}"));
+        e.max_retries = 0;
+        envelopes.push(e);
+    }
+    stores.broker.enqueue(&envelopes).await.unwrap();
+    for e in &envelopes {
+        let record = wait_terminal(&stores, &e.id, Duration::from_secs(60)).await;
+        assert_eq!(record.state, TaskState::Succeeded);
+    }
+    let stats = worker.stop().await;
+    assert_eq!(stats.succeeded.load(Ordering::Relaxed), 400);
+    assert!(
+        counts.checked.load(Ordering::Relaxed) >= checked + 400,
+        "the job spans were not seen"
+    );
+    assert_eq!(
+        counts.mismatches.load(Ordering::Relaxed),
+        before,
+        "log lines carried another job's id"
+    );
+}
