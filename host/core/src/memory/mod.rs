@@ -19,21 +19,9 @@ use crate::store::{
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
 
-#[derive(Debug, Clone, PartialEq)]
-enum Status {
-    Ready,
-    Leased { until: Millis },
-    Dead { reason: String, at: Millis },
-}
+mod queue;
 
-#[derive(Debug, Clone)]
-struct QueuedJob {
-    envelope: Envelope,
-    run_at: Millis,
-    status: Status,
-    lease: u64,
-    deliveries: u32,
-}
+use queue::{JobQueue, QueuedJob, Status};
 
 #[derive(Debug, Clone)]
 struct StoredPlugin {
@@ -55,7 +43,7 @@ struct Group {
 struct State {
     groups: HashMap<String, Group>,
     locks: HashMap<String, (String, Millis)>,
-    jobs: HashMap<String, QueuedJob>,
+    jobs: JobQueue,
     records: HashMap<String, TaskRecord>,
     /// When records expire (see `ResultBackend::expire`).
     record_expiry: HashMap<String, Millis>,
@@ -92,28 +80,7 @@ fn dead_matches(job: &QueuedJob, filter: &DeadFilter) -> bool {
         && (filter.ids.is_empty() || filter.ids.contains(&job.envelope.id))
 }
 
-/// The leased job `id` under lease `lease`, if still held.
-fn held<'a>(state: &'a mut State, id: &str, lease: u64) -> Option<&'a mut QueuedJob> {
-    state
-        .jobs
-        .get_mut(id)
-        .filter(|j| j.lease == lease && matches!(j.status, Status::Leased { .. }))
-}
-
 impl State {
-    fn queue(&mut self, envelope: &Envelope) {
-        self.jobs.insert(
-            envelope.id.clone(),
-            QueuedJob {
-                envelope: envelope.clone(),
-                run_at: envelope.run_at(),
-                status: Status::Ready,
-                lease: 0,
-                deliveries: 0,
-            },
-        );
-    }
-
     fn record(&mut self, envelope: &Envelope, now: Millis) {
         self.record_expiry.remove(&envelope.id);
         self.records.insert(
@@ -135,59 +102,6 @@ impl State {
         }
         self.records.get_mut(id)
     }
-
-    fn settle(&mut self, id: &str, action: Nack, now: Millis) {
-        let Some(job) = self.jobs.get_mut(id) else {
-            return;
-        };
-        match action {
-            Nack::Retry { envelope, delay } => {
-                job.envelope = *envelope;
-                job.run_at = now + ms(delay);
-                job.status = Status::Ready;
-            }
-            Nack::Release => job.status = Status::Ready,
-            Nack::DeadLetter { reason } => job.status = Status::Dead { reason, at: now },
-        }
-    }
-
-    /// Leases up to `max` due jobs of `queues`, in claim order.
-    fn lease_due(&mut self, queues: &[String], max: usize, lease: Duration) -> Vec<Delivery> {
-        let now = now_ms();
-        let mut candidates: Vec<&mut QueuedJob> = self
-            .jobs
-            .values_mut()
-            .filter(|j| queues.is_empty() || queues.contains(&j.envelope.queue))
-            .filter(|j| match j.status {
-                Status::Ready => j.run_at <= now,
-                Status::Leased { until } => until <= now,
-                Status::Dead { .. } => false,
-            })
-            .collect();
-        candidates.sort_by(|a, b| {
-            b.envelope
-                .priority
-                .cmp(&a.envelope.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.envelope.id.cmp(&b.envelope.id))
-        });
-        candidates
-            .into_iter()
-            .take(max)
-            .map(|job| {
-                job.status = Status::Leased {
-                    until: now + ms(lease),
-                };
-                job.lease += 1;
-                job.deliveries += 1;
-                Delivery {
-                    envelope: job.envelope.clone(),
-                    lease: job.lease,
-                    deliveries: job.deliveries,
-                }
-            })
-            .collect()
-    }
 }
 
 #[async_trait]
@@ -197,7 +111,7 @@ impl Broker for MemoryStore {
         let mut state = self.lock();
         for envelope in envelopes {
             state.record(envelope, now);
-            state.queue(envelope);
+            state.jobs.insert(envelope, now);
         }
         drop(state);
         self.published.notify_waiters();
@@ -217,7 +131,9 @@ impl Broker for MemoryStore {
         let mut claimed = Vec::new();
         // Dropped jobs (already succeeded) free their place: look again.
         while claimed.len() < max {
-            let batch = state.lease_due(queues, max - claimed.len(), lease);
+            let batch = state
+                .jobs
+                .lease_due(queues, max - claimed.len(), lease, now);
             if batch.is_empty() {
                 break;
             }
@@ -260,7 +176,7 @@ impl Broker for MemoryStore {
         let mut wake = false;
         for c in completions {
             let current = state.live_record(&c.id, now).map(|r| r.state);
-            let held = held(&mut state, &c.id, c.lease).is_some();
+            let held = state.jobs.held(&c.id, c.lease);
             let plan = c.plan(current, held);
             if plan.record {
                 // Claims recreate missing records, so one is there; if the
@@ -279,7 +195,7 @@ impl Broker for MemoryStore {
                     }
                     Settle::Nack(action) => {
                         wake |= !matches!(action, Nack::DeadLetter { .. });
-                        state.settle(&c.id, action.clone(), now);
+                        state.jobs.settle(&c.id, action.clone(), now);
                     }
                 }
             } else if plan.remove_entry {
@@ -295,7 +211,7 @@ impl Broker for MemoryStore {
     }
 
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        self.lock().queue(envelope);
+        self.lock().jobs.insert(envelope, now_ms());
         self.published.notify_one();
         Ok(())
     }
@@ -306,35 +222,25 @@ impl Broker for MemoryStore {
         max: usize,
         lease: Duration,
     ) -> StoreResult<Vec<Delivery>> {
-        Ok(self.lock().lease_due(queues, max, lease))
+        Ok(self.lock().jobs.lease_due(queues, max, lease, now_ms()))
     }
 
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        let mut state = self.lock();
-        Ok(held(&mut state, id, lease)
-            .map(|job| {
-                job.status = Status::Leased {
-                    until: now_ms() + ms(by),
-                }
-            })
-            .is_some())
+        let now = now_ms();
+        Ok(self.lock().jobs.extend(id, lease, now + ms(by), now))
     }
 
     async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
         let mut state = self.lock();
-        if held(&mut state, id, lease).is_none() {
-            return Ok(false);
-        }
-        state.jobs.remove(id);
-        Ok(true)
+        Ok(state.jobs.held(id, lease) && state.jobs.remove(id))
     }
 
     async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
         let mut state = self.lock();
-        if held(&mut state, id, lease).is_none() {
+        if !state.jobs.held(id, lease) {
             return Ok(false);
         }
-        state.settle(id, action, now_ms());
+        state.jobs.settle(id, action, now_ms());
         drop(state);
         self.published.notify_one();
         Ok(true)
@@ -344,7 +250,7 @@ impl Broker for MemoryStore {
         let now = now_ms();
         let state = self.lock();
         let mut stats: HashMap<String, QueueStats> = HashMap::new();
-        for job in state.jobs.values() {
+        for job in state.jobs.iter() {
             let s = stats
                 .entry(job.envelope.queue.clone())
                 .or_insert_with(|| QueueStats {
@@ -367,7 +273,7 @@ impl Broker for MemoryStore {
         let state = self.lock();
         let mut dead: Vec<DeadJob> = state
             .jobs
-            .values()
+            .iter()
             .filter(|j| dead_matches(j, filter))
             .filter_map(|j| match &j.status {
                 Status::Dead { reason, at } => Some(DeadJob {
@@ -392,11 +298,17 @@ impl Broker for MemoryStore {
         let run_at = now + ms(delay);
         let mut state = self.lock();
         let mut replayed = Vec::new();
-        for job in state.jobs.values_mut().filter(|j| dead_matches(j, filter)) {
-            job.envelope = replay_envelope(&job.envelope, run_at);
-            job.run_at = run_at;
-            job.status = Status::Ready;
-            replayed.push(job.envelope.clone());
+        let dead: Vec<Envelope> = state
+            .jobs
+            .iter()
+            .filter(|j| dead_matches(j, filter))
+            .map(|j| replay_envelope(&j.envelope, run_at))
+            .collect();
+        for envelope in &dead {
+            state
+                .jobs
+                .revive(&envelope.id, envelope.clone(), run_at, now);
+            replayed.push(envelope.clone());
         }
         for envelope in &replayed {
             let queued = Transition::to(TaskState::Queued, 1).detail(REPLAY_DETAIL);
@@ -421,9 +333,7 @@ impl Broker for MemoryStore {
 
     async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
         let mut state = self.lock();
-        let before = state.jobs.len();
-        state.jobs.retain(|_, j| !dead_matches(j, filter));
-        Ok((before - state.jobs.len()) as u64)
+        Ok(state.jobs.retain(|j| !dead_matches(j, filter)))
     }
 
     async fn wait_for_jobs(&self, timeout: Duration) {
