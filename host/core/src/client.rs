@@ -41,6 +41,19 @@ pub enum ClientError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store failed partway through a batch: the first `enqueued`
+    /// jobs (whole store calls of [`ENQUEUE_BATCH`]) are queued, the rest
+    /// are not.
+    #[error("the store failed after {enqueued} of {total} jobs were enqueued (the rest were not): {source}")]
+    PartlyEnqueued {
+        /// Jobs enqueued, from the start of the batch.
+        enqueued: usize,
+        /// Jobs in the batch.
+        total: usize,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
     /// One request of a batch was invalid (nothing was enqueued).
     #[error("job {} of the batch: {source}", .index + 1)]
     InBatch {
@@ -220,8 +233,19 @@ impl Client {
                 })?;
             envelopes.push(envelope);
         }
+        let mut enqueued = 0;
         for chunk in envelopes.chunks(ENQUEUE_BATCH) {
-            self.stores.broker.enqueue(chunk).await?;
+            match self.stores.broker.enqueue(chunk).await {
+                Ok(()) => enqueued += chunk.len(),
+                Err(source) if enqueued == 0 => return Err(source.into()),
+                Err(source) => {
+                    return Err(ClientError::PartlyEnqueued {
+                        enqueued,
+                        total: envelopes.len(),
+                        source,
+                    });
+                }
+            }
         }
         Ok(envelopes)
     }
