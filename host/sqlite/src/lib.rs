@@ -7,6 +7,27 @@
 //! Durability: `synchronous=NORMAL` by default — a commit survives a crash
 //! of any process; add `?synchronous=full` to the URL to survive power loss
 //! too (at the cost of an fsync per commit).
+//!
+//! The hot path ([`Broker::enqueue`], [`Broker::claim`],
+//! [`Broker::complete`], [`Broker::extend_many`]) runs each call as one
+//! `BEGIN IMMEDIATE` transaction on the process's one connection, with
+//! cached statements and a few statements per job: a job's record and its
+//! queue entry always change together.
+//!
+//! Clock: lease expiries and due times are compared with this machine's
+//! clock. A SQLite file is shared only by processes of one machine, so
+//! they all read the same clock (unlike the networked stores, which use
+//! the server's).
+//!
+//! Errors: `SQLITE_BUSY` / `SQLITE_LOCKED` (another process held the file
+//! longer than the busy timeout) are transient
+//! ([`StoreError::is_transient`]); a file that cannot be opened is
+//! unavailable; anything else is permanent.
+//!
+//! [`Broker::enqueue`]: xylem_core::store::Broker::enqueue
+//! [`Broker::claim`]: xylem_core::store::Broker::claim
+//! [`Broker::complete`]: xylem_core::store::Broker::complete
+//! [`Broker::extend_many`]: xylem_core::store::Broker::extend_many
 
 mod broker;
 mod coordination;
@@ -17,7 +38,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Notify;
 use xylem_core::store::{StoreError, StoreResult};
 
@@ -38,8 +59,17 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// A driver error as a [`StoreError`], classified for retries: a busy or
+/// locked file clears up when the other process commits; a file that
+/// cannot be opened may come back; the rest will not get better.
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::backend_from(e.to_string(), true, e)
+        }
+        Some(ErrorCode::CannotOpen) => StoreError::unavailable_from(e.to_string(), e),
+        _ => StoreError::backend_from(e.to_string(), false, e),
+    }
 }
 
 /// Runs a statement through the connection's statement cache: the hot
@@ -92,16 +122,17 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable(format!(
                 "cannot open {}: directory {} does not exist",
                 path.display(),
                 dir.display()
             )));
         }
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::unavailable_from(format!("cannot open {}: {e}", path.display()), e)
+        })?;
         schema::prepare(&conn, full_sync).map_err(|e| {
-            StoreError::Unavailable(format!("cannot prepare {}: {e}", path.display()))
+            StoreError::unavailable_from(format!("cannot prepare {}: {e}", path.display()), e)
         })?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -127,7 +158,7 @@ impl SqliteStore {
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::backend_from(format!("store task failed: {e}"), false, e))?
     }
 
     /// SQLite version and a round trip, for `xylem health`.

@@ -1,11 +1,12 @@
 //! [`ResultBackend`] on SQLite: a `tasks` row per job and a `task_history`
-//! row per transition.
+//! row per transition. The record writes the broker's hot path shares
+//! (a transition, a record written anew, expiry) live here too.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult};
-use xylem_core::time::now_ms;
+use xylem_core::time::{Millis, now_ms};
 use xylem_core::{Envelope, Progress};
 
 use crate::{SqliteStore, backend, corrupt, exec};
@@ -22,8 +23,143 @@ fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Op
         .transpose()
 }
 
-fn state(text: &str) -> StoreResult<TaskState> {
+pub(crate) fn state(text: &str) -> StoreResult<TaskState> {
     text.parse().map_err(StoreError::Corrupt)
+}
+
+/// Appends a history entry.
+pub(crate) fn insert_history(
+    conn: &Connection,
+    id: &str,
+    at: Millis,
+    state: TaskState,
+    attempt: u32,
+    detail: Option<&str>,
+) -> StoreResult<()> {
+    exec(
+        conn,
+        "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, at, state.as_str(), attempt, detail],
+    )
+    .map(drop)
+    .map_err(backend)
+}
+
+/// The state of `id`'s record, unless it has expired (an expired row
+/// may linger until [`reclaim_expired`] deletes it: it counts as gone).
+pub(crate) fn live_state(
+    conn: &Connection,
+    id: &str,
+    now: Millis,
+) -> StoreResult<Option<TaskState>> {
+    let text: Option<String> = conn
+        .prepare_cached(
+            "SELECT state FROM tasks WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![id, now], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    text.as_deref().map(state).transpose()
+}
+
+/// Writes `envelope`'s record anew in `state` with one history entry
+/// (as `TaskRecord::from_envelope`), replacing an expired row and its
+/// history if one lingers; no expiry.
+pub(crate) fn write_new(
+    conn: &Connection,
+    envelope: &Envelope,
+    state: TaskState,
+    detail: Option<&str>,
+    now: Millis,
+) -> StoreResult<()> {
+    exec(
+        conn,
+        "DELETE FROM task_history WHERE id = ?1",
+        [&envelope.id],
+    )
+    .map_err(backend)?;
+    exec(
+        conn,
+        "INSERT OR REPLACE INTO tasks
+             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            envelope.id,
+            envelope.task,
+            envelope.queue,
+            state.as_str(),
+            envelope.args,
+            envelope.attempt,
+            envelope.max_retries,
+            envelope.enqueued_at,
+            now
+        ],
+    )
+    .map_err(backend)?;
+    insert_history(conn, &envelope.id, now, state, envelope.attempt, detail)
+}
+
+/// Writes transition `t` to `id`'s record (the caller has checked that
+/// the record exists and is not final): state, attempt, the outcome,
+/// progress and plugin if given, a history entry, and the expiry
+/// `expires_at` if given. Two statements.
+pub(crate) fn write_transition(
+    conn: &Connection,
+    id: &str,
+    t: &Transition,
+    now: Millis,
+    expires_at: Option<Millis>,
+) -> StoreResult<()> {
+    match &t.outcome {
+        Some(outcome) => exec(
+            conn,
+            "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4, result = ?5, error = ?6,
+                    usage = ?7, log = ?8, progress = COALESCE(?9, progress),
+                    plugin = COALESCE(?10, plugin), expires_at = COALESCE(?11, expires_at)
+             WHERE id = ?1",
+            params![
+                id,
+                t.state.as_str(),
+                t.attempt,
+                now,
+                outcome.result.as_ref().map(json).transpose()?,
+                outcome.error.as_ref().map(json).transpose()?,
+                json(&outcome.usage)?,
+                json(&outcome.log)?,
+                outcome.progress.as_ref().map(json).transpose()?,
+                t.plugin,
+                expires_at,
+            ],
+        ),
+        None => exec(
+            conn,
+            "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4,
+                    plugin = COALESCE(?5, plugin), expires_at = COALESCE(?6, expires_at)
+             WHERE id = ?1",
+            params![id, t.state.as_str(), t.attempt, now, t.plugin, expires_at],
+        ),
+    }
+    .map_err(backend)?;
+    insert_history(conn, id, now, t.state, t.attempt, t.detail.as_deref())
+}
+
+/// Deletes a batch of records (with their history) whose expiry passed:
+/// bounded, so a caller never pays for a large backlog at once.
+pub(crate) fn reclaim_expired(conn: &Connection, now: Millis) -> StoreResult<()> {
+    exec(
+        conn,
+        "DELETE FROM task_history WHERE id IN
+           (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
+        [now],
+    )
+    .map_err(backend)?;
+    exec(
+        conn,
+        "DELETE FROM tasks WHERE id IN
+           (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
+        [now],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// The raw columns of a `tasks` row; decoded outside rusqlite's closure.
@@ -103,10 +239,7 @@ impl ResultBackend for SqliteStore {
                 params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now],
             )
             .map_err(backend)?;
-            let detail = e
-                .not_before
-                .filter(|at| *at > now)
-                .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
+            let detail = xylem_core::store::queued_detail(&e, now);
             exec(&tx,
                 "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, 'queued', ?3, ?4)",
                 params![e.id, now, e.attempt, detail],
@@ -134,42 +267,7 @@ impl ResultBackend for SqliteStore {
             if state(&current)? == TaskState::Succeeded {
                 return Ok(false);
             }
-            let now = now_ms();
-            exec(&tx,
-                "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, t.state.as_str(), t.attempt, now],
-            )
-            .map_err(backend)?;
-            if let Some(outcome) = &t.outcome {
-                let result = outcome.result.as_ref().map(json).transpose()?;
-                let error = outcome.error.as_ref().map(json).transpose()?;
-                exec(&tx,
-                    "UPDATE tasks SET result = ?2, error = ?3, usage = ?4, log = ?5,
-                            progress = COALESCE(?6, progress), plugin = COALESCE(?7, plugin)
-                     WHERE id = ?1",
-                    params![
-                        id,
-                        result,
-                        error,
-                        json(&outcome.usage)?,
-                        json(&outcome.log)?,
-                        outcome.progress.as_ref().map(json).transpose()?,
-                        t.plugin,
-                    ],
-                )
-                .map_err(backend)?;
-            } else if t.plugin.is_some() {
-                exec(&tx,
-                    "UPDATE tasks SET plugin = ?2 WHERE id = ?1",
-                    params![id, t.plugin],
-                )
-                .map_err(backend)?;
-            }
-            exec(&tx,
-                "INSERT INTO task_history (id, at, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now, t.state.as_str(), t.attempt, t.detail],
-            )
-            .map_err(backend)?;
+            write_transition(&tx, &id, &t, now_ms(), None)?;
             tx.commit().map_err(backend)?;
             Ok(true)
         })
@@ -270,20 +368,7 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             // Reclaim a batch of what has already expired.
-            exec(
-                &tx,
-                "DELETE FROM task_history WHERE id IN
-                   (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
-                [now],
-            )
-            .map_err(backend)?;
-            exec(
-                &tx,
-                "DELETE FROM tasks WHERE id IN
-                   (SELECT id FROM tasks WHERE expires_at <= ?1 LIMIT 500)",
-                [now],
-            )
-            .map_err(backend)?;
+            reclaim_expired(&tx, now)?;
             let n = exec(
                 &tx,
                 "UPDATE tasks SET expires_at = ?2 WHERE id = ?1",

@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue (status, queue, priority DESC, run_at, id);
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (status, lease_until);
+-- Claims from all queues walk the ready jobs in claim order here and stop
+-- at their limit (queue_ready is ordered by queue first, so it would need
+-- a scan and a sort of every ready job). Partial: a leased job leaves it.
+CREATE INDEX IF NOT EXISTS queue_due ON queue (priority DESC, run_at, id) WHERE status = 0;
 CREATE TABLE IF NOT EXISTS tasks (
     id          TEXT PRIMARY KEY,
     task        TEXT NOT NULL,
