@@ -123,28 +123,33 @@ impl Executor for NativeExecutor {
     }
 }
 
+/// The [`TaskRegistry`] over [`NativeTasks`].
+#[derive(Debug, Clone)]
+pub struct NativeRegistry(pub Arc<NativeTasks>);
+
 #[async_trait]
-impl TaskRegistry for Arc<NativeTasks> {
+impl TaskRegistry for NativeRegistry {
     async fn refresh(&self) -> Result<(), String> {
         Ok(())
     }
 
     async fn resolve(&self, task: &str, _pinned: Option<&str>) -> Result<Resolved, ResolveError> {
+        let tasks = &self.0;
         let known = matches!(task, "echo" | "sleep" | "switch")
-            || (task == "late" && self.late_pushed.load(Ordering::Acquire));
+            || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
         if !known {
-            self.unknown.fetch_add(1, Ordering::Relaxed);
+            tasks.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(ResolveError::UnknownTask(format!(
                 "no plugin provides task `{task}`"
             )));
         }
         Ok(Resolved {
             executor: Arc::new(NativeExecutor {
-                tasks: self.clone(),
+                tasks: tasks.clone(),
             }),
             spec: TaskSpec {
                 name: task.to_owned(),
-                description: String::new(),
+                description: None,
                 options: Default::default(),
             },
             version: "native".to_owned(),
@@ -300,7 +305,7 @@ pub fn config(name: &str) -> WorkerConfig {
 
 /// Starts a worker over `stores` running `tasks`.
 pub fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) -> Running {
-    let worker = Worker::new(stores.clone(), Arc::new(tasks.clone()), config).unwrap();
+    let worker = Worker::new(stores.clone(), Arc::new(NativeRegistry(tasks.clone())), config).unwrap();
     let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async {
@@ -587,7 +592,7 @@ pub async fn worker_refuses_a_lease_too_short_to_keep(stores: Stores) {
         let mut cfg = config("w10");
         cfg.lease = lease;
         let tasks = Arc::new(NativeTasks::default());
-        let err = Worker::new(stores.clone(), Arc::new(tasks), cfg).unwrap_err();
+        let err = Worker::new(stores.clone(), Arc::new(NativeRegistry(tasks)), cfg).unwrap_err();
         assert!(err.to_string().contains("too short"), "{err}");
     }
 }

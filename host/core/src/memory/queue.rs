@@ -173,11 +173,14 @@ impl JobQueue {
         lease: Duration,
         now: Millis,
     ) -> Vec<Delivery> {
-        let names: Vec<String> = if queues.is_empty() {
+        let mut names: Vec<String> = if queues.is_empty() {
             self.index.keys().cloned().collect()
         } else {
             queues.to_vec()
         };
+        // A queue named twice is one queue: never lease a job twice.
+        names.sort();
+        names.dedup();
         let mut candidates: Vec<ReadyKey> = Vec::new();
         for name in &names {
             let Some(index) = self.index.get_mut(name) else {
