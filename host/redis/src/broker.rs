@@ -1,20 +1,41 @@
-//! [`Broker`] on Redis: sorted sets per queue, one Lua script per operation.
+//! [`Broker`] on Redis: sorted sets per queue, one Lua script per
+//! operation, and one script per batch on the hot path: `enqueue` (all
+//! envelopes), `claim`, `complete` (all completions) and `extend_many`
+//! are one round trip each.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use xylem_core::Envelope;
 use xylem_core::store::{
-    Broker, DeadFilter, DeadJob, Delivery, Nack, QueueStats, StoreError, StoreResult,
+    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
+    Settle, StoreError, StoreResult, queued_detail, replay_envelope, running_detail,
 };
 use xylem_core::time::{ms, now_ms};
+use xylem_core::{Envelope, TaskState};
 
-use crate::scripts::{ACK, EXTEND, NACK, PUBLISH, PURGE, REPLAY, RESERVE, STATS};
+use crate::results::{entry_tail, transition_fields};
+use crate::scripts::{ACK, CLAIM, COMPLETE, ENQUEUE, EXTEND, NACK, PUBLISH, PURGE, REPLAY, STATS};
 use crate::{RedisStore, backend, corrupt, value};
 
 fn decode(text: &str) -> StoreResult<Envelope> {
     serde_json::from_str(text).map_err(corrupt)
+}
+
+fn encode(envelope: &Envelope) -> StoreResult<String> {
+    serde_json::to_string(envelope).map_err(corrupt)
+}
+
+/// A `Nack`'s arguments to the scripts: action, payload, delay (ms) and
+/// the requeued envelope's attempt.
+fn nack_args(action: &Nack) -> StoreResult<(&'static str, String, i64, u32)> {
+    Ok(match action {
+        Nack::Retry { envelope, delay } => {
+            ("retry", encode(envelope)?, ms(*delay), envelope.attempt)
+        }
+        Nack::Release => ("release", String::new(), 0, 0),
+        Nack::DeadLetter { reason } => ("dead", reason.clone(), 0, 0),
+    })
 }
 
 impl RedisStore {
@@ -40,20 +61,164 @@ impl RedisStore {
         ids.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         Ok(ids)
     }
+
+    /// Leases jobs; with `worker`, marks their records running too.
+    async fn lease(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: Option<&str>,
+    ) -> StoreResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = CLAIM.prepare_invoke();
+        invocation.arg(self.keys.prefix()).arg(ms(lease)).arg(max);
+        match worker {
+            // The two possible details of the `running` entry: the script
+            // picks one by deliveries and attempt, as `running_detail` does.
+            Some(worker) => invocation
+                .arg(1)
+                .arg(serde_json::to_string(&running_detail(worker, 1, 1)).map_err(corrupt)?)
+                .arg(serde_json::to_string(&running_detail(worker, 2, 1)).map_err(corrupt)?),
+            None => invocation.arg(0).arg("").arg(""),
+        };
+        for q in queues {
+            invocation.arg(q);
+        }
+        let flat: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut deliveries = Vec::with_capacity(flat.len() / 3);
+        for chunk in flat.chunks(3) {
+            let [env, lease, deliveries_n] = chunk else {
+                return Err(StoreError::Corrupt("short claim reply".to_owned()));
+            };
+            deliveries.push(Delivery {
+                envelope: decode(&value::<String>(env)?)?,
+                lease: value(lease)?,
+                deliveries: value(deliveries_n)?,
+            });
+        }
+        Ok(deliveries)
+    }
 }
 
 #[async_trait]
 impl Broker for RedisStore {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut invocation = ENQUEUE.prepare_invoke();
+        invocation.arg(self.keys.prefix());
+        for e in envelopes {
+            let entry = entry_tail(
+                TaskState::Queued,
+                e.attempt,
+                queued_detail(e, now).as_deref(),
+            )?;
+            invocation
+                .arg(&e.id)
+                .arg(&e.queue)
+                .arg(e.priority)
+                .arg(e.run_at())
+                .arg(e.attempt)
+                .arg(encode(e)?)
+                .arg(&e.task)
+                .arg(&e.args)
+                .arg(e.max_retries)
+                .arg(e.enqueued_at)
+                .arg(entry);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.lease(queues, max, lease, Some(worker)).await
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = COMPLETE.prepare_invoke();
+        invocation.arg(self.keys.prefix());
+        for c in completions {
+            let t = &c.transition;
+            let (settle, payload, delay, attempt) = match &c.settle {
+                Settle::Ack => ("ack", String::new(), 0, 0),
+                Settle::Nack(action) => nack_args(action)?,
+            };
+            let fields = transition_fields(t)?;
+            invocation
+                .arg(&c.id)
+                .arg(c.lease)
+                .arg(t.state.as_str())
+                .arg(entry_tail(t.state, t.attempt, t.detail.as_deref())?)
+                .arg(settle)
+                .arg(payload)
+                .arg(delay)
+                .arg(attempt)
+                .arg(c.result_ttl.map_or(0, |ttl| ms(ttl).max(1)))
+                .arg(fields.len());
+            for (name, value) in fields {
+                invocation.arg(name).arg(value);
+            }
+        }
+        let codes: Vec<i64> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        codes
+            .into_iter()
+            .map(|code| match code {
+                0 => Ok(Completed::Applied),
+                1 => Ok(Completed::AlreadySucceeded),
+                2 => Ok(Completed::LeaseLost),
+                other => Err(StoreError::Corrupt(format!("complete answered {other}"))),
+            })
+            .collect()
+    }
+
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = EXTEND.prepare_invoke();
+        invocation.arg(self.keys.prefix()).arg(ms(by));
+        for (id, lease) in leases {
+            invocation.arg(id).arg(*lease);
+        }
+        let held: Vec<i64> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(held.into_iter().map(|h| h == 1).collect())
+    }
+
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        let json = serde_json::to_string(envelope).map_err(corrupt)?;
         let _: i64 = PUBLISH
             .arg(self.keys.prefix())
             .arg(&envelope.id)
             .arg(&envelope.queue)
             .arg(envelope.priority)
             .arg(envelope.run_at())
-            .arg(json)
-            .arg(now_ms())
+            .arg(encode(envelope)?)
+            .arg(envelope.attempt)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -66,46 +231,12 @@ impl Broker for RedisStore {
         max: usize,
         lease: Duration,
     ) -> StoreResult<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut invocation = RESERVE.prepare_invoke();
-        invocation
-            .arg(self.keys.prefix())
-            .arg(now_ms())
-            .arg(ms(lease))
-            .arg(max);
-        for q in queues {
-            invocation.arg(q);
-        }
-        let flat: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let mut deliveries = Vec::new();
-        for chunk in flat.chunks(3) {
-            let [env, lease, deliveries_n] = chunk else {
-                return Err(StoreError::Corrupt("short reserve reply".to_owned()));
-            };
-            deliveries.push(Delivery {
-                envelope: decode(&value::<String>(env)?)?,
-                lease: value(lease)?,
-                deliveries: value(deliveries_n)?,
-            });
-        }
-        Ok(deliveries)
+        self.lease(queues, max, lease, None).await
     }
 
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        let done: i64 = EXTEND
-            .arg(self.keys.prefix())
-            .arg(id)
-            .arg(lease)
-            .arg(now_ms() + ms(by))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done == 1)
+        let held = self.extend_many(&[(id.to_owned(), lease)], by).await?;
+        Ok(held.first().copied().unwrap_or(false))
     }
 
     async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
@@ -120,24 +251,15 @@ impl Broker for RedisStore {
     }
 
     async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        let now = now_ms();
-        let (kind, payload, run_at) = match action {
-            Nack::Retry { envelope, delay } => (
-                "retry",
-                serde_json::to_string(&envelope).map_err(corrupt)?,
-                now + ms(delay),
-            ),
-            Nack::Release => ("release", String::new(), 0),
-            Nack::DeadLetter { reason } => ("dead", reason, 0),
-        };
+        let (kind, payload, delay, attempt) = nack_args(&action)?;
         let done: i64 = NACK
             .arg(self.keys.prefix())
             .arg(id)
             .arg(lease)
             .arg(kind)
-            .arg(now)
             .arg(payload)
-            .arg(run_at)
+            .arg(delay)
+            .arg(attempt)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -147,7 +269,6 @@ impl Broker for RedisStore {
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
         let flat: Vec<redis::Value> = STATS
             .arg(self.keys.prefix())
-            .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -172,18 +293,28 @@ impl Broker for RedisStore {
     }
 
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
-        let mut conn = self.conn();
-        let mut jobs = Vec::new();
-        for (id, _) in self.dead_ids(filter).await?.into_iter().take(limit) {
-            let (env, reason, dead_at): (Option<String>, Option<String>, Option<i64>) =
-                redis::cmd("HMGET")
-                    .arg(self.keys.job(&id))
-                    .arg("env")
-                    .arg("reason")
-                    .arg("dead_at")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(backend)?;
+        let ids: Vec<String> = self
+            .dead_ids(filter)
+            .await?
+            .into_iter()
+            .take(limit)
+            .map(|(id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.job(id))
+                .arg("env")
+                .arg("reason")
+                .arg("dead_at");
+        }
+        type Row = (Option<String>, Option<String>, Option<i64>);
+        let rows: Vec<Row> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (env, reason, dead_at) in rows {
             let Some(env) = env else { continue };
             jobs.push(DeadJob {
                 envelope: decode(&env)?,
@@ -195,48 +326,58 @@ impl Broker for RedisStore {
     }
 
     async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
-        let mut conn = self.conn();
-        let now = now_ms();
-        let run_at = now + ms(delay);
-        let mut replayed = Vec::new();
-        for (id, _) in self.dead_ids(filter).await? {
-            let env: Option<String> = conn
-                .hget(self.keys.job(&id), "env")
-                .await
-                .map_err(backend)?;
-            let Some(env) = env else { continue };
-            let mut envelope = decode(&env)?;
-            envelope.attempt = 1;
-            envelope.not_before = Some(run_at);
-            let done: i64 = REPLAY
-                .arg(self.keys.prefix())
-                .arg(&id)
-                .arg(serde_json::to_string(&envelope).map_err(corrupt)?)
-                .arg(run_at)
-                .arg(now)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            if done == 1 {
-                replayed.push(id);
-            }
+        let ids: Vec<String> = self
+            .dead_ids(filter)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(replayed)
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(self.keys.job(id), "env");
+        }
+        let envs: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        // The envelope's `not_before` and the queue's run_at agree: both
+        // from this clock, like any envelope's times.
+        let run_at = now_ms() + ms(delay);
+        let entry = entry_tail(TaskState::Queued, 1, Some(REPLAY_DETAIL))?;
+        let mut invocation = REPLAY.prepare_invoke();
+        invocation.arg(self.keys.prefix());
+        for env in envs.iter().flatten() {
+            let envelope = replay_envelope(&decode(env)?, run_at);
+            invocation
+                .arg(&envelope.id)
+                .arg(encode(&envelope)?)
+                .arg(run_at)
+                .arg(envelope.attempt)
+                .arg(&entry)
+                .arg(&envelope.task)
+                .arg(&envelope.args)
+                .arg(envelope.max_retries)
+                .arg(envelope.enqueued_at);
+        }
+        invocation.invoke_async(&mut conn).await.map_err(backend)
     }
 
     async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
-        let mut conn = self.conn();
-        let mut purged = 0;
-        for (id, _) in self.dead_ids(filter).await? {
-            let done: i64 = PURGE
-                .arg(self.keys.prefix())
-                .arg(&id)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            purged += done.max(0) as u64;
+        let ids = self.dead_ids(filter).await?;
+        if ids.is_empty() {
+            return Ok(0);
         }
-        Ok(purged)
+        let mut invocation = PURGE.prepare_invoke();
+        invocation.arg(self.keys.prefix());
+        for (id, _) in &ids {
+            invocation.arg(id);
+        }
+        let purged: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(purged.max(0) as u64)
     }
 
     async fn wait_for_jobs(&self, timeout: Duration) {

@@ -2,21 +2,26 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:job:{id}` | hash | `env` (envelope JSON), `queue`, `prio`, `run_at`, `status`, `lease`, `deliveries`, `reason`, `dead_at` |
+//! | `P:job:{id}` | hash | a queued job: `env` (envelope JSON), `queue`, `prio`, `run_at`, `attempt` (the envelope's), `status` (`ready`, `delayed`, `leased` or `dead`: the set it is in), `lease` and `deliveries` (absent: 0), `reason`, `dead_at` |
 //! | `P:queues` | set | every queue name seen |
-//! | `P:q:{queue}:ready` | zset | runnable ids, score `(9 - priority)·10¹³ + run_at` |
+//! | `P:q:{queue}:ready` | zset | runnable ids, score `(9 - priority)·10¹³ + run_at` (ties: by id) |
 //! | `P:q:{queue}:delayed` | zset | ids not yet due, score `run_at` |
-//! | `P:q:{queue}:leased` | zset | leased ids, score `lease_until` |
+//! | `P:q:{queue}:leased` | zset | leased ids, score `lease_until` (server clock) |
 //! | `P:q:{queue}:dead` | zset | dead ids, score `dead_at` |
-//! | `P:wake` | channel | a message on every publish / requeue |
-//! | `P:task:{id}` | hash | the job record's fields |
-//! | `P:hist:{id}` | list | history entries (JSON) |
-//! | `P:tasks` | zset | record ids, score `enqueued_at` |
+//! | `P:active` | set | queues whose ready set may be non-empty (every queue with a ready job is in it; a claim that finds one empty removes it), so a claim on all queues looks only at these |
+//! | `P:due` | zset | queue → a time at or before the earliest score of its delayed and leased sets (absent: both empty), so a claim looks for due jobs and expired leases only in queues whose time has come |
+//! | `P:wake` | channel | a message when jobs are queued or requeued |
+//! | `P:task:{id}` | hash | the job record: `task`, `queue`, `state`, `args`, `attempt`, `max_retries`, `enqueued_at`, `updated_at`, and when set `result`, `error`, `usage`, `log`, `progress` (JSON), `plugin` |
+//! | `P:hist:{id}` | list | history entries (JSON), oldest first |
+//! | `P:tasks` | zset | record ids, score `enqueued_at` (expired ids are dropped when listed) |
 //! | `P:plugin:{digest}` | hash | `bytes`, `size`, `tasks`, `pushed_at` |
 //! | `P:plugins` | zset | digests, score = push sequence |
 //! | `P:routes` | hash | task → `{digest, spec}` JSON |
 //! | `P:seq`, `P:routes_version` | counters | |
+//! | `P:group:{id}`, `P:group:{id}:results` | hashes | a group's `size` and `claimed`; member index → result JSON |
+//! | `P:lock:{name}` | string | the lock's owner, with a millisecond expiry |
 //!
+//! A result TTL expires `P:task:{id}` and `P:hist:{id}` together.
 //! Scripts receive the prefix and build keys the same way (see `scripts.rs`).
 
 #[derive(Debug, Clone)]

@@ -1,12 +1,24 @@
 //! Xylem's Redis adapter: broker, result backend and plugin store on one
-//! Redis server, shared by any number of workers on any number of hosts.
+//! Redis server (7.0 or later), shared by any number of workers on any
+//! number of hosts.
 //!
-//! Every operation that must be atomic — publish, claim (with delayed-job
-//! promotion and lease-expiry reclaim), ack, lease extension, retry
-//! requeue, dead-lettering, a result transition, a plugin push — is one Lua
-//! script: one round trip, all or nothing. Keys live under a prefix
-//! (`?prefix=NAME` in the URL, default `xylem`), so several deployments can
-//! share a server. Workers are woken by pub/sub when a job is published.
+//! Every operation that must be atomic is one Lua script: one round trip,
+//! all or nothing. On the hot path a whole batch is one script call:
+//! `enqueue` writes the records, first history entries and queue entries
+//! of up to a thousand jobs at once; `claim` leases jobs (promoting due
+//! delayed jobs and reclaiming expired leases first) and marks their
+//! records running; `complete` records every finished job of a batch and
+//! settles its queue entry; `extend_many` renews all of a worker's leases.
+//! Keys live under a prefix (`?prefix=NAME` in the URL, default `xylem`),
+//! so several deployments can share a server; `keys.rs` lists them.
+//! Workers are woken by pub/sub when jobs are queued or requeued.
+//!
+//! Clock: workers on several hosts share the queues, so lease deadlines,
+//! the due-time checks of delayed jobs and expired leases, lease
+//! extensions, retry delays and the timestamps scripts write to records
+//! all use the Redis server's clock (`TIME` inside the scripts), never a
+//! worker's. Only an envelope's own times (`enqueued_at`, `not_before`,
+//! hence its `run_at`) come from the client that enqueued it.
 //!
 //! Durability is Redis's: run it with AOF (`appendonly yes`, `appendfsync
 //! everysec` or `always`) or a job acknowledged as published can be lost
@@ -47,12 +59,22 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Classifies a driver error: a lost, refused or timed-out connection is
+/// [`StoreError::Unavailable`]; a server that is busy (a long script),
+/// loading its data set, or between masters answers `BUSY`, `LOADING`,
+/// `TRYAGAIN` or `MASTERDOWN`, which is transient; anything else is not.
 pub(crate) fn backend(e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        StoreError::Unavailable(format!("redis: {e}"))
-    } else {
-        StoreError::Backend(format!("redis: {e}"))
+        return StoreError::unavailable_from(format!("redis: {e}"), e);
     }
+    let transient = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        )
+    ) || e.code() == Some("BUSY");
+    StoreError::backend_from(format!("redis: {e}"), transient, e)
 }
 
 /// Decodes one value of a script's reply.
@@ -110,14 +132,25 @@ impl RedisStore {
             client.get_connection_manager_with_config(config),
         )
         .await
-        .map_err(|_| StoreError::Unavailable(format!("cannot connect to {url}: timed out")))?
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url}: {e}")))?;
-        Ok(Self {
+        .map_err(|_| StoreError::unavailable(format!("cannot connect to {url}: timed out")))?
+        .map_err(|e| StoreError::unavailable_from(format!("cannot connect to {url}: {e}"), e))?;
+        let store = Self {
             conn,
             client,
             keys: Keys::new(prefix),
             wake: Arc::new(Mutex::new(None)),
-        })
+        };
+        // Cheap (one pass over the queue names) and idempotent; a failure
+        // only matters for data older than the indexes, so it is no reason
+        // to refuse the connection.
+        let reindexed: Result<i64, _> = scripts::REINDEX
+            .arg(store.keys.prefix())
+            .invoke_async(&mut store.conn())
+            .await;
+        if let Err(e) = reindexed {
+            tracing::warn!(error = %e, "cannot rebuild the claim indexes");
+        }
+        Ok(store)
     }
 
     /// The key prefix.

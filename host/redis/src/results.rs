@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
-use xylem_core::store::{ResultBackend, StoreError, StoreResult};
+use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
@@ -15,6 +15,67 @@ use crate::{RedisStore, backend, corrupt};
 
 fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(corrupt)
+}
+
+/// The record fields a transition writes, `updated_at` aside ('' deletes
+/// the field: a success clears an earlier error).
+pub(crate) fn transition_fields(t: &Transition) -> StoreResult<Vec<(&'static str, String)>> {
+    let mut fields: Vec<(&str, String)> = vec![
+        ("state", t.state.as_str().to_owned()),
+        ("attempt", t.attempt.to_string()),
+    ];
+    if let Some(outcome) = &t.outcome {
+        fields.push((
+            "result",
+            outcome
+                .result
+                .as_ref()
+                .map(json)
+                .transpose()?
+                .unwrap_or_default(),
+        ));
+        fields.push((
+            "error",
+            outcome
+                .error
+                .as_ref()
+                .map(json)
+                .transpose()?
+                .unwrap_or_default(),
+        ));
+        fields.push(("usage", json(&outcome.usage)?));
+        fields.push(("log", json(&outcome.log)?));
+        if let Some(progress) = &outcome.progress {
+            fields.push(("progress", json(progress)?));
+        }
+    }
+    if let Some(plugin) = &t.plugin {
+        fields.push(("plugin", plugin.clone()));
+    }
+    Ok(fields)
+}
+
+/// A history entry without its time: the JSON object minus its opening
+/// `{`, which a script completes as `{"at":NOW,` + tail with the server's
+/// clock. (Built by serde, so the detail is escaped as Rust does it.)
+pub(crate) fn entry_tail(
+    state: TaskState,
+    attempt: u32,
+    detail: Option<&str>,
+) -> StoreResult<String> {
+    #[derive(serde::Serialize)]
+    struct Tail<'a> {
+        state: TaskState,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'a str>,
+    }
+    let text = json(&Tail {
+        state,
+        attempt,
+        detail,
+    })?;
+    Ok(text[1..].to_owned())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<&String>) -> StoreResult<Option<T>> {
@@ -70,10 +131,7 @@ impl ResultBackend for RedisStore {
             at: now,
             state: TaskState::Queued,
             attempt: e.attempt,
-            detail: e
-                .not_before
-                .filter(|at| *at > now)
-                .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at))),
+            detail: queued_detail(e, now),
         };
         let mut invocation = CREATE.prepare_invoke();
         invocation
@@ -110,40 +168,8 @@ impl ResultBackend for RedisStore {
             attempt: t.attempt,
             detail: t.detail.clone(),
         };
-        let mut fields: Vec<(&str, String)> = vec![
-            ("state", t.state.as_str().to_owned()),
-            ("attempt", t.attempt.to_string()),
-            ("updated_at", now.to_string()),
-        ];
-        if let Some(outcome) = &t.outcome {
-            // '' deletes the field: a success clears an earlier error.
-            fields.push((
-                "result",
-                outcome
-                    .result
-                    .as_ref()
-                    .map(json)
-                    .transpose()?
-                    .unwrap_or_default(),
-            ));
-            fields.push((
-                "error",
-                outcome
-                    .error
-                    .as_ref()
-                    .map(json)
-                    .transpose()?
-                    .unwrap_or_default(),
-            ));
-            fields.push(("usage", json(&outcome.usage)?));
-            fields.push(("log", json(&outcome.log)?));
-            if let Some(progress) = &outcome.progress {
-                fields.push(("progress", json(progress)?));
-            }
-        }
-        if let Some(plugin) = &t.plugin {
-            fields.push(("plugin", plugin.clone()));
-        }
+        let mut fields = transition_fields(&t)?;
+        fields.push(("updated_at", now.to_string()));
         let mut invocation = TRANSITION.prepare_invoke();
         invocation
             .arg(self.keys.prefix())

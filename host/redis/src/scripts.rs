@@ -1,7 +1,21 @@
 //! The Lua scripts: each multi-step operation is one atomic round trip.
 //! ARGV[1] is always the key prefix; key names are built as in `keys.rs`.
-//! Scripts never decode user JSON (Lua's cjson would rewrite numbers):
-//! every JSON value is built in Rust and stored as an opaque string.
+//!
+//! JSON is built in Rust and stored as opaque strings: scripts never
+//! re-encode user JSON (Lua's cjson would rewrite numbers). History
+//! entries written by a script are spliced from safe pieces: the server's
+//! time, an attempt number, and the rest of the entry serialized by Rust
+//! (see `results::entry_tail`). One script decodes JSON: `CLAIM`, when it
+//! must recreate a record that has vanished (rare), reads the task name,
+//! arguments and two integers from the envelope — `args` is a JSON *string*
+//! inside the envelope, so it comes out byte for byte — and re-encodes
+//! nothing.
+//!
+//! Clock: every lease deadline, due-time comparison and record timestamp
+//! written by a script is taken from the server (`redis.call('TIME')`;
+//! Redis 7 replicates scripts by effects, so this is allowed), so workers
+//! on hosts with skewed clocks agree on when a lease runs out. A job's
+//! `run_at` comes from the envelope (the client's clock at enqueue).
 
 use std::sync::LazyLock;
 
@@ -11,25 +25,51 @@ use redis::Script;
 const PRELUDE: &str = r#"
 local P = ARGV[1]
 local function jobkey(id) return P .. ':job:' .. id end
+local function taskkey(id) return P .. ':task:' .. id end
+local function histkey(id) return P .. ':hist:' .. id end
 local function qkey(q, part) return P .. ':q:' .. q .. ':' .. part end
 local function ready_score(prio, run_at) return (9 - tonumber(prio)) * 1e13 + tonumber(run_at) end
--- Puts job `id` of queue `q` in its ready or delayed set by its run_at.
-local function enqueue(id, q, now)
-  local jk = jobkey(id)
-  local f = redis.call('HMGET', jk, 'prio', 'run_at')
-  if tonumber(f[2]) > now then
-    redis.call('ZADD', qkey(q, 'delayed'), f[2], id)
-    redis.call('HSET', jk, 'status', 'delayed')
-  else
-    redis.call('ZADD', qkey(q, 'ready'), ready_score(f[1], f[2]), id)
-    redis.call('HSET', jk, 'status', 'ready')
+-- The server's clock, in ms.
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- An integer as text (tostring would switch to exponents past 14 digits).
+local function int(n) return string.format('%d', n) end
+-- Queue `q` may have a delayed job or a lease falling due at `at`: keeps
+-- `P:due` a lower bound of the queue's earliest one (LT: only ever lowers).
+local function due_at(q, at) redis.call('ZADD', P .. ':due', 'LT', at, q) end
+-- ZADD of many score/member pairs, in slices that fit Lua's stack.
+local function zadd_all(key, pairs_)
+  for i = 1, #pairs_, 2000 do
+    redis.call('ZADD', key, unpack(pairs_, i, math.min(i + 1999, #pairs_)))
   end
 end
--- The job's queue if it is leased under `lease`, else nil.
+-- Puts job `id` of queue `q` in its ready or delayed set by `run_at`,
+-- setting `status` and any `extra` field/value pairs in one HSET.
+local function place(id, q, prio, run_at, now, extra)
+  local status
+  if tonumber(run_at) > now then
+    status = 'delayed'
+    redis.call('ZADD', qkey(q, 'delayed'), run_at, id)
+    due_at(q, run_at)
+  else
+    status = 'ready'
+    redis.call('ZADD', qkey(q, 'ready'), ready_score(prio, run_at), id)
+    redis.call('SADD', P .. ':active', q)
+  end
+  redis.call('HSET', jobkey(id), 'status', status, unpack(extra or {}))
+end
+-- The job's fields {status, lease, queue, prio, run_at}, and whether it
+-- is leased under `lease`.
 local function held(id, lease)
-  local f = redis.call('HMGET', jobkey(id), 'status', 'lease', 'queue')
-  if f[1] ~= 'leased' or tonumber(f[2]) ~= tonumber(lease) then return nil end
-  return f[3]
+  local f = redis.call('HMGET', jobkey(id), 'status', 'lease', 'queue', 'prio', 'run_at')
+  return f, f[1] == 'leased' and tonumber(f[2]) == tonumber(lease)
+end
+-- Removes job `id` (fields `f` from `held`) from whichever set holds it.
+local function remove_entry(id, f)
+  if f[1] and f[3] then redis.call('ZREM', qkey(f[3], f[1]), id) end
+  redis.call('DEL', jobkey(id))
 end
 "#;
 
@@ -37,80 +77,308 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
-/// ARGV: prefix, id, queue, priority, run_at, envelope, now.
+/// Records and queues jobs: ARGV: prefix, then per job 11 values: id,
+/// queue, priority, run_at, attempt, envelope, task, args, max_retries,
+/// enqueued_at, first history entry (tail, see `results::entry_tail`).
+/// Returns how many.
+pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = server_now()
+local now_s = int(now)
+local ready, delayed, first_due, tasks, queues = {}, {}, {}, {}, {}
+local n = 0
+for i = 2, #ARGV, 11 do
+  local id, q, prio, run_at, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local tk, hk = taskkey(id), histkey(id)
+  local status
+  if tonumber(run_at) > now then
+    status = 'delayed'
+    delayed[q] = delayed[q] or {}
+    local d = delayed[q]
+    d[#d + 1] = run_at
+    d[#d + 1] = id
+    if not first_due[q] or tonumber(run_at) < first_due[q] then first_due[q] = tonumber(run_at) end
+  else
+    status = 'ready'
+    ready[q] = ready[q] or {}
+    local r = ready[q]
+    r[#r + 1] = ready_score(prio, run_at)
+    r[#r + 1] = id
+  end
+  if not queues[q] then
+    queues[q] = true
+    queues[#queues + 1] = q
+  end
+  local jk = jobkey(id)
+  -- HSET counts the fields it added: fewer than 8 means the id is in use
+  -- (never, for generated ids), and then the record starts afresh and the
+  -- old queue entry goes, as if both were written anew. No extra call in
+  -- the usual case.
+  local added = redis.call('HSET', tk, 'task', ARGV[i + 6], 'queue', q, 'state', 'queued',
+                           'args', ARGV[i + 7], 'attempt', attempt, 'max_retries', ARGV[i + 8],
+                           'enqueued_at', ARGV[i + 9], 'updated_at', now_s)
+  if added < 8 then
+    redis.call('HDEL', tk, 'result', 'error', 'usage', 'log', 'progress', 'plugin')
+    redis.call('PERSIST', tk)
+    redis.call('DEL', hk)
+    local old = redis.call('HMGET', jk, 'status', 'queue')
+    if old[1] and old[2] then redis.call('ZREM', qkey(old[2], old[1]), id) end
+    redis.call('DEL', jk)
+  end
+  -- No `lease`/`deliveries` fields yet: absent counts as 0.
+  redis.call('HSET', jk, 'env', ARGV[i + 5], 'queue', q, 'prio', prio, 'run_at', run_at,
+             'attempt', attempt, 'status', status)
+  redis.call('RPUSH', hk, '{"at":' .. now_s .. ',' .. ARGV[i + 10])
+  tasks[#tasks + 1] = ARGV[i + 9]
+  tasks[#tasks + 1] = id
+  n = n + 1
+end
+if n == 0 then return 0 end
+zadd_all(P .. ':tasks', tasks)
+redis.call('SADD', P .. ':queues', unpack(queues))
+for q, pairs_ in pairs(ready) do
+  zadd_all(qkey(q, 'ready'), pairs_)
+  redis.call('SADD', P .. ':active', q)
+end
+for q, pairs_ in pairs(delayed) do
+  zadd_all(qkey(q, 'delayed'), pairs_)
+  due_at(q, first_due[q])
+end
+redis.call('PUBLISH', P .. ':wake', '1')
+return n
+"#,
+    )
+});
+
+/// Queues a job whose record exists: ARGV: prefix, id, queue, priority,
+/// run_at, envelope, attempt.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local id, q, now = ARGV[2], ARGV[3], tonumber(ARGV[7])
-redis.call('HSET', jobkey(id), 'env', ARGV[6], 'queue', q, 'prio', ARGV[4], 'run_at', ARGV[5],
-           'lease', 0, 'deliveries', 0)
+local id, q = ARGV[2], ARGV[3]
 redis.call('SADD', P .. ':queues', q)
-enqueue(id, q, now)
+place(id, q, ARGV[4], ARGV[5], server_now(),
+      {'env', ARGV[6], 'queue', q, 'prio', ARGV[4], 'run_at', ARGV[5], 'attempt', ARGV[7],
+       'lease', 0, 'deliveries', 0})
 redis.call('PUBLISH', P .. ':wake', '1')
 return 1
 "#,
     )
 });
 
-/// ARGV: prefix, now, lease_ms, max, queue... (no queue: all).
-/// Returns [envelope, lease, deliveries, ...].
-pub(crate) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+/// Leases jobs (`reserve`), and with `records` = 1 marks their records
+/// running (`claim`, see `ClaimPlan`).
+///
+/// ARGV: prefix, lease_ms, max, records (0|1), detail of a first delivery,
+/// detail of a redelivery (both JSON strings), queue... (none: all).
+/// Returns [envelope, lease, deliveries, ...] in claim order.
+///
+/// Only queues that need it are looked at: `P:due` says which queues may
+/// have a delayed job or an expired lease to move to ready (a lower bound
+/// per queue, fixed up here after each look), `P:active` which may have
+/// ready jobs (a queue found empty leaves it).
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local now, lease_ms, max = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local queues = {}
-if #ARGV > 4 then
-  for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
-else
-  queues = redis.call('SMEMBERS', P .. ':queues')
-end
-local candidates = {}
-for _, q in ipairs(queues) do
-  -- Due delayed jobs and expired leases become ready.
+local lease_ms, max, records = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local first, again = ARGV[5], ARGV[6]
+local now = server_now()
+local now_s = int(now)
+local named = {}
+for i = 7, #ARGV do named[#named + 1] = ARGV[i] end
+
+-- Due delayed jobs and expired leases of `q` become ready; then `P:due`
+-- gets the queue's next due time, or loses it.
+local function promote(q)
+  local moved = false
   for _, part in ipairs({'delayed', 'leased'}) do
-    local due = redis.call('ZRANGEBYSCORE', qkey(q, part), '-inf', now, 'LIMIT', 0, 1000)
-    for _, id in ipairs(due) do
-      redis.call('ZREM', qkey(q, part), id)
-      local f = redis.call('HMGET', jobkey(id), 'prio', 'run_at')
-      redis.call('ZADD', qkey(q, 'ready'), ready_score(f[1], f[2]), id)
-      redis.call('HSET', jobkey(id), 'status', 'ready')
+    local k = qkey(q, part)
+    local ids = redis.call('ZRANGEBYSCORE', k, '-inf', now, 'LIMIT', 0, 1000)
+    if #ids > 0 then
+      redis.call('ZREM', k, unpack(ids))
+      local scored = {}
+      for _, id in ipairs(ids) do
+        local f = redis.call('HMGET', jobkey(id), 'prio', 'run_at')
+        -- An entry without its job hash is dropped.
+        if f[1] and f[2] then
+          redis.call('HSET', jobkey(id), 'status', 'ready')
+          scored[#scored + 1] = ready_score(f[1], f[2])
+          scored[#scored + 1] = id
+        end
+      end
+      if #scored > 0 then
+        zadd_all(qkey(q, 'ready'), scored)
+        moved = true
+      end
     end
   end
-  local top = redis.call('ZRANGE', qkey(q, 'ready'), 0, max - 1, 'WITHSCORES')
-  for i = 1, #top, 2 do
-    candidates[#candidates + 1] = {top[i], tonumber(top[i + 1]), q}
+  if moved then redis.call('SADD', P .. ':active', q) end
+  local next_due
+  for _, part in ipairs({'delayed', 'leased'}) do
+    local head = redis.call('ZRANGE', qkey(q, part), 0, 0, 'WITHSCORES')
+    if head[2] and (not next_due or tonumber(head[2]) < next_due) then next_due = tonumber(head[2]) end
+  end
+  if next_due then
+    redis.call('ZADD', P .. ':due', next_due, q)
+  else
+    redis.call('ZREM', P .. ':due', q)
   end
 end
-table.sort(candidates, function(a, b)
-  if a[2] == b[2] then return a[1] < b[1] end
-  return a[2] < b[2]
-end)
-local out = {}
-for i = 1, math.min(max, #candidates) do
-  local id, q = candidates[i][1], candidates[i][3]
-  local jk = jobkey(id)
-  redis.call('ZREM', qkey(q, 'ready'), id)
-  redis.call('ZADD', qkey(q, 'leased'), now + lease_ms, id)
-  local lease = redis.call('HINCRBY', jk, 'lease', 1)
-  local deliveries = redis.call('HINCRBY', jk, 'deliveries', 1)
-  redis.call('HSET', jk, 'status', 'leased')
-  out[#out + 1] = redis.call('HGET', jk, 'env')
-  out[#out + 1] = lease
-  out[#out + 1] = deliveries
+
+local due = {}
+if #named > 0 then
+  local scores = redis.call('ZMSCORE', P .. ':due', unpack(named))
+  for i, s in ipairs(scores) do
+    if s and tonumber(s) <= now then due[#due + 1] = named[i] end
+  end
+else
+  due = redis.call('ZRANGEBYSCORE', P .. ':due', '-inf', now)
+end
+for _, q in ipairs(due) do promote(q) end
+
+local queues = named
+if #queues == 0 then queues = redis.call('SMEMBERS', P .. ':active') end
+
+-- The best `want` ready jobs of all `queues`: {id, queue} in claim order,
+-- removed from their ready sets.
+local function take(want)
+  local picked = {}
+  if #queues == 1 then
+    local q = queues[1]
+    local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), want)
+    for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], q} end
+    if #popped < 2 * want then redis.call('SREM', P .. ':active', q) end
+    return picked
+  end
+  local candidates = {}
+  for _, q in ipairs(queues) do
+    local top = redis.call('ZRANGE', qkey(q, 'ready'), 0, want - 1, 'WITHSCORES')
+    if #top == 0 then redis.call('SREM', P .. ':active', q) end
+    for i = 1, #top, 2 do candidates[#candidates + 1] = {top[i], tonumber(top[i + 1]), q} end
+  end
+  table.sort(candidates, function(a, b)
+    if a[2] == b[2] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local by_queue = {}
+  for i = 1, math.min(want, #candidates) do
+    local id, q = candidates[i][1], candidates[i][3]
+    picked[#picked + 1] = {id, q}
+    by_queue[q] = by_queue[q] or {}
+    table.insert(by_queue[q], id)
+  end
+  for q, ids in pairs(by_queue) do redis.call('ZREM', qkey(q, 'ready'), unpack(ids)) end
+  return picked
+end
+
+local out, leased = {}, {}
+local until_ = now + lease_ms
+local got = 0
+-- A job whose record already succeeded is dropped, not handed out: look
+-- again for the places it freed (a few times at most).
+for _ = 1, 4 do
+  local want = max - got
+  if want <= 0 then break end
+  local picked = take(want)
+  if #picked == 0 then break end
+  local dropped = false
+  for _, p in ipairs(picked) do
+    local id, q = p[1], p[2]
+    local jk = jobkey(id)
+    local f = redis.call('HMGET', jk, 'lease', 'deliveries', 'attempt', 'env')
+    local state = nil
+    if records and f[4] then state = redis.call('HGET', taskkey(id), 'state') end
+    if not f[4] or state == 'succeeded' then
+      redis.call('DEL', jk)
+      dropped = true
+    else
+      local lease = tonumber(f[1] or 0) + 1
+      local deliveries = tonumber(f[2] or 0) + 1
+      redis.call('HSET', jk, 'status', 'leased', 'lease', lease, 'deliveries', deliveries)
+      leased[q] = leased[q] or {}
+      table.insert(leased[q], until_)
+      table.insert(leased[q], id)
+      if records then
+        local env
+        local attempt = f[3]
+        if not attempt then
+          env = cjson.decode(f[4])
+          attempt = int(env.attempt)
+        end
+        local detail = first
+        if deliveries > tonumber(attempt) then detail = again end
+        local entry = '{"at":' .. now_s .. ',"state":"running","attempt":' .. attempt
+          .. ',"detail":' .. detail .. '}'
+        local tk, hk = taskkey(id), histkey(id)
+        if state then
+          redis.call('HSET', tk, 'state', 'running', 'attempt', attempt, 'updated_at', now_s)
+        else
+          -- The record vanished (expired): write it anew from the envelope.
+          env = env or cjson.decode(f[4])
+          local enqueued_at = int(env.enqueued_at)
+          redis.call('DEL', hk)
+          redis.call('HSET', tk, 'task', env.task, 'queue', q, 'state', 'running', 'args', env.args,
+                     'attempt', attempt, 'max_retries', int(env.max_retries),
+                     'enqueued_at', enqueued_at, 'updated_at', now_s)
+          redis.call('ZADD', P .. ':tasks', enqueued_at, id)
+        end
+        redis.call('RPUSH', hk, entry)
+      end
+      out[#out + 1] = f[4]
+      out[#out + 1] = lease
+      out[#out + 1] = deliveries
+      got = got + 1
+    end
+  end
+  if not dropped then break end
+end
+for q, pairs_ in pairs(leased) do
+  zadd_all(qkey(q, 'leased'), pairs_)
+  due_at(q, until_)
 end
 return out
 "#,
     )
 });
 
-/// ARGV: prefix, id, lease, until.
+/// Rebuilds the claim indexes (`P:active`, `P:due`) from the queue sets,
+/// for data written before they existed: one pass over the queue names.
+/// ARGV: prefix.
+pub(crate) static REINDEX: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  if redis.call('ZCARD', qkey(q, 'ready')) > 0 then redis.call('SADD', P .. ':active', q) end
+  for _, part in ipairs({'delayed', 'leased'}) do
+    local head = redis.call('ZRANGE', qkey(q, part), 0, 0, 'WITHSCORES')
+    if head[2] then due_at(q, head[2]) end
+  end
+end
+return 1
+"#,
+    )
+});
+
+/// Extends leases: ARGV: prefix, by_ms, then id/lease pairs. Returns one
+/// 1 (held) or 0 per pair.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local q = held(ARGV[2], ARGV[3])
-if not q then return 0 end
-redis.call('ZADD', qkey(q, 'leased'), ARGV[4], ARGV[2])
-return 1
+local until_ = server_now() + tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  local f, is_held = held(ARGV[i], ARGV[i + 1])
+  if is_held then
+    -- XX: never re-adds an entry; `P:due` stays a lower bound, as the
+    -- deadline only moves later.
+    redis.call('ZADD', qkey(f[3], 'leased'), 'XX', until_, ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 "#,
     )
 });
@@ -119,75 +387,195 @@ return 1
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local q = held(ARGV[2], ARGV[3])
-if not q then return 0 end
-redis.call('ZREM', qkey(q, 'leased'), ARGV[2])
-redis.call('DEL', jobkey(ARGV[2]))
+local f, is_held = held(ARGV[2], ARGV[3])
+if not is_held then return 0 end
+remove_entry(ARGV[2], f)
 return 1
 "#,
     )
 });
 
-/// ARGV: prefix, id, lease, action (retry|release|dead), now,
-/// payload (retry: envelope; dead: reason), run_at (retry).
+/// ARGV: prefix, id, lease, action (retry|release|dead), payload (retry:
+/// envelope; dead: reason), delay_ms (retry), attempt (retry).
 pub(crate) static NACK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local id, action, now = ARGV[2], ARGV[4], tonumber(ARGV[5])
-local q = held(id, ARGV[3])
-if not q then return 0 end
+local id, action = ARGV[2], ARGV[4]
+local f, is_held = held(id, ARGV[3])
+if not is_held then return 0 end
+local now = server_now()
+local q = f[3]
 redis.call('ZREM', qkey(q, 'leased'), id)
 if action == 'dead' then
-  redis.call('HSET', jobkey(id), 'status', 'dead', 'reason', ARGV[6], 'dead_at', now)
+  redis.call('HSET', jobkey(id), 'status', 'dead', 'reason', ARGV[5], 'dead_at', now)
   redis.call('ZADD', qkey(q, 'dead'), now, id)
   return 1
 end
 if action == 'retry' then
-  redis.call('HSET', jobkey(id), 'env', ARGV[6], 'run_at', ARGV[7])
+  local run_at = now + tonumber(ARGV[6])
+  place(id, q, f[4], run_at, now, {'env', ARGV[5], 'run_at', run_at, 'attempt', ARGV[7]})
+else
+  place(id, q, f[4], f[5], now)
 end
-enqueue(id, q, now)
 redis.call('PUBLISH', P .. ':wake', '1')
 return 1
 "#,
     )
 });
 
-/// ARGV: prefix, id, envelope, run_at, now. Moves a dead job back.
+/// Applies finished deliveries (see `Completion::plan`): ARGV: prefix,
+/// then per completion: id, lease, new state, attempt, history entry
+/// (tail), settle (ack|retry|release|dead), payload (retry: envelope;
+/// dead: reason), delay_ms (retry), envelope attempt (retry), ttl_ms (0:
+/// none), n, then n field/value pairs of the record ('' deletes the
+/// field). Returns one code per completion: 0 applied, 1 already
+/// succeeded, 2 lease lost.
+pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = server_now()
+local now_s = int(now)
+local out = {}
+local wake = false
+local i = 2
+while i <= #ARGV do
+  local id, lease, state, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local settle, payload, delay, env_attempt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local ttl, n = tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
+  local fields = i + 10
+  i = fields + 2 * n
+  local tk = taskkey(id)
+  -- Which of the fields a transition may delete exist: a field that is
+  -- not there needs no HDEL (the usual success clears no error).
+  local rec = redis.call('HMGET', tk, 'state', 'result', 'error')
+  local current = rec[1]
+  local f, is_held = held(id, lease)
+  if current == 'succeeded' then
+    -- Final: never written again; the queue entry goes.
+    remove_entry(id, f)
+    out[#out + 1] = 1
+  elseif is_held or state == 'succeeded' then
+    -- A record that vanished is not written half; the queue is settled.
+    if current then
+      local set, del = {'updated_at', now_s}, {}
+      for j = fields, i - 1, 2 do
+        if ARGV[j + 1] == '' then
+          local name = ARGV[j]
+          if (name ~= 'result' or rec[2]) and (name ~= 'error' or rec[3]) then del[#del + 1] = name end
+        else
+          set[#set + 1] = ARGV[j]
+          set[#set + 1] = ARGV[j + 1]
+        end
+      end
+      redis.call('HSET', tk, unpack(set))
+      if #del > 0 then redis.call('HDEL', tk, unpack(del)) end
+      local hk = histkey(id)
+      redis.call('RPUSH', hk, '{"at":' .. now_s .. ',' .. tail)
+      if ttl > 0 then
+        redis.call('PEXPIRE', tk, ttl)
+        redis.call('PEXPIRE', hk, ttl)
+      end
+    end
+    if not is_held then
+      -- A success under a lost lease: the work is done, the entry goes.
+      remove_entry(id, f)
+    elseif settle == 'ack' then
+      remove_entry(id, f)
+    else
+      local q = f[3]
+      redis.call('ZREM', qkey(q, 'leased'), id)
+      if settle == 'dead' then
+        redis.call('HSET', jobkey(id), 'status', 'dead', 'reason', payload, 'dead_at', now)
+        redis.call('ZADD', qkey(q, 'dead'), now, id)
+      elseif settle == 'retry' then
+        local run_at = now + tonumber(delay)
+        place(id, q, f[4], run_at, now, {'env', payload, 'run_at', run_at, 'attempt', env_attempt})
+        wake = true
+      else
+        place(id, q, f[4], f[5], now)
+        wake = true
+      end
+    end
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 2
+  end
+end
+if wake then redis.call('PUBLISH', P .. ':wake', '1') end
+return out
+"#,
+    )
+});
+
+/// Moves dead jobs back to their queues and their records back to
+/// `queued`: ARGV: prefix, then per job 9 values: id,
+/// envelope, run_at, attempt, history entry (tail), task, args,
+/// max_retries, enqueued_at (the last four to write a record that has
+/// expired). Returns the ids moved.
 pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local id, now = ARGV[2], tonumber(ARGV[5])
-local f = redis.call('HMGET', jobkey(id), 'status', 'queue')
-if f[1] ~= 'dead' then return 0 end
-redis.call('ZREM', qkey(f[2], 'dead'), id)
-redis.call('HSET', jobkey(id), 'env', ARGV[3], 'run_at', ARGV[4])
-redis.call('HDEL', jobkey(id), 'reason', 'dead_at')
-enqueue(id, f[2], now)
-redis.call('PUBLISH', P .. ':wake', '1')
-return 1
+local now = server_now()
+local now_s = int(now)
+local out = {}
+local wake = false
+for i = 2, #ARGV, 9 do
+  local id, attempt = ARGV[i], ARGV[i + 3]
+  local jk = jobkey(id)
+  local f = redis.call('HMGET', jk, 'status', 'queue', 'prio')
+  if f[1] == 'dead' then
+    local q = f[2]
+    redis.call('ZREM', qkey(q, 'dead'), id)
+    redis.call('HDEL', jk, 'reason', 'dead_at')
+    place(id, q, f[3], ARGV[i + 2], now, {'env', ARGV[i + 1], 'run_at', ARGV[i + 2], 'attempt', attempt})
+    local tk, hk = taskkey(id), histkey(id)
+    local entry = '{"at":' .. now_s .. ',' .. ARGV[i + 4]
+    if redis.call('EXISTS', tk) == 1 then
+      redis.call('HSET', tk, 'state', 'queued', 'attempt', attempt, 'updated_at', now_s)
+      redis.call('PERSIST', tk)
+      redis.call('PERSIST', hk)
+    else
+      redis.call('DEL', hk)
+      redis.call('HSET', tk, 'task', ARGV[i + 5], 'queue', q, 'state', 'queued', 'args', ARGV[i + 6],
+                 'attempt', attempt, 'max_retries', ARGV[i + 7], 'enqueued_at', ARGV[i + 8],
+                 'updated_at', now_s)
+      redis.call('ZADD', P .. ':tasks', ARGV[i + 8], id)
+    end
+    redis.call('RPUSH', hk, entry)
+    out[#out + 1] = id
+    wake = true
+  end
+end
+if wake then redis.call('PUBLISH', P .. ':wake', '1') end
+return out
 "#,
     )
 });
 
-/// ARGV: prefix, id. Deletes a dead job.
+/// ARGV: prefix, id... Deletes dead jobs; returns how many.
 pub(crate) static PURGE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local id = ARGV[2]
-local f = redis.call('HMGET', jobkey(id), 'status', 'queue')
-if f[1] ~= 'dead' then return 0 end
-redis.call('ZREM', qkey(f[2], 'dead'), id)
-redis.call('DEL', jobkey(id))
-return 1
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local f = redis.call('HMGET', jobkey(id), 'status', 'queue')
+  if f[1] == 'dead' then
+    redis.call('ZREM', qkey(f[2], 'dead'), id)
+    redis.call('DEL', jobkey(id))
+    n = n + 1
+  end
+end
+return n
 "#,
     )
 });
 
-/// ARGV: prefix, now. Returns [queue, ready, delayed, running, dead, ...].
+/// ARGV: prefix. Returns [queue, ready, delayed, running, dead, ...].
 pub(crate) static STATS: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local now = tonumber(ARGV[2])
+local now = server_now()
 local out = {}
 for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   local due = redis.call('ZCOUNT', qkey(q, 'delayed'), '-inf', now)
