@@ -185,8 +185,14 @@ local lease_ms, max, records = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == 
 local first, again = ARGV[5], ARGV[6]
 local now = server_now()
 local now_s = int(now)
-local named = {}
-for i = 7, #ARGV do named[#named + 1] = ARGV[i] end
+-- Each named queue once: a name given twice must not yield a job twice.
+local named, seen = {}, {}
+for i = 7, #ARGV do
+  if not seen[ARGV[i]] then
+    seen[ARGV[i]] = true
+    named[#named + 1] = ARGV[i]
+  end
+end
 
 -- Due delayed jobs and expired leases of `q` become ready; then `P:due`
 -- gets the queue's next due time, or loses it.

@@ -113,7 +113,8 @@ async fn enqueue_claim_complete_writes_the_record() {
     let stats = s.queue_stats().await.unwrap();
     assert_eq!((stats[0].ready, stats[0].running, stats[0].dead), (1, 0, 1));
     // The named-queue path too.
-    let got = s.claim(&["default".into()], 5, LEASE, "w1").await.unwrap();
+    let twice = ["default".to_owned(), "default".to_owned()];
+    let got = s.claim(&twice, 5, LEASE, "w1").await.unwrap();
     assert_eq!(got.len(), 1);
     s.clear().await.unwrap();
 }
