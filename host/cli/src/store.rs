@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use xylem_core::{StoreError, Stores};
 use xylem_core::memory::MemoryStore;
+use xylem_core::{StoreError, Stores};
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
 use xylem_sqlite::SqliteStore;

@@ -44,7 +44,9 @@ pub enum ClientError {
     /// The store failed partway through a batch: the first `enqueued`
     /// jobs (whole store calls of [`ENQUEUE_BATCH`]) are queued, the rest
     /// are not.
-    #[error("the store failed after {enqueued} of {total} jobs were enqueued (the rest were not): {source}")]
+    #[error(
+        "the store failed after {enqueued} of {total} jobs were enqueued (the rest were not): {source}"
+    )]
     PartlyEnqueued {
         /// Jobs enqueued, from the start of the batch.
         enqueued: usize,
@@ -224,13 +226,10 @@ impl Client {
     ) -> Result<Vec<Envelope>, ClientError> {
         let mut envelopes = Vec::with_capacity(requests.len());
         for (index, req) in requests.into_iter().enumerate() {
-            let envelope = self
-                .prepare(req)
-                .await
-                .map_err(|e| ClientError::InBatch {
-                    index,
-                    source: Box::new(e),
-                })?;
+            let envelope = self.prepare(req).await.map_err(|e| ClientError::InBatch {
+                index,
+                source: Box::new(e),
+            })?;
             envelopes.push(envelope);
         }
         let mut enqueued = 0;

@@ -11,46 +11,68 @@ use anyhow::Context;
 use async_trait::async_trait;
 use xylem_core::{
     Client, EnqueueRequest, Executor, HostCalls, Outcome, ResolveError, Resolved, RunRequest,
-    TaskRegistry,
-    Worker, WorkerConfig, WorkerStats,
+    TaskRegistry, Worker, WorkerConfig, WorkerStats,
 };
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
 use super::bench::{default_plugin, micros, percentile};
 
+/// When each job's run started, and a wake-up for whoever waits on it.
+#[derive(Default)]
+struct Starts {
+    at: Mutex<HashMap<String, Instant>>,
+    recorded: tokio::sync::Notify,
+}
+
+impl Starts {
+    fn record(&self, id: &str) {
+        self.at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), Instant::now());
+        self.recorded.notify_waiters();
+    }
+
+    /// Waits (without spinning: a spinning waiter would take a core from
+    /// the worker it measures) until job `id` has started.
+    async fn wait(&self, id: &str) -> Instant {
+        loop {
+            let recorded = self.recorded.notified();
+            tokio::pin!(recorded);
+            recorded.as_mut().enable();
+            if let Some(at) = self.at.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+                return *at;
+            }
+            recorded.await;
+        }
+    }
+}
+
 /// Records when each job's run starts, to measure enqueue→start latency.
 struct Timed<R> {
     inner: R,
-    started: Arc<Mutex<HashMap<String, Instant>>>,
+    started: Arc<Starts>,
 }
 
 struct TimedExecutor {
     inner: Arc<dyn Executor>,
-    started: Arc<Mutex<HashMap<String, Instant>>>,
+    started: Arc<Starts>,
 }
 
 #[async_trait]
 impl Executor for TimedExecutor {
     async fn execute(&self, request: RunRequest, host: Arc<dyn HostCalls>) -> Outcome {
-        self.started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(request.info.id.clone(), Instant::now());
+        self.started.record(&request.info.id);
         self.inner.execute(request, host).await
     }
 }
-
 #[async_trait]
 impl<R: TaskRegistry> TaskRegistry for Timed<R> {
     async fn refresh(&self) -> Result<(), String> {
         self.inner.refresh().await
     }
 
-    async fn resolve(
-        &self,
-        task: &str,
-        pinned: Option<&str>,
-    ) -> Result<Resolved, ResolveError> {
+    async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, ResolveError> {
         let mut resolved = self.inner.resolve(task, pinned).await?;
         resolved.executor = Arc::new(TimedExecutor {
             inner: resolved.executor,
@@ -126,7 +148,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     })?;
     push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
     let client = Client::new(store.stores.clone());
-    let starts = Arc::new(Mutex::new(HashMap::new()));
+    let starts = Arc::new(Starts::default());
     let registry = Arc::new(Timed {
         inner: PluginRegistry::new(runtime, store.stores.plugins.clone()),
         started: starts.clone(),
@@ -191,13 +213,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
             .enqueue(EnqueueRequest::new("hello.echo", format!("{{\"l\":{i}}}")))
             .await?;
         let id = envelope.id;
-        loop {
-            if let Some(at) = starts.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-                latencies.push(at.saturating_duration_since(t));
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        latencies.push(starts.wait(&id).await.saturating_duration_since(t));
         client.wait(&id, Duration::from_secs(30)).await?;
     }
     let _ = stop.send(());

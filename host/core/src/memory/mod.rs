@@ -12,9 +12,8 @@ use tokio::sync::Notify;
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, GroupStatus,
-    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, REPLAY_DETAIL,
-    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope,
-    running_detail,
+    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, REPLAY_DETAIL, ResultBackend,
+    Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};

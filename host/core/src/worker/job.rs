@@ -131,7 +131,9 @@ async fn run(
                 result_ttl: None,
             };
         }
-        Err(ResolveError::UnknownTask(reason)) => return unresolved(shared, envelope, lease, reason),
+        Err(ResolveError::UnknownTask(reason)) => {
+            return unresolved(shared, envelope, lease, reason);
+        }
     };
 
     let request = RunRequest {
@@ -373,7 +375,9 @@ fn count(shared: &WorkerShared, state: TaskState, settle: &Settle, done: Complet
             return;
         }
         Completed::LeaseLost => {
-            tracing::warn!("lease lost before the outcome was recorded: another worker has the job");
+            tracing::warn!(
+                "lease lost before the outcome was recorded: another worker has the job"
+            );
             return;
         }
     }

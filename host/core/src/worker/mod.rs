@@ -47,6 +47,10 @@ use crate::outcome::Progress;
 /// this one) runs the same job at the same time.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
+/// Under load, how long a worker waits for more slots to free up before
+/// it claims for the ones it has (see the worker loop).
+const CLAIM_BATCH_WAIT: Duration = Duration::from_millis(2);
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -279,6 +283,31 @@ impl Worker {
                     () = &mut shutdown => break,
                 }
             }
+            // Under load, claim in batches: a claim is a store round trip
+            // (a transaction), so one per freed slot would cost as much as
+            // the jobs themselves. Wait — briefly — for a quarter of the
+            // slots to free up before claiming; an idle worker claims at
+            // once.
+            let batch = (config.concurrency / 4).max(1);
+            if free < batch && !jobs.is_empty() {
+                let wait = tokio::time::sleep(CLAIM_BATCH_WAIT);
+                tokio::pin!(wait);
+                let mut stop = false;
+                while slots.available_permits() < batch && !jobs.is_empty() {
+                    tokio::select! {
+                        _ = jobs.join_next() => {},
+                        () = &mut wait => break,
+                        () = &mut shutdown => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+                if stop {
+                    break;
+                }
+            }
+            let free = slots.available_permits();
             let claimed = tokio::select! {
                 r = shared.stores.broker.claim(&config.queues, free, config.lease, &config.name) => r,
                 () = &mut shutdown => break,
