@@ -550,7 +550,8 @@ async fn queued_total(s: &dyn AdapterObj) -> u64 {
 }
 
 fn success(id: &str, lease: u64, attempt: u32) -> Completion {
-    let mut outcome = xylem_core::Outcome::success(serde_json::json!({"ok": id}), Default::default());
+    let mut outcome =
+        xylem_core::Outcome::success(serde_json::json!({"ok": id}), Default::default());
     outcome.log.clear();
     Completion {
         id: id.to_owned(),
@@ -611,10 +612,7 @@ pub async fn hot_path_enqueue_writes_record_and_queue_together(s: &dyn AdapterOb
     s.broker().enqueue(&many).await.unwrap();
     let stats = s.broker().queue_stats().await.unwrap();
     assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 1500);
-    assert_eq!(
-        state_of(s, &many[1499].id).await,
-        Some(TaskState::Queued)
-    );
+    assert_eq!(state_of(s, &many[1499].id).await, Some(TaskState::Queued));
 }
 
 pub async fn hot_path_claim_marks_records_running(s: &dyn AdapterObj) {

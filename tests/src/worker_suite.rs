@@ -305,7 +305,12 @@ pub fn config(name: &str) -> WorkerConfig {
 
 /// Starts a worker over `stores` running `tasks`.
 pub fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) -> Running {
-    let worker = Worker::new(stores.clone(), Arc::new(NativeRegistry(tasks.clone())), config).unwrap();
+    let worker = Worker::new(
+        stores.clone(),
+        Arc::new(NativeRegistry(tasks.clone())),
+        config,
+    )
+    .unwrap();
     let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async {
@@ -468,7 +473,9 @@ pub async fn worker_waits_for_a_task_pushed_late(stores: Stores) {
     assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
     assert!(
         record.history.iter().any(|h| h.state == TaskState::Queued
-            && h.detail.as_deref().is_some_and(|d| d.contains("looking again"))),
+            && h.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("looking again"))),
         "{:?}",
         record.history
     );
@@ -501,7 +508,11 @@ pub async fn worker_dead_letters_a_task_no_plugin_ever_provides(stores: Stores) 
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("unknown-task"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("unknown-task"),
+        "{}",
+        dead[0].reason
+    );
 }
 
 /// A store outage while claiming: the worker backs off and carries on.
@@ -588,7 +599,11 @@ pub async fn worker_releases_jobs_in_flight_on_shutdown(stores: Stores) {
 
 /// Hole 9: a lease below the floor is refused before anything runs.
 pub async fn worker_refuses_a_lease_too_short_to_keep(stores: Stores) {
-    for lease in [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(999)] {
+    for lease in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(999),
+    ] {
         let mut cfg = config("w10");
         cfg.lease = lease;
         let tasks = Arc::new(NativeTasks::default());
