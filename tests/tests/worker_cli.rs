@@ -589,3 +589,138 @@ async fn shutdown_lets_jobs_finish_within_grace_then_releases_the_rest() {
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats[0]["ready"], 1, "back in its queue: {stats}");
 }
+
+#[test]
+fn enqueue_batch_queues_every_line_or_none() {
+    let env = Env::new();
+    env.push("hello");
+    let good = env.dir.join("jobs.ndjson");
+    let mut lines = String::new();
+    for i in 0..250 {
+        lines.push_str(&format!(
+            "{{\"task\":\"hello.greet\",\"args\":{{\"name\":\"n{i}\"}},\"priority\":{}}}\n",
+            i % 10
+        ));
+    }
+    lines.push('\n'); // blank lines are skipped
+    lines.push_str("{\"task\":\"hello.echo\",\"delay\":\"1h\",\"headers\":[\"tenant=acme\"]}\n");
+    std::fs::write(&good, &lines).unwrap();
+    let out = env.ok(&["enqueue", "--batch", good.to_str().unwrap()]);
+    let ids: Vec<&str> = out.lines().collect();
+    assert_eq!(ids.len(), 251);
+    let queues = env.ok(&["queues", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&queues).unwrap();
+    assert_eq!(stats[0]["ready"], 250, "{stats}");
+    assert_eq!(stats[0]["delayed"], 1, "{stats}");
+
+    // One bad line: the error names it, and nothing is enqueued.
+    let bad = env.dir.join("bad.ndjson");
+    std::fs::write(
+        &bad,
+        "{\"task\":\"hello.greet\"}\n{\"task\":\"hello.greet\",\"prority\":3}\n",
+    )
+    .unwrap();
+    let out = env.xylem(&["enqueue", "--batch", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(stderr.contains("unknown key `prority`"), "{stderr}");
+    std::fs::write(
+        &bad,
+        "{\"task\":\"hello.greet\"}\n{\"task\":\"hello.greet\"}\n{\"task\":\"no.such.task\"}\n",
+    )
+    .unwrap();
+    let out = env.xylem(&["enqueue", "--batch", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("unknown task `no.such.task`"), "{stderr}");
+    std::fs::write(&bad, "{\"task\":\"hello.greet\"}\nnot json\n").unwrap();
+    let out = env.xylem(&["enqueue", "--batch", bad.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let after: serde_json::Value = serde_json::from_str(&env.ok(&["queues", "--json"])).unwrap();
+    assert_eq!(after, stats, "a failed batch enqueued something");
+
+    // Standard input.
+    let mut child = env
+        .command()
+        .args(["enqueue", "--batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"{\"task\":\"hello.echo\",\"args\":[1,2]}\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_worker_refuses_a_lease_it_cannot_keep() {
+    let env = Env::new();
+    for lease in ["0s", "1ms", "500ms"] {
+        let out = env.xylem(&["worker", "--lease", lease]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--lease {lease}: {stderr}");
+        assert!(stderr.contains("too short"), "--lease {lease}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_right_after_its_push_runs() {
+    // Hole 3 of issue 7: `plugin push` then `enqueue` at once, to a
+    // worker that is already running, used to dead-letter the job as an
+    // unknown task.
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("w-push", &["--concurrency", "2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        env.push("textstats");
+        ids.push(env.enqueue(&["text.stats", "--args", "{\"text\":\"a b. c\"}"]));
+    }
+    let done = env.wait_succeeded(3, Duration::from_secs(60)).await;
+    terminate(&mut worker);
+    for id in &ids {
+        assert!(done.iter().any(|r| &r.id == id), "{id} did not succeed");
+    }
+}
+
+#[test]
+fn a_worker_started_before_its_store_waits_for_it() {
+    // Hole 8: a worker whose store is down at start says so and waits,
+    // instead of exiting; it stops cleanly when told to.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(xylem_bin())
+        .args(["--store", &format!("redis://127.0.0.1:{port}"), "worker"])
+        .env("XYLEM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker exited: {}",
+        std::fs::read_to_string(log.path()).unwrap()
+    );
+    let said = std::fs::read_to_string(log.path()).unwrap();
+    assert!(said.contains("not reachable"), "{said}");
+    assert!(said.contains("trying again"), "{said}");
+    terminate(&mut child);
+}

@@ -21,8 +21,9 @@
 //!
 //! Errors: `SQLITE_BUSY` / `SQLITE_LOCKED` (another process held the file
 //! longer than the busy timeout) are transient
-//! ([`StoreError::is_transient`]); a file that cannot be opened is
-//! unavailable; anything else is permanent.
+//! ([`StoreError::is_transient`]); a file that cannot be reopened while in
+//! use is unavailable; anything else — including a path that cannot be
+//! opened at all, which waiting will not fix — is permanent.
 //!
 //! [`Broker::enqueue`]: xylem_core::store::Broker::enqueue
 //! [`Broker::claim`]: xylem_core::store::Broker::claim
@@ -122,14 +123,15 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            return Err(StoreError::unavailable(format!(
+            // A path mistake, not an outage: waiting will not fix it.
+            return Err(StoreError::Invalid(format!(
                 "cannot open {}: directory {} does not exist",
                 path.display(),
                 dir.display()
             )));
         }
         let conn = Connection::open(path).map_err(|e| {
-            StoreError::unavailable_from(format!("cannot open {}: {e}", path.display()), e)
+            StoreError::backend_from(format!("cannot open {}: {e}", path.display()), false, e)
         })?;
         schema::prepare(&conn, full_sync).map_err(|e| {
             StoreError::unavailable_from(format!("cannot prepare {}: {e}", path.display()), e)
