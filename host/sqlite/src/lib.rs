@@ -31,6 +31,7 @@
 //! [`Broker::extend_many`]: xylem_core::store::Broker::extend_many
 
 mod broker;
+mod checkpoint;
 mod coordination;
 mod plugins;
 mod results;
@@ -136,8 +137,14 @@ impl SqliteStore {
         schema::prepare(&conn, full_sync).map_err(|e| {
             StoreError::unavailable_from(format!("cannot prepare {}: {e}", path.display()), e)
         })?;
+        let conn = Arc::new(Mutex::new(conn));
+        if checkpoint::start(path, Arc::downgrade(&conn)) {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(backend)?;
+        }
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             path: path.to_owned(),
             published: Arc::new(Notify::new()),
         })
