@@ -116,6 +116,9 @@ impl Executor for NativeExecutor {
                 Usage::default(),
             ),
             _ => {
+                // Suspend once, so other jobs run on this thread meanwhile:
+                // the line below must still be logged in this job's span.
+                tokio::task::yield_now().await;
                 tracing::info!(id = %request.info.id, "native task ran");
                 Outcome::success(args, Usage::default())
             }
