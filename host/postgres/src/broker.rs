@@ -3,7 +3,9 @@
 //! `LISTEN`/`NOTIFY` to wake idle workers.
 //!
 //! `status` is 0 (ready), 1 (leased) or 2 (dead), spelled out in the SQL
-//! so that every query stays a literal string.
+//! so that every query stays a literal string. Times compared with or
+//! handed out are the server's (`now_ms!`); the hot-path methods live in
+//! `hot.rs`.
 
 use std::time::Duration;
 
@@ -11,9 +13,13 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgListener;
 use xylem_core::Envelope;
-use xylem_core::store::{Broker, DeadFilter, DeadJob, Delivery, Nack, QueueStats, StoreResult};
-use xylem_core::time::{ms, now_ms};
+use xylem_core::store::{
+    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
+    StoreResult, replay_envelope,
+};
+use xylem_core::time::ms;
 
+use crate::hot::{RESERVE_ALL, RESERVE_NAMED};
 use crate::{PostgresStore, big, corrupt, db, small, unsigned};
 
 fn encode(envelope: &Envelope) -> StoreResult<String> {
@@ -24,37 +30,6 @@ fn decode(text: &str) -> StoreResult<Envelope> {
     serde_json::from_str(text).map_err(corrupt)
 }
 
-/// Claims from every queue: ready jobs that are due, and leased jobs whose
-/// lease ran out. `$1` now, `$2` lease expiry, `$3` max. `MATERIALIZED`
-/// makes the pick run exactly once (a locking CTE may otherwise be inlined
-/// and rescanned), so `LIMIT` bounds what is leased; `SKIP LOCKED` lets
-/// concurrent claimers pass each other's rows instead of waiting.
-const RESERVE_ALL: &str = "
-    WITH picked AS MATERIALIZED (
-        SELECT id FROM queue
-        WHERE (status = 0 AND run_at <= $1) OR (status = 1 AND lease_until <= $1)
-        ORDER BY priority DESC, run_at, id
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED)
-    UPDATE queue q SET status = 1, lease = q.lease + 1, lease_until = $2,
-                       deliveries = q.deliveries + 1
-    FROM picked WHERE q.id = picked.id
-    RETURNING q.envelope, q.lease, q.deliveries";
-
-/// [`RESERVE_ALL`] restricted to the queues in `$4`.
-const RESERVE_QUEUES: &str = "
-    WITH picked AS MATERIALIZED (
-        SELECT id FROM queue
-        WHERE ((status = 0 AND run_at <= $1) OR (status = 1 AND lease_until <= $1))
-          AND queue = ANY($4)
-        ORDER BY priority DESC, run_at, id
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED)
-    UPDATE queue q SET status = 1, lease = q.lease + 1, lease_until = $2,
-                       deliveries = q.deliveries + 1
-    FROM picked WHERE q.id = picked.id
-    RETURNING q.envelope, q.lease, q.deliveries";
-
 /// The dead jobs a [`DeadFilter`] selects: `$1` queue or NULL, `$2` ids
 /// (empty: all). A macro, to build literal queries with `concat!`.
 macro_rules! dead_where {
@@ -64,6 +39,47 @@ macro_rules! dead_where {
          AND (cardinality($2::text[]) = 0 OR id = ANY($2))"
     };
 }
+
+/// Requeues replayed dead jobs (`$1` ids, `$2` their new envelopes, due
+/// at `$3`) and sets their records back to `queued` (attempt 1,
+/// a `$4` history entry, expiry cleared); a record that expired or
+/// vanished is written anew from the envelope, its old history forgotten.
+/// Then wakes idle workers.
+const REPLAY: &str = concat!(
+    "WITH now AS (SELECT ",
+    now_ms!(),
+    " AS t),
+    r AS MATERIALIZED (
+        SELECT r.id, r.envelope, r.envelope::json AS e, t.id IS NOT NULL AS present,
+               (t.id IS NOT NULL AND (t.expires_at IS NULL OR t.expires_at > now.t)) AS live
+        FROM unnest($1::text[], $2::text[]) AS r(id, envelope) CROSS JOIN now
+        LEFT JOIN tasks t ON t.id = r.id),
+    requeued AS (
+        UPDATE queue q SET status = 0, envelope = r.envelope, run_at = $3,
+                           lease_until = 0, dead_reason = NULL, dead_at = NULL
+        FROM r, now WHERE q.id = r.id),
+    reset AS (
+        UPDATE tasks t SET state = 'queued', attempt = 1, updated_at = now.t, expires_at = NULL
+        FROM r, now WHERE t.id = r.id AND r.live),
+    recreated AS (
+        INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at,
+                           updated_at)
+        SELECT r.id, r.e ->> 'task', r.e ->> 'queue', 'queued', r.e ->> 'args', 1,
+               (r.e ->> 'max_retries')::bigint, (r.e ->> 'enqueued_at')::bigint, now.t
+        FROM r, now WHERE NOT r.live
+        ON CONFLICT (id) DO UPDATE SET
+            task = excluded.task, queue = excluded.queue, state = excluded.state,
+            args = excluded.args, attempt = excluded.attempt,
+            max_retries = excluded.max_retries, result = NULL, error = NULL, usage = NULL,
+            progress = NULL, log = NULL, plugin = NULL, enqueued_at = excluded.enqueued_at,
+            updated_at = excluded.updated_at, expires_at = NULL),
+    forgotten AS (
+        DELETE FROM task_history h USING r WHERE h.id = r.id AND r.present AND NOT r.live),
+    history AS (
+        INSERT INTO task_history (id, at, state, attempt, detail)
+        SELECT r.id, now.t, 'queued', 1, $4 FROM r, now)
+    SELECT pg_notify($5, '')"
+);
 
 impl PostgresStore {
     /// Waits for a notification on the schema's channel; `Err` when the
@@ -91,6 +107,31 @@ impl PostgresStore {
 
 #[async_trait]
 impl Broker for PostgresStore {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        self.enqueue_batch(envelopes).await
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> StoreResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.claim_batch(queues, max, lease, worker).await
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {
+        self.complete_batch(completions).await
+    }
+
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
+        self.extend_batch(leases, by).await
+    }
+
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
         // One statement, so the job and its notification commit together.
         sqlx::query(
@@ -120,18 +161,12 @@ impl Broker for PostgresStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let until = now.saturating_add(ms(lease));
         let query = if queues.is_empty() {
-            sqlx::query(RESERVE_ALL)
-                .bind(now)
-                .bind(until)
-                .bind(big(max))
+            sqlx::query(RESERVE_ALL).bind(big(max)).bind(ms(lease))
         } else {
-            sqlx::query(RESERVE_QUEUES)
-                .bind(now)
-                .bind(until)
+            sqlx::query(RESERVE_NAMED)
                 .bind(big(max))
+                .bind(ms(lease))
                 .bind(queues)
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
@@ -150,14 +185,22 @@ impl Broker for PostgresStore {
     }
 
     async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        sqlx::query("UPDATE queue SET lease_until = $1 WHERE id = $2 AND lease = $3 AND status = 1")
-            .bind(now_ms().saturating_add(ms(by)))
-            .bind(id)
-            .bind(big(lease))
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .map_err(db)
+        sqlx::query(concat!(
+            "WITH now AS (SELECT ",
+            now_ms!(),
+            " AS t, ",
+            async_commit!(),
+            ")
+             UPDATE queue SET lease_until = now.t + $1 FROM now
+             WHERE id = $2 AND lease = $3 AND status = 1"
+        ))
+        .bind(ms(by))
+        .bind(id)
+        .bind(big(lease))
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db)
     }
 
     async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
@@ -174,16 +217,18 @@ impl Broker for PostgresStore {
         // Each is one statement; retries and releases notify in it, so the
         // wake-up commits with the job.
         let query = match action {
-            Nack::Retry { envelope, delay } => sqlx::query(
+            Nack::Retry { envelope, delay } => sqlx::query(concat!(
                 "WITH changed AS (
-                     UPDATE queue SET status = 0, envelope = $3, run_at = $4, lease_until = 0
+                     UPDATE queue SET status = 0, envelope = $3, run_at = ",
+                now_ms!(),
+                " + $4, lease_until = 0
                      WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id)
-                 SELECT pg_notify($5, '') FROM changed",
-            )
+                 SELECT pg_notify($5, '') FROM changed"
+            ))
             .bind(id)
             .bind(big(lease))
             .bind(encode(&envelope)?)
-            .bind(now_ms().saturating_add(ms(delay)))
+            .bind(ms(delay))
             .bind(&self.channel),
             Nack::Release => sqlx::query(
                 "WITH changed AS (
@@ -194,29 +239,32 @@ impl Broker for PostgresStore {
             .bind(id)
             .bind(big(lease))
             .bind(&self.channel),
-            Nack::DeadLetter { reason } => sqlx::query(
-                "UPDATE queue SET status = 2, dead_reason = $3, dead_at = $4, lease_until = 0
-                 WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id",
-            )
+            Nack::DeadLetter { reason } => sqlx::query(concat!(
+                "UPDATE queue SET status = 2, dead_reason = $3, dead_at = ",
+                now_ms!(),
+                ", lease_until = 0
+                 WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id"
+            ))
             .bind(id)
             .bind(big(lease))
-            .bind(reason)
-            .bind(now_ms()),
+            .bind(reason),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.len() == 1)
     }
 
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        let rows = sqlx::query(
-            "SELECT queue,
-                    count(*) FILTER (WHERE status = 0 AND run_at <= $1),
-                    count(*) FILTER (WHERE status = 0 AND run_at > $1),
+        let rows = sqlx::query(concat!(
+            "WITH now AS (SELECT ",
+            now_ms!(),
+            " AS t)
+             SELECT queue,
+                    count(*) FILTER (WHERE status = 0 AND run_at <= now.t),
+                    count(*) FILTER (WHERE status = 0 AND run_at > now.t),
                     count(*) FILTER (WHERE status = 1),
                     count(*) FILTER (WHERE status = 2)
-             FROM queue GROUP BY queue ORDER BY queue",
-        )
-        .bind(now_ms())
+             FROM queue, now GROUP BY queue ORDER BY queue"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -263,8 +311,11 @@ impl Broker for PostgresStore {
 
     async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // The server's clock decides when they are due (see the crate docs).
         let rows = sqlx::query(concat!(
-            "SELECT id, envelope FROM queue WHERE ",
+            "SELECT id, envelope, ",
+            now_ms!(),
+            " FROM queue WHERE ",
             dead_where!(),
             " ORDER BY id FOR UPDATE"
         ))
@@ -273,32 +324,24 @@ impl Broker for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        let run_at = now_ms().saturating_add(ms(delay));
         let mut ids = Vec::with_capacity(rows.len());
         let mut envelopes = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut run_at = 0;
+        for row in &rows {
             let id: String = row.try_get(0).map_err(db)?;
             let text: String = row.try_get(1).map_err(db)?;
-            let mut envelope = decode(&text)?;
-            envelope.attempt = 1;
-            envelope.not_before = Some(run_at);
+            let now: i64 = row.try_get(2).map_err(db)?;
+            run_at = now.saturating_add(ms(delay));
+            let envelope = replay_envelope(&decode(&text)?, run_at);
             envelopes.push(encode(&envelope)?);
             ids.push(id);
         }
         if !ids.is_empty() {
-            sqlx::query(
-                "UPDATE queue q SET status = 0, envelope = r.envelope, run_at = $3,
-                        lease_until = 0, dead_reason = NULL, dead_at = NULL
-                 FROM unnest($1::text[], $2::text[]) AS r(id, envelope)
-                 WHERE q.id = r.id",
-            )
-            .bind(&ids)
-            .bind(&envelopes)
-            .bind(run_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query(REPLAY)
+                .bind(&ids)
+                .bind(&envelopes)
+                .bind(run_at)
+                .bind(REPLAY_DETAIL)
                 .bind(&self.channel)
                 .execute(&mut *tx)
                 .await

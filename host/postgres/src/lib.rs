@@ -15,19 +15,67 @@
 //! schema's channel that idle workers `LISTEN` on, so they wake at once
 //! rather than at their next poll.
 //!
+//! The hot path ([`Broker::enqueue`](xylem_core::store::Broker::enqueue),
+//! `claim`, `complete`, `extend_many`) costs a constant number of
+//! statements per batch, whatever its size: values travel as arrays and
+//! are spread with `unnest`, and the writes of one step are data-modifying
+//! CTEs of one statement. Enqueue is one statement (records, first
+//! history entries, queue entries and the `NOTIFY`); a claim is one
+//! statement (pick, lease, mark the records `running` or recreate them,
+//! history, drop jobs that already succeeded); a batch of completions is
+//! one transaction of two statements (lock and read the queue entries and
+//! records, then write every transition and settle every entry).
+//!
+//! Clock: several machines share the store, so the queue and the records
+//! run on the **server's** clock (`statement_timestamp()`), never a
+//! worker's: lease expiries and extensions, whether a job is due, retry
+//! and replay delays, dead-letter times, record and history times, record
+//! expiries. Only a job's `not_before`/`enqueued_at` come from the client
+//! that enqueued it (and named locks, `LockStore`, still use the caller's
+//! clock).
+//!
 //! Durability: PostgreSQL's defaults (`synchronous_commit=on`, `fsync=on`)
-//! make every call durable when it returns — a published job or a recorded
-//! result survives a crash of the server or the machine. A server run with
-//! `synchronous_commit=off` trades the last few hundred milliseconds of
-//! commits for speed.
+//! make every enqueue, completion, nack, replay and record write durable
+//! when it returns — a queued job or a recorded result survives a crash of
+//! the server or the machine. Claims and lease extensions alone commit
+//! asynchronously (`synchronous_commit=off` for their own transaction):
+//! they are the most frequent writes, a WAL flush each would cap the claim
+//! rate at the disk's flush rate, and losing the last few of them in a
+//! server crash is harmless — those jobs are simply handed out again, as
+//! after a lost lease (`Broker::complete` then keeps a success and refuses
+//! anything else, as for any lost lease). No job and no result is ever
+//! lost that way: WAL is flushed in order, so the durable commit of a
+//! job's completion also makes its earlier claim durable. A server run
+//! with `synchronous_commit=off` trades the last few hundred milliseconds
+//! of every kind of commit for speed.
+
+/// The server's clock in milliseconds since the epoch, as SQL (a literal,
+/// for `concat!`): the time the statement started, so one statement sees
+/// one "now", and stable, so index scans can compare with it.
+macro_rules! now_ms {
+    () => {
+        "floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// A select-list item that makes the statement's (implicit) transaction
+/// commit without waiting for its WAL flush: for claims and lease
+/// extensions only (see "Durability" in the crate docs).
+macro_rules! async_commit {
+    () => {
+        "set_config('synchronous_commit', 'off', true) AS async_commit"
+    };
+}
 
 mod broker;
 mod coordination;
+mod hot;
 mod plugins;
 mod results;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -65,6 +113,8 @@ pub struct PostgresStore {
     /// Created on the first `wait_for_jobs`, dropped (and recreated on the
     /// next call) when it fails.
     listener: Arc<Mutex<Option<PgListener>>>,
+    /// When (local ms) expired records were last reclaimed by `complete`.
+    last_reclaim: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -76,30 +126,45 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Maps a sqlx error: lost or refused connections and pool timeouts are
-/// [`StoreError::Unavailable`], undecodable columns
-/// [`StoreError::Corrupt`], anything else [`StoreError::Backend`].
+/// Maps a sqlx error, keeping it as the source: lost or refused
+/// connections, pool timeouts and server shutdowns are
+/// [`StoreError::Unavailable`]; serialization failures, deadlocks and lock
+/// timeouts a transient [`StoreError::Backend`]; undecodable columns
+/// [`StoreError::Corrupt`]; anything else a permanent
+/// [`StoreError::Backend`].
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    let message = format!("PostgreSQL: {e}");
     match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(format!("PostgreSQL: {e}")),
-        sqlx::Error::Database(d) if d.code().as_deref().is_some_and(is_connection_state) => {
-            StoreError::Unavailable(format!("PostgreSQL: {e}"))
-        }
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable_from(message, e),
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) if is_connection_state(&code) => StoreError::unavailable_from(message, e),
+            Some(code) if is_transient_state(&code) => StoreError::backend_from(message, true, e),
+            _ => StoreError::backend_from(message, false, e),
+        },
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             StoreError::Corrupt(e.to_string())
         }
-        _ => StoreError::Backend(e.to_string()),
+        _ => StoreError::backend_from(message, false, e),
     }
 }
 
 /// SQLSTATEs that mean the server cannot serve us right now: connection
-/// exceptions (class 08), shutdowns, start-up, too many connections.
+/// exceptions (class 08), shutdowns (`57P01` admin, `57P02` crash, `57P03`
+/// cannot connect now: the connection is gone or refused, so these count
+/// as an outage, which is transient too), too many connections.
 fn is_connection_state(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+/// SQLSTATEs after which the same call may succeed: serialization failure,
+/// deadlock detected, lock not available (lock_timeout / NOWAIT), and
+/// the other transaction-rollback conditions (class 40).
+fn is_transient_state(code: &str) -> bool {
+    code.starts_with("40") || code == "55P03"
 }
 
 pub(crate) fn corrupt(e: serde_json::Error) -> StoreError {
@@ -215,7 +280,13 @@ impl PostgresStore {
             .map_err(|e| {
                 StoreError::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact(url)))
             })?
-            .options([("search_path", quoted(&schema))]);
+            // Generic plans: the hot statements are large (many CTEs) and
+            // run thousands of times a second; with `LIMIT $1` the planner
+            // would otherwise keep re-planning them for every call.
+            .options([
+                ("search_path", quoted(&schema)),
+                ("plan_cache_mode", "force_generic_plan".to_owned()),
+            ]);
         let target = format!(
             "{}:{}/{}",
             options.get_host(),
@@ -229,27 +300,36 @@ impl PostgresStore {
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| {
-                StoreError::Unavailable(format!(
+                StoreError::unavailable(format!(
                     "cannot connect to PostgreSQL at {target}: no answer within {CONNECT_TIMEOUT:?}"
                 ))
             })?
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+                StoreError::unavailable_from(
+                    format!("cannot connect to PostgreSQL at {target}: {e}"),
+                    e,
+                )
             })?;
         let prepared = prepare_schema(&mut conn, &schema).await;
         let _ = conn.close().await;
         prepared?;
 
+        // No ping before each acquire: it would add a round trip to every
+        // call. A connection that broke meanwhile fails its next call with
+        // `Unavailable` (which callers retry) and is dropped by the pool.
         let pool = PgPoolOptions::new()
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         // Through the pool (whose connections use the schema): sqlx's
         // advisory lock serialises concurrent migrators.
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             MigrateError::Execute(e) => db(e),
-            other => StoreError::Backend(format!(
-                "cannot apply the migrations to schema {schema}: {other}"
-            )),
+            other => StoreError::backend_from(
+                format!("cannot apply the migrations to schema {schema}: {other}"),
+                false,
+                other,
+            ),
         })?;
         tracing::debug!(%target, %schema, "connected to PostgreSQL");
         Ok(Self {
@@ -258,6 +338,7 @@ impl PostgresStore {
             schema,
             target,
             listener: Arc::new(Mutex::new(None)),
+            last_reclaim: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -300,7 +381,7 @@ async fn prepare_schema(conn: &mut PgConnection, schema: &str) -> StoreResult<()
         .await
         .map_err(db)?;
     if version < 120_000 {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "PostgreSQL 12 or newer is needed (the server is {version})"
         )));
     }
@@ -324,7 +405,9 @@ async fn prepare_schema(conn: &mut PgConnection, schema: &str) -> StoreResult<()
         sqlx::query(AssertSqlSafe(sql))
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::Backend(format!("cannot create schema {schema}: {e}")))?;
+            .map_err(|e| {
+                StoreError::backend_from(format!("cannot create schema {schema}: {e}"), false, e)
+            })?;
         tracing::info!(%schema, "created PostgreSQL schema");
     }
     tx.commit().await.map_err(db)
@@ -410,13 +493,15 @@ mod tests {
         assert!(is_connection_state("08006"));
         assert!(is_connection_state("57P01"));
         assert!(!is_connection_state("23505"));
+        assert!(is_transient_state("40001"));
+        assert!(is_transient_state("40P01"));
+        assert!(is_transient_state("55P03"));
+        assert!(!is_transient_state("23505"));
         assert!(matches!(
             db(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
-        assert!(matches!(
-            db(sqlx::Error::RowNotFound),
-            StoreError::Backend(_)
-        ));
+        let e = db(sqlx::Error::RowNotFound);
+        assert!(matches!(e, StoreError::Backend { .. }) && !e.is_transient());
     }
 }

@@ -1,11 +1,11 @@
 //! [`ResultBackend`] on PostgreSQL: a `tasks` row per job and a
-//! `task_history` row per transition.
+//! `task_history` row per transition, stamped with the server's clock.
 
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
-use xylem_core::store::{ResultBackend, StoreError, StoreResult};
+use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
@@ -61,20 +61,18 @@ macro_rules! list_select {
 #[async_trait]
 impl ResultBackend for PostgresStore {
     async fn create(&self, e: &Envelope) -> StoreResult<()> {
-        let now = now_ms();
-        let detail = e
-            .not_before
-            .filter(|at| *at > now)
-            .map(|at| format!("delayed until {}", xylem_core::time::format_ms(at)));
         // One statement: the row and its first history entry commit together.
-        sqlx::query(
-            "WITH created AS (
+        sqlx::query(concat!(
+            "WITH now AS (SELECT ",
+            now_ms!(),
+            " AS t),
+             created AS (
                  INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries,
                                     enqueued_at, updated_at)
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) RETURNING id)
+                 SELECT $1, $2, $3, 'queued', $4, $5, $6, $7, now.t FROM now RETURNING id)
              INSERT INTO task_history (id, at, state, attempt, detail)
-             SELECT id, $8, 'queued', $5, $9 FROM created",
-        )
+             SELECT id, now.t, 'queued', $5, $8 FROM created, now"
+        ))
         .bind(&e.id)
         .bind(&e.task)
         .bind(&e.queue)
@@ -82,8 +80,7 @@ impl ResultBackend for PostgresStore {
         .bind(i64::from(e.attempt))
         .bind(i64::from(e.max_retries))
         .bind(e.enqueued_at)
-        .bind(now)
-        .bind(detail)
+        .bind(queued_detail(e, now_ms()))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -107,19 +104,18 @@ impl ResultBackend for PostgresStore {
         if state(&current)? == TaskState::Succeeded {
             return Ok(false);
         }
-        let now = now_ms();
         let attempt = i64::from(t.attempt);
         if let Some(outcome) = &t.outcome {
-            sqlx::query(
-                "UPDATE tasks SET state = $2, attempt = $3, updated_at = $4,
-                        result = $5, error = $6, usage = $7, log = $8,
-                        progress = COALESCE($9, progress), plugin = COALESCE($10, plugin)
-                 WHERE id = $1",
-            )
+            sqlx::query(concat!(
+                "UPDATE tasks SET state = $2, attempt = $3, updated_at = ",
+                now_ms!(),
+                ", result = $4, error = $5, usage = $6, log = $7,
+                        progress = COALESCE($8, progress), plugin = COALESCE($9, plugin)
+                 WHERE id = $1"
+            ))
             .bind(id)
             .bind(t.state.as_str())
             .bind(attempt)
-            .bind(now)
             .bind(outcome.result.as_ref().map(json).transpose()?)
             .bind(outcome.error.as_ref().map(json).transpose()?)
             .bind(json(&outcome.usage)?)
@@ -130,25 +126,26 @@ impl ResultBackend for PostgresStore {
             .await
             .map_err(db)?;
         } else {
-            sqlx::query(
-                "UPDATE tasks SET state = $2, attempt = $3, updated_at = $4,
-                        plugin = COALESCE($5, plugin)
-                 WHERE id = $1",
-            )
+            sqlx::query(concat!(
+                "UPDATE tasks SET state = $2, attempt = $3, updated_at = ",
+                now_ms!(),
+                ", plugin = COALESCE($4, plugin)
+                 WHERE id = $1"
+            ))
             .bind(id)
             .bind(t.state.as_str())
             .bind(attempt)
-            .bind(now)
             .bind(t.plugin.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         }
-        sqlx::query(
-            "INSERT INTO task_history (id, at, state, attempt, detail) VALUES ($1, $2, $3, $4, $5)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO task_history (id, at, state, attempt, detail) VALUES ($1, ",
+            now_ms!(),
+            ", $2, $3, $4)"
+        ))
         .bind(id)
-        .bind(now)
         .bind(t.state.as_str())
         .bind(attempt)
         .bind(t.detail.as_deref())
@@ -160,13 +157,16 @@ impl ResultBackend for PostgresStore {
     }
 
     async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
-        sqlx::query("UPDATE tasks SET progress = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(json(progress)?)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(concat!(
+            "UPDATE tasks SET progress = $2, updated_at = ",
+            now_ms!(),
+            " WHERE id = $1"
+        ))
+        .bind(id)
+        .bind(json(progress)?)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
