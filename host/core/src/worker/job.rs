@@ -76,8 +76,14 @@ impl HostCalls for WorkerHostCalls {
     }
 }
 
-/// Runs one claimed job to its completion.
-pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
+/// Runs one claimed job to its completion. `slot` is its run slot, given
+/// back as soon as the run ends: the outcome is written under a
+/// `finishing` permit instead, so the next job runs meanwhile.
+pub(super) async fn process(
+    shared: Arc<WorkerShared>,
+    delivery: Delivery,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let envelope = delivery.envelope;
     let lease = delivery.lease;
     let job = Arc::new(RunningJob::new(
@@ -86,8 +92,12 @@ pub(super) async fn process(shared: &Arc<WorkerShared>, delivery: Delivery) {
         shared.now() + shared.config.lease,
     ));
     shared.running().insert(envelope.id.clone(), job.clone());
-    let completion = run(shared, &envelope, lease, &job).await;
-    finish(shared, &job, completion).await;
+    let completion = run(&shared, &envelope, lease, &job).await;
+    // Bounded: at most `concurrency` jobs wait on their write at once.
+    let finishing = shared.finishing.clone().acquire_owned().await;
+    drop(slot);
+    finish(&shared, &job, completion).await;
+    drop(finishing);
     shared.running().remove(&envelope.id);
 }
 

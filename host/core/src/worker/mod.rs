@@ -10,7 +10,8 @@
 //! extends every running job's lease ([`lease_keeper`]).
 //!
 //! Guarantees: at most `concurrency` jobs run at once, and no more are
-//! claimed than can run; a job's lease is extended while it runs; the
+//! claimed than can run (a job gives its run slot back when its run ends;
+//! at most `concurrency` more may be writing their outcomes meanwhile); a job's lease is extended while it runs; the
 //! outcome is recorded in the same atomic step that acks the job, so a
 //! crash before it redelivers the job instead of losing its result, and a
 //! job whose record already succeeded is never run again; a finished
@@ -171,6 +172,10 @@ impl RunningJob {
 
 /// Shared by the worker loop and its running jobs.
 pub(crate) struct WorkerShared {
+    /// Jobs that have run and are writing their outcome, at most
+    /// `concurrency`: a job gives its run slot back as soon as its run
+    /// ends, so the next job starts while the outcome is written.
+    pub(crate) finishing: Arc<Semaphore>,
     pub(crate) stores: Stores,
     pub(crate) registry: Arc<dyn TaskRegistry>,
     pub(crate) config: WorkerConfig,
@@ -223,6 +228,7 @@ impl Worker {
         let (completer, completions) = completer::channel();
         Ok(Self {
             shared: Arc::new(WorkerShared {
+                finishing: Arc::new(Semaphore::new(config.concurrency)),
                 stores,
                 registry,
                 config,
@@ -275,36 +281,28 @@ impl Worker {
                 }
                 last_refresh = Some(Instant::now());
             }
-            let free = slots.available_permits();
-            if free == 0 {
-                // Back-pressure: claim nothing until a slot frees up.
+            // Back-pressure: claim nothing until a slot frees up. Under
+            // load, claim in batches: a claim is a store round trip (a
+            // transaction), so one per freed slot would cost as much as the
+            // jobs themselves; wait — at most CLAIM_BATCH_WAIT — for a
+            // quarter of the slots. An idle worker claims at once.
+            let batch = (config.concurrency / 4).max(1);
+            if slots.available_permits() < batch {
+                let first = slots.available_permits() == 0;
+                let wait = async {
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(CLAIM_BATCH_WAIT).await;
+                };
                 tokio::select! {
-                    _ = jobs.join_next() => continue,
+                    // Acquired only to learn they are free: given back at once.
+                    _ = slots.acquire_many(batch as u32) => {},
+                    () = wait => {},
                     () = &mut shutdown => break,
                 }
-            }
-            // Under load, claim in batches: a claim is a store round trip
-            // (a transaction), so one per freed slot would cost as much as
-            // the jobs themselves. Wait — briefly — for a quarter of the
-            // slots to free up before claiming; an idle worker claims at
-            // once.
-            let batch = (config.concurrency / 4).max(1);
-            if free < batch && !jobs.is_empty() {
-                let wait = tokio::time::sleep(CLAIM_BATCH_WAIT);
-                tokio::pin!(wait);
-                let mut stop = false;
-                while slots.available_permits() < batch && !jobs.is_empty() {
-                    tokio::select! {
-                        _ = jobs.join_next() => {},
-                        () = &mut wait => break,
-                        () = &mut shutdown => {
-                            stop = true;
-                            break;
-                        }
-                    }
-                }
-                if stop {
-                    break;
+                if slots.available_permits() == 0 {
+                    continue;
                 }
             }
             let free = slots.available_permits();
@@ -348,13 +346,7 @@ impl Worker {
                     task = %delivery.envelope.task,
                     attempt = delivery.envelope.attempt
                 );
-                jobs.spawn(
-                    async move {
-                        job::process(&shared, delivery).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                jobs.spawn(job::process(shared, delivery, permit).instrument(span));
             }
         }
 
