@@ -275,6 +275,7 @@ impl Broker for FaultyBroker {
 // ---- helpers -------------------------------------------------------------
 
 /// A worker running in the background.
+#[derive(Debug)]
 pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Arc<WorkerStats>>,
