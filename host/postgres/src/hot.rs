@@ -4,9 +4,10 @@
 //!
 //! Locking: a claim locks queue rows with `SKIP LOCKED` (it never waits
 //! for one) and only then writes their records; a batch of completions
-//! locks its queue rows, then its records, each in id order. A record is
-//! thus only ever waited for by a holder of its queue row, so claims and
-//! completions cannot deadlock.
+//! locks its queue rows, then its records, each in id order; lease
+//! extensions and the reclaiming of expired records skip what is locked.
+//! A record is thus only ever waited for by a holder of its queue row, so
+//! none of them can deadlock with another.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -252,16 +253,24 @@ const COMPLETE_WRITE: &str = concat!(
 );
 
 /// Extends every lease still held, by `$3` ms of server time (committed
-/// asynchronously, as claims are).
+/// asynchronously, as claims are). Entries another transaction holds are
+/// skipped, not waited for (they answer "not held"): that is a claim
+/// taking over an expired lease or a completion finishing the job — and
+/// waiting could deadlock with a batch of completions, which locks in id
+/// order while an `UPDATE … FROM unnest` locks in no set order.
 const EXTEND_MANY: &str = concat!(
     "WITH now AS (SELECT ",
     now_ms!(),
     " AS t, ",
     async_commit!(),
-    ")
+    "),
+    free AS MATERIALIZED (
+        SELECT id FROM queue WHERE id = ANY($1::text[]) AND status = 1
+        FOR UPDATE SKIP LOCKED)
     UPDATE queue q SET lease_until = now.t + $3
     FROM unnest($1::text[], $2::bigint[]) AS u(id, lease), now
-    WHERE q.id = u.id AND q.lease = u.lease AND q.status = 1
+    WHERE q.id = u.id AND q.id IN (SELECT id FROM free) AND q.lease = u.lease
+      AND q.status = 1
     RETURNING u.id, u.lease"
 );
 

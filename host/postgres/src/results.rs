@@ -236,12 +236,14 @@ impl ResultBackend for PostgresStore {
 
     async fn expire(&self, id: &str, ttl: std::time::Duration) -> StoreResult<bool> {
         // Server time on both sides, so client clock skew cannot matter.
+        // Rows another transaction holds are left for a later call (waiting
+        // for them, in no set order, could deadlock).
         sqlx::query(
             "WITH gone AS (
                  DELETE FROM tasks WHERE id IN (
                      SELECT id FROM tasks
                      WHERE expires_at <= (extract(epoch from clock_timestamp()) * 1000)::bigint
-                     LIMIT 500)
+                     LIMIT 500 FOR UPDATE SKIP LOCKED)
                  RETURNING id)
              DELETE FROM task_history WHERE id IN (SELECT id FROM gone)",
         )

@@ -166,14 +166,14 @@ async fn extend_many_answers_each_entry() {
     store.drop_schema().await.unwrap();
 }
 
-/// Four "processes" (one pool each) claim and complete the same queue at
-/// once: every job runs once and ends with one record, whose history is
-/// queued, running, succeeded.
+/// Four "processes" (one pool each) claim, extend and complete the same
+/// queue at once: every job runs once and ends with one record, whose
+/// history is queued, running, succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_and_completers_share_nothing() {
     let Some(url) = fresh_url() else { return };
     let first = PostgresStore::connect(&url).await.unwrap();
-    let jobs: Vec<Envelope> = (0..400).map(|i| job("default", (i % 3) as u8)).collect();
+    let jobs: Vec<Envelope> = (0..1000).map(|i| job("default", (i % 3) as u8)).collect();
     first.enqueue(&jobs).await.unwrap();
     let mut workers = Vec::new();
     for w in 0..4 {
@@ -182,14 +182,32 @@ async fn concurrent_claimers_and_completers_share_nothing() {
             let mut ran = Vec::new();
             loop {
                 let got = store
-                    .claim(&[], 1 + w * 3, LEASE, &format!("w{w}"))
+                    .claim(&[], 4 + w * 6, LEASE, &format!("w{w}"))
                     .await
                     .unwrap();
                 if got.is_empty() {
                     return ran;
                 }
                 let done: Vec<Completion> = got.iter().map(succeeded).collect();
-                let results = store.complete(&done).await.unwrap();
+                // Lease extensions (in another order, twice) while the
+                // jobs complete: none waits for another forever (an
+                // `UPDATE … FROM unnest` that waited for locks deadlocked).
+                let leases: Vec<(String, u64)> = got
+                    .iter()
+                    .rev()
+                    .map(|d| (d.envelope.id.clone(), d.lease))
+                    .collect();
+                let (results, extended, again) = tokio::join!(
+                    store.complete(&done),
+                    store.extend_many(&leases, LEASE),
+                    async {
+                        tokio::task::yield_now().await;
+                        store.extend_many(&leases, LEASE).await
+                    }
+                );
+                extended.unwrap();
+                again.unwrap();
+                let results = results.unwrap();
                 assert!(results.iter().all(|r| *r == Completed::Applied));
                 ran.extend(got.into_iter().map(|d| d.envelope.id));
             }
