@@ -68,15 +68,17 @@ const ENQUEUE: &str = concat!(
 macro_rules! pick {
     (all) => {
         pick!(
+            // `-priority`: the order of `queue_ready_any` (migration 0005),
+            // the one index that gives it.
             "SELECT id, priority, run_at, envelope, deliveries FROM queue
              WHERE status = 0 AND run_at <= (SELECT t FROM now)
-             ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY -priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
             ""
         )
     };
     (named) => {
-        // One index range per queue (an `= ANY` over the index's first
-        // column would not come out in claim order).
+        // One range of `queue_ready_by_queue` per queue (an `= ANY` over
+        // the index's first column would not come out in claim order).
         pick!(
             "SELECT r.* FROM (SELECT DISTINCT unnest($3::text[]) AS name) n
              CROSS JOIN LATERAL (
