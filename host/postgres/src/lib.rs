@@ -282,10 +282,17 @@ impl PostgresStore {
             })?
             // Generic plans: the hot statements are large (many CTEs) and
             // run thousands of times a second; with `LIMIT $1` the planner
-            // would otherwise keep re-planning them for every call.
+            // would otherwise keep re-planning them for every call. A
+            // generic plan is made once per connection, perhaps while the
+            // tables are still empty, and kept as they grow: without
+            // sequential scans it cannot settle on one there (nor on a
+            // hash join over a whole table). Every statement here is meant
+            // to run on an index; those that must read a whole table
+            // (`queue_stats`) still can.
             .options([
                 ("search_path", quoted(&schema)),
                 ("plan_cache_mode", "force_generic_plan".to_owned()),
+                ("enable_seqscan", "off".to_owned()),
             ]);
         let target = format!(
             "{}:{}/{}",
