@@ -57,14 +57,16 @@ const ENQUEUE: &str = concat!(
 );
 
 /// The jobs a claim takes (`picked`: id, priority, run_at, envelope,
-/// deliveries), up to `$1`, committed asynchronously (see the crate docs): ready jobs that are due and leased jobs whose
-/// lease ran out, in claim order. Each kind is read from its own partial
-/// index in claim order, so a claim reads a few rows whatever the backlog;
-/// `SKIP LOCKED` lets concurrent claimers pass each other's rows, and
-/// `MATERIALIZED` makes each pick run exactly once (`LIMIT` bounds what is
-/// locked). The rows come from the locking reads themselves, so they are
-/// the latest versions even if they changed after the statement began.
-/// `$queues` is `""` for every queue, or a filter on `$3` (queue names).
+/// deliveries), up to `$1`: ready jobs that are due and leased jobs whose
+/// lease ran out, in claim order, from every queue (`pick!(all)`) or from
+/// the queues named in `$3` (`pick!(named)`). Each kind is read from its
+/// own partial index in claim order, so a claim reads a few rows whatever
+/// the backlog; `SKIP LOCKED` lets concurrent claimers pass each other's
+/// rows, and `MATERIALIZED` makes each pick run exactly once (`LIMIT`
+/// bounds what is locked). The rows come from the locking reads
+/// themselves, so they are the latest versions even if they changed after
+/// the statement began. The statement commits asynchronously (see
+/// "Durability" in the crate docs).
 macro_rules! pick {
     (all) => {
         pick!(
