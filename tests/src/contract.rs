@@ -76,8 +76,10 @@ macro_rules! store_contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(store) = ($fresh)().await else { return };
+                let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
                 let store: std::sync::Arc<dyn $crate::contract::AdapterObj> = store;
                 $crate::contract::$name(store.as_ref()).await;
+                cleanup.await;
             }
         )*
     };
@@ -1019,8 +1021,10 @@ macro_rules! coordination_contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(store) = ($fresh)().await else { return };
+                let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
                 let store: std::sync::Arc<dyn $crate::contract::CoordinationObj> = store;
                 $crate::contract::$name(store).await;
+                cleanup.await;
             }
         )*
     };

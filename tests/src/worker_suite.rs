@@ -50,8 +50,10 @@ macro_rules! worker_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let Some(store) = ($fresh)().await else { return };
+                    let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
                     let stores = xylem_core::Stores::from_adapter(store);
                     $crate::worker_suite::$name(stores).await;
+                    cleanup.await;
                 }
             )*
         }
