@@ -180,3 +180,28 @@ impl SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another process holding the write lock past the busy timeout is a
+    /// transient error (the worker retries it); a bad statement is not.
+    #[test]
+    fn a_busy_database_is_transient_and_a_bad_statement_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let busy = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+        let error = backend(busy);
+        assert!(error.is_transient(), "{error:?}");
+        assert!(std::error::Error::source(&error).is_some(), "keeps its source");
+        let bad = other.execute_batch("SELECT * FROM no_such_table").unwrap_err();
+        assert!(!backend(bad).is_transient());
+        holder.execute_batch("ROLLBACK").unwrap();
+    }
+}
