@@ -208,3 +208,32 @@ fn the_benchmarks_run_and_report_their_figures() {
     );
     assert_eq!(throughput["enqueue_to_start_us"]["samples"], 5);
 }
+
+#[test]
+fn a_plugin_whose_describe_never_returns_is_refused_not_waited_for() {
+    // Issue 8, item 3: a plugin can attack before any task runs. Its
+    // describe() spins; inspect and push must end with a clear error
+    // within the describe limits (fuel or time), never hang.
+    let hostile = plugin("hostile-describe");
+    let path = hostile.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("x.db").display());
+    for args in [
+        vec!["plugin", "inspect", path],
+        vec!["--store", &store, "plugin", "push", path],
+    ] {
+        let started = Instant::now();
+        let out = xylem(&args);
+        let elapsed = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("describe() failed"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(elapsed < Duration::from_secs(15), "{args:?} took {elapsed:?}");
+    }
+    let out = xylem(&["--store", &store, "plugin", "ls", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "[]", "nothing was stored");
+}
