@@ -78,6 +78,80 @@ fn known_list(known: &[String]) -> String {
     }
 }
 
+/// Longest queue or task name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Smallest memory cap a job may ask for: one WebAssembly page. No
+/// component can run in less.
+pub const MIN_MEMORY_BYTES: u64 = 64 * 1024;
+
+/// The name rule, shared by queues and tasks: 1 to [`MAX_NAME_LEN`] bytes of
+/// ASCII letters, digits, `-`, `_`, `.` and `:`.
+fn check_name(kind: &str, name: &str) -> Result<(), ClientError> {
+    let shown: String = name.chars().take(40).collect();
+    let shown = if shown.len() < name.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    };
+    let why = if name.is_empty() {
+        "it is empty".to_owned()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("it is {} bytes long, over {MAX_NAME_LEN}", name.len())
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+    {
+        format!("{c:?} is not allowed")
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::InvalidOption(format!(
+        "invalid {kind} name `{shown}`: {why} (use 1-{MAX_NAME_LEN} letters, digits, '-', '_', '.' or ':')"
+    )))
+}
+
+/// Checks a queue name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters,
+/// digits, `-`, `_`, `.` and `:`. [`Client::prepare`] applies it to every
+/// job (a plugin's child jobs included); the CLI to `--queue`.
+pub fn validate_queue_name(name: &str) -> Result<(), ClientError> {
+    check_name("queue", name)
+}
+
+/// Checks a task name, by the same rule as [`validate_queue_name`].
+pub fn validate_task_name(name: &str) -> Result<(), ClientError> {
+    check_name("task", name)
+}
+
+/// Checks a job's limit overrides: a zero time limit, a zero fuel budget
+/// or a memory cap under [`MIN_MEMORY_BYTES`] would make every run fail,
+/// so they are refused at enqueue.
+pub fn validate_options(options: &JobOptions) -> Result<(), ClientError> {
+    let refuse = |msg: String| Err(ClientError::InvalidOption(msg));
+    if options.hard_time_limit_ms == Some(0) {
+        return refuse(
+            "the hard time limit (timeout) cannot be 0: every run would be stopped at once".into(),
+        );
+    }
+    if options.soft_time_limit_ms == Some(0) {
+        return refuse(
+            "the soft time limit (soft timeout) cannot be 0: every run would be told to stop at once"
+                .into(),
+        );
+    }
+    if options.fuel == Some(0) {
+        return refuse("the fuel budget cannot be 0: every run would run out at once".into());
+    }
+    if let Some(bytes) = options.max_memory_bytes
+        && bytes < MIN_MEMORY_BYTES
+    {
+        return refuse(format!(
+            "a memory cap of {bytes} bytes is below one WebAssembly page (64 KiB): no task can run in it"
+        ));
+    }
+    Ok(())
+}
+
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
 pub struct EnqueueRequest {
@@ -174,6 +248,11 @@ impl Client {
     /// Validates a request and builds its envelope (the task's declared
     /// defaults filled in), without enqueueing it.
     pub async fn prepare(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
+        validate_task_name(&req.task)?;
+        if let Some(queue) = &req.queue {
+            validate_queue_name(queue)?;
+        }
+        validate_options(&req.options)?;
         serde_json::from_str::<serde::de::IgnoredAny>(&req.args)
             .map_err(|e| ClientError::InvalidArgs(e.to_string()))?;
         if let Some(p) = req.priority
@@ -190,6 +269,8 @@ impl Client {
             .queue
             .or_else(|| defaults.queue.clone())
             .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        // A plugin's declared queue goes by the same rule.
+        validate_queue_name(&envelope.queue)?;
         envelope.priority = req.priority.or(defaults.priority).unwrap_or(0).min(9);
         envelope.max_retries = req
             .max_retries
@@ -277,5 +358,129 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_1_to_128_bytes_of_a_small_alphabet() {
+        for good in [
+            "default",
+            "emails",
+            "a",
+            "hello.greet",
+            "t-1_x:y.z",
+            &"q".repeat(128),
+        ] {
+            assert!(validate_queue_name(good).is_ok(), "{good}");
+            assert!(validate_task_name(good).is_ok(), "{good}");
+        }
+        let cases = [
+            ("", "empty"),
+            ("bad queue!", "' ' is not allowed"),
+            ("tab\there", "'\\t' is not allowed"),
+            ("é", "'é' is not allowed"),
+            ("a/b", "'/' is not allowed"),
+        ];
+        for (bad, why) in cases {
+            let err = validate_queue_name(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("invalid queue name") && err.contains(why),
+                "{bad}: {err}"
+            );
+            let err = validate_task_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid task name"), "{bad}: {err}");
+        }
+        let long = "q".repeat(129);
+        let err = validate_queue_name(&long).unwrap_err().to_string();
+        assert!(err.contains("129 bytes long, over 128"), "{err}");
+        assert!(err.len() < 200, "the name is clipped: {err}");
+    }
+
+    #[test]
+    fn options_that_no_run_could_meet_are_refused() {
+        assert!(validate_options(&JobOptions::default()).is_ok());
+        let ok = JobOptions {
+            hard_time_limit_ms: Some(1),
+            soft_time_limit_ms: Some(1),
+            fuel: Some(1),
+            max_memory_bytes: Some(MIN_MEMORY_BYTES),
+            ..JobOptions::default()
+        };
+        assert!(validate_options(&ok).is_ok());
+        let cases = [
+            (
+                JobOptions {
+                    hard_time_limit_ms: Some(0),
+                    ..ok.clone()
+                },
+                "hard time limit (timeout) cannot be 0",
+            ),
+            (
+                JobOptions {
+                    soft_time_limit_ms: Some(0),
+                    ..ok.clone()
+                },
+                "soft time limit",
+            ),
+            (
+                JobOptions {
+                    fuel: Some(0),
+                    ..ok.clone()
+                },
+                "fuel budget cannot be 0",
+            ),
+            (
+                JobOptions {
+                    max_memory_bytes: Some(0),
+                    ..ok.clone()
+                },
+                "memory cap of 0 bytes",
+            ),
+            (
+                JobOptions {
+                    max_memory_bytes: Some(65535),
+                    ..ok.clone()
+                },
+                "memory cap of 65535 bytes",
+            ),
+        ];
+        for (options, needle) in cases {
+            let err = validate_options(&options).unwrap_err().to_string();
+            assert!(err.contains(needle), "{options:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn prepare_refuses_bad_names_and_options_before_anything_else() {
+        let client = Client::new(Stores::from_adapter(Arc::new(
+            crate::memory::MemoryStore::new(),
+        )));
+        let refused = |req: EnqueueRequest| {
+            let client = client.clone();
+            async move {
+                match client.prepare(req).await {
+                    Err(ClientError::InvalidOption(msg)) => msg,
+                    other => panic!("expected InvalidOption, got {other:?}"),
+                }
+            }
+        };
+        let msg = refused(EnqueueRequest::new("no such task", "{}")).await;
+        assert!(msg.contains("invalid task name"), "{msg}");
+        let mut req = EnqueueRequest::new("hello.greet", "{}");
+        req.queue = Some("x".repeat(1000));
+        assert!(refused(req).await.contains("invalid queue name"));
+        let mut req = EnqueueRequest::new("hello.greet", "{}");
+        req.options.fuel = Some(0);
+        assert!(refused(req).await.contains("fuel"));
+        // A valid request gets as far as the task lookup.
+        let err = client
+            .prepare(EnqueueRequest::new("hello.greet", "{}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::UnknownTask { .. }), "{err:?}");
     }
 }
