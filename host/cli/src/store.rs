@@ -40,16 +40,7 @@ impl OpenStore {
 
 /// `url` without its password, for logs and messages.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.split('?').next().unwrap_or(url).to_owned(),
-    }
+    xylem_core::redact::redact_url(url)
 }
 
 /// Opens the store at `url`: `sqlite://PATH`, `redis://HOST:PORT[?prefix=P]`,
@@ -77,7 +68,7 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
         "redis" => {
             let store = RedisStore::connect(url)
                 .await
-                .with_context(|| format!("cannot open store {url}"))?;
+                .with_context(|| format!("cannot open store {}", redact(url)))?;
             Ok(OpenStore {
                 stores: Stores::from_adapter(Arc::new(store.clone())),
                 describe: format!("redis {} (prefix {})", redact(url), store.prefix()),
@@ -95,7 +86,8 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
             })
         }
         _ => bail!(
-            "unsupported store URL `{url}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT, postgres://USER@HOST/DB or memory://"
+            "unsupported store URL `{}`: use sqlite://FILE (default {DEFAULT_STORE}), redis://HOST:PORT, postgres://USER@HOST/DB or memory://",
+            redact(url)
         ),
     }
 }

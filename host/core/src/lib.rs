@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory;
 pub mod outcome;
 pub mod record;
+pub mod redact;
 pub mod retry;
 pub mod spec;
 pub mod store;

@@ -82,6 +82,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::Mutex;
+use xylem_core::redact::redact_url as redact;
 use xylem_core::store::{StoreError, StoreResult};
 
 /// The schema used when the URL names none.
@@ -236,22 +237,6 @@ fn split_url(url: &str) -> StoreResult<(String, String)> {
         sqlx_url.push_str(&rest.join("&"));
     }
     Ok((sqlx_url, schema.to_owned()))
-}
-
-/// The URL with any password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// `"name"`: a validated name as a quoted identifier.

@@ -37,6 +37,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use tokio::sync::Mutex;
+use xylem_core::redact::redact_url;
 use xylem_core::store::{StoreError, StoreResult};
 
 use crate::keys::Keys;
@@ -120,8 +121,9 @@ impl RedisStore {
     /// fail with [`StoreError::Unavailable`] (workers retry them).
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let (redis_url, prefix) = split_prefix(url)?;
-        let client = redis::Client::open(redis_url.as_str())
-            .map_err(|e| StoreError::Invalid(format!("invalid redis URL {url}: {e}")))?;
+        let client = redis::Client::open(redis_url.as_str()).map_err(|e| {
+            StoreError::Invalid(format!("invalid redis URL {}: {e}", redact_url(url)))
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -132,8 +134,12 @@ impl RedisStore {
             client.get_connection_manager_with_config(config),
         )
         .await
-        .map_err(|_| StoreError::unavailable(format!("cannot connect to {url}: timed out")))?
-        .map_err(|e| StoreError::unavailable_from(format!("cannot connect to {url}: {e}"), e))?;
+        .map_err(|_| {
+            StoreError::unavailable(format!("cannot connect to {}: timed out", redact_url(url)))
+        })?
+        .map_err(|e| {
+            StoreError::unavailable_from(format!("cannot connect to {}: {e}", redact_url(url)), e)
+        })?;
         let store = Self {
             conn,
             client,

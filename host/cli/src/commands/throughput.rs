@@ -116,7 +116,8 @@ async fn wait_processed(stats: &WorkerStats, jobs: u32, url: &str) -> anyhow::Re
     while stats.succeeded.load(Ordering::Relaxed) < u64::from(jobs) {
         anyhow::ensure!(
             stats.dead.load(Ordering::Relaxed) == 0,
-            "a benchmark job failed: see `xylem --store {url} dlq ls`"
+            "a benchmark job failed: see `xylem --store {} dlq ls`",
+            crate::store::redact(url)
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
