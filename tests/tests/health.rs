@@ -69,3 +69,25 @@ fn health_reports_postgres() {
     );
     assert_unreachable("postgres://postgres@127.0.0.1:1/test");
 }
+
+#[test]
+fn a_password_never_reaches_the_output() {
+    // Issue 8, item 5: an unreachable store's error names the URL, but
+    // never its password — on stdout (`--json`) or stderr.
+    for url in [
+        "redis://:hunter2secret@127.0.0.1:1",
+        "redis://user:hunter2secret@127.0.0.1:1/0?prefix=p",
+        "postgres://xylem:hunter2secret@127.0.0.1:1/db",
+        "postgres://xylem@127.0.0.1:1/db?password=hunter2secret",
+    ] {
+        let out = health(url);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("hunter2secret"), "{url} leaked: {all}");
+        assert!(all.contains("***"), "{url}: {all}");
+    }
+}
