@@ -54,6 +54,9 @@ pub struct RuntimeConfig {
     /// Upper bound of any one job's memory limit, in bytes.
     pub max_memory_per_instance: u64,
     /// Where compiled components are cached; `None` disables the cache.
+    /// The directory must be private: it is created with mode 0700; an
+    /// existing one not owned by this user is not used, one writable by
+    /// others is made 0700 and emptied (see `docs/sandbox.md`).
     pub cache_dir: Option<PathBuf>,
     /// How often running jobs are checked against their deadlines.
     pub epoch_tick: Duration,
@@ -64,7 +67,7 @@ impl Default for RuntimeConfig {
         Self {
             max_instances: 256,
             max_memory_per_instance: 4 * 1024 * 1024 * 1024,
-            cache_dir: Some(Self::default_cache_dir()),
+            cache_dir: Self::default_cache_dir(),
             epoch_tick: Duration::from_millis(1),
         }
     }
@@ -72,17 +75,40 @@ impl Default for RuntimeConfig {
 
 impl RuntimeConfig {
     /// `$XYLEM_CACHE_DIR`, else `$XDG_CACHE_HOME/xylem/components`, else
-    /// `~/.cache/xylem/components`, else a folder in the temp dir.
-    pub fn default_cache_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("XYLEM_CACHE_DIR") {
-            return PathBuf::from(dir);
+    /// `$HOME/.cache/xylem/components`; `None` (no cache, logged once) if
+    /// none of them is set — never a shared folder such as the temp dir,
+    /// where another user could plant compiled code.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let dir = cache_dir_from(|name| std::env::var_os(name));
+        if dir.is_none() {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                tracing::warn!(
+                    "no private place for the compiled-component cache (XYLEM_CACHE_DIR, \
+                     XDG_CACHE_HOME and HOME are unset or not absolute): components are \
+                     compiled on every load"
+                );
+            });
         }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("xylem").join("components")
+        dir
     }
+}
+
+/// The cache directory the environment `var` names, if any. Empty values
+/// count as unset; `XDG_CACHE_HOME` and `HOME` must be absolute.
+fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set("XYLEM_CACHE_DIR") {
+        return Some(dir);
+    }
+    let base = set("XDG_CACHE_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            set("HOME")
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".cache"))
+        })?;
+    Some(base.join("xylem").join("components"))
 }
 
 pub(crate) struct RuntimeInner {
@@ -228,4 +254,45 @@ fn spawn_epoch_ticker(
         })
         .map(|_| ())
         .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+
+    use super::cache_dir_from;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn the_cache_dir_comes_from_the_environment_or_nowhere() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            cache_dir_from(env(&[("XYLEM_CACHE_DIR", "/c"), ("HOME", "/h")])),
+            p("/c")
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            p("/x/xylem/components")
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/h")])),
+            p("/h/.cache/xylem/components")
+        );
+        // No HOME: no cache rather than the shared temp dir.
+        assert_eq!(cache_dir_from(env(&[])), None);
+        assert_eq!(cache_dir_from(env(&[("HOME", "")])), None);
+        assert_eq!(cache_dir_from(env(&[("XYLEM_CACHE_DIR", "")])), None);
+    }
 }
