@@ -52,42 +52,86 @@ pub(crate) struct JobFlags {
     #[arg(long, short)]
     queue: Option<String>,
     /// Priority 0 (lowest) to 9 (highest).
-    #[arg(long, short, value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(long, short, allow_negative_numbers = true, value_parser = parse_priority)]
     priority: Option<u8>,
     /// Run no sooner than this from now, e.g. 30s.
-    #[arg(long, conflicts_with = "eta")]
+    #[arg(long, conflicts_with = "eta", allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a delay", s))]
     delay: Option<String>,
     /// Run no sooner than this time (RFC 3339, e.g. 2026-11-22T15:00:00Z).
     #[arg(long)]
     eta: Option<String>,
     /// Expire the job if it has not started within this long.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("an expiry", s))]
     expires: Option<String>,
     /// Retries before the job is dead-lettered.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = |s: &str| count::<u32>("max retries", s))]
     max_retries: Option<u32>,
     /// First retry delay (doubled each retry, with jitter), e.g. 1s.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a backoff", s))]
     backoff: Option<String>,
     /// Largest retry delay.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a backoff", s))]
     backoff_max: Option<String>,
-    /// Hard time limit of a run.
-    #[arg(long)]
+    /// Hard time limit of a run (more than 0).
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a timeout", s))]
     timeout: Option<String>,
-    /// Soft time limit of a run.
-    #[arg(long)]
+    /// Soft time limit of a run (more than 0).
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a timeout", s))]
     soft_timeout: Option<String>,
-    /// Fuel budget of a run.
-    #[arg(long)]
+    /// Fuel budget of a run (more than 0).
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = |s: &str| count::<u64>("fuel", s))]
     fuel: Option<u64>,
-    /// Memory cap of a run, e.g. 64MiB.
-    #[arg(long)]
+    /// Memory cap of a run, e.g. 64MiB (at least 64KiB).
+    #[arg(long, allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a memory cap", s))]
     memory: Option<String>,
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     #[serde(alias = "header")]
     headers: Vec<String>,
+}
+
+/// `--priority`: 0 to 9, and a clear word for anything else (negative
+/// numbers included, which clap would otherwise take for a flag).
+fn parse_priority(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<i64>() {
+        Ok(p @ 0..=9) => Ok(p as u8),
+        Ok(p) => Err(format!("priority must be 0-9, not {p}")),
+        Err(_) => Err(format!("priority must be a number 0-9, not `{text}`")),
+    }
+}
+
+/// A duration or size flag: refuses a negative value by name (`what`,
+/// e.g. "a delay") instead of clap's "unexpected argument".
+fn not_negative(what: &str, text: &str) -> Result<String, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!("{what} cannot be negative"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A whole-number flag that cannot be negative.
+fn count<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!("{what} cannot be negative, not {text}"));
+    }
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{what} must be a whole number, not `{text}`"))
+}
+
+/// Parses a duration option, refusing a negative one by name.
+fn duration(what: &str, text: &str) -> anyhow::Result<Duration> {
+    not_negative(what, text).map_err(anyhow::Error::msg)?;
+    Ok(parse_duration(text)?)
 }
 
 /// The keys a `--batch` line may have.
@@ -113,8 +157,11 @@ const BATCH_KEYS: &[&str] = &[
 impl JobFlags {
     /// The request for `task` with `args` and these options.
     fn request(&self, task: &str, args: String) -> anyhow::Result<EnqueueRequest> {
+        // The same rules as `Client::prepare`, checked here too so a bad
+        // line of a batch is caught before the store is opened.
+        xylem_core::client::validate_task_name(task)?;
         if let Some(q) = &self.queue {
-            super::worker::check_queue_name(q)?;
+            xylem_core::client::validate_queue_name(q)?;
         }
         if let Some(p) = self.priority {
             anyhow::ensure!(p <= 9, "priority must be 0-9, not {p}");
@@ -124,13 +171,13 @@ impl JobFlags {
         req.priority = self.priority;
         req.max_retries = self.max_retries;
         if let Some(delay) = &self.delay {
-            req = req.delay(parse_duration(delay)?);
+            req = req.delay(duration("a delay", delay)?);
         }
         if let Some(eta) = &self.eta {
             req.not_before = Some(parse_rfc3339(eta).map_err(anyhow::Error::msg)?);
         }
         if let Some(expires) = &self.expires {
-            req.expires_at = Some(now_ms() + ms(parse_duration(expires)?));
+            req.expires_at = Some(now_ms() + ms(duration("an expiry", expires)?));
         }
         for header in &self.headers {
             let (k, v) = header
@@ -138,14 +185,22 @@ impl JobFlags {
                 .with_context(|| format!("invalid header `{header}`: use NAME=VALUE"))?;
             req.headers.push((k.to_owned(), v.to_owned()));
         }
-        req.options = JobOptions {
-            retry_backoff_ms: millis(&self.backoff)?,
-            retry_backoff_max_ms: millis(&self.backoff_max)?,
-            soft_time_limit_ms: millis(&self.soft_timeout)?,
-            hard_time_limit_ms: millis(&self.timeout)?,
-            fuel: self.fuel,
-            max_memory_bytes: self.memory.as_deref().map(parse_size).transpose()?,
+        let memory = match self.memory.as_deref() {
+            Some(text) => {
+                not_negative("a memory cap", text).map_err(anyhow::Error::msg)?;
+                Some(parse_size(text)?)
+            }
+            None => None,
         };
+        req.options = JobOptions {
+            retry_backoff_ms: millis("a backoff", &self.backoff)?,
+            retry_backoff_max_ms: millis("a backoff", &self.backoff_max)?,
+            soft_time_limit_ms: millis("a timeout", &self.soft_timeout)?,
+            hard_time_limit_ms: millis("a timeout", &self.timeout)?,
+            fuel: self.fuel,
+            max_memory_bytes: memory,
+        };
+        xylem_core::client::validate_options(&req.options)?;
         Ok(req)
     }
 }
@@ -224,11 +279,10 @@ async fn run_batch(store_url: &str, file: &str, json: bool) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn millis(text: &Option<String>) -> anyhow::Result<Option<u64>> {
+fn millis(what: &str, text: &Option<String>) -> anyhow::Result<Option<u64>> {
     text.as_deref()
-        .map(|t| parse_duration(t).map(|d| d.as_millis() as u64))
+        .map(|t| duration(what, t).map(|d| d.as_millis() as u64))
         .transpose()
-        .map_err(Into::into)
 }
 
 #[allow(clippy::print_stdout)]

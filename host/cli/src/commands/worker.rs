@@ -41,19 +41,6 @@ pub(crate) struct WorkerArgs {
     result_ttl: Option<String>,
 }
 
-/// Validates queue names: letters, digits, `-`, `_`, `.`, `:`.
-pub(crate) fn check_queue_name(name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !name.is_empty()
-            && name.len() <= 128
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)),
-        "invalid queue name `{name}`: use letters, digits, '-', '_', '.' or ':'"
-    );
-    Ok(())
-}
-
 /// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
 /// that arrives while the worker is still starting is not lost (nor fatal).
 pub(crate) struct ShutdownSignal {
@@ -86,7 +73,7 @@ impl ShutdownSignal {
 pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = ShutdownSignal::install();
     for q in &args.queue {
-        check_queue_name(q)?;
+        xylem_core::client::validate_queue_name(q)?;
     }
     let mut config = WorkerConfig {
         queues: args.queue,
