@@ -1,10 +1,11 @@
 //! `xylem plugin build|inspect`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use xylem_core::{TaskFilter, TaskState};
 
 use crate::format;
 
@@ -23,6 +24,10 @@ pub(crate) enum PluginCommand {
     Push {
         /// The component (.wasm).
         file: PathBuf,
+        /// Refuse a file larger than this (checked before it is read),
+        /// e.g. 256MiB.
+        #[arg(long, default_value = "64MiB", value_parser = parse_max_size)]
+        max_size: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -42,10 +47,15 @@ pub(crate) enum PluginCommand {
         json: bool,
     },
     /// Delete a stored version; its tasks fall back to the newest other
-    /// version that declares them.
+    /// version that declares them. Refused if it is the only version
+    /// providing some task (its queued jobs would be dead-lettered),
+    /// unless --force.
     Rm {
         /// Digest or a unique prefix of it.
         digest: String,
+        /// Remove it even if some task would be left without a plugin.
+        #[arg(long)]
+        force: bool,
     },
     /// Validate a component against the plugin WIT world and list its tasks.
     Inspect {
@@ -61,18 +71,82 @@ pub(crate) async fn run(store_url: &str, cmd: PluginCommand) -> anyhow::Result<E
     match cmd {
         PluginCommand::Build { path } => build(path).await,
         PluginCommand::Inspect { file, json } => inspect(file, json).await,
-        PluginCommand::Push { file, json } => push(store_url, file, json).await,
+        PluginCommand::Push {
+            file,
+            max_size,
+            json,
+        } => push(store_url, file, max_size, json).await,
         PluginCommand::Ls { json } => list(store_url, json).await,
         PluginCommand::Show { what, json } => show(store_url, &what, json).await,
-        PluginCommand::Rm { digest } => remove(store_url, &digest).await,
+        PluginCommand::Rm { digest, force } => remove(store_url, &digest, force).await,
     }
 }
 
-#[allow(clippy::print_stdout)]
-async fn push(store_url: &str, file: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes = tokio::fs::read(&file)
+/// The largest component `plugin push` reads by default.
+pub(crate) const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+fn parse_max_size(text: &str) -> Result<u64, String> {
+    match xylem_core::limits::parse_size(text) {
+        Ok(0) => Err("the size limit must be more than 0".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads a component, refusing it from its metadata — before reading a
+/// byte — if it is larger than `max_size` (and, should it grow meanwhile,
+/// reading no more than `max_size + 1` bytes).
+pub(crate) async fn read_component(file: &Path, max_size: u64) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+
+    let too_big = |size: u64| {
+        let hint = if max_size == DEFAULT_MAX_SIZE {
+            " (raise it with --max-size)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "{} is {} ({size} bytes), over the {} limit of a plugin{hint}",
+            file.display(),
+            format::bytes(size),
+            format::bytes(max_size)
+        )
+    };
+    let opened = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?;
+    let metadata = opened
+        .metadata()
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    anyhow::ensure!(
+        metadata.is_file(),
+        "cannot read {}: not a file",
+        file.display()
+    );
+    if metadata.len() > max_size {
+        return Err(too_big(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    opened
+        .take(max_size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if bytes.len() as u64 > max_size {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+#[allow(clippy::print_stdout)]
+async fn push(
+    store_url: &str,
+    file: PathBuf,
+    max_size: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bytes = read_component(&file, max_size).await?;
     let store = crate::store::open(store_url).await?;
     let runtime = super::wasm_runtime()?;
     let plugin = xylem_wasm::push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes)
@@ -181,12 +255,69 @@ async fn show(store_url: &str, what: &str, json: bool) -> anyhow::Result<ExitCod
 }
 
 #[allow(clippy::print_stdout)]
-async fn remove(store_url: &str, digest: &str) -> anyhow::Result<ExitCode> {
+async fn remove(store_url: &str, digest: &str, force: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
     let plugin = find(&store, digest).await?;
+    // Tasks no other stored version declares: once this one is gone, their
+    // jobs can only be dead-lettered as unknown tasks.
+    let others = store.stores.plugins.plugins().await?;
+    let orphaned: Vec<&str> = plugin
+        .tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| {
+            !others
+                .iter()
+                .filter(|p| p.digest != plugin.digest)
+                .any(|p| p.tasks.iter().any(|t| t.name == *name))
+        })
+        .collect();
+    if !orphaned.is_empty() && !force {
+        let mut lines = Vec::new();
+        for task in &orphaned {
+            let waiting = waiting_jobs(&store, task).await?;
+            lines.push(format!("  {task}  ({waiting} waiting)"));
+        }
+        eprintln!(
+            "error: sha256:{} is the only version providing {} task(s); removing it \
+             would leave them without a plugin, and their queued jobs would be \
+             dead-lettered as unknown tasks:\n{}\nPush a version that declares them \
+             first, or remove it anyway with --force.",
+            &plugin.digest[..12],
+            orphaned.len(),
+            lines.join("\n")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     store.stores.plugins.remove_plugin(&plugin.digest).await?;
+    if !orphaned.is_empty() {
+        eprintln!(
+            "warning: no plugin provides {} any more (--force)",
+            orphaned.join(", ")
+        );
+    }
     println!("removed sha256:{}", plugin.digest);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many jobs of `task` wait to run (queued or retrying), as text:
+/// counted up to 10,000.
+async fn waiting_jobs(store: &crate::store::OpenStore, task: &str) -> anyhow::Result<String> {
+    const CAP: usize = 10_000;
+    let mut total = 0;
+    for state in [TaskState::Queued, TaskState::Retrying] {
+        let filter = TaskFilter {
+            state: Some(state),
+            task: Some(task.to_owned()),
+            limit: CAP + 1,
+        };
+        total += store.stores.results.list(&filter).await?.len();
+    }
+    Ok(if total > CAP {
+        format!("more than {CAP} jobs")
+    } else {
+        format!("{total} job(s)")
+    })
 }
 
 #[allow(clippy::print_stdout)]

@@ -129,7 +129,8 @@ async fn watch_plugins(runtime: Runtime, store: Arc<dyn PluginStore>, dir: PathB
                 continue;
             }
             seen.insert(path.clone(), stamp);
-            match tokio::fs::read(&path).await {
+            // The same size limit as `plugin push`.
+            match super::plugin::read_component(&path, super::plugin::DEFAULT_MAX_SIZE).await {
                 Ok(bytes) => match push_plugin(&runtime, store.as_ref(), &bytes).await {
                     Ok(plugin) => tracing::info!(
                         file = %path.display(),
@@ -140,7 +141,9 @@ async fn watch_plugins(runtime: Runtime, store: Arc<dyn PluginStore>, dir: PathB
                         tracing::error!(file = %path.display(), error = %e, "cannot load plugin")
                     }
                 },
-                Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot read plugin"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "cannot read plugin")
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
