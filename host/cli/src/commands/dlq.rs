@@ -166,8 +166,19 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                 }
                 ids
             };
+            // Ids asked for by name that were not dead: say so, and fail
+            // (the others are replayed all the same).
+            let missing: Vec<&String> = selection
+                .ids
+                .iter()
+                .filter(|id| !ids.contains(id))
+                .collect();
             if json {
-                let doc = serde_json::json!({ "dry_run": dry_run, "ids": ids });
+                let doc = serde_json::json!({
+                    "dry_run": dry_run,
+                    "ids": ids,
+                    "not_dead": missing,
+                });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 let verb = if dry_run { "would replay" } else { "replayed" };
@@ -175,6 +186,24 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                 for id in &ids {
                     println!("  {id}");
                 }
+            }
+            if !missing.is_empty() {
+                let within = match &selection.queue {
+                    Some(q) => format!(" (of queue {q})"),
+                    None => String::new(),
+                };
+                eprintln!(
+                    "error: {} of the {} id(s) given {} not in the dead-letter queue{within}: {}",
+                    missing.len(),
+                    selection.ids.len(),
+                    if missing.len() == 1 { "is" } else { "are" },
+                    missing
+                        .iter()
+                        .map(|id| id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
             }
         }
         DlqCommand::Purge {
