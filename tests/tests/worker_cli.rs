@@ -724,3 +724,260 @@ fn a_worker_started_before_its_store_waits_for_it() {
     assert!(said.contains("trying again"), "{said}");
     terminate(&mut child);
 }
+
+// Issue 8, items 5 and 6: bad input refused at the door, by the real binary.
+
+/// Runs `xylem args`; asserts its exit code and that its stderr holds
+/// every needle. Returns its stdout.
+fn refused(env: &Env, args: &[&str], code: i32, needles: &[&str]) -> String {
+    let out = env.xylem(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected `{needle}` in: {stderr}"
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn enqueue_refuses_bad_names_zero_limits_and_negative_values_clearly() {
+    let env = Env::new();
+    env.push("hello");
+    let long = "q".repeat(129);
+    fn enqueue<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["enqueue", "hello.greet"];
+        args.extend_from_slice(extra);
+        args
+    }
+    // Names: one rule, in core.
+    refused(&env, &["enqueue", "bad task!"], 1, &["invalid task name"]);
+    refused(
+        &env,
+        &enqueue(&["--queue", "a/b"]),
+        1,
+        &["invalid queue name"],
+    );
+    refused(
+        &env,
+        &enqueue(&["--queue", &long]),
+        1,
+        &["129 bytes long, over 128"],
+    );
+    refused(
+        &env,
+        &["worker", "--queue", &long],
+        1,
+        &["invalid queue name"],
+    );
+    // Limits no run could meet.
+    refused(
+        &env,
+        &enqueue(&["--memory", "0"]),
+        1,
+        &["memory cap of 0 bytes"],
+    );
+    refused(
+        &env,
+        &enqueue(&["--fuel", "0"]),
+        1,
+        &["fuel budget cannot be 0"],
+    );
+    refused(
+        &env,
+        &enqueue(&["--timeout", "0s"]),
+        1,
+        &["time limit (timeout) cannot be 0"],
+    );
+    // Negative values: named, not "unexpected argument".
+    for (flag, value, needle) in [
+        ("--priority", "-1", "priority must be 0-9, not -1"),
+        ("--priority", "12", "priority must be 0-9, not 12"),
+        ("--delay", "-5s", "a delay cannot be negative"),
+        ("--timeout", "-1s", "a timeout cannot be negative"),
+        ("--fuel", "-1", "fuel cannot be negative"),
+        ("--max-retries", "-1", "max retries cannot be negative"),
+        ("--memory", "-1MiB", "a memory cap cannot be negative"),
+    ] {
+        let stdout = refused(&env, &enqueue(&[flag, value]), 2, &[needle]);
+        assert!(stdout.is_empty(), "{flag} {value}: {stdout}");
+        let out = env.xylem(&enqueue(&[flag, value]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    }
+    // The same rules for a --batch line.
+    let batch = env.dir.join("bad.ndjson");
+    for (line, needle) in [
+        (
+            r#"{"task":"hello.greet","fuel":0}"#,
+            "fuel budget cannot be 0",
+        ),
+        (
+            r#"{"task":"hello.greet","delay":"-5s"}"#,
+            "a delay cannot be negative",
+        ),
+        (
+            r#"{"task":"hello.greet","queue":"x y"}"#,
+            "invalid queue name",
+        ),
+    ] {
+        std::fs::write(&batch, format!("{{\"task\":\"hello.greet\"}}\n{line}\n")).unwrap();
+        refused(
+            &env,
+            &["enqueue", "--batch", batch.to_str().unwrap()],
+            1,
+            &["line 2", needle],
+        );
+    }
+    let listed = env.ok(&["task", "ls", "--json"]);
+    assert_eq!(listed.trim(), "[]", "a refused job was enqueued: {listed}");
+    // Good values still go in.
+    env.enqueue(&[
+        "hello.greet",
+        "--priority",
+        "0",
+        "--fuel",
+        "1000000",
+        "--memory",
+        "64KiB",
+        "--delay",
+        "0s",
+    ]);
+}
+
+#[test]
+fn plugin_push_refuses_a_file_over_its_size_limit_before_reading_it() {
+    let env = Env::new();
+    // 200 MiB, sparse: were it read, it would be refused as not a component.
+    let big = env.dir.join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(200 * 1024 * 1024)
+        .unwrap();
+    refused(
+        &env,
+        &["plugin", "push", big.to_str().unwrap()],
+        1,
+        &[
+            "200.0 MiB (209715200 bytes)",
+            "over the 64.0 MiB limit",
+            "--max-size",
+        ],
+    );
+    let hello = plugin("hello");
+    refused(
+        &env,
+        &[
+            "plugin",
+            "push",
+            hello.to_str().unwrap(),
+            "--max-size",
+            "1KiB",
+        ],
+        1,
+        &["over the 1.0 KiB limit"],
+    );
+    refused(
+        &env,
+        &["plugin", "push", hello.to_str().unwrap(), "--max-size", "0"],
+        2,
+        &["more than 0"],
+    );
+    let listed = env.ok(&["plugin", "ls", "--json"]);
+    assert_eq!(listed.trim(), "[]", "{listed}");
+    env.ok(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--max-size",
+        "300MiB",
+    ]);
+}
+
+#[test]
+fn plugin_rm_of_the_only_version_of_a_task_is_refused_unless_forced() {
+    let env = Env::new();
+    env.push("hello");
+    for _ in 0..2 {
+        env.enqueue(&["hello.greet", "--args", r#"{"name":"x"}"#]);
+    }
+    let digests = |env: &Env| -> Vec<String> {
+        let listed: serde_json::Value =
+            serde_json::from_str(&env.ok(&["plugin", "ls", "--json"])).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let v1 = digests(&env).pop().unwrap();
+    refused(
+        &env,
+        &["plugin", "rm", &v1[..12]],
+        1,
+        &[
+            "only version",
+            "hello.greet  (2 job(s) waiting)",
+            "hello.echo",
+            "--force",
+        ],
+    );
+    assert_eq!(digests(&env), vec![v1.clone()], "nothing was removed");
+    // With another version providing every task, removing one is fine.
+    let v2_file = new_version(&plugin("hello"), &env.dir);
+    env.ok(&["plugin", "push", v2_file.to_str().unwrap()]);
+    assert!(env.ok(&["plugin", "rm", &v1]).contains("removed"));
+    let v2 = digests(&env).pop().unwrap();
+    assert_ne!(v1, v2);
+    refused(&env, &["plugin", "rm", &v2], 1, &["hello.greet"]);
+    let out = env.xylem(&["plugin", "rm", &v2, "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(digests(&env).is_empty());
+}
+
+#[test]
+fn dlq_replay_of_an_id_that_is_not_dead_says_so_and_fails() {
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("w-dlq", &[]);
+    // Rejected by the task: dead at once.
+    let out = env.xylem(&[
+        "enqueue",
+        "hello.greet",
+        "--args",
+        r#"{"nom":"x"}"#,
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(12));
+    terminate(&mut worker);
+    let dead: serde_json::Value = serde_json::from_str(&env.ok(&["dlq", "ls", "--json"])).unwrap();
+    let id = dead[0]["envelope"]["id"].as_str().unwrap().to_owned();
+
+    refused(
+        &env,
+        &["dlq", "replay", "no-such-id", "--dry-run"],
+        1,
+        &["not in the dead-letter queue: no-such-id"],
+    );
+    // The dead one is replayed all the same; the other is named.
+    let stdout = refused(
+        &env,
+        &["dlq", "replay", &id, "no-such-id"],
+        1,
+        &["1 of the 2 id(s) given is not in the dead-letter queue: no-such-id"],
+    );
+    assert!(
+        stdout.contains("replayed 1 job(s)") && stdout.contains(&id),
+        "{stdout}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["task", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["state"], "queued", "{shown}");
+    // Now queued, not dead: replaying it again is a mistake worth saying.
+    refused(&env, &["dlq", "replay", &id], 1, &[id.as_str()]);
+    // Replaying whatever is dead (nothing) is not.
+    assert!(env.ok(&["dlq", "replay"]).contains("replayed 0 job(s)"));
+}
