@@ -458,3 +458,251 @@ async fn compiled_components_are_cached_on_disk() {
     assert_eq!(first.digest(), second.digest());
     assert_greet_works(&second).await;
 }
+
+// The compiled-component cache (issue 8): a private directory, and every
+// artifact checked against its HMAC before wasmtime sees it. Real files,
+// real runtimes; warnings are read back from a process-wide log capture.
+mod component_cache {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, Once};
+
+    use xylem_wasm::{Plugin, Runtime, RuntimeConfig};
+
+    use super::{assert_greet_works, plugin};
+
+    static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            LOGS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Sends every warning of this test process into `LOGS` (the runtime
+    /// logs from blocking threads, so a thread-local subscriber would miss
+    /// them).
+    fn capture_warnings() {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| Capture)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::WARN)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the sandbox tests");
+        });
+    }
+
+    /// The captured warnings that mention `path`.
+    fn warnings_about(path: &Path) -> Vec<String> {
+        let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+        let needle = path.display().to_string();
+        String::from_utf8_lossy(&logs)
+            .lines()
+            .filter(|line| line.contains("WARN") && line.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn config(dir: &Path) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir: Some(dir.to_owned()),
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        }
+    }
+
+    /// `hello`, loaded by a new runtime (so nothing is shared but the disk).
+    async fn load_hello(dir: &Path) -> Plugin {
+        let bytes = std::fs::read(plugin("hello")).unwrap();
+        Runtime::new(config(dir))
+            .unwrap()
+            .load(&bytes)
+            .await
+            .unwrap()
+    }
+
+    /// The one artifact in `dir`, and its MAC file.
+    fn artifact(dir: &Path) -> (PathBuf, PathBuf) {
+        let found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let mac = found[0].with_extension("mac");
+        assert!(mac.is_file(), "no MAC beside {}", found[0].display());
+        (found[0].clone(), mac)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn a_new_cache_is_private_and_gives_its_speedup_on_the_second_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache").join("components");
+        let first = load_hello(&dir).await;
+        assert!(!first.load_stats().hit);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("cache.key")), 0o600);
+        let (cwasm, mac) = artifact(&dir);
+        assert_eq!(mode(&cwasm) & 0o077, 0);
+        assert_eq!(mode(&mac) & 0o077, 0);
+
+        let second = load_hello(&dir).await;
+        let (cold, warm) = (first.load_stats(), second.load_stats());
+        assert!(warm.hit);
+        assert_eq!(warm.compile_time, std::time::Duration::ZERO);
+        // Reading and verifying the artifact must not eat the cache's gain.
+        assert!(
+            warm.load_time < cold.compile_time / 2,
+            "cached load {:?} vs compile {:?}",
+            warm.load_time,
+            cold.compile_time
+        );
+        assert_greet_works(&second).await;
+    }
+
+    #[tokio::test]
+    async fn a_tampered_artifact_is_never_loaded_but_recompiled() {
+        capture_warnings();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        assert!(!load_hello(&dir).await.load_stats().hit);
+        let (cwasm, mac) = artifact(&dir);
+
+        // Flip one byte in the middle of the native code.
+        let mut bytes = std::fs::read(&cwasm).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&cwasm, &bytes).unwrap();
+
+        let reloaded = load_hello(&dir).await;
+        assert!(!reloaded.load_stats().hit, "a tampered artifact was used");
+        assert_greet_works(&reloaded).await;
+        let warned = warnings_about(&cwasm);
+        assert!(
+            warned.iter().any(|w| w.contains("MAC does not match")),
+            "{warned:?}"
+        );
+        // Replaced by a good artifact, which the next load uses.
+        assert_ne!(std::fs::read(&cwasm).unwrap(), bytes);
+        assert!(load_hello(&dir).await.load_stats().hit);
+
+        // An artifact without its MAC is refused too.
+        std::fs::remove_file(&mac).unwrap();
+        let reloaded = load_hello(&dir).await;
+        assert!(!reloaded.load_stats().hit, "an unsigned artifact was used");
+        assert_greet_works(&reloaded).await;
+        assert!(
+            warnings_about(&cwasm)
+                .iter()
+                .any(|w| w.contains("no MAC file")),
+            "{:?}",
+            warnings_about(&cwasm)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_artifact_copied_from_another_cache_is_refused() {
+        capture_warnings();
+        let (theirs, ours) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert!(!load_hello(theirs.path()).await.load_stats().hit);
+        assert!(!load_hello(ours.path()).await.load_stats().hit);
+
+        // Same component, same engine: only the key differs. Their
+        // artifact and MAC, copied over ours, must not pass.
+        let (their_cwasm, their_mac) = artifact(theirs.path());
+        let (our_cwasm, our_mac) = artifact(ours.path());
+        std::fs::copy(&their_cwasm, &our_cwasm).unwrap();
+        std::fs::copy(&their_mac, &our_mac).unwrap();
+
+        let reloaded = load_hello(ours.path()).await;
+        assert!(
+            !reloaded.load_stats().hit,
+            "another cache's artifact was used"
+        );
+        assert_greet_works(&reloaded).await;
+        assert!(
+            !warnings_about(&our_cwasm).is_empty(),
+            "the refusal is logged"
+        );
+        assert!(load_hello(ours.path()).await.load_stats().hit);
+        // Their cache is untouched and still works for them.
+        assert!(load_hello(theirs.path()).await.load_stats().hit);
+    }
+
+    #[tokio::test]
+    async fn a_world_writable_cache_dir_is_made_private_and_emptied_with_a_warning() {
+        capture_warnings();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("components");
+        assert!(!load_hello(&dir).await.load_stats().hit);
+        let key = std::fs::read(dir.join("cache.key")).unwrap();
+
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let reloaded = load_hello(&dir).await;
+        assert_eq!(mode(&dir), 0o700);
+        // Anything in there may have been planted while it was open.
+        assert!(!reloaded.load_stats().hit, "an exposed artifact was used");
+        assert_ne!(
+            std::fs::read(dir.join("cache.key")).unwrap(),
+            key,
+            "a new key"
+        );
+        assert_greet_works(&reloaded).await;
+        let warned = warnings_about(&dir);
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("writable by other users") && w.contains("0777")),
+            "{warned:?}"
+        );
+        assert!(load_hello(&dir).await.load_stats().hit);
+    }
+
+    #[tokio::test]
+    async fn a_cache_dir_owned_by_another_user_is_not_used() {
+        capture_warnings();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("components");
+        std::fs::create_dir(&dir).unwrap();
+        let us = std::fs::metadata(&dir).unwrap().uid();
+        let other = if us == 65534 { 65533 } else { 65534 };
+        if let Err(e) = std::os::unix::fs::chown(&dir, Some(other), None) {
+            eprintln!("skipped: cannot give the directory to another user ({e})");
+            return;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        let plugin = load_hello(&dir).await;
+        assert!(!plugin.load_stats().hit);
+        assert_greet_works(&plugin).await;
+        assert!(!load_hello(&dir).await.load_stats().hit, "it was used");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing is written into it"
+        );
+        let warned = warnings_about(&dir);
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains(&format!("owned by uid {other}"))),
+            "{warned:?}"
+        );
+    }
+}
