@@ -41,8 +41,18 @@ pub struct Limits {
     pub max_memory: u64,
     /// Largest result, in bytes of JSON.
     pub max_output: u64,
-    /// Most bytes of log (stdout, stderr and `log` calls) kept per run.
+    /// Most bytes of log (stdout, stderr and `log` calls together) kept
+    /// per run. Each entry is charged its text plus a fixed overhead (64
+    /// bytes), so empty lines are not free.
     pub max_log: u64,
+    /// Most log entries (lines of stdout/stderr and `log` calls together,
+    /// the closing "more lines dropped" summary included) kept per run.
+    #[serde(default = "default_max_log_entries")]
+    pub max_log_entries: u64,
+}
+
+fn default_max_log_entries() -> u64 {
+    Limits::DEFAULT_MAX_LOG_ENTRIES
 }
 
 impl Default for Limits {
@@ -54,11 +64,15 @@ impl Default for Limits {
             max_memory: 128 * 1024 * 1024,
             max_output: 1024 * 1024,
             max_log: 64 * 1024,
+            max_log_entries: Self::DEFAULT_MAX_LOG_ENTRIES,
         }
     }
 }
 
 impl Limits {
+    /// The default of [`Limits::max_log_entries`].
+    pub const DEFAULT_MAX_LOG_ENTRIES: u64 = 10_000;
+
     /// Applies a task's declared defaults over these limits.
     pub fn with_options(mut self, options: &crate::TaskOptions) -> Self {
         if let Some(ms) = options.hard_time_limit_ms {

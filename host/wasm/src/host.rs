@@ -37,8 +37,9 @@ impl types::Host for JobState {}
 
 impl host::Host for JobState {
     async fn log(&mut self, lvl: WitLevel, message: String) {
-        self.log
-            .push(level(lvl), truncate(message, MAX_LOG_MESSAGE));
+        // Cut to the longest line and charged to the run's log budget in
+        // log.rs; past the budget it is only counted.
+        self.log.push(level(lvl), message);
     }
 
     async fn progress(&mut self, percent: f32, message: Option<String>) {

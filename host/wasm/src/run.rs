@@ -28,6 +28,7 @@ const DESCRIBE_LIMITS: Limits = Limits {
     max_memory: 64 * 1024 * 1024,
     max_output: 1024 * 1024,
     max_log: 16 * 1024,
+    max_log_entries: 1_000,
 };
 
 fn new_store(runtime: &Runtime, setup: JobSetup, fuel: u64) -> Store<JobState> {
@@ -144,6 +145,7 @@ pub(crate) async fn describe(
         soft_deadline: None,
         max_memory: DESCRIBE_LIMITS.max_memory,
         max_log: DESCRIBE_LIMITS.max_log,
+        max_log_entries: DESCRIBE_LIMITS.max_log_entries,
         insecure_seed: 0,
     };
     let mut store = new_store(runtime, setup, DESCRIBE_LIMITS.fuel);
@@ -210,6 +212,7 @@ pub(crate) async fn run_task(
         soft_deadline: limits.soft_time_limit.map(|soft| started + soft),
         max_memory: limits.max_memory,
         max_log: limits.max_log,
+        max_log_entries: limits.max_log_entries,
         insecure_seed: seed_for(&request.info.name, &request.args),
     };
     let mut store = new_store(&plugin.inner.runtime, setup, limits.fuel);

@@ -53,13 +53,14 @@ pub(crate) struct JobSetup {
     pub(crate) soft_deadline: Option<Instant>,
     pub(crate) max_memory: u64,
     pub(crate) max_log: u64,
+    pub(crate) max_log_entries: u64,
     /// Seed of `wasi:random/insecure-seed` (what hash maps seed from).
     pub(crate) insecure_seed: u128,
 }
 
 impl JobState {
     pub(crate) fn new(setup: JobSetup) -> Self {
-        let log = JobLog::new(setup.max_log, setup.started);
+        let log = JobLog::new(setup.max_log, setup.max_log_entries, setup.started);
         // Deny by default: no preopened directories, no environment, no
         // arguments, no network, no name lookup. Only stdout/stderr exist,
         // and they go to the job log. The insecure seed is fixed per input
