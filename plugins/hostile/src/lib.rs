@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::Value;
-use xylem_guest::{Context, Task, TaskError, TaskResult};
+use xylem_guest::{Context, Level, Task, TaskError, TaskResult};
 
 /// Spins forever: only a time limit (or fuel) stops it.
 fn infinite_loop(_ctx: &Context, _args: Value) -> TaskResult<u64> {
@@ -162,6 +162,56 @@ fn stdout_spam(_ctx: &Context, args: Spam) -> TaskResult<u64> {
     Ok(written)
 }
 
+#[derive(Deserialize)]
+struct NewlineFlood {
+    #[serde(default = "default_mib")]
+    mib: u64,
+    /// The byte written: a newline by default; anything else makes one
+    /// endless line.
+    #[serde(default = "default_flood_byte")]
+    byte: u8,
+}
+
+fn default_flood_byte() -> u8 {
+    b'\n'
+}
+
+fn default_mib() -> u64 {
+    64
+}
+
+/// Writes `mib` MiB of bare newlines to stdout, 64 KiB per write: millions
+/// of empty lines, each nearly free for the guest to produce.
+fn newline_flood(_ctx: &Context, args: NewlineFlood) -> TaskResult<u64> {
+    let chunk = [args.byte; 64 * 1024];
+    let total = args.mib.saturating_mul(1024 * 1024);
+    let mut written: u64 = 0;
+    let mut out = std::io::stdout();
+    while written < total {
+        let n = usize::try_from(total - written).map_or(chunk.len(), |left| left.min(chunk.len()));
+        // Errors are ignored: the point is the flood.
+        let _ = out.write_all(&chunk[..n]);
+        written += n as u64;
+    }
+    Ok(written)
+}
+
+#[derive(Deserialize)]
+struct EmptyLogLoop {
+    /// Stop after this many calls; by default only the run's limits stop it.
+    calls: Option<u64>,
+}
+
+/// Calls `log(info, "")` in a loop: entries with no text at all.
+fn empty_log_loop(ctx: &Context, args: EmptyLogLoop) -> TaskResult<u64> {
+    let mut calls: u64 = 0;
+    while args.calls.is_none_or(|max| calls < max) {
+        ctx.log(Level::Info, "");
+        calls += 1;
+    }
+    Ok(calls)
+}
+
 /// Burns a fixed amount of CPU: for fuel-determinism and fuel-limit tests.
 fn burn(_ctx: &Context, args: Value) -> TaskResult<u64> {
     let rounds = args
@@ -205,6 +255,10 @@ fn tasks() -> Vec<Task> {
         Task::new("hostile.read-env", read_env).description("Tries to read the host environment"),
         Task::new("hostile.socket", open_socket).description("Tries to open sockets"),
         Task::new("hostile.stdout-spam", stdout_spam).description("Floods stdout and stderr"),
+        Task::new("hostile.newline-flood", newline_flood)
+            .description("Writes `mib` MiB of bare newlines to stdout"),
+        Task::new("hostile.empty-log-loop", empty_log_loop)
+            .description("Calls log(info, \"\") until its limits (or `calls`) stop it"),
         Task::new("hostile.burn", burn).description("Burns `rounds` iterations of CPU"),
         Task::new("hostile.remember", remember)
             .description("Reports whether anything survived from an earlier job"),
