@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use xylem_core::{
-    CancelToken, FailureKind, Limits, LogLevel, NoHostCalls, Outcome, RunRequest, TaskInfo,
+    CancelToken, FailureKind, Limits, LogLevel, LogLine, NoHostCalls, Outcome, RunRequest, TaskInfo,
 };
 use xylem_tests::{plugin, runtime};
 use xylem_wasm::{LoadError, Plugin};
@@ -239,6 +239,39 @@ async fn the_guest_can_open_no_socket() {
     assert!(listener.accept().is_err(), "the guest reached the listener");
 }
 
+/// Bytes a log is charged: its text plus 64 bytes per entry.
+fn charged(log: &[LogLine]) -> u64 {
+    log.iter().map(|l| 64 + l.message.len() as u64).sum()
+}
+
+/// The number of lines the closing summary says were dropped.
+fn dropped_lines(log: &[LogLine]) -> u64 {
+    let last = log.last().expect("a summary entry");
+    assert_eq!(last.level, LogLevel::Warn, "{last:?}");
+    let count = last
+        .message
+        .strip_prefix("… ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("not a summary: {}", last.message));
+    assert!(last.message.contains(" dropped ("), "{}", last.message);
+    count.replace(',', "").parse().unwrap()
+}
+
+/// The log stays within both caps, the summary included.
+fn assert_log_capped(outcome: &Outcome, limits: &Limits) {
+    assert!(outcome.log_truncated, "{:?}", outcome.log.last());
+    assert!(
+        outcome.log.len() as u64 <= limits.max_log_entries,
+        "{} entries kept",
+        outcome.log.len()
+    );
+    assert!(
+        charged(&outcome.log) <= limits.max_log,
+        "{} bytes charged",
+        charged(&outcome.log)
+    );
+}
+
 #[tokio::test]
 async fn stdout_floods_are_captured_up_to_the_cap() {
     let hostile = load("hostile").await;
@@ -254,11 +287,192 @@ async fn stdout_floods_are_captured_up_to_the_cap() {
     )
     .await;
     assert_eq!(outcome.result, Some(json!(5000)), "{outcome:?}");
-    assert!(outcome.log_truncated);
-    let kept: usize = outcome.log.iter().map(|l| l.message.len()).sum();
-    assert!(kept <= 4096, "{kept} bytes of log kept");
+    assert_log_capped(&outcome, &limits);
+    // stdout and stderr share one budget, and every line is accounted for.
     assert!(outcome.log.iter().any(|l| l.level == LogLevel::Stdout));
     assert!(outcome.log.iter().any(|l| l.level == LogLevel::Stderr));
+    let kept = outcome.log.len() as u64 - 1;
+    assert_eq!(kept + dropped_lines(&outcome.log), 2 * 5000);
+}
+
+#[tokio::test]
+async fn a_newline_flood_is_capped_and_counted() {
+    let hostile = load("hostile").await;
+    let limits = Limits {
+        hard_time_limit: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    let outcome = run(
+        &hostile,
+        "hostile.newline-flood",
+        json!({"mib": 64}),
+        limits,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, Some(json!(64 << 20)), "{outcome:?}");
+    assert_log_capped(&outcome, &limits);
+    // 64 KiB at 64 bytes per empty line: 1,024 lines, three of which give
+    // their place to the summary.
+    let kept = outcome.log.len() as u64 - 1;
+    assert_eq!(kept, 1021);
+    assert_eq!(kept + dropped_lines(&outcome.log), 64 << 20);
+    let summary = &outcome.log.last().unwrap().message;
+    assert!(
+        summary.starts_with("… 67,107,843 more lines dropped (67,107,843 bytes)"),
+        "{summary}"
+    );
+    eprintln!("64 MiB newline flood: {elapsed:?}, summary: {summary}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn an_endless_line_is_cut_not_buffered() {
+    let hostile = load("hostile").await;
+    let outcome = run(
+        &hostile,
+        "hostile.newline-flood",
+        json!({"mib": 16, "byte": b'x'}),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(outcome.result, Some(json!(16 << 20)), "{outcome:?}");
+    assert!(outcome.log_truncated);
+    assert_eq!(outcome.log.len(), 1, "{:?}", outcome.log.len());
+    let line = &outcome.log[0].message;
+    assert!(line.len() < 9 * 1024, "{} bytes kept", line.len());
+    // 16 MiB - 8 KiB kept = 16,769,024 bytes counted, not buffered.
+    assert!(
+        line.ends_with("… [16,769,024 more bytes cut]"),
+        "{}",
+        &line[8000..]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_log_loop_ends_within_its_limits_with_the_log_capped() {
+    let hostile = load("hostile").await;
+    let limits = tight();
+    let started = Instant::now();
+    let outcome = run(&hostile, "hostile.empty-log-loop", json!({}), limits).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(
+            outcome.failure_kind(),
+            Some(FailureKind::TimeLimitExceeded | FailureKind::FuelExhausted)
+        ),
+        "{:?}",
+        outcome.error
+    );
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_log_capped(&outcome, &limits);
+    let dropped = dropped_lines(&outcome.log);
+    eprintln!("empty-log loop: {dropped} calls dropped in {elapsed:?}");
+    assert!(dropped > 10_000, "{dropped}");
+}
+
+#[tokio::test]
+async fn the_entry_cap_holds_when_bytes_are_plenty() {
+    let hostile = load("hostile").await;
+    let limits = Limits {
+        max_log: 16 << 20,
+        max_log_entries: 1000,
+        ..tight()
+    };
+    let outcome = run(
+        &hostile,
+        "hostile.empty-log-loop",
+        json!({"calls": 50_000}),
+        limits,
+    )
+    .await;
+    assert_eq!(outcome.result, Some(json!(50_000)), "{outcome:?}");
+    assert_log_capped(&outcome, &limits);
+    assert_eq!(outcome.log.len(), 1000);
+    assert!(
+        outcome.log[999]
+            .message
+            .starts_with("… 49,001 more lines dropped (0 bytes)"),
+        "{}",
+        outcome.log[999].message
+    );
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Host memory a run grows by: resident set before, and its peak during
+/// the run (the peak is reset first where the kernel allows it).
+async fn rss_growth_mib(hostile: &Plugin, task: &str, args: serde_json::Value) -> (u64, u64) {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = proc_status_kib("VmRSS:");
+    let limits = Limits {
+        hard_time_limit: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let outcome = run(hostile, task, args, limits).await;
+    assert!(outcome.log_truncated, "{task}: {outcome:?}");
+    let after = proc_status_kib("VmRSS:");
+    let peak = proc_status_kib("VmHWM:");
+    let last = &outcome.log.last().unwrap().message;
+    let last = &last[last.floor_char_boundary(last.len().saturating_sub(100))..];
+    eprintln!(
+        "{task}: VmRSS {before} KiB before, {after} KiB after, peak {peak} KiB; log ends …{last}"
+    );
+    (
+        after.saturating_sub(before) / 1024,
+        peak.saturating_sub(before) / 1024,
+    )
+}
+
+/// Runs in a child process (this test binary, this test only), so other
+/// tests' memory does not blur the figures.
+#[tokio::test]
+async fn log_floods_do_not_grow_host_memory() {
+    const PROBE: &str = "XYLEM_SANDBOX_RSS_PROBE";
+    if std::env::var_os(PROBE).is_none() {
+        // This very binary, even if a rebuild has replaced the file since.
+        let output = std::process::Command::new("/proc/self/exe")
+            .args([
+                "log_floods_do_not_grow_host_memory",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PROBE, "1")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start the probe: {e}"));
+        let text = String::from_utf8_lossy(&output.stderr);
+        eprintln!("{text}{}", String::from_utf8_lossy(&output.stdout));
+        assert!(output.status.success(), "the probe failed");
+        assert!(text.contains("newline-flood"), "the probe did not run");
+        return;
+    }
+    let hostile = load("hostile").await;
+    // Warm up: the component, the instance pool, the runtime's threads.
+    let _ = run(
+        &hostile,
+        "hostile.newline-flood",
+        json!({"mib": 1}),
+        Limits::default(),
+    )
+    .await;
+    for (task, args) in [
+        ("hostile.newline-flood", json!({"mib": 64})),
+        ("hostile.newline-flood", json!({"mib": 64, "byte": b'x'})),
+        ("hostile.empty-log-loop", json!({})),
+    ] {
+        let (after, peak) = rss_growth_mib(&hostile, task, args).await;
+        assert!(after < 100, "{task}: RSS grew by {after} MiB");
+        assert!(peak < 100, "{task}: peak RSS grew by {peak} MiB");
+    }
 }
 
 #[tokio::test]
