@@ -129,15 +129,19 @@ async fn sandbox(
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
 
     // Compile into an empty cache, then load from it with a new runtime.
-    let cache = std::env::temp_dir().join(format!("xylem-bench-{}", std::process::id()));
+    // A fresh private folder (0700, unpredictable name), removed on drop.
+    let cache = tempfile::Builder::new()
+        .prefix("xylem-bench-")
+        .tempdir()
+        .context("cannot make a temporary cache folder")?;
     let config = RuntimeConfig {
-        cache_dir: Some(cache.clone()),
+        cache_dir: Some(cache.path().join("components")),
         ..RuntimeConfig::default()
     };
     let cold = Runtime::new(config.clone())?.load(&bytes).await?;
     let runtime = Runtime::new(config)?;
     let plugin = runtime.load(&bytes).await?;
-    let _ = std::fs::remove_dir_all(&cache);
+    drop(cache);
     let (compile, cached) = (cold.load_stats(), plugin.load_stats());
 
     let host = Arc::new(NoHostCalls);
