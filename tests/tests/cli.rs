@@ -231,7 +231,10 @@ fn a_plugin_whose_describe_never_returns_is_refused_not_waited_for() {
             "{args:?}: {}",
             stderr(&out)
         );
-        assert!(elapsed < Duration::from_secs(15), "{args:?} took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(15),
+            "{args:?} took {elapsed:?}"
+        );
     }
     let out = xylem(&["--store", &store, "plugin", "ls", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

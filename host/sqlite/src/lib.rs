@@ -199,8 +199,13 @@ mod tests {
         let busy = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
         let error = backend(busy);
         assert!(error.is_transient(), "{error:?}");
-        assert!(std::error::Error::source(&error).is_some(), "keeps its source");
-        let bad = other.execute_batch("SELECT * FROM no_such_table").unwrap_err();
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "keeps its source"
+        );
+        let bad = other
+            .execute_batch("SELECT * FROM no_such_table")
+            .unwrap_err();
         assert!(!backend(bad).is_transient());
         holder.execute_batch("ROLLBACK").unwrap();
     }
