@@ -115,8 +115,43 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, `: `-joined, leaving out a cause whose text
+/// the message before it already quotes (store errors name their driver's
+/// error and keep it as their source too: it would print twice).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::other("Connection refused");
+        let store = xylem_core::StoreError::unavailable_from(
+            format!("cannot connect to db: {io}"),
+            std::io::Error::other("Connection refused"),
+        );
+        let error = anyhow::Error::new(store).context("cannot open store db");
+        assert_eq!(
+            super::error_chain(&error),
+            "cannot open store db: store unavailable: cannot connect to db: Connection refused"
+        );
     }
 }
