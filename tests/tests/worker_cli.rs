@@ -980,4 +980,25 @@ fn dlq_replay_of_an_id_that_is_not_dead_says_so_and_fails() {
     refused(&env, &["dlq", "replay", &id], 1, &[id.as_str()]);
     // Replaying whatever is dead (nothing) is not.
     assert!(env.ok(&["dlq", "replay"]).contains("replayed 0 job(s)"));
+    // One history entry for the replay (the store writes it; the CLI
+    // used to add a second).
+    let replays = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            h["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("dead-letter queue"))
+        })
+        .count();
+    assert_eq!(replays, 1, "{shown}");
+    // Purging an id that is not dead says so too.
+    let stdout = refused(
+        &env,
+        &["dlq", "purge", &id],
+        1,
+        &["not in the dead-letter queue", id.as_str()],
+    );
+    assert!(stdout.contains("purged 0 job(s)"), "{stdout}");
 }

@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use xylem_core::limits::parse_duration;
 use xylem_core::store::DeadFilter;
 use xylem_core::time::format_ms;
-use xylem_core::{TaskState, Transition};
 
 use crate::format;
 
@@ -152,19 +151,8 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                     .map(|d| d.envelope.id)
                     .collect()
             } else {
-                let ids = broker.replay_dead(&filter, delay).await?;
-                for id in &ids {
-                    let detail = if delay.is_zero() {
-                        "replayed from the dead-letter queue".to_owned()
-                    } else {
-                        format!("replayed from the dead-letter queue, runnable in {delay:?}")
-                    };
-                    let t = Transition::to(TaskState::Queued, 1).detail(detail);
-                    if let Err(e) = store.stores.results.transition(id, t).await {
-                        tracing::warn!(id, error = %e, "replayed, but cannot record it");
-                    }
-                }
-                ids
+                // The store sets each record back to `queued` itself.
+                broker.replay_dead(&filter, delay).await?
             };
             // Ids asked for by name that were not dead: say so, and fail
             // (the others are replayed all the same).
@@ -188,21 +176,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                 }
             }
             if !missing.is_empty() {
-                let within = match &selection.queue {
-                    Some(q) => format!(" (of queue {q})"),
-                    None => String::new(),
-                };
-                eprintln!(
-                    "error: {} of the {} id(s) given {} not in the dead-letter queue{within}: {}",
-                    missing.len(),
-                    selection.ids.len(),
-                    if missing.len() == 1 { "is" } else { "are" },
-                    missing
-                        .iter()
-                        .map(|id| id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                report_not_dead(&selection, &missing);
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -212,19 +186,58 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
             json,
         } => {
             let filter = selection.filter();
+            let dead: Vec<String> = broker
+                .dead_jobs(&filter, usize::MAX)
+                .await?
+                .into_iter()
+                .map(|d| d.envelope.id)
+                .collect();
             let count = if dry_run {
-                broker.dead_jobs(&filter, usize::MAX).await?.len() as u64
+                dead.len() as u64
             } else {
                 broker.purge_dead(&filter).await?
             };
+            let missing: Vec<&String> = selection
+                .ids
+                .iter()
+                .filter(|id| !dead.contains(id))
+                .collect();
             if json {
-                let doc = serde_json::json!({ "dry_run": dry_run, "purged": count });
+                let doc = serde_json::json!({
+                    "dry_run": dry_run,
+                    "purged": count,
+                    "not_dead": missing,
+                });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 let verb = if dry_run { "would purge" } else { "purged" };
                 println!("{verb} {count} job(s)");
             }
+            if !missing.is_empty() {
+                report_not_dead(&selection, &missing);
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ids asked for by name that were not in the dead-letter queue: the
+/// others were acted on all the same, but the command fails.
+fn report_not_dead(selection: &Selection, missing: &[&String]) {
+    let within = match &selection.queue {
+        Some(q) => format!(" (of queue {q})"),
+        None => String::new(),
+    };
+    eprintln!(
+        "error: {} of the {} id(s) given {} not in the dead-letter queue{within}: {}",
+        missing.len(),
+        selection.ids.len(),
+        if missing.len() == 1 { "is" } else { "are" },
+        missing
+            .iter()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
