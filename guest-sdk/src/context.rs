@@ -22,6 +22,58 @@ pub struct EnqueueOptions {
     pub max_retries: Option<u32>,
 }
 
+/// Why [`Context::enqueue`] refused a child task. Nothing was enqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueError {
+    /// This run, or the tree of jobs it belongs to, used up its quota of
+    /// children (count, argument bytes or depth). Retrying will not help.
+    QuotaExceeded(String),
+    /// No pushed plugin provides the task.
+    UnknownTask(String),
+    /// The arguments or options are not valid (not matching the task's
+    /// schema, a bad queue name, ...).
+    InvalidArguments(String),
+    /// The job store could not be reached; a retry of this job may work.
+    Unavailable(String),
+}
+
+impl EnqueueError {
+    /// The host's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::QuotaExceeded(m)
+            | Self::UnknownTask(m)
+            | Self::InvalidArguments(m)
+            | Self::Unavailable(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for EnqueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::QuotaExceeded(_) => "child quota exceeded",
+            Self::UnknownTask(_) => "unknown task",
+            Self::InvalidArguments(_) => "invalid arguments",
+            Self::Unavailable(_) => "job store unavailable",
+        };
+        write!(f, "{kind}: {}", self.message())
+    }
+}
+
+impl std::error::Error for EnqueueError {}
+
+impl From<wit::EnqueueError> for EnqueueError {
+    fn from(e: wit::EnqueueError) -> Self {
+        match e {
+            wit::EnqueueError::QuotaExceeded(m) => Self::QuotaExceeded(m),
+            wit::EnqueueError::UnknownTask(m) => Self::UnknownTask(m),
+            wit::EnqueueError::InvalidArguments(m) => Self::InvalidArguments(m),
+            wit::EnqueueError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
 /// The job being run: its identity, and the host calls a task may make.
 #[derive(Debug)]
 pub struct Context {
@@ -92,14 +144,17 @@ impl Context {
         host::cancelled()
     }
 
-    /// Enqueues a child task; returns its job id.
+    /// Enqueues a child task; returns its job id. The child inherits this
+    /// run's limits, and each call is charged to this run's (and its job
+    /// tree's) quota of children: past it, [`EnqueueError::QuotaExceeded`].
     pub fn enqueue<A: Serialize>(
         &self,
         task: &str,
         args: &A,
         options: Option<EnqueueOptions>,
-    ) -> Result<String, String> {
-        let args = serde_json::to_string(args).map_err(|e| format!("cannot encode args: {e}"))?;
+    ) -> Result<String, EnqueueError> {
+        let args = serde_json::to_string(args)
+            .map_err(|e| EnqueueError::InvalidArguments(format!("cannot encode args: {e}")))?;
         let options = options.map(|o| wit::EnqueueOptions {
             queue: o.queue,
             priority: o.priority,
@@ -108,6 +163,6 @@ impl Context {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             max_retries: o.max_retries,
         });
-        host::enqueue(task, &args, options.as_ref())
+        host::enqueue(task, &args, options.as_ref()).map_err(EnqueueError::from)
     }
 }

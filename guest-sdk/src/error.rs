@@ -76,3 +76,15 @@ impl From<TaskError> for wit::TaskError {
         }
     }
 }
+
+/// Lets a task write `ctx.enqueue(...)?`: a store outage fails the run (it
+/// is retried); anything else rejects it, since running it again would be
+/// refused the same way.
+impl From<crate::EnqueueError> for TaskError {
+    fn from(e: crate::EnqueueError) -> Self {
+        match e {
+            crate::EnqueueError::Unavailable(_) => Self::Fail(e.to_string()),
+            _ => Self::Reject(e.to_string()),
+        }
+    }
+}

@@ -63,6 +63,7 @@ impl Task {
                     max_memory_bytes: None,
                     rate_limit: None,
                 },
+                args_schema: None,
             },
             handler: Box::new(handler),
         }
@@ -131,6 +132,15 @@ impl Task {
     /// Rate limit such as `100/s` or `5/m`.
     pub fn rate_limit(mut self, limit: &str) -> Self {
         self.spec.options.rate_limit = Some(limit.to_owned());
+        self
+    }
+
+    /// A JSON Schema the job's arguments must match, as a JSON value
+    /// (e.g. built with `serde_json::json!`). Enqueue then refuses
+    /// arguments that do not match, with the schema's message, instead of
+    /// creating a job that can only be rejected here.
+    pub fn args_schema(mut self, schema: serde_json::Value) -> Self {
+        self.spec.args_schema = Some(schema.to_string());
         self
     }
 

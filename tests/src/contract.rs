@@ -929,11 +929,7 @@ pub async fn hot_path_extend_many_reports_each_lease(s: &dyn AdapterObj) {
 }
 
 fn spec(name: &str) -> TaskSpec {
-    TaskSpec {
-        name: name.to_owned(),
-        description: None,
-        options: Default::default(),
-    }
+    TaskSpec::new(name)
 }
 
 pub async fn plugins_round_trip_by_digest_and_route_tasks(s: &dyn AdapterObj) {
@@ -990,11 +986,20 @@ pub trait CoordinationObj: Send + Sync {
     fn groups(&self) -> &dyn xylem_core::store::GroupStore;
     /// As a lock store.
     fn locks(&self) -> &dyn xylem_core::store::LockStore;
+    /// As a quota store.
+    fn quotas(&self) -> &dyn xylem_core::store::QuotaStore;
 }
 
-impl<T: xylem_core::store::GroupStore + xylem_core::store::LockStore + 'static> CoordinationObj
-    for T
+impl<
+    T: xylem_core::store::GroupStore
+        + xylem_core::store::LockStore
+        + xylem_core::store::QuotaStore
+        + 'static,
+> CoordinationObj for T
 {
+    fn quotas(&self) -> &dyn xylem_core::store::QuotaStore {
+        self
+    }
     fn groups(&self) -> &dyn xylem_core::store::GroupStore {
         self
     }
@@ -1014,6 +1019,8 @@ macro_rules! coordination_contract {
             a_chord_is_claimed_once_among_concurrent_callers,
             locks_belong_to_their_owner,
             expired_locks_can_be_taken_over,
+            a_quota_is_never_passed_by_concurrent_takers,
+            an_expired_quota_starts_again,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1165,4 +1172,63 @@ pub async fn expired_locks_can_be_taken_over(s: std::sync::Arc<dyn CoordinationO
         s.locks().lock_owner(&l).await.unwrap().as_deref(),
         Some("b")
     );
+}
+
+pub async fn a_quota_is_never_passed_by_concurrent_takers(s: std::sync::Arc<dyn CoordinationObj>) {
+    let q = crate::unique_name("quota");
+    let ttl = Duration::from_secs(30);
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0);
+    assert!(
+        !s.quotas().take_quota(&q, 11, 10, ttl).await.unwrap(),
+        "n over the limit"
+    );
+    assert_eq!(
+        s.quotas().quota_used(&q).await.unwrap(),
+        0,
+        "a refused take changes nothing"
+    );
+    // 40 takers race for 25 units.
+    let takers: Vec<_> = (0..40)
+        .map(|_| {
+            let (s, q) = (s.clone(), q.clone());
+            tokio::spawn(async move { s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in takers {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 25, "exactly the limit is handed out");
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 25);
+    assert!(!s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap());
+    assert!(
+        s.quotas().take_quota(&q, 5, 30, ttl).await.unwrap(),
+        "a wider limit has room"
+    );
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 30);
+}
+
+pub async fn an_expired_quota_starts_again(s: std::sync::Arc<dyn CoordinationObj>) {
+    let q = crate::unique_name("quota");
+    assert!(
+        s.quotas()
+            .take_quota(&q, 3, 3, Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.quotas()
+            .take_quota(&q, 1, 3, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0, "expired");
+    assert!(
+        s.quotas()
+            .take_quota(&q, 2, 3, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 2);
 }

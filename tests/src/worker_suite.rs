@@ -152,11 +152,7 @@ impl TaskRegistry for NativeRegistry {
             executor: Arc::new(NativeExecutor {
                 tasks: tasks.clone(),
             }),
-            spec: TaskSpec {
-                name: task.to_owned(),
-                description: None,
-                options: Default::default(),
-            },
+            spec: TaskSpec::new(task),
             version: "native".to_owned(),
         })
     }

@@ -920,3 +920,43 @@ mod component_cache {
         );
     }
 }
+
+/// Host calls cost the guest fuel: a loop of them ends at the fuel budget
+/// like any other loop, and what one call costs does not depend on timing.
+#[tokio::test]
+async fn host_call_loops_are_charged_fuel_and_stopped_by_it() {
+    let hostile = load("hostile").await;
+    for task in [
+        "hostile.heartbeat-flood",
+        "hostile.progress-flood",
+        "hostile.empty-log-loop",
+    ] {
+        // 1G fuel is 20,000 calls at 50,000 each: far under a second.
+        let limits = Limits {
+            fuel: 1_000_000_000,
+            hard_time_limit: Duration::from_secs(20),
+            ..tight()
+        };
+        let started = Instant::now();
+        let outcome = run(&hostile, task, json!({}), limits).await;
+        assert_eq!(
+            outcome.failure_kind(),
+            Some(FailureKind::FuelExhausted),
+            "{task}: {:?}",
+            outcome.error
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{task}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(outcome.usage.fuel, limits.fuel, "{task}");
+
+        // A bounded loop of calls succeeds and is charged the same every time.
+        let bounded = |n: u64| run(&hostile, task, json!({"calls": n}), Limits::default());
+        let (a, b) = (bounded(1000).await, bounded(1000).await);
+        assert_eq!(a.result, Some(json!(1000)), "{task}: {a:?}");
+        assert_eq!(a.usage.fuel, b.usage.fuel, "{task}");
+        assert!(a.usage.fuel >= 1000 * 50_000, "{task}: {}", a.usage.fuel);
+    }
+}

@@ -33,7 +33,7 @@ enum Command {
     /// Run jobs from the queues.
     Worker(commands::worker::WorkerArgs),
     /// Queue a job.
-    Enqueue(commands::enqueue::EnqueueArgs),
+    Enqueue(Box<commands::enqueue::EnqueueArgs>),
     /// Inspect jobs: show, wait, ls.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Worker(args) => commands::worker::run(store, args).await,
-            Command::Enqueue(args) => commands::enqueue::run(store, args).await,
+            Command::Enqueue(args) => commands::enqueue::run(store, *args).await,
             Command::Task(cmd) => commands::task::run(store, cmd).await,
             Command::Tasks { json } => commands::queues::tasks(store, json).await,
             Command::Queues { json } => commands::queues::queues(store, json).await,

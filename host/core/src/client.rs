@@ -1,9 +1,11 @@
 //! Enqueueing jobs and waiting for them: what the CLI, plugins (through
 //! `host.enqueue`) and applications use.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::args_schema::ArgsSchema;
 use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
 use crate::record::{TaskRecord, TaskState};
 use crate::store::{StoreError, Stores, TaskRoute};
@@ -24,6 +26,14 @@ pub enum ClientError {
     /// The arguments are not JSON.
     #[error("invalid JSON arguments: {0}")]
     InvalidArgs(String),
+    /// The arguments do not match the schema the task declares.
+    #[error("arguments of `{task}` do not match its schema: {reason}")]
+    SchemaMismatch {
+        /// The task.
+        task: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
     /// An option is out of range.
     #[error("{0}")]
     InvalidOption(String),
@@ -202,11 +212,19 @@ const ROUTE_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Routes as last read, and when.
 type RouteCache = Arc<Mutex<Option<(Instant, Vec<TaskRoute>)>>>;
 
+/// Compiled argument schemas by (plugin digest, task): a plugin version
+/// never changes, so an entry never goes stale.
+type SchemaCache = Arc<Mutex<HashMap<(String, String), Arc<ArgsSchema>>>>;
+
+/// Most compiled schemas a client keeps; past it the cache starts over.
+const SCHEMA_CACHE_MAX: usize = 1024;
+
 /// Enqueues jobs and reads their records.
 #[derive(Debug, Clone)]
 pub struct Client {
     stores: Stores,
     routes: RouteCache,
+    schemas: SchemaCache,
 }
 
 impl Client {
@@ -215,7 +233,49 @@ impl Client {
         Self {
             stores,
             routes: Arc::new(Mutex::new(None)),
+            schemas: Arc::default(),
         }
+    }
+
+    /// Checks `args` against the schema `route`'s task declares, if any.
+    fn check_schema(&self, route: &TaskRoute, args: &str) -> Result<(), ClientError> {
+        let Some(text) = &route.spec.args_schema else {
+            return Ok(());
+        };
+        let key = (route.digest.clone(), route.task.clone());
+        let cached = self
+            .schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let schema = match cached {
+            Some(schema) => schema,
+            None => {
+                // Checked when the plugin was loaded; a store holding a bad
+                // one was written by something else.
+                let schema = Arc::new(ArgsSchema::compile(text).map_err(|e| {
+                    ClientError::InvalidOption(format!(
+                        "task `{}` cannot be enqueued: {e}",
+                        route.task
+                    ))
+                })?);
+                let mut schemas = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+                if schemas.len() >= SCHEMA_CACHE_MAX {
+                    schemas.clear();
+                }
+                schemas.insert(key, schema.clone());
+                schema
+            }
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(args).map_err(|e| ClientError::InvalidArgs(e.to_string()))?;
+        schema
+            .check(&value)
+            .map_err(|reason| ClientError::SchemaMismatch {
+                task: route.task.clone(),
+                reason,
+            })
     }
 
     /// The route of `task` (from the cache while fresh), and every known
@@ -263,6 +323,7 @@ impl Client {
             )));
         }
         let route = self.route(&req.task).await?;
+        self.check_schema(&route, &req.args)?;
         let defaults = &route.spec.options;
         let mut envelope = Envelope::new(req.task, req.args);
         envelope.queue = req

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::Lineage;
 use crate::time::{Millis, now_ms};
 use crate::{Limits, TaskOptions};
 
@@ -30,13 +31,25 @@ pub struct JobOptions {
     /// Memory cap in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_bytes: Option<u64>,
+    /// Children one run may enqueue (root jobs; children inherit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_children: Option<u32>,
+    /// Bytes of arguments one run's children may carry in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_child_args_bytes: Option<u64>,
+    /// Deepest a descendant may be below this root job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// Descendants this root job may have in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_descendants: Option<u64>,
 }
 
 impl JobOptions {
     /// The limits of a run: host defaults, then the task's declared
     /// options, then this job's overrides.
     pub fn limits(&self, task: &TaskOptions) -> Limits {
-        let mut limits = Limits::default().with_options(task);
+        let limits = Limits::default().with_options(task);
         let own = TaskOptions {
             soft_time_limit_ms: self.soft_time_limit_ms,
             hard_time_limit_ms: self.hard_time_limit_ms,
@@ -44,8 +57,7 @@ impl JobOptions {
             max_memory_bytes: self.max_memory_bytes,
             ..TaskOptions::default()
         };
-        limits = limits.with_options(&own);
-        limits
+        limits.with_options(&own)
     }
 }
 
@@ -93,6 +105,10 @@ pub struct Envelope {
     /// and tries again, up to a limit, without using up its retries.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unresolved: u32,
+    /// For a job enqueued by a running task: its root, depth, the tree's
+    /// child quota and the limits it may not exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -106,6 +122,17 @@ pub const DEFAULT_QUEUE: &str = "default";
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 impl Envelope {
+    /// The limits this job runs under: host defaults, the task's declared
+    /// options, the job's overrides — then, for a child job, capped by the
+    /// limits its parent ran under.
+    pub fn limits(&self, task: &TaskOptions) -> Limits {
+        let limits = self.options.limits(task);
+        match &self.lineage {
+            Some(lineage) => limits.capped_by(&lineage.ceiling),
+            None => limits,
+        }
+    }
+
     /// A new first-attempt job of `task` with `args`, on the default queue.
     pub fn new(task: impl Into<String>, args: impl Into<String>) -> Self {
         Self {
@@ -125,6 +152,7 @@ impl Envelope {
             plugin: None,
             enqueued_at: now_ms(),
             unresolved: 0,
+            lineage: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::ChildEnqueueError;
 use crate::{Limits, Outcome, Progress};
 
 /// What a task is told about the job it runs.
@@ -109,10 +110,10 @@ pub trait HostCalls: Send + Sync + fmt::Debug {
         name: &str,
         _args: &str,
         _options: ChildOptions,
-    ) -> Result<String, String> {
-        Err(format!(
+    ) -> Result<String, ChildEnqueueError> {
+        Err(ChildEnqueueError::Unavailable(format!(
             "cannot enqueue `{name}`: child tasks need a job store (run this task through a worker)"
-        ))
+        )))
     }
 }
 

@@ -5,10 +5,12 @@
 //! driver. The Wasm runtime (`xylem-wasm`) implements [`Executor`]; the
 //! storage adapters implement the store traits.
 
+pub mod args_schema;
 pub mod client;
 pub mod envelope;
 pub mod executor;
 pub mod limits;
+pub mod lineage;
 pub mod memory;
 pub mod outcome;
 pub mod record;
@@ -25,6 +27,7 @@ pub use executor::{
     CancelToken, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest, TaskInfo,
 };
 pub use limits::{Limits, LimitsError};
+pub use lineage::{ChildEnqueueError, ChildQuota, Lineage};
 pub use outcome::{Failure, FailureKind, LogLevel, LogLine, Outcome, Progress, Usage};
 pub use record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 pub use spec::{TaskOptions, TaskSpec};

@@ -50,4 +50,20 @@ pub struct TaskSpec {
     /// Default options.
     #[serde(default)]
     pub options: TaskOptions,
+    /// A JSON Schema (JSON text) every job's arguments must match; checked
+    /// at enqueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_schema: Option<String>,
+}
+
+impl TaskSpec {
+    /// A task with no description, default options and no schema.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            options: TaskOptions::default(),
+            args_schema: None,
+        }
+    }
 }

@@ -517,6 +517,8 @@ pub struct Stores {
     pub groups: Arc<dyn GroupStore>,
     /// Locks.
     pub locks: Arc<dyn LockStore>,
+    /// Quota counters (child jobs of a tree).
+    pub quotas: Arc<dyn QuotaStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -529,14 +531,15 @@ impl Stores {
     /// One adapter that implements every store.
     pub fn from_adapter<A>(adapter: Arc<A>) -> Self
     where
-        A: Broker + ResultBackend + PluginStore + GroupStore + LockStore + 'static,
+        A: Broker + ResultBackend + PluginStore + GroupStore + LockStore + QuotaStore + 'static,
     {
         Self {
             broker: adapter.clone(),
             results: adapter.clone(),
             plugins: adapter.clone(),
             groups: adapter.clone(),
-            locks: adapter,
+            locks: adapter.clone(),
+            quotas: adapter,
         }
     }
 }
@@ -579,6 +582,20 @@ pub trait GroupStore: Send + Sync {
 
     /// True for exactly one caller per group: who runs the chord callback.
     async fn claim_chord(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// Counters with a ceiling, shared by every worker: quotas that span many
+/// jobs, such as how many descendants one root job may have in all.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Adds `n` to counter `key` if the total stays at most `limit`, and
+    /// keeps the counter `ttl` from now; an expired counter starts again at
+    /// 0. True if taken, false (and nothing changed) if it would pass
+    /// `limit`.
+    async fn take_quota(&self, key: &str, n: u64, limit: u64, ttl: Duration) -> StoreResult<bool>;
+
+    /// What counter `key` stands at (0 if it does not exist or expired).
+    async fn quota_used(&self, key: &str) -> StoreResult<u64>;
 }
 
 /// Named locks with an owner and an expiry (beat leadership, unique jobs).

@@ -1,11 +1,11 @@
-//! [`GroupStore`] and [`LockStore`] on PostgreSQL: group counters with a
-//! row per finished member, a one-time chord claim, and named locks with
-//! an owner and an expiry.
+//! [`GroupStore`], [`LockStore`] and [`QuotaStore`] on PostgreSQL: group
+//! counters with a row per finished member, a one-time chord claim, named
+//! locks with an owner and an expiry, and counters with a ceiling.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
 use crate::{PostgresStore, corrupt, db, small};
@@ -147,5 +147,51 @@ impl LockStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)
+    }
+}
+
+/// Clamps a counter value to PostgreSQL's `BIGINT`.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl QuotaStore for PostgresStore {
+    async fn take_quota(&self, key: &str, n: u64, limit: u64, ttl: Duration) -> StoreResult<bool> {
+        if n > limit {
+            return Ok(false);
+        }
+        let now = now_ms();
+        // One statement, atomic under concurrent takers: a new or expired
+        // counter starts at `n`, a live one grows by `n` only while it
+        // stays within `limit`.
+        sqlx::query(
+            "INSERT INTO quotas (key, used, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET
+                 used = CASE WHEN quotas.expires_at <= $5 THEN excluded.used
+                             ELSE quotas.used + excluded.used END,
+                 expires_at = excluded.expires_at
+             WHERE quotas.expires_at <= $5 OR quotas.used + excluded.used <= $4",
+        )
+        .bind(key)
+        .bind(sql_int(n))
+        .bind(now.saturating_add(ms(ttl)))
+        .bind(sql_int(limit))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db)
+    }
+
+    async fn quota_used(&self, key: &str) -> StoreResult<u64> {
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT used FROM quotas WHERE key = $1 AND expires_at > $2")
+                .bind(key)
+                .bind(now_ms())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
     }
 }

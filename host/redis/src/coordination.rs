@@ -1,16 +1,17 @@
-//! [`GroupStore`] and [`LockStore`] on Redis: a hash per group and one for
-//! its results (`HSETNX` per member index: idempotent), locks as keys with
-//! a millisecond expiry.
+//! [`GroupStore`], [`LockStore`] and [`QuotaStore`] on Redis: a hash per
+//! group and one for its results (`HSETNX` per member index: idempotent),
+//! locks as keys with a millisecond expiry, quota counters as integer keys
+//! checked and grown by one script.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::ms;
 
-use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED};
+use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED, QUOTA_TAKE};
 use crate::{RedisStore, backend, corrupt, value};
 
 impl RedisStore {
@@ -127,5 +128,33 @@ impl LockStore for RedisStore {
             .get(format!("{}:lock:{name}", self.keys.prefix()))
             .await
             .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl QuotaStore for RedisStore {
+    async fn take_quota(&self, key: &str, n: u64, limit: u64, ttl: Duration) -> StoreResult<bool> {
+        if n > limit {
+            return Ok(false);
+        }
+        let taken: i64 = QUOTA_TAKE
+            .arg(self.keys.prefix())
+            .arg(key)
+            .arg(n)
+            .arg(limit)
+            .arg(ms(ttl).max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(taken == 1)
+    }
+
+    async fn quota_used(&self, key: &str) -> StoreResult<u64> {
+        let used: Option<u64> = self
+            .conn()
+            .get(format!("{}:quota:{key}", self.keys.prefix()))
+            .await
+            .map_err(backend)?;
+        Ok(used.unwrap_or(0))
     }
 }

@@ -20,6 +20,7 @@
 //! | `P:seq`, `P:routes_version` | counters | |
 //! | `P:group:{id}`, `P:group:{id}:results` | hashes | a group's `size` and `claimed`; member index → result JSON |
 //! | `P:lock:{name}` | string | the lock's owner, with a millisecond expiry |
+//! | `P:quota:{key}` | string | a quota counter (descendants of a root job), with a millisecond expiry |
 //!
 //! A result TTL expires `P:task:{id}` and `P:hist:{id}` together.
 //! Scripts receive the prefix and build keys the same way (see `scripts.rs`).

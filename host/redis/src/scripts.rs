@@ -715,3 +715,18 @@ return 1
 "#,
     )
 });
+
+/// ARGV: prefix, key, n, limit, ttl_ms. Adds `n` to the counter if it
+/// stays within `limit`; 1 if taken, 0 if not.
+pub(crate) static QUOTA_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k = P .. ':quota:' .. ARGV[2]
+local used = tonumber(redis.call('GET', k) or '0')
+local n = tonumber(ARGV[3])
+if used + n > tonumber(ARGV[4]) then return 0 end
+redis.call('SET', k, used + n, 'PX', ARGV[5])
+return 1
+"#,
+    )
+});

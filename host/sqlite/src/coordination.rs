@@ -1,10 +1,10 @@
-//! [`GroupStore`] and [`LockStore`] on SQLite.
+//! [`GroupStore`], [`LockStore`] and [`QuotaStore`] on SQLite.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
 use crate::{SqliteStore, backend, corrupt, exec};
@@ -156,6 +156,54 @@ impl LockStore for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// Clamps a counter value to SQLite's signed 64-bit integers.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl QuotaStore for SqliteStore {
+    async fn take_quota(&self, key: &str, n: u64, limit: u64, ttl: Duration) -> StoreResult<bool> {
+        if n > limit {
+            return Ok(false);
+        }
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            // One statement: a new or expired counter starts at `n`, a live
+            // one grows by `n` only while it stays within `limit`.
+            exec(
+                conn,
+                "INSERT INTO quotas (key, used, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET
+                     used = CASE WHEN quotas.expires_at <= ?5 THEN excluded.used
+                                 ELSE quotas.used + excluded.used END,
+                     expires_at = excluded.expires_at
+                 WHERE quotas.expires_at <= ?5 OR quotas.used + excluded.used <= ?4",
+                params![key, sql_int(n), now + ms(ttl), sql_int(limit), now],
+            )
+            .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn quota_used(&self, key: &str) -> StoreResult<u64> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT used FROM quotas WHERE key = ?1 AND expires_at > ?2",
+                params![key, now_ms()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|used| used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
             .map_err(backend)
         })
         .await

@@ -83,6 +83,11 @@ CREATE TABLE IF NOT EXISTS locks (
     owner      TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quotas (
+    key        TEXT PRIMARY KEY,
+    used       INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO xylem_meta (key, value) VALUES ('schema_version', 1), ('routes_version', 0);
 ";
 

@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
 
 pub(crate) use exports::xylem::task::handler::TaskError as WitTaskError;
 pub(crate) use xylem::task::types::{
-    EnqueueOptions as WitEnqueueOptions, Level as WitLevel, TaskInfo as WitTaskInfo,
-    TaskOptions as WitTaskOptions, TaskSpec as WitTaskSpec,
+    EnqueueError as WitEnqueueError, EnqueueOptions as WitEnqueueOptions, Level as WitLevel,
+    TaskInfo as WitTaskInfo, TaskOptions as WitTaskOptions, TaskSpec as WitTaskSpec,
 };

@@ -2,14 +2,30 @@
 
 use std::time::Instant;
 
-use xylem_core::{ChildOptions, LogLevel, Progress};
+use xylem_core::{ChildEnqueueError, ChildOptions, LogLevel, Progress};
 
 use crate::bindings::xylem::task::{host, types};
-use crate::bindings::{WitEnqueueOptions, WitLevel};
+use crate::bindings::{WitEnqueueError, WitEnqueueOptions, WitLevel};
 use crate::state::JobState;
 
 /// Longest single log message kept; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 8 * 1024;
+
+/// What a host call costs the guest in fuel, on top of the instructions it
+/// runs: roughly what the host spends on it, so a loop of calls ends at
+/// the run's fuel budget like any other loop (see `docs/sandbox.md`).
+/// `log`, `progress` and `heartbeat` cost this much per call...
+pub(crate) const CALL_FUEL: u64 = 50_000;
+/// ...plus this much per byte of text handed over.
+pub(crate) const BYTE_FUEL: u64 = 10;
+/// `cancelled` is meant to be polled in a loop: it costs little.
+pub(crate) const CANCELLED_FUEL: u64 = 1_000;
+/// `enqueue` writes to the job store.
+pub(crate) const ENQUEUE_FUEL: u64 = 5_000_000;
+
+fn text_fuel(text: &str) -> u64 {
+    (text.len() as u64).saturating_mul(BYTE_FUEL)
+}
 
 fn level(level: WitLevel) -> LogLevel {
     match level {
@@ -37,12 +53,14 @@ impl types::Host for JobState {}
 
 impl host::Host for JobState {
     async fn log(&mut self, lvl: WitLevel, message: String) {
+        self.charge_fuel(CALL_FUEL + text_fuel(&message));
         // Cut to the longest line and charged to the run's log budget in
         // log.rs; past the budget it is only counted.
         self.log.push(level(lvl), message);
     }
 
     async fn progress(&mut self, percent: f32, message: Option<String>) {
+        self.charge_fuel(CALL_FUEL + message.as_deref().map_or(0, text_fuel));
         let percent = if percent.is_finite() {
             percent.clamp(0.0, 100.0)
         } else {
@@ -57,10 +75,12 @@ impl host::Host for JobState {
     }
 
     async fn heartbeat(&mut self) {
+        self.charge_fuel(CALL_FUEL);
         self.host.heartbeat(&self.info);
     }
 
     async fn cancelled(&mut self) -> bool {
+        self.charge_fuel(CANCELLED_FUEL);
         self.note_soft_deadline(Instant::now());
         self.soft_limit_reached || self.cancel.is_cancelled()
     }
@@ -70,9 +90,12 @@ impl host::Host for JobState {
         name: String,
         args: String,
         options: Option<WitEnqueueOptions>,
-    ) -> Result<String, String> {
+    ) -> Result<String, WitEnqueueError> {
+        self.charge_fuel(ENQUEUE_FUEL + text_fuel(&args) + text_fuel(&name));
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&args) {
-            return Err(format!("args for `{name}` are not valid JSON: {e}"));
+            return Err(WitEnqueueError::InvalidArguments(format!(
+                "args for `{name}` are not valid JSON: {e}"
+            )));
         }
         let options = options
             .map(|o| ChildOptions {
@@ -84,6 +107,13 @@ impl host::Host for JobState {
             .unwrap_or_default();
         let host = self.host.clone();
         let parent = self.info.clone();
-        host.enqueue(&parent, &name, &args, options).await
+        host.enqueue(&parent, &name, &args, options)
+            .await
+            .map_err(|e| match e {
+                ChildEnqueueError::QuotaExceeded(m) => WitEnqueueError::QuotaExceeded(m),
+                ChildEnqueueError::UnknownTask(m) => WitEnqueueError::UnknownTask(m),
+                ChildEnqueueError::InvalidArguments(m) => WitEnqueueError::InvalidArguments(m),
+                ChildEnqueueError::Unavailable(m) => WitEnqueueError::Unavailable(m),
+            })
     }
 }

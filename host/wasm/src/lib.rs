@@ -26,3 +26,9 @@ pub use cache::CacheStats;
 pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, push_plugin};
 pub use runtime::{LoadError, Runtime, RuntimeConfig};
+
+/// The WIT package (and version) this host speaks: `wit/task.wit`.
+pub const WIT_PACKAGE: &str = "xylem:task@0.2.0";
+
+/// The world a plugin must be a component of.
+pub const WIT_WORLD: &str = "xylem:task/plugin@0.2.0";

@@ -40,13 +40,29 @@ fn new_store(runtime: &Runtime, setup: JobSetup, fuel: u64) -> Store<JobState> {
     // deadline and yield to the async runtime, so the watchdog and other
     // jobs get their turn even while the guest spins.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(
-        |mut ctx| match ctx.data_mut().check_deadlines(Instant::now()) {
+    store.epoch_deadline_callback(|mut ctx| {
+        // Host calls are charged apart from the store's fuel (changing it
+        // mid-run would make fuel use depend on when ticks fall); the run
+        // stops once the two together pass the budget.
+        let left = ctx.get_fuel().unwrap_or(0);
+        if ctx.data().host_fuel >= left {
+            return Err(wasmtime::Error::new(Stop::FuelExhausted));
+        }
+        match ctx.data_mut().check_deadlines(Instant::now()) {
             Ok(()) => Ok(UpdateDeadline::Yield(1)),
             Err(stop) => Err(wasmtime::Error::new(stop)),
-        },
-    );
+        }
+    });
     store
+}
+
+/// Fuel a run used: its instructions plus its host calls, at most the
+/// budget. True as the second value if the two together passed it.
+fn fuel_used(store: &Store<JobState>, budget: u64) -> (u64, bool) {
+    let used = budget
+        .saturating_sub(store.get_fuel().unwrap_or(0))
+        .saturating_add(store.data().host_fuel);
+    (used.min(budget), used > budget)
 }
 
 /// Resolves when the run must stop from outside: cancel, or the hard
@@ -99,6 +115,7 @@ fn from_wit_spec(spec: WitTaskSpec) -> TaskSpec {
         name: spec.name,
         description: spec.description,
         options: from_wit_options(spec.options),
+        args_schema: spec.args_schema,
     }
 }
 
@@ -162,14 +179,23 @@ pub(crate) async fn describe(
     }
     let mut seen = std::collections::HashSet::new();
     for spec in &specs {
-        if spec.name.trim().is_empty() {
-            return Err(LoadError::Describe("a task has an empty name".to_owned()));
+        // A task no enqueue could ever name, or whose schema no argument
+        // could be checked against, is refused now rather than at enqueue.
+        xylem_core::client::validate_task_name(&spec.name)
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        if let Some(queue) = &spec.options.queue {
+            xylem_core::client::validate_queue_name(queue)
+                .map_err(|e| LoadError::Describe(format!("task `{}` declares {e}", spec.name)))?;
         }
         if !seen.insert(spec.name.clone()) {
             return Err(LoadError::Describe(format!(
                 "task `{}` is declared twice",
                 spec.name
             )));
+        }
+        if let Some(schema) = &spec.args_schema {
+            xylem_core::args_schema::ArgsSchema::compile(schema)
+                .map_err(|e| LoadError::Describe(format!("task `{}`: {e}", spec.name)))?;
         }
     }
     Ok(specs.into_iter().map(from_wit_spec).collect())
@@ -230,9 +256,15 @@ pub(crate) async fn run_task(
         // For a run stopped from outside (time limit, cancel) this is a
         // lower bound: compiled code keeps its fuel counter in a register
         // and does not write it back when the epoch callback aborts it.
-        fuel: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+        fuel: fuel_used(&store, limits.fuel).0,
         wall_time_us: elapsed_us(started),
         peak_memory: store.data().limiter.peak(),
+    };
+    // A run whose host calls took it past its budget between two ticks
+    // ends as if the last tick had caught it.
+    let result = match result {
+        Ok(_) if fuel_used(&store, limits.fuel).1 => Err(RunError::Stopped(Stop::FuelExhausted)),
+        other => other,
     };
     let mut outcome = match result {
         Ok(Ok(json)) => match parse_result(&json, &limits) {
@@ -305,15 +337,23 @@ fn classify_error(error: RunError, store: &Store<JobState>, limits: &Limits) -> 
         )
     };
     let cancelled = || Failure::new(FailureKind::Cancelled, "cancelled while running");
+    let out_of_fuel = || {
+        Failure::new(
+            FailureKind::FuelExhausted,
+            format!("used up its fuel budget of {}", limits.fuel),
+        )
+    };
     let (error, instantiating) = match error {
         RunError::Stopped(Stop::TimeLimit) => return time_limit(),
         RunError::Stopped(Stop::Cancelled) => return cancelled(),
+        RunError::Stopped(Stop::FuelExhausted) => return out_of_fuel(),
         RunError::Instantiate(e) => (e, true),
         RunError::Call(e) => (e, false),
     };
     match error.downcast_ref::<Stop>() {
         Some(Stop::TimeLimit) => return time_limit(),
         Some(Stop::Cancelled) => return cancelled(),
+        Some(Stop::FuelExhausted) => return out_of_fuel(),
         None => {}
     }
     let state = store.data();
@@ -327,10 +367,7 @@ fn classify_error(error: RunError, store: &Store<JobState>, limits: &Limits) -> 
         );
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Failure::new(
-            FailureKind::FuelExhausted,
-            format!("used up its fuel budget of {}", limits.fuel),
-        ),
+        Some(Trap::OutOfFuel) => out_of_fuel(),
         Some(Trap::StackOverflow) => Failure::new(
             FailureKind::Trap,
             "wasm trap: call stack exhausted (stack overflow)",

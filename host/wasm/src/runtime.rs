@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{Plugin as PluginWorld, PluginPre};
@@ -35,8 +35,9 @@ pub enum LoadError {
     /// The bytes are not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
-    /// A valid component, but not of the `xylem:task/plugin` world.
-    #[error("the component is not a Xylem plugin (world xylem:task/plugin@0.1.0): {0}")]
+    /// A valid component, but not of the `xylem:task/plugin` world (or of
+    /// another version of it).
+    #[error("the component is not a Xylem plugin (world {world}): {0}", world = crate::WIT_WORLD)]
     Incompatible(String),
     /// The plugin's `describe` failed or returned nonsense.
     #[error("the plugin's describe() failed: {0}")]
@@ -218,6 +219,7 @@ impl Runtime {
         .await
         .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
 
+        check_wit_version(&self.inner.engine, &component)?;
         let instance_pre = self
             .inner
             .linker
@@ -227,6 +229,31 @@ impl Runtime {
             PluginPre::new(instance_pre).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         Plugin::new(self.clone(), digest, bytes.len(), pre, stats).await
     }
+}
+
+/// Refuses a plugin built against another version of the `xylem:task`
+/// package with a message that says so, instead of the linker's "import
+/// not found".
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_owned()));
+    let ours = format!("@{}", crate::WIT_PACKAGE.trim_start_matches("xylem:task@"));
+    for name in names {
+        if let Some(rest) = name.strip_prefix("xylem:task/")
+            && !rest.ends_with(&ours)
+        {
+            let theirs = rest.split_once('@').map_or("(no version)", |(_, v)| v);
+            return Err(LoadError::Incompatible(format!(
+                "it was built against xylem:task@{theirs} (it uses `{name}`), and this host \
+                 speaks {}: rebuild it with the matching xylem-guest (`xylem plugin build DIR`)",
+                crate::WIT_PACKAGE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A core module starts with version 1 in its header; a component with a

@@ -18,6 +18,9 @@ pub(crate) enum Stop {
     TimeLimit,
     #[error("cancelled")]
     Cancelled,
+    /// Instructions and host calls together used up the fuel budget.
+    #[error("fuel exhausted")]
+    FuelExhausted,
 }
 
 /// The store data of one run.
@@ -33,6 +36,9 @@ pub(crate) struct JobState {
     pub(crate) soft_deadline: Option<Instant>,
     pub(crate) soft_limit_reached: bool,
     pub(crate) progress: Option<Progress>,
+    /// Fuel charged for host calls so far, counted against the budget
+    /// beside the store's own fuel (see `run.rs`).
+    pub(crate) host_fuel: u64,
 }
 
 impl std::fmt::Debug for JobState {
@@ -86,7 +92,13 @@ impl JobState {
             soft_deadline: setup.soft_deadline,
             soft_limit_reached: false,
             progress: None,
+            host_fuel: 0,
         }
+    }
+
+    /// Charges the guest `fuel` for a host call.
+    pub(crate) fn charge_fuel(&mut self, fuel: u64) {
+        self.host_fuel = self.host_fuel.saturating_add(fuel);
     }
 
     /// Decides, at an epoch tick, whether the run may go on.

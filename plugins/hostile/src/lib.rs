@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::Value;
-use xylem_guest::{Context, Level, Task, TaskError, TaskResult};
+use xylem_guest::{Context, EnqueueError, EnqueueOptions, Level, Task, TaskError, TaskResult};
 
 /// Spins forever: only a time limit (or fuel) stops it.
 fn infinite_loop(_ctx: &Context, _args: Value) -> TaskResult<u64> {
@@ -212,6 +212,98 @@ fn empty_log_loop(ctx: &Context, args: EmptyLogLoop) -> TaskResult<u64> {
     Ok(calls)
 }
 
+#[derive(Deserialize)]
+struct CallLoop {
+    /// Stop after this many calls; by default only the run's limits stop it.
+    calls: Option<u64>,
+}
+
+/// Calls `heartbeat()` in a loop.
+fn heartbeat_flood(ctx: &Context, args: CallLoop) -> TaskResult<u64> {
+    let mut calls: u64 = 0;
+    while args.calls.is_none_or(|max| calls < max) {
+        ctx.heartbeat();
+        calls += 1;
+    }
+    Ok(calls)
+}
+
+/// Calls `progress()` in a loop, with a message each time.
+fn progress_flood(ctx: &Context, args: CallLoop) -> TaskResult<u64> {
+    let mut calls: u64 = 0;
+    while args.calls.is_none_or(|max| calls < max) {
+        ctx.progress((calls % 100) as f32, Some("still going"));
+        calls += 1;
+    }
+    Ok(calls)
+}
+
+#[derive(Deserialize)]
+struct Bomb {
+    /// Children each run tries to enqueue.
+    #[serde(default = "default_fanout")]
+    fanout: u64,
+}
+
+fn default_fanout() -> u64 {
+    100_000
+}
+
+/// Enqueues copies of itself until the host says no: a fork bomb. Returns
+/// how many it enqueued and the error that stopped it.
+fn enqueue_bomb(ctx: &Context, args: Bomb) -> TaskResult<(u64, String)> {
+    let mut made = 0;
+    for _ in 0..args.fanout {
+        match ctx.enqueue(
+            "hostile.enqueue-bomb",
+            &serde_json::json!({ "fanout": args.fanout }),
+            None,
+        ) {
+            Ok(_) => made += 1,
+            Err(e @ EnqueueError::QuotaExceeded(_)) => return Ok((made, e.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((made, "fan-out done".to_owned()))
+}
+
+/// Tries each way of enqueueing badly and reports what the host said.
+fn bad_enqueue(ctx: &Context, _args: Value) -> TaskResult<Vec<String>> {
+    let queue = |q: &str| {
+        Some(EnqueueOptions {
+            queue: Some(q.to_owned()),
+            ..EnqueueOptions::default()
+        })
+    };
+    let tries = [
+        ctx.enqueue("no.such-task", &Value::Null, None),
+        ctx.enqueue("bad name!", &Value::Null, None),
+        ctx.enqueue("hostile.burn", &Value::Null, queue("bad queue\n")),
+        ctx.enqueue(
+            "hostile.schema",
+            &serde_json::json!({"count": "three"}),
+            None,
+        ),
+    ];
+    Ok(tries
+        .into_iter()
+        .map(|r| match r {
+            Ok(id) => format!("enqueued {id}"),
+            Err(e) => e.to_string(),
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+struct Counted {
+    count: u32,
+}
+
+/// A task with an argument schema: `{"count": <integer 1-10>}`.
+fn schema_task(_ctx: &Context, args: Counted) -> TaskResult<u32> {
+    Ok(args.count)
+}
+
 /// Burns a fixed amount of CPU: for fuel-determinism and fuel-limit tests.
 fn burn(_ctx: &Context, args: Value) -> TaskResult<u64> {
     let rounds = args
@@ -259,6 +351,21 @@ fn tasks() -> Vec<Task> {
             .description("Writes `mib` MiB of bare newlines to stdout"),
         Task::new("hostile.empty-log-loop", empty_log_loop)
             .description("Calls log(info, \"\") until its limits (or `calls`) stop it"),
+        Task::new("hostile.heartbeat-flood", heartbeat_flood)
+            .description("Calls heartbeat() until its limits (or `calls`) stop it"),
+        Task::new("hostile.progress-flood", progress_flood)
+            .description("Calls progress() until its limits (or `calls`) stop it"),
+        Task::new("hostile.enqueue-bomb", enqueue_bomb)
+            .description("Enqueues copies of itself until refused (a fork bomb)"),
+        Task::new("hostile.bad-enqueue", bad_enqueue)
+            .description("Enqueues an unknown task, bad names and bad arguments"),
+        Task::new("hostile.schema", schema_task)
+            .description("Takes {\"count\": 1-10}, declared as a JSON Schema")
+            .args_schema(serde_json::json!({
+                "type": "object",
+                "properties": { "count": { "type": "integer", "minimum": 1, "maximum": 10 } },
+                "required": ["count"]
+            })),
         Task::new("hostile.burn", burn).description("Burns `rounds` iterations of CPU"),
         Task::new("hostile.remember", remember)
             .description("Reports whether anything survived from an earlier job"),

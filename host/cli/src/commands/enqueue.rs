@@ -93,6 +93,25 @@ pub(crate) struct JobFlags {
     #[arg(long, allow_hyphen_values = true,
           value_parser = |s: &str| not_negative("a memory cap", s))]
     memory: Option<String>,
+    /// Child jobs one run may enqueue (this job and every job it leads
+    /// to; default: the worker's, 1000).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
+          value_parser = |s: &str| count::<u32>("max children", s))]
+    max_children: Option<u32>,
+    /// Bytes of arguments one run's children may carry in all, e.g. 4MiB
+    /// (default: the worker's, 1MiB).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Child-job quotas",
+          value_parser = |s: &str| not_negative("a size", s))]
+    max_child_args: Option<String>,
+    /// Deepest a descendant of this job may be (default: the worker's, 16).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
+          value_parser = |s: &str| count::<u32>("max depth", s))]
+    max_depth: Option<u32>,
+    /// Descendants this job may have in all, over every worker and retry
+    /// (default: the worker's, 10000).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
+          value_parser = |s: &str| count::<u64>("max descendants", s))]
+    max_descendants: Option<u64>,
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     #[serde(alias = "header")]
@@ -150,6 +169,10 @@ const BATCH_KEYS: &[&str] = &[
     "soft_timeout",
     "fuel",
     "memory",
+    "max_children",
+    "max_child_args",
+    "max_depth",
+    "max_descendants",
     "headers",
     "header",
 ];
@@ -199,6 +222,10 @@ impl JobFlags {
             hard_time_limit_ms: millis("a timeout", &self.timeout)?,
             fuel: self.fuel,
             max_memory_bytes: memory,
+            max_children: self.max_children,
+            max_child_args_bytes: self.max_child_args.as_deref().map(parse_size).transpose()?,
+            max_depth: self.max_depth,
+            max_descendants: self.max_descendants,
         };
         xylem_core::client::validate_options(&req.options)?;
         Ok(req)

@@ -349,7 +349,7 @@ async fn inspect(file: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     println!("plugin   {}", file.display());
     println!("digest   sha256:{}", plugin.digest());
     println!("size     {}", format::bytes(plugin.size() as u64));
-    println!("world    xylem:task/plugin@0.1.0 (valid)");
+    println!("world    {} (valid)", xylem_wasm::WIT_WORLD);
     println!();
     let width = plugin
         .tasks()

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use xylem_core::limits::parse_duration;
-use xylem_core::{PluginStore, Worker, WorkerConfig};
+use xylem_core::{ChildQuota, PluginStore, Worker, WorkerConfig};
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
 /// Run jobs: reserve them from the queues, run each in a fresh sandbox,
@@ -39,6 +39,19 @@ pub(crate) struct WorkerArgs {
     /// long after they finish, e.g. 7d (default: keep them).
     #[arg(long)]
     result_ttl: Option<String>,
+    /// Child jobs one run of a root job may enqueue (a root job's
+    /// `--max-children` overrides it; children keep their root's).
+    #[arg(long, default_value_t = ChildQuota::default().per_run, help_heading = "Child-job quotas")]
+    max_children: u32,
+    /// Bytes of arguments one run's children may carry in all.
+    #[arg(long, default_value = "1MiB", help_heading = "Child-job quotas")]
+    max_child_args: String,
+    /// Deepest a descendant may be below its root job.
+    #[arg(long, default_value_t = ChildQuota::default().max_depth, help_heading = "Child-job quotas")]
+    max_depth: u32,
+    /// Descendants one root job may have in all, over every worker and retry.
+    #[arg(long, default_value_t = ChildQuota::default().per_tree, help_heading = "Child-job quotas")]
+    max_descendants: u64,
 }
 
 /// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
@@ -81,6 +94,12 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         lease: parse_duration(&args.lease)?,
         grace: parse_duration(&args.grace)?,
         result_ttl: args.result_ttl.as_deref().map(parse_duration).transpose()?,
+        child_quota: ChildQuota {
+            per_run: args.max_children,
+            per_run_args_bytes: xylem_core::limits::parse_size(&args.max_child_args)?,
+            max_depth: args.max_depth,
+            per_tree: args.max_descendants,
+        },
         ..WorkerConfig::default()
     };
     if let Some(name) = args.name {

@@ -12,8 +12,9 @@ use tokio::sync::Notify;
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, GroupStatus,
-    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, REPLAY_DETAIL, ResultBackend,
-    Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope, running_detail,
+    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore, REPLAY_DETAIL,
+    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope,
+    running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -42,6 +43,8 @@ struct Group {
 struct State {
     groups: HashMap<String, Group>,
     locks: HashMap<String, (String, Millis)>,
+    /// Quota counters: key → (used, expires at).
+    quotas: HashMap<String, (u64, Millis)>,
     jobs: JobQueue,
     records: HashMap<String, TaskRecord>,
     /// When records expire (see `ResultBackend::expire`).
@@ -631,5 +634,34 @@ impl LockStore for MemoryStore {
             .get(name)
             .filter(|(_, until)| *until > now)
             .map(|(owner, _)| owner.clone()))
+    }
+}
+
+#[async_trait]
+impl QuotaStore for MemoryStore {
+    async fn take_quota(&self, key: &str, n: u64, limit: u64, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let used = match state.quotas.get(key) {
+            Some((used, until)) if *until > now => *used,
+            _ => 0,
+        };
+        if used.saturating_add(n) > limit {
+            return Ok(false);
+        }
+        state
+            .quotas
+            .insert(key.to_owned(), (used + n, now + ms(ttl)));
+        Ok(true)
+    }
+
+    async fn quota_used(&self, key: &str) -> StoreResult<u64> {
+        let now = now_ms();
+        Ok(self
+            .lock()
+            .quotas
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map_or(0, |(used, _)| *used))
     }
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ResolveError, Resolved, RunningJob, WorkerShared};
-use crate::client::{Client, EnqueueRequest};
+use crate::client::{ClientError, EnqueueRequest};
 use crate::executor::{CancelToken, ChildOptions, HostCalls, RunRequest, TaskInfo};
+use crate::lineage::{ChildEnqueueError, Lineage, RunChildren, TREE_QUOTA_TTL, tree_quota_key};
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
 use crate::store::{Completed, Completion, Delivery, Nack, Settle};
 use crate::time::{format_ms, now_ms};
-use crate::{Envelope, Failure, FailureKind, Outcome, Progress, Stores, Usage};
+use crate::{Envelope, Failure, FailureKind, Outcome, Progress, Usage};
 
 /// How many times a job whose task no plugin provides is put back to wait
 /// before it is dead-lettered as `unknown-task`; with [`unresolved_delay`]
@@ -29,10 +30,21 @@ pub fn unresolved_delay(n: u32) -> Duration {
 }
 
 /// What a running job's host calls do inside a worker.
-#[derive(Debug)]
 struct WorkerHostCalls {
-    stores: Stores,
+    shared: Arc<WorkerShared>,
     job: Arc<RunningJob>,
+    /// What this run's children inherit.
+    lineage: Lineage,
+    /// What this run has enqueued so far.
+    children: std::sync::Mutex<RunChildren>,
+}
+
+impl std::fmt::Debug for WorkerHostCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHostCalls")
+            .field("lineage", &self.lineage)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -59,20 +71,58 @@ impl HostCalls for WorkerHostCalls {
         name: &str,
         args: &str,
         options: ChildOptions,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChildEnqueueError> {
+        // Charged before anything else, so refused calls count too: a
+        // loop of bad enqueues ends at the quota like a loop of good ones.
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge(&self.lineage.quota, self.lineage.depth, args.len() as u64)?;
         let mut req = EnqueueRequest::new(name, args);
         req.queue = options.queue;
         req.priority = options.priority;
         req.max_retries = options.max_retries;
         req.parent = Some(parent.id.clone());
         if let Some(delay) = options.delay_ms {
-            req = req.delay(Duration::from_millis(delay));
+            req = req.delay(Duration::from_millis(delay.min(MAX_CHILD_DELAY_MS)));
         }
-        Client::new(self.stores.clone())
-            .enqueue(req)
+        let mut envelope = self.shared.client.prepare(req).await.map_err(child_error)?;
+        envelope.lineage = Some(self.lineage.clone());
+        let quotas = &self.shared.stores.quotas;
+        let tree = tree_quota_key(&self.lineage.root);
+        let per_tree = self.lineage.quota.per_tree;
+        if !quotas
+            .take_quota(&tree, 1, per_tree, TREE_QUOTA_TTL)
             .await
-            .map(|e| e.id)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ChildEnqueueError::Unavailable(e.to_string()))?
+        {
+            return Err(ChildEnqueueError::QuotaExceeded(format!(
+                "the tree of jobs under root job {} already has {per_tree} descendants, its limit",
+                self.lineage.root
+            )));
+        }
+        self.shared
+            .stores
+            .broker
+            .enqueue(std::slice::from_ref(&envelope))
+            .await
+            .map_err(|e| ChildEnqueueError::Unavailable(e.to_string()))?;
+        tracing::debug!(child = %envelope.id, task = %envelope.task, depth = self.lineage.depth, "child enqueued");
+        Ok(envelope.id)
+    }
+}
+
+/// Longest delay a task may give a child: a year.
+const MAX_CHILD_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// What a task is told when the client refuses its child.
+fn child_error(e: ClientError) -> ChildEnqueueError {
+    match e {
+        ClientError::UnknownTask { .. } => ChildEnqueueError::UnknownTask(e.to_string()),
+        ClientError::Store(_) | ClientError::PartlyEnqueued { .. } => {
+            ChildEnqueueError::Unavailable(e.to_string())
+        }
+        _ => ChildEnqueueError::InvalidArguments(e.to_string()),
     }
 }
 
@@ -156,12 +206,20 @@ async fn run(
             headers: envelope.headers.clone(),
         },
         args: envelope.args.clone(),
-        limits: envelope.options.limits(&resolved.spec.options),
+        limits: envelope.limits(&resolved.spec.options),
         cancel: job.cancel.clone(),
     };
+    // A root job's quota is the worker's, with the job's own overrides; a
+    // child's is its tree's.
+    let quota = match &envelope.lineage {
+        Some(lineage) => lineage.quota,
+        None => shared.config.child_quota.with_overrides(&envelope.options),
+    };
     let host = Arc::new(WorkerHostCalls {
-        stores: shared.stores.clone(),
+        shared: shared.clone(),
         job: job.clone(),
+        lineage: Lineage::child_of(&id, envelope.lineage.as_ref(), quota, request.limits),
+        children: std::sync::Mutex::new(RunChildren::default()),
     });
     let mut outcome = resolved.executor.execute(request, host).await;
     // The last progress report goes with the outcome; nothing later may

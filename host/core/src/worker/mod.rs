@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     /// Keep the records of finished jobs (succeeded, dead, expired) this
     /// long; `None` keeps them until deleted.
     pub result_ttl: Option<Duration>,
+    /// What a root job's runs may enqueue (a root job's own options may
+    /// override it; children inherit their root's).
+    pub child_quota: crate::lineage::ChildQuota,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +93,7 @@ impl Default for WorkerConfig {
                 std::process::id()
             ),
             result_ttl: None,
+            child_quota: crate::lineage::ChildQuota::default(),
         }
     }
 }
@@ -177,6 +181,8 @@ pub(crate) struct WorkerShared {
     /// ends, so the next job starts while the outcome is written.
     pub(crate) finishing: Arc<Semaphore>,
     pub(crate) stores: Stores,
+    /// Enqueues running tasks' child jobs (its route cache is shared).
+    pub(crate) client: crate::Client,
     pub(crate) registry: Arc<dyn TaskRegistry>,
     pub(crate) config: WorkerConfig,
     pub(crate) stats: Arc<WorkerStats>,
@@ -229,6 +235,7 @@ impl Worker {
         Ok(Self {
             shared: Arc::new(WorkerShared {
                 finishing: Arc::new(Semaphore::new(config.concurrency)),
+                client: crate::Client::new(stores.clone()),
                 stores,
                 registry,
                 config,
