@@ -19,9 +19,9 @@ use xylem_core::store::{
     StoreResult, Stores,
 };
 use xylem_core::{
-    Envelope, Executor, Failure, FailureKind, HostCalls, Outcome, ResolveError, Resolved,
-    RunRequest, TaskRecord, TaskRegistry, TaskSpec, TaskState, Transition, Usage, Worker,
-    WorkerConfig, WorkerStats,
+    ChildEnqueueError, ChildQuota, Envelope, Executor, Failure, FailureKind, HostCalls, Outcome,
+    ResolveError, Resolved, RunRequest, TaskRecord, TaskRegistry, TaskSpec, TaskState, Transition,
+    Usage, Worker, WorkerConfig, WorkerStats,
 };
 
 /// Generates the worker suite for an adapter; `$fresh` is as for
@@ -41,6 +41,8 @@ macro_rules! worker_suite {
             worker_releases_jobs_in_flight_on_shutdown,
             worker_refuses_a_lease_too_short_to_keep,
             worker_logs_the_right_job_under_load,
+            worker_bounds_an_enqueue_bomb_by_its_quotas,
+            worker_gives_a_child_its_parents_limits_and_typed_refusals,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -89,7 +91,7 @@ struct NativeExecutor {
 
 #[async_trait]
 impl Executor for NativeExecutor {
-    async fn execute(&self, request: RunRequest, _host: Arc<dyn HostCalls>) -> Outcome {
+    async fn execute(&self, request: RunRequest, host: Arc<dyn HostCalls>) -> Outcome {
         *self
             .tasks
             .runs
@@ -112,6 +114,69 @@ impl Executor for NativeExecutor {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Outcome::success(args, Usage::default())
+            }
+            // Enqueues copies of itself until refused; returns how many.
+            "bomb" => {
+                let mut made = 0u64;
+                let refusal = loop {
+                    match host
+                        .enqueue(&request.info, "bomb", &request.args, Default::default())
+                        .await
+                    {
+                        Ok(_) => made += 1,
+                        Err(e) => break e,
+                    }
+                };
+                assert!(
+                    matches!(refusal, ChildEnqueueError::QuotaExceeded(_)),
+                    "{refusal:?}"
+                );
+                Outcome::success(serde_json::json!({ "made": made }), Usage::default())
+            }
+            // Reports the limits it runs under.
+            "limits" => Outcome::success(
+                serde_json::json!({
+                    "fuel": request.limits.fuel,
+                    "memory": request.limits.max_memory,
+                }),
+                Usage::default(),
+            ),
+            // Enqueues `limits` once, then tries every bad enqueue and
+            // reports each refusal's kind.
+            "spawn" => {
+                let child = host
+                    .enqueue(&request.info, "limits", "{}", Default::default())
+                    .await
+                    .unwrap();
+                let bad_queue = xylem_core::ChildOptions {
+                    queue: Some("no spaces allowed".to_owned()),
+                    ..Default::default()
+                };
+                let kinds: Vec<String> = [
+                    host.enqueue(&request.info, "no-such-task", "{}", Default::default())
+                        .await,
+                    host.enqueue(&request.info, "limits", "{}", bad_queue).await,
+                    host.enqueue(
+                        &request.info,
+                        "counted",
+                        r#"{"count":"three"}"#,
+                        Default::default(),
+                    )
+                    .await,
+                ]
+                .into_iter()
+                .map(|r| match r {
+                    Ok(id) => format!("enqueued {id}"),
+                    Err(ChildEnqueueError::QuotaExceeded(m)) => format!("quota: {m}"),
+                    Err(ChildEnqueueError::UnknownTask(m)) => format!("unknown: {m}"),
+                    Err(ChildEnqueueError::InvalidArguments(m)) => format!("invalid: {m}"),
+                    Err(ChildEnqueueError::Unavailable(m)) => format!("unavailable: {m}"),
+                })
+                .collect();
+                Outcome::success(
+                    serde_json::json!({ "child": child, "refusals": kinds }),
+                    Usage::default(),
+                )
             }
             "switch" if self.tasks.failing.load(Ordering::Acquire) => Outcome::failure(
                 Failure::new(FailureKind::PluginError, "switched off"),
@@ -140,8 +205,10 @@ impl TaskRegistry for NativeRegistry {
 
     async fn resolve(&self, task: &str, _pinned: Option<&str>) -> Result<Resolved, ResolveError> {
         let tasks = &self.0;
-        let known = matches!(task, "echo" | "sleep" | "switch")
-            || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
+        let known = matches!(
+            task,
+            "echo" | "sleep" | "switch" | "bomb" | "limits" | "spawn" | "counted"
+        ) || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
         if !known {
             tasks.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(ResolveError::UnknownTask(format!(
@@ -647,4 +714,167 @@ pub async fn worker_logs_the_right_job_under_load(stores: Stores) {
         before,
         "log lines carried another job's id"
     );
+}
+
+/// Child enqueues go through the client, which needs the tasks' routes:
+/// a plugin record that declares the native tasks (`counted` with a schema).
+async fn declare_native_tasks(stores: &Stores) {
+    let counted = TaskSpec {
+        args_schema: Some(
+            serde_json::json!({
+                "type": "object",
+                "properties": {"count": {"type": "integer"}},
+                "required": ["count"]
+            })
+            .to_string(),
+        ),
+        ..TaskSpec::new("counted")
+    };
+    let specs: Vec<TaskSpec> = ["echo", "bomb", "limits", "spawn"]
+        .into_iter()
+        .map(TaskSpec::new)
+        .chain([counted])
+        .collect();
+    stores
+        .plugins
+        .put_plugin("native", b"native", &specs)
+        .await
+        .unwrap();
+}
+
+/// Waits until no job is ready, delayed or running.
+async fn wait_drained(stores: &Stores, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let busy: u64 = stores
+            .broker
+            .queue_stats()
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.ready + q.delayed + q.running)
+            .sum();
+        if busy == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{busy} jobs still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A job that enqueues copies of itself until refused makes at most its
+/// per-run quota of children each run, and its whole tree at most the
+/// tree's quota — over every worker and depth.
+pub async fn worker_bounds_an_enqueue_bomb_by_its_quotas(stores: Stores) {
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let quota = ChildQuota {
+        per_run: 5,
+        per_tree: 40,
+        ..ChildQuota::default()
+    };
+    // Two workers share the tree's count through the store.
+    let workers = [
+        start(
+            &stores,
+            &tasks,
+            WorkerConfig {
+                child_quota: quota,
+                ..config("bomb-a")
+            },
+        ),
+        start(
+            &stores,
+            &tasks,
+            WorkerConfig {
+                child_quota: quota,
+                ..config("bomb-b")
+            },
+        ),
+    ];
+    let root = enqueue(&stores, "bomb", "{}").await;
+    let record = wait_terminal(&stores, &root.id, Duration::from_secs(20)).await;
+    assert_eq!(
+        record.result,
+        Some(serde_json::json!({"made": 5})),
+        "{record:?}"
+    );
+    wait_drained(&stores, Duration::from_secs(30)).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+    let bombs = stores
+        .results
+        .list(&xylem_core::TaskFilter {
+            task: Some("bomb".to_owned()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        bombs.len(),
+        41,
+        "the root and exactly its tree's quota of descendants"
+    );
+    let made: u64 = bombs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.state, TaskState::Succeeded, "{r:?}");
+            r.result.as_ref().unwrap()["made"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(made, 40);
+    assert!(
+        bombs
+            .iter()
+            .all(|r| r.result.as_ref().unwrap()["made"].as_u64() <= Some(5)),
+        "no run made more than its per-run quota"
+    );
+}
+
+/// A child runs under its parent's limits (it cannot widen them), and
+/// each bad enqueue is refused with its kind.
+pub async fn worker_gives_a_child_its_parents_limits_and_typed_refusals(stores: Stores) {
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&stores, &tasks, config("spawner"));
+    let mut root = Envelope::new("spawn", "{}");
+    root.max_retries = 0;
+    root.options.fuel = Some(1_000_000);
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&root))
+        .await
+        .unwrap();
+    let record = wait_terminal(&stores, &root.id, Duration::from_secs(20)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    let result = record.result.unwrap();
+    let refusals: Vec<&str> = result["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        refusals[0].starts_with("unknown: unknown task `no-such-task`"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[1].starts_with("invalid: invalid queue name"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[2].starts_with("invalid: arguments of `counted` do not match its schema")
+            && refusals[2].contains("/count"),
+        "{refusals:?}"
+    );
+    let child = result["child"].as_str().unwrap();
+    let child = wait_terminal(&stores, child, Duration::from_secs(20)).await;
+    assert_eq!(
+        child.result.unwrap()["fuel"],
+        serde_json::json!(1_000_000),
+        "the child inherits its parent's fuel budget"
+    );
+    worker.stop().await;
 }
