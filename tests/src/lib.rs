@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // test support: a failed unwrap is a failed test
 
 pub mod cleanup;
+pub mod cli_env;
 pub mod contract;
 pub mod scenarios;
 pub mod servers;

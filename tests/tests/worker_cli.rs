@@ -7,104 +7,15 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use xylem_core::store::{PluginStore, ResultBackend};
 use xylem_core::{TaskFilter, TaskRecord, TaskState};
 use xylem_sqlite::SqliteStore;
+use xylem_tests::cli_env::Env;
 use xylem_tests::scenarios::{count, kill9, terminate, workers_that_ran_each_once};
 use xylem_tests::{plugin, xylem_bin};
-
-/// A fresh SQLite store in a temp dir, and helpers to run `xylem` on it.
-struct Env {
-    dir: PathBuf,
-    url: String,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let url = format!("sqlite://{}", dir.join("xylem.db").display());
-        Self { dir, url }
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(xylem_bin());
-        cmd.arg("--store")
-            .arg(&self.url)
-            .env(
-                "XYLEM_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-cli-cache"),
-            )
-            .env("XYLEM_LOG", "info");
-        cmd
-    }
-
-    fn xylem(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
-    }
-
-    /// Runs `xylem`, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.xylem(args);
-        assert!(
-            out.status.success(),
-            "xylem {args:?} failed ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn push(&self, name: &str) {
-        self.ok(&["plugin", "push", plugin(name).to_str().unwrap()]);
-    }
-
-    fn enqueue(&self, args: &[&str]) -> String {
-        let mut argv = vec!["enqueue"];
-        argv.extend_from_slice(args);
-        self.ok(&argv).trim().to_owned()
-    }
-
-    fn worker(&self, name: &str, extra: &[&str]) -> Child {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        self.command()
-            .args(["worker", "--name", name])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    async fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.dir.join("xylem.db")).unwrap()
-    }
-
-    /// Waits until `n` jobs have succeeded (or panics after `timeout`).
-    async fn wait_succeeded(&self, n: usize, timeout: Duration) -> Vec<TaskRecord> {
-        let store = self.store().await;
-        let started = Instant::now();
-        loop {
-            let filter = TaskFilter {
-                state: Some(TaskState::Succeeded),
-                limit: 100_000,
-                ..Default::default()
-            };
-            let done = store.list(&filter).await.unwrap();
-            if done.len() >= n {
-                return done;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "only {} of {n} jobs succeeded in {timeout:?}",
-                done.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 async fn full_records(store: &SqliteStore, records: &[TaskRecord]) -> Vec<TaskRecord> {
     let mut full = Vec::new();

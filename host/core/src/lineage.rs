@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{JobOptions, Limits};
+use crate::{Envelope, JobOptions, Limits};
 
 /// How many children a run, and a tree of jobs, may enqueue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,18 +81,35 @@ pub struct Lineage {
     pub quota: ChildQuota,
     /// The limits the parent ran under: the child's own are capped by them.
     pub ceiling: Limits,
+    /// The parent's priority: a child cannot outrank it, so work a job
+    /// spawns never jumps ahead of the work that was waiting beside it.
+    #[serde(default = "highest_priority")]
+    pub max_priority: u8,
+}
+
+fn highest_priority() -> u8 {
+    9
 }
 
 impl Lineage {
-    /// The lineage of a child of a run of job `id` (whose own lineage is
-    /// `parent`), run under `limits` and `quota`.
-    pub fn child_of(id: &str, parent: Option<&Lineage>, quota: ChildQuota, limits: Limits) -> Self {
+    /// The lineage of a child of a run of `parent` under `limits` and
+    /// `quota`.
+    pub fn child_of(parent: &Envelope, quota: ChildQuota, limits: Limits) -> Self {
+        let lineage = parent.lineage.as_ref();
         Self {
-            root: parent.map_or_else(|| id.to_owned(), |p| p.root.clone()),
-            depth: parent.map_or(1, |p| p.depth.saturating_add(1)),
+            root: lineage.map_or_else(|| parent.id.clone(), |p| p.root.clone()),
+            depth: lineage.map_or(1, |p| p.depth.saturating_add(1)),
             quota,
             ceiling: limits,
+            max_priority: parent.priority,
         }
+    }
+
+    /// Makes `child` a child of this lineage: it carries the lineage, and
+    /// its priority is at most its parent's.
+    pub fn adopt(&self, child: &mut Envelope) {
+        child.priority = child.priority.min(self.max_priority);
+        child.lineage = Some(self.clone());
     }
 }
 
@@ -208,10 +225,16 @@ mod tests {
             fuel: 1_000,
             ..Limits::default()
         };
-        let first = Lineage::child_of("root", None, quota, limits);
-        assert_eq!((first.root.as_str(), first.depth), ("root", 1));
-        let second = Lineage::child_of("child", Some(&first), quota, limits);
-        assert_eq!((second.root.as_str(), second.depth), ("root", 2));
+        let mut root = Envelope::new("t", "{}");
+        root.priority = 3;
+        let first = Lineage::child_of(&root, quota, limits);
+        assert_eq!((first.root.as_str(), first.depth), (root.id.as_str(), 1));
+        let mut child = Envelope::new("t", "{}");
+        child.priority = 9;
+        first.adopt(&mut child);
+        assert_eq!(child.priority, 3, "a child cannot outrank its parent");
+        let second = Lineage::child_of(&child, quota, limits);
+        assert_eq!((second.root.as_str(), second.depth), (root.id.as_str(), 2));
         let own = Limits {
             fuel: 5_000,
             hard_time_limit: Duration::from_secs(1),

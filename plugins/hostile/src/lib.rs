@@ -249,15 +249,19 @@ fn default_fanout() -> u64 {
     100_000
 }
 
-/// Enqueues copies of itself until the host says no: a fork bomb. Returns
-/// how many it enqueued and the error that stopped it.
+/// Enqueues copies of itself until the host says no: a fork bomb, asking
+/// for the highest priority so its children would jump every queue.
+/// Returns how many it enqueued and the error that stopped it.
 fn enqueue_bomb(ctx: &Context, args: Bomb) -> TaskResult<(u64, String)> {
     let mut made = 0;
     for _ in 0..args.fanout {
         match ctx.enqueue(
             "hostile.enqueue-bomb",
             &serde_json::json!({ "fanout": args.fanout }),
-            None,
+            Some(EnqueueOptions {
+                priority: Some(9),
+                ..EnqueueOptions::default()
+            }),
         ) {
             Ok(_) => made += 1,
             Err(e @ EnqueueError::QuotaExceeded(_)) => return Ok((made, e.to_string())),

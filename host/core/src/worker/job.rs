@@ -87,7 +87,7 @@ impl HostCalls for WorkerHostCalls {
             req = req.delay(Duration::from_millis(delay.min(MAX_CHILD_DELAY_MS)));
         }
         let mut envelope = self.shared.client.prepare(req).await.map_err(child_error)?;
-        envelope.lineage = Some(self.lineage.clone());
+        self.lineage.adopt(&mut envelope);
         let quotas = &self.shared.stores.quotas;
         let tree = tree_quota_key(&self.lineage.root);
         let per_tree = self.lineage.quota.per_tree;
@@ -218,7 +218,7 @@ async fn run(
     let host = Arc::new(WorkerHostCalls {
         shared: shared.clone(),
         job: job.clone(),
-        lineage: Lineage::child_of(&id, envelope.lineage.as_ref(), quota, request.limits),
+        lineage: Lineage::child_of(envelope, quota, request.limits),
         children: std::sync::Mutex::new(RunChildren::default()),
     });
     let mut outcome = resolved.executor.execute(request, host).await;
