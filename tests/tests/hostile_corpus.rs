@@ -26,6 +26,9 @@ struct HostileCase {
     soft_timeout_ms: Option<u64>,
     memory: Option<u64>,
     ends_as: &'static [&'static str],
+    /// How it ends through `xylem run`, where there is no store, if not
+    /// as in a worker.
+    alone_ends_as: Option<&'static [&'static str]>,
 }
 
 fn hostile_corpus() -> Vec<HostileCase> {
@@ -37,9 +40,15 @@ fn hostile_corpus() -> Vec<HostileCase> {
         soft_timeout_ms: None,
         memory: None,
         ends_as,
+        alone_ends_as: None,
     };
     vec![
-        case("hostile.loop", json!({}), &["time-limit-exceeded"]),
+        // Fuel (50G by default) or time, whichever comes first.
+        case(
+            "hostile.loop",
+            json!({}),
+            &["time-limit-exceeded", "fuel-exhausted"],
+        ),
         HostileCase {
             memory: Some(32 << 20),
             ..case("hostile.memory-bomb", json!({}), &["memory-limit-exceeded"])
@@ -81,7 +90,12 @@ fn hostile_corpus() -> Vec<HostileCase> {
             json!({"calls": 1_000_000}),
             &["fuel-exhausted", "time-limit-exceeded"],
         ),
-        case("hostile.enqueue-bomb", json!({}), &["succeeded"]),
+        HostileCase {
+            // No store under `xylem run`: the first enqueue is refused as
+            // unavailable, which the bomb passes on as a failure.
+            alone_ends_as: Some(&["plugin-error"]),
+            ..case("hostile.enqueue-bomb", json!({}), &["succeeded"])
+        },
         case("hostile.bad-enqueue", json!({}), &["succeeded"]),
         HostileCase {
             soft_timeout_ms: Some(300),
@@ -265,4 +279,72 @@ async fn hostile_corpus_in_one_worker_on_redis() {
     let cleanup = xylem_tests::cleanup::Cleanup::cleanup_later(&*store);
     hostile_corpus_in_one_worker(&env, xylem_core::Stores::from_adapter(store)).await;
     cleanup.await;
+}
+
+/// The exit code of `xylem run` for an outcome (see `xylem run --help`).
+fn exit_code(ended: &str) -> i32 {
+    match ended {
+        "succeeded" => 0,
+        "plugin-error" => 10,
+        "time-limit-exceeded" => 20,
+        "fuel-exhausted" => 21,
+        "memory-limit-exceeded" => 22,
+        "trap" => 23,
+        "bad-output" => 24,
+        other => panic!("no exit code for {other}"),
+    }
+}
+
+/// The same corpus one job after another through `xylem run`: each ends as
+/// it must, within its limit, and prints a bounded report (a flood of
+/// output once took 530 s to print).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_one_by_one_through_xylem_run() {
+    let _turn = SERIAL.lock().await;
+    let plugin = xylem_tests::plugin("hostile");
+    let mut wrong = Vec::new();
+    for case in hostile_corpus() {
+        let mut cmd = std::process::Command::new(xylem_tests::xylem_bin());
+        cmd.args(["run", plugin.to_str().unwrap(), case.task])
+            .args(["--args", &case.args.to_string()]);
+        if let Some(ms) = case.timeout_ms {
+            cmd.args(["--timeout", &format!("{ms}ms")]);
+        }
+        if let Some(ms) = case.soft_timeout_ms {
+            cmd.args(["--soft-timeout", &format!("{ms}ms")]);
+        }
+        if let Some(bytes) = case.memory {
+            cmd.args(["--memory", &bytes.to_string()]);
+        }
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        let took = started.elapsed();
+        let code = out.status.code().unwrap_or(-1);
+        let expected: Vec<i32> = case
+            .alone_ends_as
+            .unwrap_or(case.ends_as)
+            .iter()
+            .map(|e| exit_code(e))
+            .collect();
+        eprintln!(
+            "{:<26} exit {code:<3} {took:>8.2?} stdout {} B stderr {} B",
+            case.task,
+            out.stdout.len(),
+            out.stderr.len()
+        );
+        if !expected.contains(&code) || took > Duration::from_secs(15) {
+            wrong.push(format!(
+                "{}: exit {code} after {took:?}, expected one of {expected:?}: {}",
+                case.task,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+        if out.stderr.len() > 2 << 20 || out.stdout.len() > 2 << 20 {
+            wrong.push(format!("{}: printed too much", case.task));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

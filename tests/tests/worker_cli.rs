@@ -913,3 +913,37 @@ fn dlq_replay_of_an_id_that_is_not_dead_says_so_and_fails() {
     );
     assert!(stdout.contains("purged 0 job(s)"), "{stdout}");
 }
+
+#[test]
+fn enqueue_checks_arguments_against_the_tasks_schema() {
+    let env = Env::new();
+    env.push("hostile");
+    let bad = [
+        (r#"{"count":"three"}"#, "/count"),
+        (r#"{"count":11}"#, "maximum"),
+        (r#"{}"#, "required"),
+    ];
+    for (args, why) in bad {
+        refused(
+            &env,
+            &["enqueue", "hostile.schema", "--args", args],
+            1,
+            &["arguments of `hostile.schema` do not match its schema", why],
+        );
+    }
+    // A batch with one bad line enqueues nothing and names the line.
+    let file = env.dir.join("jobs.ndjson");
+    std::fs::write(
+        &file,
+        "{\"task\":\"hostile.schema\",\"args\":{\"count\":1}}\n{\"task\":\"hostile.schema\",\"args\":{\"count\":0}}\n",
+    )
+    .unwrap();
+    refused(
+        &env,
+        &["enqueue", "--batch", file.to_str().unwrap()],
+        1,
+        &["line 2", "minimum"],
+    );
+    let id = env.enqueue(&["hostile.schema", "--args", r#"{"count":3}"#]);
+    assert_eq!(id.len(), 36, "{id}");
+}

@@ -1,8 +1,10 @@
 //! A loaded plugin version: validated, described, ready to instantiate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use xylem_core::args_schema::ArgsSchema;
 use xylem_core::{Executor, HostCalls, Outcome, RunRequest, TaskSpec};
 
 use crate::bindings::PluginPre;
@@ -17,6 +19,8 @@ pub(crate) struct PluginInner {
     pub(crate) size: usize,
     pub(crate) pre: PluginPre<JobState>,
     pub(crate) tasks: Vec<TaskSpec>,
+    /// The compiled argument schemas of the tasks that declare one.
+    pub(crate) schemas: HashMap<String, ArgsSchema>,
     pub(crate) load_stats: CacheStats,
 }
 
@@ -45,6 +49,16 @@ impl Plugin {
         load_stats: CacheStats,
     ) -> Result<Self, LoadError> {
         let tasks = run::describe(&runtime, &pre).await?;
+        let mut schemas = HashMap::new();
+        for spec in &tasks {
+            if let Some(schema) = &spec.args_schema {
+                // A schema no argument could be checked against is refused
+                // now, at push, rather than at every enqueue.
+                let compiled = ArgsSchema::compile(schema)
+                    .map_err(|e| LoadError::Describe(format!("task `{}`: {e}", spec.name)))?;
+                schemas.insert(spec.name.clone(), compiled);
+            }
+        }
         Ok(Self {
             inner: Arc::new(PluginInner {
                 runtime,
@@ -52,6 +66,7 @@ impl Plugin {
                 size,
                 pre,
                 tasks,
+                schemas,
                 load_stats,
             }),
         })
@@ -75,6 +90,19 @@ impl Plugin {
     /// The declaration of one task, if the plugin has it.
     pub fn task(&self, name: &str) -> Option<&TaskSpec> {
         self.inner.tasks.iter().find(|t| t.name == name)
+    }
+
+    /// Checks arguments (JSON text) against the schema task `name`
+    /// declares; `Ok` if it declares none.
+    pub fn check_args(&self, name: &str, args: &str) -> Result<(), String> {
+        let Some(schema) = self.inner.schemas.get(name) else {
+            return Ok(());
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(args).map_err(|e| format!("arguments are not valid JSON: {e}"))?;
+        schema
+            .check(&value)
+            .map_err(|why| format!("arguments do not match the task's schema: {why}"))
     }
 
     /// Whether the compiled code came from the cache, and what it cost.

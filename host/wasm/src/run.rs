@@ -193,10 +193,6 @@ pub(crate) async fn describe(
                 spec.name
             )));
         }
-        if let Some(schema) = &spec.args_schema {
-            xylem_core::args_schema::ArgsSchema::compile(schema)
-                .map_err(|e| LoadError::Describe(format!("task `{}`: {e}", spec.name)))?;
-        }
     }
     Ok(specs.into_iter().map(from_wit_spec).collect())
 }
@@ -220,8 +216,13 @@ pub(crate) async fn run_task(
             Usage::default(),
         );
     }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.args) {
-        let message = format!("arguments are not valid JSON: {e}");
+    // Checked at enqueue too; checked here as well for jobs enqueued
+    // before their task declared a schema, or past the client.
+    let valid = match serde_json::from_str::<serde::de::IgnoredAny>(&request.args) {
+        Err(e) => Err(format!("arguments are not valid JSON: {e}")),
+        Ok(_) => plugin.check_args(&request.info.name, &request.args),
+    };
+    if let Err(message) = valid {
         return Outcome::failure(
             Failure::new(FailureKind::InvalidArgs, message),
             Usage::default(),

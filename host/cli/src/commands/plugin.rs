@@ -366,6 +366,9 @@ async fn inspect(file: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
             task.description.as_deref().unwrap_or("-")
         );
         println!("{:width$}  {}", "", format::options(&task.options));
+        if let Some(schema) = &task.args_schema {
+            println!("{:width$}  args schema: {schema}", "");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,13 @@ pub(crate) struct RunArgs {
     /// Largest result accepted, e.g. 1MiB.
     #[arg(long)]
     max_output: Option<String>,
+    /// Most log kept (stdout, stderr and log calls together; 64 bytes per
+    /// line plus its text), e.g. 1MiB.
+    #[arg(long)]
+    max_log: Option<String>,
+    /// Most log lines kept.
+    #[arg(long)]
+    max_log_lines: Option<u64>,
     /// Print the whole outcome (result or error, usage, log) as JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +88,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(max) = &args.max_output {
         limits.max_output = parse_size(max)?;
+    }
+    if let Some(max) = &args.max_log {
+        limits.max_log = parse_size(max)?;
+    }
+    if let Some(max) = args.max_log_lines {
+        limits.max_log_entries = max;
     }
 
     let id = format!("run-{}", std::process::id());
