@@ -1,4 +1,8 @@
-//! The key layout under the store's prefix `P`:
+//! The key layout under the store's namespace `P`, which is the prefix in
+//! braces: `{xylem}`. The closing brace ends it (a prefix may not contain
+//! one), so no key of one prefix is ever a key of another — `xylem` and
+//! `xylem:staging` cannot alias — and, as a Redis Cluster hash tag, it puts
+//! every key of a deployment in one slot, where its scripts can reach them.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -27,14 +31,28 @@
 
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
+    /// The prefix as given (`xylem`).
+    name: String,
+    /// `{name}`: what every key starts with.
     prefix: String,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: String) -> Self {
-        Self { prefix }
+    /// The keys under prefix `name`, which must not contain `{` or `}`.
+    pub(crate) fn new(name: String) -> Self {
+        debug_assert!(!name.contains(['{', '}']));
+        Self {
+            prefix: format!("{{{name}}}"),
+            name,
+        }
     }
 
+    /// The prefix as the user gave it.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What every key starts with (`{name}`), before its `:`.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -81,5 +99,30 @@ impl Keys {
 
     pub(crate) fn routes_version(&self) -> String {
         format!("{}:routes_version", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn no_key_of_one_prefix_is_a_key_of_another() {
+        let plain = Keys::new("xylem".to_owned());
+        let staging = Keys::new("xylem:staging".to_owned());
+        // Once `xylem:staging:...` was also a key `xylem` could make (a
+        // queue or lock named `staging:...`); the brace ends the prefix.
+        assert_eq!(plain.job("1"), "{xylem}:job:1");
+        assert_eq!(staging.job("1"), "{xylem:staging}:job:1");
+        assert!(
+            !staging
+                .job("1")
+                .starts_with(&format!("{}:", plain.prefix()))
+        );
+        assert!(
+            !plain
+                .queue("staging", "ready")
+                .starts_with(staging.prefix())
+        );
     }
 }

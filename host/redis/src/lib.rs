@@ -10,7 +10,8 @@
 //! records running; `complete` records every finished job of a batch and
 //! settles its queue entry; `extend_many` renews all of a worker's leases.
 //! Keys live under a prefix (`?prefix=NAME` in the URL, default `xylem`),
-//! so several deployments can share a server; `keys.rs` lists them.
+//! written in braces (`{xylem}:...`) so that no two prefixes can alias and
+//! several deployments can share a server; `keys.rs` lists them.
 //! Workers are woken by pub/sub when jobs are queued or requeued.
 //!
 //! Clock: workers on several hosts share the queues, so lease deadlines,
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use tokio::sync::Mutex;
 use xylem_core::redact::redact_url;
@@ -156,12 +158,27 @@ impl RedisStore {
         if let Err(e) = reindexed {
             tracing::warn!(error = %e, "cannot rebuild the claim indexes");
         }
+        store.warn_of_the_old_layout().await;
         Ok(store)
     }
 
-    /// The key prefix.
+    /// The key prefix, as given (keys start with it in braces).
     pub fn prefix(&self) -> &str {
-        self.keys.prefix()
+        self.keys.name()
+    }
+
+    /// Before 0.2 keys were `NAME:...` without braces: say so if this
+    /// server still holds such data, which this version does not read.
+    async fn warn_of_the_old_layout(&self) {
+        let name = self.keys.name();
+        let old: Result<bool, _> = self.conn().exists(format!("{name}:routes_version")).await;
+        if old.unwrap_or(false) {
+            tracing::warn!(
+                "this Redis holds Xylem data in the pre-0.2 key layout (`{name}:...`), which this \
+                 version does not read (it uses `{{{name}}}:...`): drain that deployment with the \
+                 version that wrote it, or delete its keys"
+            );
+        }
     }
 
     /// The server's version and a round trip, for `xylem health`.
