@@ -14,6 +14,16 @@ use xylem_core::{TaskFilter, TaskState};
 use xylem_tests::cli_env::Env;
 use xylem_tests::scenarios::terminate;
 
+/// A worker process that a failing test does not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One test at a time: each measures the other's absence.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -124,7 +134,7 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
     const MAX_DESCENDANTS: usize = 200;
     env.push("hello");
     env.push("hostile");
-    let mut worker = env.worker(
+    let mut worker = KillOnDrop(env.worker(
         "corpus",
         &[
             "--concurrency",
@@ -132,7 +142,7 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
             "--max-descendants",
             &MAX_DESCENDANTS.to_string(),
         ],
-    );
+    ));
     let client = Client::new(stores.clone());
     // Warm up: the plugins compiled and loaded, the worker at its resting size.
     let warm: Vec<String> = {
@@ -149,7 +159,7 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
     for id in &warm {
         client.wait(id, Duration::from_secs(120)).await.unwrap();
     }
-    let rss_before = rss_mib(worker.id());
+    let rss_before = rss_mib(worker.0.id());
 
     // `XYLEM_CORPUS_ONLY=hostile.loop,hostile.panic` runs only those.
     let only = std::env::var("XYLEM_CORPUS_ONLY").unwrap_or_default();
@@ -178,7 +188,7 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
         req.priority = Some(5);
         let e = client.enqueue(req).await.unwrap();
         normal.push(e.id);
-        rss_peak = rss_peak.max(rss_mib(worker.id()));
+        rss_peak = rss_peak.max(rss_mib(worker.0.id()));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut latencies = Vec::new();
@@ -228,9 +238,9 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    rss_peak = rss_peak.max(rss_mib(worker.id()));
-    let rss_after = rss_mib(worker.id());
-    terminate(&mut worker);
+    rss_peak = rss_peak.max(rss_mib(worker.0.id()));
+    let rss_after = rss_mib(worker.0.id());
+    terminate(&mut worker.0);
 
     latencies.sort_unstable();
     let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];

@@ -947,3 +947,74 @@ fn enqueue_checks_arguments_against_the_tasks_schema() {
     let id = env.enqueue(&["hostile.schema", "--args", r#"{"count":3}"#]);
     assert_eq!(id.len(), 36, "{id}");
 }
+
+/// The child-job quota set at push applies to the task's root jobs on the
+/// worker; a root job's own option overrides it; a quota for a task the
+/// plugin does not have is refused.
+#[tokio::test]
+async fn a_quota_set_at_push_bounds_the_tasks_job_trees() {
+    let env = Env::new();
+    env.push("hello");
+    let hostile = plugin("hostile");
+    refused(
+        &env,
+        &[
+            "plugin",
+            "push",
+            hostile.to_str().unwrap(),
+            "--max-descendants",
+            "7",
+            "--quota-task",
+            "hostile.nope",
+        ],
+        1,
+        &["no task `hostile.nope`"],
+    );
+    env.ok(&[
+        "plugin",
+        "push",
+        hostile.to_str().unwrap(),
+        "--max-descendants",
+        "7",
+        "--quota-task",
+        "hostile.enqueue-bomb",
+    ]);
+    let mut worker = env.worker("quota", &["--concurrency", "4"]);
+    let store = env.store().await;
+    let count_bombs = || async {
+        let filter = TaskFilter {
+            task: Some("hostile.enqueue-bomb".to_owned()),
+            limit: 100_000,
+            ..Default::default()
+        };
+        // Settled: nothing of the tree still queued or running.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all = store.list(&filter).await.unwrap();
+            if !all.is_empty() && all.iter().all(|r| r.state.is_terminal()) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let again = store.list(&filter).await.unwrap();
+                if again.len() == all.len() {
+                    return all.len();
+                }
+            }
+            assert!(Instant::now() < deadline, "the bomb did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    env.enqueue(&["hostile.enqueue-bomb", "--max-retries", "0"]);
+    assert_eq!(
+        count_bombs().await,
+        8,
+        "the root and the 7 descendants set at push"
+    );
+    env.enqueue(&[
+        "hostile.enqueue-bomb",
+        "--max-retries",
+        "0",
+        "--max-descendants",
+        "3",
+    ]);
+    assert_eq!(count_bombs().await, 8 + 4, "a root job's own quota wins");
+    terminate(&mut worker);
+}

@@ -91,7 +91,12 @@ fn main() -> ExitCode {
         // per poll. Tokio looks for I/O and timers every `event_interval`
         // polls (61 by default): behind busy guests that is 60 ms of store
         // replies left waiting for every other job. Look every 4.
-        .event_interval(4)
+        .event_interval(
+            std::env::var("XYLEM_EVENT_INTERVAL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4),
+        )
         .build()
     {
         Ok(rt) => rt,

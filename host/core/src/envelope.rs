@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lineage::Lineage;
+use crate::lineage::{ChildQuotaOverrides, Lineage};
 use crate::time::{Millis, now_ms};
 use crate::{Limits, TaskOptions};
 
@@ -31,18 +31,10 @@ pub struct JobOptions {
     /// Memory cap in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_bytes: Option<u64>,
-    /// Children one run may enqueue (root jobs; children inherit it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_children: Option<u32>,
-    /// Bytes of arguments one run's children may carry in all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_child_args_bytes: Option<u64>,
-    /// Deepest a descendant may be below this root job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_depth: Option<u32>,
-    /// Descendants this root job may have in all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_descendants: Option<u64>,
+    /// Overrides of the child-job quota (root jobs; children keep their
+    /// root's).
+    #[serde(flatten)]
+    pub child_quota: ChildQuotaOverrides,
 }
 
 impl JobOptions {

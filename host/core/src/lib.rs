@@ -27,7 +27,7 @@ pub use executor::{
     CancelToken, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest, TaskInfo,
 };
 pub use limits::{Limits, LimitsError};
-pub use lineage::{ChildEnqueueError, ChildQuota, Lineage};
+pub use lineage::{ChildEnqueueError, ChildQuota, ChildQuotaOverrides, Lineage};
 pub use outcome::{Failure, FailureKind, LogLevel, LogLine, Outcome, Progress, Usage};
 pub use record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 pub use spec::{TaskOptions, TaskSpec};

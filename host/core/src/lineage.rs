@@ -41,23 +41,55 @@ impl Default for ChildQuota {
     }
 }
 
+/// An operator's changes to a [`ChildQuota`]: per plugin or task (`xylem
+/// plugin push --max-children ...`) and per root job (`xylem enqueue
+/// --max-children ...`). Never set by plugin code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildQuotaOverrides {
+    /// Children one run may enqueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_children: Option<u32>,
+    /// Bytes of arguments one run's children may carry in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_child_args_bytes: Option<u64>,
+    /// Deepest a descendant may be below its root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// Descendants one root job may have in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_descendants: Option<u64>,
+}
+
+impl ChildQuotaOverrides {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl ChildQuota {
-    /// This quota with a root job's own overrides applied (an operator may
-    /// widen or narrow it when enqueueing the root).
-    pub fn with_overrides(mut self, options: &JobOptions) -> Self {
-        if let Some(n) = options.max_children {
+    /// This quota with `overrides` applied (each set field replaces ours,
+    /// wider or narrower).
+    pub fn with_overrides(mut self, overrides: &ChildQuotaOverrides) -> Self {
+        if let Some(n) = overrides.max_children {
             self.per_run = n;
         }
-        if let Some(n) = options.max_child_args_bytes {
+        if let Some(n) = overrides.max_child_args_bytes {
             self.per_run_args_bytes = n;
         }
-        if let Some(n) = options.max_depth {
+        if let Some(n) = overrides.max_depth {
             self.max_depth = n;
         }
-        if let Some(n) = options.max_descendants {
+        if let Some(n) = overrides.max_descendants {
             self.per_tree = n;
         }
         self
+    }
+
+    /// The quota of a root job's runs: the worker's, then its task's (set
+    /// at push), then the job's own.
+    pub fn for_root(self, task: &ChildQuotaOverrides, job: &JobOptions) -> Self {
+        self.with_overrides(task).with_overrides(&job.child_quota)
     }
 }
 

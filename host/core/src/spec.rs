@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::ChildQuotaOverrides;
+
 /// Default options of a task, as its plugin declares them. Unset fields take
 /// the host's defaults; each may be overridden when a job is enqueued.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,11 @@ pub struct TaskSpec {
     /// at enqueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_schema: Option<String>,
+    /// The child-job quota of this task's root jobs, as the operator set it
+    /// at push (`xylem plugin push --max-children ...`); plugin code
+    /// cannot set it.
+    #[serde(default, skip_serializing_if = "ChildQuotaOverrides::is_empty")]
+    pub child_quota: ChildQuotaOverrides,
 }
 
 impl TaskSpec {
@@ -64,6 +71,7 @@ impl TaskSpec {
             description: None,
             options: TaskOptions::default(),
             args_schema: None,
+            child_quota: ChildQuotaOverrides::default(),
         }
     }
 }

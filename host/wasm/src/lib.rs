@@ -24,7 +24,7 @@ mod state;
 pub use build::{BuildError, build_plugin};
 pub use cache::CacheStats;
 pub use plugin::Plugin;
-pub use registry::{PluginRegistry, PushError, push_plugin};
+pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};
 pub use runtime::{LoadError, Runtime, RuntimeConfig};
 
 /// The WIT package (and version) this host speaks: `wit/task.wit`.

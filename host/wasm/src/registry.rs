@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 use xylem_core::store::{PluginStore, StoreError, TaskRoute};
-use xylem_core::{Executor, ResolveError, Resolved, TaskRegistry};
+use xylem_core::{ChildQuotaOverrides, Executor, ResolveError, Resolved, TaskRegistry, TaskSpec};
 
 use crate::{LoadError, Plugin, Runtime};
 
@@ -21,6 +21,23 @@ pub enum PushError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A quota was given for a task the plugin does not declare.
+    #[error("the plugin has no task `{task}` (it declares: {known})")]
+    NoSuchTask {
+        /// The task named.
+        task: String,
+        /// The tasks it does declare.
+        known: String,
+    },
+}
+
+/// The operator's child-job quota for some tasks of a plugin being pushed.
+#[derive(Debug, Clone, Default)]
+pub struct PushQuota {
+    /// The overrides.
+    pub quota: ChildQuotaOverrides,
+    /// The tasks they apply to; empty: every task of the plugin.
+    pub tasks: Vec<String>,
 }
 
 /// Validates `bytes` as a plugin (compiles it, checks the WIT world, calls
@@ -30,10 +47,34 @@ pub async fn push_plugin(
     store: &dyn PluginStore,
     bytes: &[u8],
 ) -> Result<Plugin, PushError> {
+    push_plugin_with_quota(runtime, store, bytes, &PushQuota::default()).await
+}
+
+/// [`push_plugin`], recording the operator's child-job quota with the
+/// tasks it names (it becomes their root jobs' quota on every worker).
+pub async fn push_plugin_with_quota(
+    runtime: &Runtime,
+    store: &dyn PluginStore,
+    bytes: &[u8],
+    quota: &PushQuota,
+) -> Result<Plugin, PushError> {
     let plugin = runtime.load(bytes).await?;
-    store
-        .put_plugin(plugin.digest(), bytes, plugin.tasks())
-        .await?;
+    for task in &quota.tasks {
+        if plugin.task(task).is_none() {
+            let known: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
+            return Err(PushError::NoSuchTask {
+                task: task.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    let mut specs = plugin.tasks().to_vec();
+    for spec in &mut specs {
+        if quota.tasks.is_empty() || quota.tasks.contains(&spec.name) {
+            spec.child_quota = quota.quota;
+        }
+    }
+    store.put_plugin(plugin.digest(), bytes, &specs).await?;
     tracing::info!(digest = %plugin.digest(), tasks = plugin.tasks().len(), "plugin pushed");
     Ok(plugin)
 }
@@ -151,12 +192,21 @@ impl TaskRegistry for PluginRegistry {
                 )));
             }
         };
-        let spec = plugin.task(task).cloned().ok_or_else(|| {
+        let declared = plugin.task(task).cloned().ok_or_else(|| {
             ResolveError::UnknownTask(format!(
                 "plugin {} does not provide task `{task}`",
                 plugin.digest()
             ))
         })?;
+        // The stored route carries what the operator added at push (the
+        // child-job quota); the plugin's own declaration the rest.
+        let spec = match self.loaded.read().await.routes.get(task) {
+            Some(route) if route.digest == plugin.digest() => TaskSpec {
+                child_quota: route.spec.child_quota,
+                ..declared
+            },
+            _ => declared,
+        };
         Ok(Resolved {
             version: plugin.digest().to_owned(),
             spec,

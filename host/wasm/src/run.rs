@@ -116,6 +116,8 @@ fn from_wit_spec(spec: WitTaskSpec) -> TaskSpec {
         description: spec.description,
         options: from_wit_options(spec.options),
         args_schema: spec.args_schema,
+        // The operator's to set, at push; never the plugin's.
+        child_quota: Default::default(),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use xylem_core::limits::{parse_duration, parse_size};
 use xylem_core::time::{ms, now_ms, parse_rfc3339};
-use xylem_core::{Client, ClientError, EnqueueRequest, JobOptions};
+use xylem_core::{ChildQuotaOverrides, Client, ClientError, EnqueueRequest, JobOptions};
 
 use super::task::{print_record, record_exit_code};
 
@@ -222,10 +222,12 @@ impl JobFlags {
             hard_time_limit_ms: millis("a timeout", &self.timeout)?,
             fuel: self.fuel,
             max_memory_bytes: memory,
-            max_children: self.max_children,
-            max_child_args_bytes: self.max_child_args.as_deref().map(parse_size).transpose()?,
-            max_depth: self.max_depth,
-            max_descendants: self.max_descendants,
+            child_quota: ChildQuotaOverrides {
+                max_children: self.max_children,
+                max_child_args_bytes: self.max_child_args.as_deref().map(parse_size).transpose()?,
+                max_depth: self.max_depth,
+                max_descendants: self.max_descendants,
+            },
         };
         xylem_core::client::validate_options(&req.options)?;
         Ok(req)

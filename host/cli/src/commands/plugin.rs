@@ -28,6 +28,8 @@ pub(crate) enum PluginCommand {
         /// e.g. 256MiB.
         #[arg(long, default_value = "64MiB", value_parser = parse_max_size)]
         max_size: u64,
+        #[command(flatten)]
+        quota: PushQuotaFlags,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -74,8 +76,9 @@ pub(crate) async fn run(store_url: &str, cmd: PluginCommand) -> anyhow::Result<E
         PluginCommand::Push {
             file,
             max_size,
+            quota,
             json,
-        } => push(store_url, file, max_size, json).await,
+        } => push(store_url, file, max_size, quota.into_push_quota()?, json).await,
         PluginCommand::Ls { json } => list(store_url, json).await,
         PluginCommand::Show { what, json } => show(store_url, &what, json).await,
         PluginCommand::Rm { digest, force } => remove(store_url, &digest, force).await,
@@ -139,19 +142,68 @@ pub(crate) async fn read_component(file: &Path, max_size: u64) -> anyhow::Result
     Ok(bytes)
 }
 
+/// The operator's child-job quota for the tasks of a plugin being pushed:
+/// the quota of their root jobs on every worker (overriding the worker's
+/// flags; a job's own `enqueue --max-...` overrides this).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Child-job quota of these tasks' root jobs")]
+pub(crate) struct PushQuotaFlags {
+    /// Child jobs one run may enqueue.
+    #[arg(long)]
+    max_children: Option<u32>,
+    /// Bytes of arguments one run's children may carry in all, e.g. 4MiB.
+    #[arg(long)]
+    max_child_args: Option<String>,
+    /// Deepest a descendant may be below its root job.
+    #[arg(long)]
+    max_depth: Option<u32>,
+    /// Descendants one root job may have in all.
+    #[arg(long)]
+    max_descendants: Option<u64>,
+    /// Only for this task (repeatable; default: every task of the plugin).
+    #[arg(long = "quota-task", value_name = "TASK")]
+    tasks: Vec<String>,
+}
+
+impl PushQuotaFlags {
+    fn into_push_quota(self) -> anyhow::Result<xylem_wasm::PushQuota> {
+        let quota = xylem_core::ChildQuotaOverrides {
+            max_children: self.max_children,
+            max_child_args_bytes: self
+                .max_child_args
+                .as_deref()
+                .map(xylem_core::limits::parse_size)
+                .transpose()?,
+            max_depth: self.max_depth,
+            max_descendants: self.max_descendants,
+        };
+        anyhow::ensure!(
+            self.tasks.is_empty() || !quota.is_empty(),
+            "--quota-task names tasks for a quota, but no --max-children, --max-child-args, \
+             --max-depth or --max-descendants was given"
+        );
+        Ok(xylem_wasm::PushQuota {
+            quota,
+            tasks: self.tasks,
+        })
+    }
+}
+
 #[allow(clippy::print_stdout)]
 async fn push(
     store_url: &str,
     file: PathBuf,
     max_size: u64,
+    quota: xylem_wasm::PushQuota,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bytes = read_component(&file, max_size).await?;
     let store = crate::store::open(store_url).await?;
     let runtime = super::wasm_runtime()?;
-    let plugin = xylem_wasm::push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes)
-        .await
-        .with_context(|| format!("{} was not pushed", file.display()))?;
+    let plugin =
+        xylem_wasm::push_plugin_with_quota(&runtime, store.stores.plugins.as_ref(), &bytes, &quota)
+            .await
+            .with_context(|| format!("{} was not pushed", file.display()))?;
     if json {
         let doc = serde_json::json!({ "digest": plugin.digest(), "tasks": plugin.tasks() });
         println!("{}", serde_json::to_string_pretty(&doc)?);

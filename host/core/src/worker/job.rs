@@ -213,7 +213,10 @@ async fn run(
     // child's is its tree's.
     let quota = match &envelope.lineage {
         Some(lineage) => lineage.quota,
-        None => shared.config.child_quota.with_overrides(&envelope.options),
+        None => shared
+            .config
+            .child_quota
+            .for_root(&resolved.spec.child_quota, &envelope.options),
     };
     let host = Arc::new(WorkerHostCalls {
         shared: shared.clone(),
