@@ -32,8 +32,9 @@ pub struct JobOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_bytes: Option<u64>,
     /// Overrides of the child-job quota (root jobs; children keep their
-    /// root's).
-    #[serde(flatten)]
+    /// root's). Nested rather than flattened: serde's flatten decodes
+    /// through a buffer, which every store call would pay for.
+    #[serde(default, skip_serializing_if = "ChildQuotaOverrides::is_empty")]
     pub child_quota: ChildQuotaOverrides,
 }
 
