@@ -794,11 +794,10 @@ pub async fn worker_bounds_an_enqueue_bomb_by_its_quotas(stores: Stores) {
     ];
     let root = enqueue(&stores, "bomb", "{}").await;
     let record = wait_terminal(&stores, &root.id, Duration::from_secs(20)).await;
-    assert_eq!(
-        record.result,
-        Some(serde_json::json!({"made": 5})),
-        "{record:?}"
-    );
+    // How many of the tree's 40 the root itself made depends on how fast
+    // its children (running beside it) spend the tree's quota: 1 to 5.
+    let root_made = record.result.as_ref().unwrap()["made"].as_u64().unwrap();
+    assert!((1..=5).contains(&root_made), "{record:?}");
     wait_drained(&stores, Duration::from_secs(30)).await;
     for worker in workers {
         worker.stop().await;

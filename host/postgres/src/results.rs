@@ -92,8 +92,13 @@ impl ResultBackend for PostgresStore {
         // The row lock serialises transitions of one job, so two workers
         // cannot both mark it succeeded.
         let current: Option<String> =
-            sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
-                .bind(id)
+            // A record past its TTL is gone, even before it is reclaimed.
+            sqlx::query_scalar(concat!(
+                "SELECT state FROM tasks WHERE id = $1 AND (expires_at IS NULL OR expires_at > ",
+                now_ms!(),
+                ") FOR UPDATE"
+            ))
+            .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;

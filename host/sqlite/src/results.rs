@@ -257,8 +257,15 @@ impl ResultBackend for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let current: Option<String> = tx
-                .prepare_cached("SELECT state FROM tasks WHERE id = ?1")
-                .and_then(|mut stmt| stmt.query_row([&id], |r| r.get(0)).optional())
+                // A record past its TTL is gone, even before it is reclaimed.
+                .prepare_cached(
+                    "SELECT state FROM tasks
+                     WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![&id, now_ms()], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(backend)?;
             let Some(current) = current else {
                 return Err(StoreError::NotFound(format!("job {id}")));

@@ -314,8 +314,11 @@ impl Broker for MemoryStore {
         }
         for envelope in &replayed {
             let queued = Transition::to(TaskState::Queued, 1).detail(REPLAY_DETAIL);
+            // Whether the record outlived its TTL is decided before the TTL
+            // is lifted: an expired record is written anew, not resumed.
+            let live = state.live_record(&envelope.id, now).is_some();
             state.record_expiry.remove(&envelope.id);
-            match state.live_record(&envelope.id, now) {
+            match state.records.get_mut(&envelope.id).filter(|_| live) {
                 Some(record) => record.apply(queued, now),
                 None => {
                     let record = TaskRecord::from_envelope(
