@@ -60,6 +60,7 @@ macro_rules! store_contract {
             results_expire_after_their_ttl,
             an_expired_record_cannot_be_transitioned,
             removing_a_plugin_falls_back_to_an_older_version,
+            the_plugin_fallback_follows_push_order_not_clocks,
             hot_path_enqueue_writes_record_and_queue_together,
             hot_path_claim_marks_records_running,
             hot_path_claim_never_hands_out_a_succeeded_job,
@@ -1002,6 +1003,53 @@ pub async fn removing_a_plugin_falls_back_to_an_older_version(s: &dyn AdapterObj
     assert!(s.plugins().remove_plugin("old").await.unwrap());
     assert!(s.plugins().routes().await.unwrap().is_empty());
     assert!(!s.plugins().remove_plugin("old").await.unwrap());
+}
+
+/// The one fallback rule (`xylem_core::store::fallback_route`) on every
+/// store: pushes in the same millisecond, and a re-push of an old version,
+/// are ordered by push, and `plugins()` lists in that order.
+pub async fn the_plugin_fallback_follows_push_order_not_clocks(s: &dyn AdapterObj) {
+    let p = s.plugins();
+    // No pause between pushes: several land in the same millisecond.
+    for digest in ["v1", "v2", "v3"] {
+        p.put_plugin(
+            digest,
+            digest.as_bytes(),
+            &[spec("f.t"), spec(&format!("only.{digest}"))],
+        )
+        .await
+        .unwrap();
+    }
+    p.put_plugin("v1", b"v1", &[spec("f.t"), spec("only.v1")])
+        .await
+        .unwrap(); // a re-push makes v1 the latest again
+    let order: Vec<String> = p
+        .plugins()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    assert_eq!(order, ["v1", "v3", "v2"], "latest push first");
+    let route = |task: &'static str| async move {
+        p.routes()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.task == task)
+            .map(|r| r.digest)
+    };
+    assert_eq!(route("f.t").await.as_deref(), Some("v1"));
+    assert!(p.remove_plugin("v1").await.unwrap());
+    assert_eq!(
+        route("f.t").await.as_deref(),
+        Some("v3"),
+        "the latest remaining push"
+    );
+    assert_eq!(route("only.v1").await, None, "no other version declares it");
+    assert!(p.remove_plugin("v3").await.unwrap());
+    assert_eq!(route("f.t").await.as_deref(), Some("v2"));
+    assert_eq!(route("only.v2").await.as_deref(), Some("v2"));
 }
 
 /// An adapter's group and lock stores, under test.

@@ -481,6 +481,26 @@ pub struct TaskRoute {
     pub spec: TaskSpec,
 }
 
+/// The plugin fallback rule, the same on every store. When the version a
+/// task is routed to is removed, the task goes to the most recently pushed
+/// remaining version that declares it — most recent by the store's push
+/// order (a re-push of a version counts as a new push), never by a clock,
+/// so workers with skewed clocks and pushes in the same millisecond agree —
+/// and has no route if none does. `newest_first` lists the remaining
+/// versions, `(digest, declared tasks)`, latest push first.
+pub fn fallback_route<'a>(
+    task: &str,
+    newest_first: impl IntoIterator<Item = (&'a str, &'a [TaskSpec])>,
+) -> Option<TaskRoute> {
+    newest_first.into_iter().find_map(|(digest, specs)| {
+        specs.iter().find(|s| s.name == task).map(|spec| TaskRoute {
+            task: task.to_owned(),
+            digest: digest.to_owned(),
+            spec: spec.clone(),
+        })
+    })
+}
+
 /// Plugin blobs, content-addressed, and the task → version routes.
 #[async_trait]
 pub trait PluginStore: Send + Sync {
@@ -490,13 +510,16 @@ pub trait PluginStore: Send + Sync {
     /// A component's bytes.
     async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Stored versions, newest first.
+    /// Stored versions, latest push first (the order of
+    /// [`fallback_route`]).
     async fn plugins(&self) -> StoreResult<Vec<PluginInfo>>;
 
     /// Where each task is routed.
     async fn routes(&self) -> StoreResult<Vec<TaskRoute>>;
 
-    /// Deletes a version and its routes; returns whether it existed.
+    /// Deletes a version; each task routed to it falls back by
+    /// [`fallback_route`], atomically with the removal. Returns whether it
+    /// existed.
     async fn remove_plugin(&self, digest: &str) -> StoreResult<bool>;
 
     /// A number that changes whenever routes change: workers poll it to

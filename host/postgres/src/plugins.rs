@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::postgres::Postgres;
 use sqlx::{Row, Transaction};
 use xylem_core::TaskSpec;
-use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
+use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
 use xylem_core::time::now_ms;
 
 use crate::{PostgresStore, big, corrupt, db, unsigned};
@@ -82,7 +82,7 @@ impl PluginStore for PostgresStore {
         let rows = sqlx::query(
             "SELECT p.digest, p.size, p.tasks, p.pushed_at,
                     (SELECT array_agg(r.task) FROM routes r WHERE r.digest = p.digest)
-             FROM plugins p ORDER BY p.pushed_at DESC, p.push_seq DESC",
+             FROM plugins p ORDER BY p.push_seq DESC",
         )
         .fetch_all(&self.pool)
         .await
@@ -140,14 +140,12 @@ impl PluginStore for PostgresStore {
                 .await
                 .map_err(db)?;
         if !orphaned.is_empty() {
-            // A task whose version is removed falls back to the newest
-            // remaining version that declares it.
-            let rows = sqlx::query(
-                "SELECT digest, tasks FROM plugins ORDER BY pushed_at DESC, push_seq DESC",
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
+            // Each orphaned task falls back by the one rule
+            // (`fallback_route`): latest push first.
+            let rows = sqlx::query("SELECT digest, tasks FROM plugins ORDER BY push_seq DESC")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
             let mut versions = Vec::with_capacity(rows.len());
             for r in rows {
                 let tasks: String = r.try_get(1).map_err(db)?;
@@ -156,13 +154,11 @@ impl PluginStore for PostgresStore {
             }
             let (mut tasks, mut digests, mut specs) = (Vec::new(), Vec::new(), Vec::new());
             for task in orphaned {
-                let fallback = versions.iter().find_map(|(d, declared)| {
-                    declared.iter().find(|s| s.name == task).map(|s| (d, s))
-                });
-                if let Some((d, spec)) = fallback {
-                    specs.push(serde_json::to_string(spec).map_err(corrupt)?);
-                    digests.push(d.clone());
-                    tasks.push(task);
+                let newest_first = versions.iter().map(|(d, s)| (d.as_str(), s.as_slice()));
+                if let Some(route) = fallback_route(&task, newest_first) {
+                    specs.push(serde_json::to_string(&route.spec).map_err(corrupt)?);
+                    digests.push(route.digest);
+                    tasks.push(route.task);
                 }
             }
             if !tasks.is_empty() {

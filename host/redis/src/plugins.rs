@@ -6,11 +6,17 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use xylem_core::TaskSpec;
-use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
+use xylem_core::store::{
+    PluginInfo, PluginStore, StoreError, StoreResult, TaskRoute, fallback_route,
+};
 use xylem_core::time::now_ms;
 
 use crate::scripts::{PUT_PLUGIN, REMOVE_PLUGIN};
 use crate::{RedisStore, backend, corrupt};
+
+/// How many times a removal reads the routes again when they changed
+/// under it (a push or removal elsewhere) before it gives up.
+const REMOVE_ATTEMPTS: usize = 10;
 
 /// A route as stored in the routes hash.
 #[derive(Serialize, Deserialize)]
@@ -111,38 +117,49 @@ impl PluginStore for RedisStore {
     }
 
     async fn remove_plugin(&self, digest: &str) -> StoreResult<bool> {
-        // Work out the fallbacks here, then apply them atomically.
-        let orphaned: Vec<String> = self
-            .routes()
-            .await?
-            .into_iter()
-            .filter(|r| r.digest == digest)
-            .map(|r| r.task)
-            .collect();
-        let others: Vec<PluginInfo> = self
-            .plugins()
-            .await?
-            .into_iter()
-            .filter(|p| p.digest != digest)
-            .collect();
-        let mut invocation = REMOVE_PLUGIN.prepare_invoke();
-        invocation.arg(self.keys.prefix()).arg(digest);
-        for task in orphaned {
-            // `plugins()` is newest first: the first that declares it wins.
-            let fallback = others
-                .iter()
-                .find_map(|p| p.tasks.iter().find(|s| s.name == task).map(|s| (p, s)));
-            let route = match fallback {
-                Some((p, spec)) => route_json(&p.digest, spec)?,
-                None => String::new(),
-            };
-            invocation.arg(task).arg(route);
+        // The fallbacks are worked out here (the one rule, in Rust, where
+        // the specs' JSON is built), then applied by one script that first
+        // checks nothing was pushed or removed meanwhile: every change
+        // bumps `routes_version`, so a different one means read again.
+        for _ in 0..REMOVE_ATTEMPTS {
+            let version = self.routes_version().await?;
+            let orphaned: Vec<String> = self
+                .routes()
+                .await?
+                .into_iter()
+                .filter(|r| r.digest == digest)
+                .map(|r| r.task)
+                .collect();
+            let others: Vec<PluginInfo> = self
+                .plugins()
+                .await?
+                .into_iter()
+                .filter(|p| p.digest != digest)
+                .collect();
+            let mut invocation = REMOVE_PLUGIN.prepare_invoke();
+            invocation.arg(self.keys.prefix()).arg(digest).arg(version);
+            for task in orphaned {
+                // `plugins()` is latest push first.
+                let newest_first = others
+                    .iter()
+                    .map(|p| (p.digest.as_str(), p.tasks.as_slice()));
+                let route = match fallback_route(&task, newest_first) {
+                    Some(route) => route_json(&route.digest, &route.spec)?,
+                    None => String::new(),
+                };
+                invocation.arg(task).arg(route);
+            }
+            let existed: i64 = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            if existed >= 0 {
+                return Ok(existed == 1);
+            }
         }
-        let existed: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(existed == 1)
+        Err(StoreError::unavailable(format!(
+            "plugin routes kept changing while removing {digest}; try again"
+        )))
     }
 
     async fn routes_version(&self) -> StoreResult<u64> {

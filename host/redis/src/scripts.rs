@@ -661,14 +661,17 @@ return 1
     )
 });
 
-/// ARGV: prefix, digest, then task/route pairs (route '' = no route).
+/// ARGV: prefix, digest, the routes version the fallbacks were worked out
+/// at, then task/route pairs (route '' = no route). -1 (nothing done) if
+/// the routes changed since.
 pub(crate) static REMOVE_PLUGIN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local digest = ARGV[2]
+if tonumber(redis.call('GET', P .. ':routes_version') or '0') ~= tonumber(ARGV[3]) then return -1 end
 local existed = redis.call('DEL', P .. ':plugin:' .. digest)
 redis.call('ZREM', P .. ':plugins', digest)
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', P .. ':routes', ARGV[i])
   else redis.call('HSET', P .. ':routes', ARGV[i], ARGV[i + 1]) end
 end

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use xylem_core::TaskSpec;
-use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute};
+use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
 use xylem_core::time::now_ms;
 
 use crate::{SqliteStore, backend, corrupt, exec};
@@ -29,8 +29,12 @@ impl PluginStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             exec(&tx,
-                "INSERT INTO plugins (digest, bytes, size, tasks, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (digest) DO UPDATE SET pushed_at = excluded.pushed_at",
+                // `push_seq` orders versions by push (a re-push is a new
+                // push): the order of the fallback rule.
+                "INSERT INTO plugins (digest, bytes, size, tasks, pushed_at, push_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(push_seq), 0) + 1 FROM plugins))
+                 ON CONFLICT (digest) DO UPDATE
+                     SET pushed_at = excluded.pushed_at, push_seq = excluded.push_seq",
                 params![digest, bytes, bytes.len() as i64, tasks_json, now_ms()],
             )
             .map_err(backend)?;
@@ -68,7 +72,7 @@ impl PluginStore for SqliteStore {
                 .prepare(
                     "SELECT p.digest, p.size, p.tasks, p.pushed_at,
                             (SELECT group_concat(task, ' ') FROM routes r WHERE r.digest = p.digest)
-                     FROM plugins p ORDER BY p.pushed_at DESC, p.digest",
+                     FROM plugins p ORDER BY p.push_seq DESC",
                 )
                 .map_err(backend)?;
             let rows = stmt
@@ -149,32 +153,33 @@ impl PluginStore for SqliteStore {
                 rows.collect::<Result<_, _>>().map_err(backend)?
             };
             exec(&tx, "DELETE FROM routes WHERE digest = ?1", [&digest]).map_err(backend)?;
-            // A task whose version is removed falls back to the newest
-            // remaining version that declares it.
+            // Each orphaned task falls back by the one rule
+            // (`fallback_route`): latest push first.
+            let versions: Vec<(String, Vec<TaskSpec>)> = {
+                let mut stmt = tx
+                    .prepare("SELECT digest, tasks FROM plugins ORDER BY push_seq DESC")
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(backend)?;
+                let mut versions = Vec::new();
+                for row in rows {
+                    let (d, tasks) = row.map_err(backend)?;
+                    versions.push((d, serde_json::from_str(&tasks).map_err(corrupt)?));
+                }
+                versions
+            };
             for task in orphaned {
-                let fallback: Option<(String, String)> = {
-                    let mut stmt = tx
-                        .prepare("SELECT digest, tasks FROM plugins ORDER BY pushed_at DESC")
-                        .map_err(backend)?;
-                    let rows = stmt
-                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                        .map_err(backend)?;
-                    let mut found = None;
-                    for row in rows {
-                        let (d, tasks) = row.map_err(backend)?;
-                        let specs: Vec<TaskSpec> = serde_json::from_str(&tasks).map_err(corrupt)?;
-                        if let Some(spec) = specs.into_iter().find(|s| s.name == task) {
-                            found = Some((d, serde_json::to_string(&spec).map_err(corrupt)?));
-                            break;
-                        }
-                    }
-                    found
-                };
-                if let Some((d, spec)) = fallback {
+                let newest_first = versions.iter().map(|(d, s)| (d.as_str(), s.as_slice()));
+                if let Some(route) = fallback_route(&task, newest_first) {
                     exec(
                         &tx,
                         "INSERT INTO routes (task, digest, spec) VALUES (?1, ?2, ?3)",
-                        params![task, d, spec],
+                        params![
+                            route.task,
+                            route.digest,
+                            serde_json::to_string(&route.spec).map_err(corrupt)?
+                        ],
                     )
                     .map_err(backend)?;
                 }

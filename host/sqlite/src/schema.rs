@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS plugins (
     bytes     BLOB NOT NULL,
     size      INTEGER NOT NULL,
     tasks     TEXT NOT NULL,
-    pushed_at INTEGER NOT NULL
+    pushed_at INTEGER NOT NULL,
+    push_seq  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS routes (
     task   TEXT PRIMARY KEY,
@@ -103,18 +104,103 @@ pub(crate) fn prepare(conn: &Connection, full_sync: bool) -> rusqlite::Result<()
         if full_sync { "FULL" } else { "NORMAL" },
     )?;
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
-    // Added after the first release of the schema: files made before it
-    // get the column here.
-    let has_expiry: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'expires_at'")?
-        .exists([])?;
-    if !has_expiry {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
-             CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
-             COMMIT;",
-        )?;
-    }
+    // Added after the first release of the schema: files made before them
+    // get them here.
+    add_column_once(
+        conn,
+        "tasks",
+        "expires_at",
+        "ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
+         CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;",
+    )?;
+    // The push order the plugin fallback rule uses; versions pushed before
+    // it are numbered in their `pushed_at` order.
+    add_column_once(
+        conn,
+        "plugins",
+        "push_seq",
+        "ALTER TABLE plugins ADD COLUMN push_seq INTEGER NOT NULL DEFAULT 0;
+         UPDATE plugins SET push_seq =
+             (SELECT COUNT(*) FROM plugins p2
+              WHERE p2.pushed_at < plugins.pushed_at
+                 OR (p2.pushed_at = plugins.pushed_at AND p2.digest <= plugins.digest));",
+    )?;
     Ok(())
+}
+
+/// Runs `migration` (which adds `column` to `table`) unless the column is
+/// there; checked again under the write lock, so two processes opening an
+/// old file at once add it once.
+fn add_column_once(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    migration: &str,
+) -> rusqlite::Result<()> {
+    let has = || {
+        conn.prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+        ))?
+        .exists([])
+    };
+    if has()? {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = if has()? {
+        Ok(())
+    } else {
+        conn.execute_batch(migration)
+    };
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// A file from before `push_seq` gets it, numbered in its old push
+    /// order, once — however often (and by how many processes) it is opened.
+    #[test]
+    fn an_old_file_gets_the_push_order_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE plugins (digest TEXT PRIMARY KEY, bytes BLOB NOT NULL,
+                 size INTEGER NOT NULL, tasks TEXT NOT NULL, pushed_at INTEGER NOT NULL);
+             INSERT INTO plugins VALUES ('b', x'00', 1, '[]', 200), ('a', x'00', 1, '[]', 100),
+                                        ('c', x'00', 1, '[]', 200);",
+        )
+        .unwrap();
+        drop(old);
+        let openers: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let conn = Connection::open(&path).unwrap();
+                    super::prepare(&conn, false).unwrap();
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        super::prepare(&conn, false).unwrap();
+        let order: Vec<String> = conn
+            .prepare("SELECT digest FROM plugins ORDER BY push_seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(order, ["a", "b", "c"], "pushed_at order, then digest");
+    }
 }

@@ -34,7 +34,7 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Stored plugin versions, newest first.
+    /// Stored plugin versions, latest push first.
     Ls {
         /// Print JSON.
         #[arg(long)]
@@ -48,8 +48,9 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a stored version; its tasks fall back to the newest other
-    /// version that declares them. Refused if it is the only version
+    /// Delete a stored version; each of its tasks falls back to the most
+    /// recently pushed other version that declares it (push order, not
+    /// clocks; a re-push counts as a push). Refused if it is the only version
     /// providing some task (its queued jobs would be dead-lettered),
     /// unless --force.
     Rm {

@@ -13,8 +13,8 @@ use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, GroupStatus,
     GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore, REPLAY_DETAIL,
-    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, queued_detail, replay_envelope,
-    running_detail,
+    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, fallback_route, queued_detail,
+    replay_envelope, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -505,29 +505,23 @@ impl PluginStore for MemoryStore {
             .filter(|r| r.digest == digest)
             .map(|r| r.task.clone())
             .collect();
-        for task in orphaned {
-            state.routes.remove(&task);
-            // Fall back to the newest remaining version that declares it.
-            let fallback = state
-                .plugins
-                .iter()
-                .filter_map(|(d, p)| {
-                    p.tasks
-                        .iter()
-                        .find(|s| s.name == task)
-                        .map(|s| (p.seq, d.clone(), s.clone()))
-                })
-                .max_by_key(|(seq, _, _)| *seq);
-            if let Some((_, d, spec)) = fallback {
-                state.routes.insert(
-                    task.clone(),
-                    TaskRoute {
-                        task,
-                        digest: d,
-                        spec,
-                    },
-                );
-            }
+        let mut newest_first: Vec<(&String, &StoredPlugin)> = state.plugins.iter().collect();
+        newest_first.sort_by_key(|(_, p)| std::cmp::Reverse(p.seq));
+        let fallbacks: Vec<(String, Option<TaskRoute>)> = orphaned
+            .into_iter()
+            .map(|task| {
+                let versions = newest_first
+                    .iter()
+                    .map(|(d, p)| (d.as_str(), p.tasks.as_slice()));
+                let route = fallback_route(&task, versions);
+                (task, route)
+            })
+            .collect();
+        for (task, route) in fallbacks {
+            match route {
+                Some(route) => state.routes.insert(task, route),
+                None => state.routes.remove(&task),
+            };
         }
         state.routes_version += 1;
         Ok(existed)
