@@ -7,6 +7,7 @@
 
 pub mod args_schema;
 pub mod client;
+pub mod codec;
 pub mod envelope;
 pub mod executor;
 pub mod limits;

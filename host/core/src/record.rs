@@ -248,6 +248,21 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Only jobs of this task.
     pub task: Option<String>,
-    /// At most this many (newest first).
+    /// At most this many (newest first); 0 means [`DEFAULT_LIST_LIMIT`].
     pub limit: usize,
+}
+
+/// How many jobs a listing returns when its filter sets no limit.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+impl TaskFilter {
+    /// The most jobs this listing returns: its limit, or
+    /// [`DEFAULT_LIST_LIMIT`] when it sets none.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            self.limit
+        }
+    }
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgListener;
 use xylem_core::Envelope;
+use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
     Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
     StoreResult, replay_envelope,
@@ -20,15 +21,7 @@ use xylem_core::store::{
 use xylem_core::time::ms;
 
 use crate::hot::{RESERVE_ALL, RESERVE_NAMED};
-use crate::{PostgresStore, big, corrupt, db, small, unsigned};
-
-fn encode(envelope: &Envelope) -> StoreResult<String> {
-    serde_json::to_string(envelope).map_err(corrupt)
-}
-
-fn decode(text: &str) -> StoreResult<Envelope> {
-    serde_json::from_str(text).map_err(corrupt)
-}
+use crate::{PostgresStore, big, db, small, unsigned};
 
 /// The dead jobs a [`DeadFilter`] selects: `$1` queue or NULL, `$2` ids
 /// (empty: all). A macro, to build literal queries with `concat!`.
@@ -144,7 +137,7 @@ impl Broker for PostgresStore {
         .bind(&envelope.queue)
         .bind(i32::from(envelope.priority))
         .bind(envelope.run_at())
-        .bind(encode(envelope)?)
+        .bind(to_json(envelope)?)
         .bind(&self.channel)
         .execute(&self.pool)
         .await
@@ -174,7 +167,7 @@ impl Broker for PostgresStore {
         for row in rows {
             let envelope: String = row.try_get(0).map_err(db)?;
             deliveries.push(Delivery {
-                envelope: decode(&envelope)?,
+                envelope: from_json::<Envelope>(&envelope)?,
                 lease: unsigned(row.try_get(1).map_err(db)?),
                 deliveries: small(row.try_get(2).map_err(db)?),
             });
@@ -227,7 +220,7 @@ impl Broker for PostgresStore {
             ))
             .bind(id)
             .bind(big(lease))
-            .bind(encode(&envelope)?)
+            .bind(to_json(&envelope)?)
             .bind(ms(delay))
             .bind(&self.channel),
             Nack::Release => sqlx::query(
@@ -298,7 +291,7 @@ impl Broker for PostgresStore {
         for row in rows {
             let envelope: String = row.try_get(0).map_err(db)?;
             jobs.push(DeadJob {
-                envelope: decode(&envelope)?,
+                envelope: from_json::<Envelope>(&envelope)?,
                 reason: row
                     .try_get::<Option<String>, _>(1)
                     .map_err(db)?
@@ -332,8 +325,8 @@ impl Broker for PostgresStore {
             let text: String = row.try_get(1).map_err(db)?;
             let now: i64 = row.try_get(2).map_err(db)?;
             run_at = now.saturating_add(ms(delay));
-            let envelope = replay_envelope(&decode(&text)?, run_at);
-            envelopes.push(encode(&envelope)?);
+            let envelope = replay_envelope(&from_json::<Envelope>(&text)?, run_at);
+            envelopes.push(to_json(&envelope)?);
             ids.push(id);
         }
         if !ids.is_empty() {

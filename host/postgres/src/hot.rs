@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use xylem_core::Envelope;
+use xylem_core::codec::to_json;
 use xylem_core::record::TaskState;
 use xylem_core::store::{
     Completed, Completion, Delivery, Nack, Settle, StoreError, StoreResult, queued_detail,
@@ -24,10 +25,6 @@ use xylem_core::store::{
 use xylem_core::time::{ms, now_ms};
 
 use crate::{PostgresStore, big, corrupt, db, small, unsigned};
-
-fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(corrupt)
-}
 
 /// Writes a batch of new jobs: records, their first history entries and
 /// queue entries, then wakes idle workers — one statement, so all or
@@ -323,22 +320,22 @@ impl Records {
         self.result.push(
             outcome
                 .and_then(|o| o.result.as_ref())
-                .map(json)
+                .map(to_json)
                 .transpose()?,
         );
         self.error.push(
             outcome
                 .and_then(|o| o.error.as_ref())
-                .map(json)
+                .map(to_json)
                 .transpose()?,
         );
         self.usage
-            .push(outcome.map(|o| json(&o.usage)).transpose()?);
-        self.log.push(outcome.map(|o| json(&o.log)).transpose()?);
+            .push(outcome.map(|o| to_json(&o.usage)).transpose()?);
+        self.log.push(outcome.map(|o| to_json(&o.log)).transpose()?);
         self.progress.push(
             outcome
                 .and_then(|o| o.progress.as_ref())
-                .map(json)
+                .map(to_json)
                 .transpose()?,
         );
         self.plugin.push(t.plugin.clone());
@@ -404,7 +401,7 @@ impl PostgresStore {
             detail.push(queued_detail(e, now));
             priority.push(i32::from(e.priority));
             run_at.push(e.run_at());
-            envelope.push(json(e)?);
+            envelope.push(to_json(e)?);
         }
         sqlx::query(ENQUEUE)
             .bind(id)
@@ -549,7 +546,7 @@ impl PostgresStore {
                             Nack::Retry { envelope, delay } => {
                                 wake = true;
                                 nacks.status.push(0);
-                                nacks.envelope.push(Some(json(envelope)?));
+                                nacks.envelope.push(Some(to_json(envelope)?));
                                 nacks.delay.push(Some(ms(*delay)));
                                 nacks.reason.push(None);
                             }

@@ -168,9 +168,7 @@ fn is_transient_state(code: &str) -> bool {
     code.starts_with("40") || code == "55P03"
 }
 
-pub(crate) fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+pub(crate) use xylem_core::codec::corrupt;
 
 /// A `u64`/`usize` count as a BIGINT, saturating.
 pub(crate) fn big(n: impl TryInto<i64>) -> i64 {

@@ -4,16 +4,13 @@
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use xylem_core::codec::to_json;
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
 use crate::{PostgresStore, big, corrupt, db, small};
-
-fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(corrupt)
-}
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
     text.map(|t| serde_json::from_str(&t).map_err(corrupt))
@@ -121,11 +118,11 @@ impl ResultBackend for PostgresStore {
             .bind(id)
             .bind(t.state.as_str())
             .bind(attempt)
-            .bind(outcome.result.as_ref().map(json).transpose()?)
-            .bind(outcome.error.as_ref().map(json).transpose()?)
-            .bind(json(&outcome.usage)?)
-            .bind(json(&outcome.log)?)
-            .bind(outcome.progress.as_ref().map(json).transpose()?)
+            .bind(outcome.result.as_ref().map(to_json).transpose()?)
+            .bind(outcome.error.as_ref().map(to_json).transpose()?)
+            .bind(to_json(&outcome.usage)?)
+            .bind(to_json(&outcome.log)?)
+            .bind(outcome.progress.as_ref().map(to_json).transpose()?)
             .bind(t.plugin.as_deref())
             .execute(&mut *tx)
             .await
@@ -168,7 +165,7 @@ impl ResultBackend for PostgresStore {
             " WHERE id = $1"
         ))
         .bind(id)
-        .bind(json(progress)?)
+        .bind(to_json(progress)?)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -207,7 +204,7 @@ impl ResultBackend for PostgresStore {
     }
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let limit = filter.effective_limit();
         // Listings leave out logs and history.
         let query = match (&filter.state, &filter.task) {
             (None, None) => sqlx::query(concat!(

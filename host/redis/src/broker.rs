@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
+use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
     Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
     Settle, StoreError, StoreResult, queued_detail, replay_envelope, running_detail,
@@ -18,20 +19,12 @@ use crate::results::{entry_tail, transition_fields};
 use crate::scripts::{ACK, CLAIM, COMPLETE, ENQUEUE, EXTEND, NACK, PUBLISH, PURGE, REPLAY, STATS};
 use crate::{RedisStore, backend, corrupt, value};
 
-fn decode(text: &str) -> StoreResult<Envelope> {
-    serde_json::from_str(text).map_err(corrupt)
-}
-
-fn encode(envelope: &Envelope) -> StoreResult<String> {
-    serde_json::to_string(envelope).map_err(corrupt)
-}
-
 /// A `Nack`'s arguments to the scripts: action, payload, delay (ms) and
 /// the requeued envelope's attempt.
 fn nack_args(action: &Nack) -> StoreResult<(&'static str, String, i64, u32)> {
     Ok(match action {
         Nack::Retry { envelope, delay } => {
-            ("retry", encode(envelope)?, ms(*delay), envelope.attempt)
+            ("retry", to_json(envelope)?, ms(*delay), envelope.attempt)
         }
         Nack::Release => ("release", String::new(), 0, 0),
         Nack::DeadLetter { reason } => ("dead", reason.clone(), 0, 0),
@@ -97,7 +90,7 @@ impl RedisStore {
                 return Err(StoreError::Corrupt("short claim reply".to_owned()));
             };
             deliveries.push(Delivery {
-                envelope: decode(&value::<String>(env)?)?,
+                envelope: from_json::<Envelope>(&value::<String>(env)?)?,
                 lease: value(lease)?,
                 deliveries: value(deliveries_n)?,
             });
@@ -127,7 +120,7 @@ impl Broker for RedisStore {
                 .arg(e.priority)
                 .arg(e.run_at())
                 .arg(e.attempt)
-                .arg(encode(e)?)
+                .arg(to_json(e)?)
                 .arg(&e.task)
                 .arg(&e.args)
                 .arg(e.max_retries)
@@ -217,7 +210,7 @@ impl Broker for RedisStore {
             .arg(&envelope.queue)
             .arg(envelope.priority)
             .arg(envelope.run_at())
-            .arg(encode(envelope)?)
+            .arg(to_json(envelope)?)
             .arg(envelope.attempt)
             .invoke_async(&mut self.conn())
             .await
@@ -317,7 +310,7 @@ impl Broker for RedisStore {
         for (env, reason, dead_at) in rows {
             let Some(env) = env else { continue };
             jobs.push(DeadJob {
-                envelope: decode(&env)?,
+                envelope: from_json::<Envelope>(&env)?,
                 reason: reason.unwrap_or_default(),
                 dead_at: dead_at.unwrap_or(0),
             });
@@ -348,10 +341,10 @@ impl Broker for RedisStore {
         let mut invocation = REPLAY.prepare_invoke();
         invocation.arg(self.keys.prefix());
         for env in envs.iter().flatten() {
-            let envelope = replay_envelope(&decode(env)?, run_at);
+            let envelope = replay_envelope(&from_json::<Envelope>(env)?, run_at);
             invocation
                 .arg(&envelope.id)
-                .arg(encode(&envelope)?)
+                .arg(to_json(&envelope)?)
                 .arg(run_at)
                 .arg(envelope.attempt)
                 .arg(&entry)

@@ -85,9 +85,7 @@ pub(crate) fn value<T: redis::FromRedisValue>(v: &redis::Value) -> StoreResult<T
     redis::from_redis_value(v.clone()).map_err(|e| StoreError::Corrupt(format!("redis reply: {e}")))
 }
 
-pub(crate) fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+pub(crate) use xylem_core::codec::corrupt;
 
 /// Splits `?prefix=NAME` off a Redis URL.
 fn split_prefix(url: &str) -> StoreResult<(String, String)> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
+use xylem_core::codec::to_json;
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
@@ -12,10 +13,6 @@ use xylem_core::{Envelope, Progress};
 
 use crate::scripts::{CREATE, PROGRESS, TRANSITION};
 use crate::{RedisStore, backend, corrupt};
-
-fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(corrupt)
-}
 
 /// The record fields a transition writes, `updated_at` aside ('' deletes
 /// the field: a success clears an earlier error).
@@ -30,7 +27,7 @@ pub(crate) fn transition_fields(t: &Transition) -> StoreResult<Vec<(&'static str
             outcome
                 .result
                 .as_ref()
-                .map(json)
+                .map(to_json)
                 .transpose()?
                 .unwrap_or_default(),
         ));
@@ -39,14 +36,14 @@ pub(crate) fn transition_fields(t: &Transition) -> StoreResult<Vec<(&'static str
             outcome
                 .error
                 .as_ref()
-                .map(json)
+                .map(to_json)
                 .transpose()?
                 .unwrap_or_default(),
         ));
-        fields.push(("usage", json(&outcome.usage)?));
-        fields.push(("log", json(&outcome.log)?));
+        fields.push(("usage", to_json(&outcome.usage)?));
+        fields.push(("log", to_json(&outcome.log)?));
         if let Some(progress) = &outcome.progress {
-            fields.push(("progress", json(progress)?));
+            fields.push(("progress", to_json(progress)?));
         }
     }
     if let Some(plugin) = &t.plugin {
@@ -70,7 +67,7 @@ pub(crate) fn entry_tail(
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<&'a str>,
     }
-    let text = json(&Tail {
+    let text = to_json(&Tail {
         state,
         attempt,
         detail,
@@ -138,7 +135,7 @@ impl ResultBackend for RedisStore {
             .arg(self.keys.prefix())
             .arg(&e.id)
             .arg(e.enqueued_at)
-            .arg(json(&entry)?);
+            .arg(to_json(&entry)?);
         let fields: [(&str, String); 9] = [
             ("task", e.task.clone()),
             ("queue", e.queue.clone()),
@@ -175,7 +172,7 @@ impl ResultBackend for RedisStore {
             .arg(self.keys.prefix())
             .arg(id)
             .arg(t.state.as_str())
-            .arg(json(&entry)?);
+            .arg(to_json(&entry)?);
         for (name, value) in fields {
             invocation.arg(name).arg(value);
         }
@@ -194,7 +191,7 @@ impl ResultBackend for RedisStore {
         let _: i64 = PROGRESS
             .arg(self.keys.prefix())
             .arg(id)
-            .arg(json(progress)?)
+            .arg(to_json(progress)?)
             .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await
@@ -224,7 +221,7 @@ impl ResultBackend for RedisStore {
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         const PAGE: isize = 500;
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let limit = filter.effective_limit();
         let mut conn = self.conn();
         let mut records = Vec::new();
         let mut start: isize = 0;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params, params_from_iter};
 use xylem_core::Envelope;
+use xylem_core::codec::{from_json, to_json};
 use xylem_core::record::{TaskState, Transition};
 use xylem_core::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats,
@@ -26,7 +27,7 @@ use xylem_core::time::{Millis, ms, now_ms};
 use crate::results::{
     insert_history, live_state, reclaim_expired, state, write_new, write_transition,
 };
-use crate::{SqliteStore, backend, corrupt, exec};
+use crate::{SqliteStore, backend, exec};
 
 // Queue entry statuses. The per-job statements spell them as literals
 // (0, 1, 2) so their SQL is a constant the statement cache finds without
@@ -39,14 +40,6 @@ const DEAD: i64 = 2;
 /// then 32, 16, ... 1 rows for the rest, so only a few statement shapes
 /// per table ever enter the statement cache.
 const MAX_ROWS: usize = 64;
-
-fn encode(envelope: &Envelope) -> StoreResult<String> {
-    serde_json::to_string(envelope).map_err(corrupt)
-}
-
-fn decode(text: &str) -> StoreResult<Envelope> {
-    serde_json::from_str(text).map_err(corrupt)
-}
 
 fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
@@ -185,7 +178,7 @@ fn lease_due(
     while let Some(row) = rows.next().map_err(backend)? {
         let envelope: String = row.get(0).map_err(backend)?;
         deliveries.push(Delivery {
-            envelope: decode(&envelope)?,
+            envelope: from_json::<Envelope>(&envelope)?,
             lease: row.get::<_, i64>(1).map_err(backend)? as u64,
             deliveries: row.get::<_, i64>(2).map_err(backend)? as u32,
         });
@@ -259,7 +252,7 @@ fn settle_nack(
             conn,
             "UPDATE queue SET status = 0, envelope = ?3, run_at = ?4, lease_until = 0
              WHERE id = ?1 AND lease = ?2 AND status = 1",
-            params![id, lease, encode(envelope)?, now + ms(*delay)],
+            params![id, lease, to_json(envelope)?, now + ms(*delay)],
         ),
         Nack::Release => exec(
             conn,
@@ -344,7 +337,7 @@ impl Broker for SqliteStore {
         self.with_conn(move |conn| {
             let jobs = envelopes
                 .iter()
-                .map(|e| Ok((encode(e)?, e.run_at())))
+                .map(|e| Ok((to_json(e)?, e.run_at())))
                 .collect::<StoreResult<Vec<_>>>()?;
             let tx = begin(conn)?;
             let now = now_ms();
@@ -507,7 +500,7 @@ impl Broker for SqliteStore {
     }
 
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        let json = encode(envelope)?;
+        let json = to_json(envelope)?;
         let (id, queue, priority, run_at) = (
             envelope.id.clone(),
             envelope.queue.clone(),
@@ -632,7 +625,7 @@ impl Broker for SqliteStore {
             for row in rows {
                 let (envelope, reason, dead_at) = row.map_err(backend)?;
                 jobs.push(DeadJob {
-                    envelope: decode(&envelope)?,
+                    envelope: from_json::<Envelope>(&envelope)?,
                     reason: reason.unwrap_or_default(),
                     dead_at: dead_at.unwrap_or(0),
                 });
@@ -660,14 +653,14 @@ impl Broker for SqliteStore {
                 let run_at = now + ms(delay);
                 let mut ids = Vec::new();
                 for (id, text) in dead {
-                    let envelope = replay_envelope(&decode(&text)?, run_at);
+                    let envelope = replay_envelope(&from_json::<Envelope>(&text)?, run_at);
                     exec(
                         &tx,
                         &format!(
                             "UPDATE queue SET status = {READY}, envelope = ?2, run_at = ?3,
                                     dead_reason = NULL, dead_at = NULL WHERE id = ?1"
                         ),
-                        params![id, encode(&envelope)?, run_at],
+                        params![id, to_json(&envelope)?, run_at],
                     )
                     .map_err(backend)?;
                     // The record goes back to `queued`, its expiry cleared;

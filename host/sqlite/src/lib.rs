@@ -81,9 +81,7 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
     conn.prepare_cached(sql)?.execute(params)
 }
 
-fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+use xylem_core::codec::corrupt;
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in the file at `path`.

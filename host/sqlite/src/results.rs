@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use xylem_core::codec::to_json;
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult};
 use xylem_core::time::{Millis, now_ms};
@@ -13,10 +14,6 @@ use crate::{SqliteStore, backend, corrupt, exec};
 
 const COLUMNS: &str = "id, task, queue, state, args, attempt, max_retries, result, error, usage,
                        progress, log, plugin, enqueued_at, updated_at";
-
-fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(corrupt)
-}
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
     text.map(|t| serde_json::from_str(&t).map_err(corrupt))
@@ -121,11 +118,11 @@ pub(crate) fn write_transition(
                 t.state.as_str(),
                 t.attempt,
                 now,
-                outcome.result.as_ref().map(json).transpose()?,
-                outcome.error.as_ref().map(json).transpose()?,
-                json(&outcome.usage)?,
-                json(&outcome.log)?,
-                outcome.progress.as_ref().map(json).transpose()?,
+                outcome.result.as_ref().map(to_json).transpose()?,
+                outcome.error.as_ref().map(to_json).transpose()?,
+                to_json(&outcome.usage)?,
+                to_json(&outcome.log)?,
+                outcome.progress.as_ref().map(to_json).transpose()?,
                 t.plugin,
                 expires_at,
             ],
@@ -282,7 +279,7 @@ impl ResultBackend for SqliteStore {
     }
 
     async fn set_progress(&self, id: &str, progress: &Progress) -> StoreResult<()> {
-        let (id, progress) = (id.to_owned(), json(progress)?);
+        let (id, progress) = (id.to_owned(), to_json(progress)?);
         self.with_conn(move |conn| {
             exec(
                 conn,
@@ -350,7 +347,7 @@ impl ResultBackend for SqliteStore {
                 sql.push_str(" AND task = ?");
                 args.push(task.clone());
             }
-            let limit = if filter.limit == 0 { 100 } else { filter.limit };
+            let limit = filter.effective_limit();
             sql.push_str(&format!(
                 " ORDER BY enqueued_at DESC, id DESC LIMIT {limit}"
             ));

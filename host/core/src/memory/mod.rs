@@ -402,7 +402,7 @@ impl ResultBackend for MemoryStore {
             })
             .collect();
         records.sort_by(|a, b| b.enqueued_at.cmp(&a.enqueued_at).then(b.id.cmp(&a.id)));
-        records.truncate(if filter.limit == 0 { 100 } else { filter.limit });
+        records.truncate(filter.effective_limit());
         Ok(records)
     }
 
