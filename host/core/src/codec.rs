@@ -22,6 +22,12 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(corrupt)
 }
 
+/// A count or size as the signed 64-bit integer SQL stores keep; past
+/// `i64::MAX` it saturates rather than wrapping negative.
+pub fn sql_int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +42,12 @@ mod tests {
             from_json::<Envelope>("{not json"),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn sql_integers_saturate() {
+        assert_eq!(sql_int(5_u64), 5);
+        assert_eq!(sql_int(u64::MAX), i64::MAX);
+        assert_eq!(sql_int(usize::MAX), i64::MAX);
     }
 }

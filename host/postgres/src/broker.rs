@@ -21,7 +21,7 @@ use xylem_core::store::{
 use xylem_core::time::ms;
 
 use crate::hot::{RESERVE_ALL, RESERVE_NAMED};
-use crate::{PostgresStore, big, db, small, unsigned};
+use crate::{PostgresStore, db, small, sql_int, unsigned};
 
 /// The dead jobs a [`DeadFilter`] selects: `$1` queue or NULL, `$2` ids
 /// (empty: all). A macro, to build literal queries with `concat!`.
@@ -155,10 +155,10 @@ impl Broker for PostgresStore {
             return Ok(Vec::new());
         }
         let query = if queues.is_empty() {
-            sqlx::query(RESERVE_ALL).bind(big(max)).bind(ms(lease))
+            sqlx::query(RESERVE_ALL).bind(sql_int(max)).bind(ms(lease))
         } else {
             sqlx::query(RESERVE_NAMED)
-                .bind(big(max))
+                .bind(sql_int(max))
                 .bind(ms(lease))
                 .bind(queues)
         };
@@ -189,7 +189,7 @@ impl Broker for PostgresStore {
         ))
         .bind(ms(by))
         .bind(id)
-        .bind(big(lease))
+        .bind(sql_int(lease))
         .execute(&self.pool)
         .await
         .map(|r| r.rows_affected() == 1)
@@ -199,7 +199,7 @@ impl Broker for PostgresStore {
     async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
         sqlx::query("DELETE FROM queue WHERE id = $1 AND lease = $2 AND status = 1")
             .bind(id)
-            .bind(big(lease))
+            .bind(sql_int(lease))
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected() == 1)
@@ -219,7 +219,7 @@ impl Broker for PostgresStore {
                  SELECT pg_notify($5, '') FROM changed"
             ))
             .bind(id)
-            .bind(big(lease))
+            .bind(sql_int(lease))
             .bind(to_json(&envelope)?)
             .bind(ms(delay))
             .bind(&self.channel),
@@ -230,7 +230,7 @@ impl Broker for PostgresStore {
                  SELECT pg_notify($3, '') FROM changed",
             )
             .bind(id)
-            .bind(big(lease))
+            .bind(sql_int(lease))
             .bind(&self.channel),
             Nack::DeadLetter { reason } => sqlx::query(concat!(
                 "UPDATE queue SET status = 2, dead_reason = $3, dead_at = ",
@@ -239,7 +239,7 @@ impl Broker for PostgresStore {
                  WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id"
             ))
             .bind(id)
-            .bind(big(lease))
+            .bind(sql_int(lease))
             .bind(reason),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
@@ -283,7 +283,7 @@ impl Broker for PostgresStore {
         ))
         .bind(filter.queue.as_deref())
         .bind(&filter.ids)
-        .bind(big(limit))
+        .bind(sql_int(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use xylem_core::codec::sql_int;
 use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
@@ -148,11 +149,6 @@ impl LockStore for PostgresStore {
             .await
             .map_err(db)
     }
-}
-
-/// Clamps a counter value to PostgreSQL's `BIGINT`.
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -24,7 +24,7 @@ use xylem_core::store::{
 };
 use xylem_core::time::{ms, now_ms};
 
-use crate::{PostgresStore, big, corrupt, db, small, unsigned};
+use crate::{PostgresStore, corrupt, db, small, sql_int, unsigned};
 
 /// Writes a batch of new jobs: records, their first history entries and
 /// queue entries, then wakes idle workers — one statement, so all or
@@ -435,7 +435,7 @@ impl PostgresStore {
         // Jobs that already succeeded are dropped, not handed out: fill
         // their places with the next ones.
         while deliveries.len() < max {
-            let want = big(max - deliveries.len());
+            let want = sql_int(max - deliveries.len());
             let query = if queues.is_empty() {
                 sqlx::query(CLAIM_ALL)
             } else {
@@ -530,7 +530,7 @@ impl PostgresStore {
             let current = records.get(&c.id).copied();
             let held = entries
                 .get(&c.id)
-                .is_some_and(|&(lease, status)| status == 1 && lease == big(c.lease));
+                .is_some_and(|&(lease, status)| status == 1 && lease == sql_int(c.lease));
             let plan = c.plan(current, held);
             // A record that vanished (expired) is not written; the queue
             // is settled all the same.
@@ -631,7 +631,7 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = leases.iter().map(|(id, _)| id.as_str()).collect();
-        let numbers: Vec<i64> = leases.iter().map(|(_, lease)| big(*lease)).collect();
+        let numbers: Vec<i64> = leases.iter().map(|(_, lease)| sql_int(*lease)).collect();
         let rows = sqlx::query(EXTEND_MANY)
             .bind(ids)
             .bind(numbers)
@@ -645,7 +645,7 @@ impl PostgresStore {
         }
         Ok(leases
             .iter()
-            .map(|(id, lease)| held.contains(&(id.clone(), big(*lease))))
+            .map(|(id, lease)| held.contains(&(id.clone(), sql_int(*lease))))
             .collect())
     }
 }

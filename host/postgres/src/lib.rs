@@ -170,10 +170,7 @@ fn is_transient_state(code: &str) -> bool {
 
 pub(crate) use xylem_core::codec::corrupt;
 
-/// A `u64`/`usize` count as a BIGINT, saturating.
-pub(crate) fn big(n: impl TryInto<i64>) -> i64 {
-    n.try_into().unwrap_or(i64::MAX)
-}
+pub(crate) use xylem_core::codec::sql_int;
 
 /// A non-negative BIGINT column as a `u64` (negative values, which the
 /// adapter never writes, read as 0).

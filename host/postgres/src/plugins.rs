@@ -12,7 +12,7 @@ use xylem_core::TaskSpec;
 use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
 use xylem_core::time::now_ms;
 
-use crate::{PostgresStore, big, corrupt, db, unsigned};
+use crate::{PostgresStore, corrupt, db, sql_int, unsigned};
 
 async fn bump_routes_version(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
     sqlx::query("UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'")
@@ -50,7 +50,7 @@ impl PluginStore for PostgresStore {
         )
         .bind(digest)
         .bind(bytes)
-        .bind(big(bytes.len()))
+        .bind(sql_int(bytes.len()))
         .bind(tasks_json)
         .bind(now_ms())
         .execute(&mut *tx)

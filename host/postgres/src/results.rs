@@ -10,7 +10,7 @@ use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
-use crate::{PostgresStore, big, corrupt, db, small};
+use crate::{PostgresStore, corrupt, db, small, sql_int};
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
     text.map(|t| serde_json::from_str(&t).map_err(corrupt))
@@ -211,24 +211,24 @@ impl ResultBackend for PostgresStore {
                 list_select!(),
                 " ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
-            .bind(big(limit)),
+            .bind(sql_int(limit)),
             (Some(state), None) => sqlx::query(concat!(
                 list_select!(),
                 " AND state = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
-            .bind(big(limit))
+            .bind(sql_int(limit))
             .bind(state.as_str()),
             (None, Some(task)) => sqlx::query(concat!(
                 list_select!(),
                 " AND task = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
-            .bind(big(limit))
+            .bind(sql_int(limit))
             .bind(task),
             (Some(state), Some(task)) => sqlx::query(concat!(
                 list_select!(),
                 " AND state = $2 AND task = $3 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
-            .bind(big(limit))
+            .bind(sql_int(limit))
             .bind(state.as_str())
             .bind(task),
         };

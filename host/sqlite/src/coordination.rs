@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use xylem_core::codec::sql_int;
 use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
@@ -160,11 +161,6 @@ impl LockStore for SqliteStore {
         })
         .await
     }
-}
-
-/// Clamps a counter value to SQLite's signed 64-bit integers.
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
