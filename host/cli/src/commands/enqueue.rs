@@ -94,21 +94,21 @@ pub(crate) struct JobFlags {
           value_parser = |s: &str| not_negative("a memory cap", s))]
     memory: Option<String>,
     /// Child jobs one run may enqueue (this job and every job it leads
-    /// to; default: the worker's, 1000).
+    /// to; default: the task's quota set at push, else the worker's: 1000).
     #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
           value_parser = |s: &str| count::<u32>("max children", s))]
     max_children: Option<u32>,
     /// Bytes of arguments one run's children may carry in all, e.g. 4MiB
-    /// (default: the worker's, 1MiB).
+    /// (default: the task's, else the worker's: 1MiB).
     #[arg(long, allow_hyphen_values = true, help_heading = "Child-job quotas",
           value_parser = |s: &str| not_negative("a size", s))]
     max_child_args: Option<String>,
-    /// Deepest a descendant of this job may be (default: the worker's, 16).
+    /// Deepest a descendant of this job may be (default: the task's, else the worker's: 16).
     #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
           value_parser = |s: &str| count::<u32>("max depth", s))]
     max_depth: Option<u32>,
     /// Descendants this job may have in all, over every worker and retry
-    /// (default: the worker's, 10000).
+    /// (default: the task's, else the worker's: 10000).
     #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
           value_parser = |s: &str| count::<u64>("max descendants", s))]
     max_descendants: Option<u64>,

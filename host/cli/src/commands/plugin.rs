@@ -143,26 +143,28 @@ pub(crate) async fn read_component(file: &Path, max_size: u64) -> anyhow::Result
     Ok(bytes)
 }
 
+/// Where `plugin push --help` lists the quota flags.
+const QUOTA_HEADING: &str = "Child-job quota of these tasks' root jobs";
+
 /// The operator's child-job quota for the tasks of a plugin being pushed:
 /// the quota of their root jobs on every worker (overriding the worker's
 /// flags; a job's own `enqueue --max-...` overrides this).
 #[derive(Debug, clap::Args)]
-#[command(next_help_heading = "Child-job quota of these tasks' root jobs")]
 pub(crate) struct PushQuotaFlags {
     /// Child jobs one run may enqueue.
-    #[arg(long)]
+    #[arg(long, help_heading = QUOTA_HEADING)]
     max_children: Option<u32>,
     /// Bytes of arguments one run's children may carry in all, e.g. 4MiB.
-    #[arg(long)]
+    #[arg(long, help_heading = QUOTA_HEADING)]
     max_child_args: Option<String>,
     /// Deepest a descendant may be below its root job.
-    #[arg(long)]
+    #[arg(long, help_heading = QUOTA_HEADING)]
     max_depth: Option<u32>,
     /// Descendants one root job may have in all.
-    #[arg(long)]
+    #[arg(long, help_heading = QUOTA_HEADING)]
     max_descendants: Option<u64>,
     /// Only for this task (repeatable; default: every task of the plugin).
-    #[arg(long = "quota-task", value_name = "TASK")]
+    #[arg(long = "quota-task", value_name = "TASK", help_heading = QUOTA_HEADING)]
     tasks: Vec<String>,
 }
 
