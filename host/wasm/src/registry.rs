@@ -170,15 +170,16 @@ impl TaskRegistry for PluginRegistry {
     }
 
     async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, ResolveError> {
-        let found = {
+        // The plugin, and what the operator added to the task's route at
+        // push (its child-job quota), read under one lock.
+        let (found, route) = {
             let loaded = self.loaded.read().await;
-            match pinned {
+            let route = loaded.routes.get(task);
+            let found = match pinned {
                 Some(digest) => loaded.plugins.get(digest).cloned(),
-                None => loaded
-                    .routes
-                    .get(task)
-                    .and_then(|r| loaded.plugins.get(&r.digest).cloned()),
-            }
+                None => route.and_then(|r| loaded.plugins.get(&r.digest).cloned()),
+            };
+            (found, route.map(|r| (r.digest.clone(), r.spec.child_quota)))
         };
         let plugin = match (found, pinned) {
             (Some(plugin), _) => plugin,
@@ -198,11 +199,9 @@ impl TaskRegistry for PluginRegistry {
                 plugin.digest()
             ))
         })?;
-        // The stored route carries what the operator added at push (the
-        // child-job quota); the plugin's own declaration the rest.
-        let spec = match self.loaded.read().await.routes.get(task) {
-            Some(route) if route.digest == plugin.digest() => TaskSpec {
-                child_quota: route.spec.child_quota,
+        let spec = match route {
+            Some((digest, child_quota)) if digest == plugin.digest() => TaskSpec {
+                child_quota,
                 ..declared
             },
             _ => declared,

@@ -255,18 +255,19 @@ pub(crate) async fn run_task(
     })
     .await;
 
+    // For a run stopped from outside (time limit, cancel) this is a lower
+    // bound: compiled code keeps its fuel counter in a register and does
+    // not write it back when the epoch callback aborts it.
+    let (fuel, over_budget) = fuel_used(&store, limits.fuel);
     let usage = Usage {
-        // For a run stopped from outside (time limit, cancel) this is a
-        // lower bound: compiled code keeps its fuel counter in a register
-        // and does not write it back when the epoch callback aborts it.
-        fuel: fuel_used(&store, limits.fuel).0,
+        fuel,
         wall_time_us: elapsed_us(started),
         peak_memory: store.data().limiter.peak(),
     };
     // A run whose host calls took it past its budget between two ticks
     // ends as if the last tick had caught it.
     let result = match result {
-        Ok(_) if fuel_used(&store, limits.fuel).1 => Err(RunError::Stopped(Stop::FuelExhausted)),
+        Ok(_) if over_budget => Err(RunError::Stopped(Stop::FuelExhausted)),
         other => other,
     };
     let mut outcome = match result {

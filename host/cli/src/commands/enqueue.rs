@@ -93,25 +93,11 @@ pub(crate) struct JobFlags {
     #[arg(long, allow_hyphen_values = true,
           value_parser = |s: &str| not_negative("a memory cap", s))]
     memory: Option<String>,
-    /// Child jobs one run may enqueue (this job and every job it leads
-    /// to; default: the task's quota set at push, else the worker's: 1000).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
-          value_parser = |s: &str| count::<u32>("max children", s))]
-    max_children: Option<u32>,
-    /// Bytes of arguments one run's children may carry in all, e.g. 4MiB
-    /// (default: the task's, else the worker's: 1MiB).
-    #[arg(long, allow_hyphen_values = true, help_heading = "Child-job quotas",
-          value_parser = |s: &str| not_negative("a size", s))]
-    max_child_args: Option<String>,
-    /// Deepest a descendant of this job may be (default: the task's, else the worker's: 16).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
-          value_parser = |s: &str| count::<u32>("max depth", s))]
-    max_depth: Option<u32>,
-    /// Descendants this job may have in all, over every worker and retry
-    /// (default: the task's, else the worker's: 10000).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quotas",
-          value_parser = |s: &str| count::<u64>("max descendants", s))]
-    max_descendants: Option<u64>,
+    /// This job's child-job quota (default: its task's, set at push, else
+    /// the worker's).
+    #[command(flatten)]
+    #[serde(flatten)]
+    quota: ChildQuotaFlags,
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     #[serde(alias = "header")]
@@ -151,6 +137,46 @@ fn count<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, String> {
 fn duration(what: &str, text: &str) -> anyhow::Result<Duration> {
     not_negative(what, text).map_err(anyhow::Error::msg)?;
     Ok(parse_duration(text)?)
+}
+
+/// The four child-job quota flags, for `xylem enqueue` (a root job's
+/// quota) and `xylem plugin push` (its tasks' root jobs'); unset ones keep
+/// what comes before (the task's, then the worker's). Also the keys of a
+/// `--batch` line.
+#[derive(Debug, Default, Clone, Args, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct ChildQuotaFlags {
+    /// Child jobs one run may enqueue (the worker's default: 1000).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quota",
+          value_parser = |s: &str| count::<u32>("max children", s))]
+    max_children: Option<u32>,
+    /// Bytes of arguments one run's children may carry in all, e.g. 4MiB
+    /// (the worker's default: 1MiB).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Child-job quota",
+          value_parser = |s: &str| not_negative("a size", s))]
+    max_child_args: Option<String>,
+    /// Deepest a descendant may be below its root job (the worker's
+    /// default: 16).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quota",
+          value_parser = |s: &str| count::<u32>("max depth", s))]
+    max_depth: Option<u32>,
+    /// Descendants one root job may have in all, over every worker and
+    /// retry (the worker's default: 10000).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Child-job quota",
+          value_parser = |s: &str| count::<u64>("max descendants", s))]
+    max_descendants: Option<u64>,
+}
+
+impl ChildQuotaFlags {
+    /// The flags as quota overrides.
+    pub(crate) fn overrides(&self) -> anyhow::Result<ChildQuotaOverrides> {
+        Ok(ChildQuotaOverrides {
+            max_children: self.max_children,
+            max_child_args_bytes: self.max_child_args.as_deref().map(parse_size).transpose()?,
+            max_depth: self.max_depth,
+            max_descendants: self.max_descendants,
+        })
+    }
 }
 
 /// The keys a `--batch` line may have.
@@ -222,12 +248,7 @@ impl JobFlags {
             hard_time_limit_ms: millis("a timeout", &self.timeout)?,
             fuel: self.fuel,
             max_memory_bytes: memory,
-            child_quota: ChildQuotaOverrides {
-                max_children: self.max_children,
-                max_child_args_bytes: self.max_child_args.as_deref().map(parse_size).transpose()?,
-                max_depth: self.max_depth,
-                max_descendants: self.max_descendants,
-            },
+            child_quota: self.quota.overrides()?,
         };
         xylem_core::client::validate_options(&req.options)?;
         Ok(req)

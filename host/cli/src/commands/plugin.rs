@@ -143,43 +143,25 @@ pub(crate) async fn read_component(file: &Path, max_size: u64) -> anyhow::Result
     Ok(bytes)
 }
 
-/// Where `plugin push --help` lists the quota flags.
-const QUOTA_HEADING: &str = "Child-job quota of these tasks' root jobs";
-
 /// The operator's child-job quota for the tasks of a plugin being pushed:
 /// the quota of their root jobs on every worker (overriding the worker's
 /// flags; a job's own `enqueue --max-...` overrides this).
 #[derive(Debug, clap::Args)]
 pub(crate) struct PushQuotaFlags {
-    /// Child jobs one run may enqueue.
-    #[arg(long, help_heading = QUOTA_HEADING)]
-    max_children: Option<u32>,
-    /// Bytes of arguments one run's children may carry in all, e.g. 4MiB.
-    #[arg(long, help_heading = QUOTA_HEADING)]
-    max_child_args: Option<String>,
-    /// Deepest a descendant may be below its root job.
-    #[arg(long, help_heading = QUOTA_HEADING)]
-    max_depth: Option<u32>,
-    /// Descendants one root job may have in all.
-    #[arg(long, help_heading = QUOTA_HEADING)]
-    max_descendants: Option<u64>,
+    #[command(flatten)]
+    quota: super::enqueue::ChildQuotaFlags,
     /// Only for this task (repeatable; default: every task of the plugin).
-    #[arg(long = "quota-task", value_name = "TASK", help_heading = QUOTA_HEADING)]
+    #[arg(
+        long = "quota-task",
+        value_name = "TASK",
+        help_heading = "Child-job quota"
+    )]
     tasks: Vec<String>,
 }
 
 impl PushQuotaFlags {
     fn into_push_quota(self) -> anyhow::Result<xylem_wasm::PushQuota> {
-        let quota = xylem_core::ChildQuotaOverrides {
-            max_children: self.max_children,
-            max_child_args_bytes: self
-                .max_child_args
-                .as_deref()
-                .map(xylem_core::limits::parse_size)
-                .transpose()?,
-            max_depth: self.max_depth,
-            max_descendants: self.max_descendants,
-        };
+        let quota = self.quota.overrides()?;
         anyhow::ensure!(
             self.tasks.is_empty() || !quota.is_empty(),
             "--quota-task names tasks for a quota, but no --max-children, --max-child-args, \
