@@ -6,11 +6,9 @@
 
 pub mod cleanup;
 pub mod cli_env;
-pub mod contract;
 pub mod scenarios;
 pub mod servers;
 pub mod span_check;
-pub mod worker_suite;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

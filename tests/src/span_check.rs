@@ -1,14 +1,15 @@
-//! A tracing layer that checks that every event carrying a job `id` is
+//! The test process's tracing subscriber: a layer that checks that every event carrying a job `id` is
 //! logged inside that job's own `job` span (the worker's spans are
 //! attached with `Instrument`; a span entered across an `.await` would
 //! leak into other jobs' lines — and panicked the worker under load).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber, span};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
@@ -76,8 +77,30 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CheckLayer {
 
 struct JobId(String);
 
-/// Installs the checking layer as this test process's global subscriber
-/// (once) and returns its counts.
+/// Every warning logged in this test process, as text (see [`install`]).
+static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Where the warning layer writes.
+struct WarningSink;
+
+impl std::io::Write for WarningSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        WARNINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs this test process's one global subscriber (once; every test
+/// that looks at tracing calls this, since a process has one global
+/// subscriber): the span-checking layer, and a layer that keeps every
+/// warning for [`warnings`]. Returns the span checker's counts.
 pub fn install() -> Arc<SpanCounts> {
     static COUNTS: OnceLock<Arc<SpanCounts>> = OnceLock::new();
     COUNTS
@@ -86,8 +109,21 @@ pub fn install() -> Arc<SpanCounts> {
             let layer = CheckLayer {
                 counts: counts.clone(),
             };
-            let _ = tracing_subscriber::registry().with(layer).try_init();
+            let warnings = tracing_subscriber::fmt::layer()
+                .with_writer(|| WarningSink)
+                .with_ansi(false)
+                .with_filter(LevelFilter::WARN);
+            tracing_subscriber::registry()
+                .with(layer)
+                .with(warnings)
+                .try_init()
+                .expect("no other global subscriber in this test process");
             counts
         })
         .clone()
+}
+
+/// The warnings logged in this process since [`install`], as text.
+pub fn warnings() -> String {
+    String::from_utf8_lossy(&WARNINGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }

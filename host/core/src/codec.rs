@@ -28,10 +28,33 @@ pub fn sql_int(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
+/// A count read back from a SQL integer column: never negative (0 if the
+/// column somehow is), never wrapped.
+pub fn sql_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A small count (an attempt, a delivery number) read back from a SQL
+/// integer column: clamped to `0..=u32::MAX`, never wrapped.
+pub fn sql_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Envelope;
+
+    #[test]
+    fn sql_integers_saturate_both_ways() {
+        assert_eq!(sql_int(u64::MAX), i64::MAX);
+        assert_eq!(sql_int(7_u32), 7);
+        assert_eq!(sql_u64(-1), 0);
+        assert_eq!(sql_u64(i64::MAX), i64::MAX as u64);
+        assert_eq!(sql_u32(-5), 0);
+        assert_eq!(sql_u32(i64::from(u32::MAX) + 1), u32::MAX);
+        assert_eq!(sql_u32(3), 3);
+    }
 
     #[test]
     fn what_is_written_reads_back_and_garbage_is_corrupt() {

@@ -1,4 +1,6 @@
-//! The storage contracts: [`Broker`] (queues, leases, dead letters),
+//! The storage contracts: [`Broker`] (the hot path: queues and leases,
+//! written with the records) and its capabilities ([`DeadLetters`],
+//! [`Statistics`], [`LeaseQueue`]),
 //! [`ResultBackend`] (job records and history) and [`PluginStore`]
 //! (content-addressed plugin blobs and the task → version map). Every
 //! adapter implements them with the same semantics; `tests/` holds the
@@ -335,7 +337,8 @@ pub fn queued_detail(envelope: &Envelope, now: Millis) -> Option<String> {
 pub const REPLAY_DETAIL: &str = "replayed from the dead-letter queue";
 
 /// The envelope a dead job is replayed with: a fresh first attempt,
-/// runnable at `run_at`.
+/// runnable at `run_at`. The one replay reset: every adapter requeues this
+/// envelope and writes [`replay_transition`] of it to the record.
 pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
     let mut envelope = dead.clone();
     envelope.attempt = 1;
@@ -344,7 +347,17 @@ pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
     envelope
 }
 
-/// Queues with priorities, delays, leases and a dead-letter queue.
+/// What a replay writes to a live record: back to `queued` at the
+/// replayed envelope's attempt, with the [`REPLAY_DETAIL`] history entry.
+pub fn replay_transition(replayed: &Envelope) -> Transition {
+    Transition::to(crate::TaskState::Queued, replayed.attempt).detail(REPLAY_DETAIL)
+}
+
+/// The hot path: what producers and workers call for every job — queues
+/// with priorities, delays and leases, written together with the job
+/// records. Administration lives in capability traits beside it
+/// ([`DeadLetters`], [`Statistics`]); the one-job-at-a-time primitives in
+/// [`LeaseQueue`].
 #[async_trait]
 pub trait Broker: Send + Sync {
     /// Records and queues jobs in one atomic step: when this returns,
@@ -356,8 +369,9 @@ pub trait Broker: Send + Sync {
     /// Claims up to `max` jobs for worker `worker`, in one atomic step per
     /// job: leases it and marks its record `running` (see [`ClaimPlan`]:
     /// a job whose record already succeeded is removed, never handed out;
-    /// a missing record is recreated). Same order and queue rules as
-    /// [`Broker::reserve`].
+    /// a missing record is recreated). Jobs that may run now, from
+    /// `queues` (all queues if empty), highest priority first, then
+    /// oldest; a job whose lease expired is handed out again.
     async fn claim(
         &self,
         queues: &[String],
@@ -374,21 +388,26 @@ pub trait Broker: Send + Sync {
 
     /// Extends many leases at once (the worker's one lease timer); one
     /// `held` flag per lease, in order.
-    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
-        let mut held = Vec::with_capacity(leases.len());
-        for (id, lease) in leases {
-            held.push(self.extend(id, *lease, by).await?);
-        }
-        Ok(held)
-    }
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>>;
 
+    /// Waits until a job may be ready or `timeout` passes. Adapters that
+    /// can be told (a notification) return early; the default sleeps.
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+/// One job at a time, without its record: the queue primitives the hot
+/// path batches ([`Broker`] writes the record in the same step). For
+/// tools and the contract suite; the worker does not use them.
+#[async_trait]
+pub trait LeaseQueue: Send + Sync {
     /// Queues a job whose record already exists (prefer
     /// [`Broker::enqueue`], which writes both); durable when this returns.
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()>;
 
-    /// Leases up to `max` jobs that may run now from `queues` (all queues
-    /// if empty), highest priority first, then oldest. A job whose lease
-    /// expired is handed out again.
+    /// Leases up to `max` jobs, by [`Broker::claim`]'s order and queue
+    /// rules, without touching their records.
     async fn reserve(
         &self,
         queues: &[String],
@@ -405,10 +424,11 @@ pub trait Broker: Send + Sync {
     /// Requeues, releases or dead-letters a job; false if the lease is no
     /// longer held.
     async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool>;
+}
 
-    /// Counts per queue.
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
-
+/// The dead-letter queue's administration (`xylem dlq`).
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
     /// Dead jobs, newest first.
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>>;
 
@@ -420,12 +440,13 @@ pub trait Broker: Send + Sync {
 
     /// Deletes dead jobs; returns how many.
     async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64>;
+}
 
-    /// Waits until a job may be ready or `timeout` passes. Adapters that
-    /// can be told (a notification) return early; the default sleeps.
-    async fn wait_for_jobs(&self, timeout: Duration) {
-        tokio::time::sleep(timeout).await;
-    }
+/// Counts for operators (`xylem queues`).
+#[async_trait]
+pub trait Statistics: Send + Sync {
+    /// Counts per queue.
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
 }
 
 /// Job records: states, history, results.
@@ -530,8 +551,12 @@ pub trait PluginStore: Send + Sync {
 /// The stores a deployment uses, usually one adapter behind all.
 #[derive(Clone)]
 pub struct Stores {
-    /// Queues.
+    /// Queues and records: the hot path.
     pub broker: Arc<dyn Broker>,
+    /// The dead-letter queue's administration.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Queue counts.
+    pub statistics: Arc<dyn Statistics>,
     /// Job records.
     pub results: Arc<dyn ResultBackend>,
     /// Plugins.
@@ -554,10 +579,20 @@ impl Stores {
     /// One adapter that implements every store.
     pub fn from_adapter<A>(adapter: Arc<A>) -> Self
     where
-        A: Broker + ResultBackend + PluginStore + GroupStore + LockStore + QuotaStore + 'static,
+        A: Broker
+            + DeadLetters
+            + Statistics
+            + ResultBackend
+            + PluginStore
+            + GroupStore
+            + LockStore
+            + QuotaStore
+            + 'static,
     {
         Self {
             broker: adapter.clone(),
+            dead_letters: adapter.clone(),
+            statistics: adapter.clone(),
             results: adapter.clone(),
             plugins: adapter.clone(),
             groups: adapter.clone(),

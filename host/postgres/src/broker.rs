@@ -15,13 +15,13 @@ use sqlx::postgres::PgListener;
 use xylem_core::Envelope;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
-    StoreResult, replay_envelope,
+    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, LeaseQueue, Nack,
+    QueueStats, REPLAY_DETAIL, Statistics, StoreResult, replay_envelope,
 };
 use xylem_core::time::ms;
 
 use crate::hot::{RESERVE_ALL, RESERVE_NAMED};
-use crate::{PostgresStore, db, small, sql_int, unsigned};
+use crate::{PostgresStore, db, sql_int, sql_u32, sql_u64};
 
 /// The dead jobs a [`DeadFilter`] selects: `$1` queue or NULL, `$2` ids
 /// (empty: all). A macro, to build literal queries with `concat!`.
@@ -33,10 +33,10 @@ macro_rules! dead_where {
     };
 }
 
-/// Requeues replayed dead jobs (`$1` ids, `$2` their new envelopes, due
-/// at `$3`) and sets their records back to `queued` (attempt 1,
-/// a `$4` history entry, expiry cleared); a record that expired or
-/// vanished is written anew from the envelope, its old history forgotten.
+/// Requeues replayed dead jobs (`$1` ids, `$2` their new envelopes from
+/// [`replay_envelope`], due at `$3`) and sets their records back to
+/// `queued` (the envelope's attempt, a `$4` history entry, expiry
+/// cleared); a record that expired or vanished is written anew from the envelope, its old history forgotten.
 /// Then wakes idle workers.
 const REPLAY: &str = concat!(
     "WITH now AS (SELECT ",
@@ -52,12 +52,14 @@ const REPLAY: &str = concat!(
                            lease_until = 0, dead_reason = NULL, dead_at = NULL
         FROM r, now WHERE q.id = r.id),
     reset AS (
-        UPDATE tasks t SET state = 'queued', attempt = 1, updated_at = now.t, expires_at = NULL
+        UPDATE tasks t SET state = 'queued', attempt = (r.e ->> 'attempt')::bigint,
+                           updated_at = now.t, expires_at = NULL
         FROM r, now WHERE t.id = r.id AND r.live),
     recreated AS (
         INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at,
                            updated_at)
-        SELECT r.id, r.e ->> 'task', r.e ->> 'queue', 'queued', r.e ->> 'args', 1,
+        SELECT r.id, r.e ->> 'task', r.e ->> 'queue', 'queued', r.e ->> 'args',
+               (r.e ->> 'attempt')::bigint,
                (r.e ->> 'max_retries')::bigint, (r.e ->> 'enqueued_at')::bigint, now.t
         FROM r, now WHERE NOT r.live
         ON CONFLICT (id) DO UPDATE SET
@@ -70,7 +72,7 @@ const REPLAY: &str = concat!(
         DELETE FROM task_history h USING r WHERE h.id = r.id AND r.present AND NOT r.live),
     history AS (
         INSERT INTO task_history (id, at, state, attempt, detail)
-        SELECT r.id, now.t, 'queued', 1, $4 FROM r, now)
+        SELECT r.id, now.t, 'queued', (r.e ->> 'attempt')::bigint, $4 FROM r, now)
     SELECT pg_notify($5, '')"
 );
 
@@ -125,6 +127,22 @@ impl Broker for PostgresStore {
         self.extend_batch(leases, by).await
     }
 
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout(timeout, self.next_notification()).await {
+            // Notified, or the timeout (the poll period) passed.
+            Ok(Ok(())) | Err(_) => {}
+            // No listener: poll at the timeout.
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot listen for PostgreSQL notifications; polling");
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseQueue for PostgresStore {
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
         // One statement, so the job and its notification commit together.
         sqlx::query(
@@ -168,8 +186,8 @@ impl Broker for PostgresStore {
             let envelope: String = row.try_get(0).map_err(db)?;
             deliveries.push(Delivery {
                 envelope: from_json::<Envelope>(&envelope)?,
-                lease: unsigned(row.try_get(1).map_err(db)?),
-                deliveries: small(row.try_get(2).map_err(db)?),
+                lease: sql_u64(row.try_get(1).map_err(db)?),
+                deliveries: sql_u32(row.try_get(2).map_err(db)?),
             });
         }
         // RETURNING has no order: hand them out as they were chosen.
@@ -245,36 +263,10 @@ impl Broker for PostgresStore {
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.len() == 1)
     }
+}
 
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        let rows = sqlx::query(concat!(
-            "WITH now AS (SELECT ",
-            now_ms!(),
-            " AS t)
-             SELECT queue,
-                    count(*) FILTER (WHERE status = 0 AND run_at <= now.t),
-                    count(*) FILTER (WHERE status = 0 AND run_at > now.t),
-                    count(*) FILTER (WHERE status = 1),
-                    count(*) FILTER (WHERE status = 2)
-             FROM queue, now GROUP BY queue ORDER BY queue"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueueStats {
-                    queue: r.try_get(0)?,
-                    ready: unsigned(r.try_get(1)?),
-                    delayed: unsigned(r.try_get(2)?),
-                    running: unsigned(r.try_get(3)?),
-                    dead: unsigned(r.try_get(4)?),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db)
-    }
-
+#[async_trait]
+impl DeadLetters for PostgresStore {
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
         let rows = sqlx::query(concat!(
             "SELECT envelope, dead_reason, dead_at FROM queue WHERE ",
@@ -353,17 +345,36 @@ impl Broker for PostgresStore {
             .map(|r| r.rows_affected())
             .map_err(db)
     }
+}
 
-    async fn wait_for_jobs(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        match tokio::time::timeout(timeout, self.next_notification()).await {
-            // Notified, or the timeout (the poll period) passed.
-            Ok(Ok(())) | Err(_) => {}
-            // No listener: poll at the timeout.
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot listen for PostgreSQL notifications; polling");
-                tokio::time::sleep_until(deadline).await;
-            }
-        }
+#[async_trait]
+impl Statistics for PostgresStore {
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        let rows = sqlx::query(concat!(
+            "WITH now AS (SELECT ",
+            now_ms!(),
+            " AS t)
+             SELECT queue,
+                    count(*) FILTER (WHERE status = 0 AND run_at <= now.t),
+                    count(*) FILTER (WHERE status = 0 AND run_at > now.t),
+                    count(*) FILTER (WHERE status = 1),
+                    count(*) FILTER (WHERE status = 2)
+             FROM queue, now GROUP BY queue ORDER BY queue"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueStats {
+                    queue: r.try_get(0)?,
+                    ready: sql_u64(r.try_get(1)?),
+                    delayed: sql_u64(r.try_get(2)?),
+                    running: sql_u64(r.try_get(3)?),
+                    dead: sql_u64(r.try_get(4)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db)
     }
 }

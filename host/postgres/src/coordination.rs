@@ -9,7 +9,7 @@ use xylem_core::codec::sql_int;
 use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
 use xylem_core::time::{ms, now_ms};
 
-use crate::{PostgresStore, corrupt, db, small};
+use crate::{PostgresStore, corrupt, db, sql_u32};
 
 #[async_trait]
 impl GroupStore for PostgresStore {
@@ -59,8 +59,8 @@ impl GroupStore for PostgresStore {
                 .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Some(GroupStatus {
-            size: small(size),
-            done: small(done),
+            size: sql_u32(size),
+            done: sql_u32(done),
         }))
     }
 

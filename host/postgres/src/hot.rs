@@ -24,7 +24,7 @@ use xylem_core::store::{
 };
 use xylem_core::time::{ms, now_ms};
 
-use crate::{PostgresStore, corrupt, db, small, sql_int, unsigned};
+use crate::{PostgresStore, corrupt, db, sql_int, sql_u32, sql_u64};
 
 /// Writes a batch of new jobs: records, their first history entries and
 /// queue entries, then wakes idle workers — one statement, so all or
@@ -458,8 +458,8 @@ impl PostgresStore {
                 };
                 deliveries.push(Delivery {
                     envelope: serde_json::from_str(&envelope).map_err(corrupt)?,
-                    lease: unsigned(row.try_get(1).map_err(db)?),
-                    deliveries: small(row.try_get(2).map_err(db)?),
+                    lease: sql_u64(row.try_get(1).map_err(db)?),
+                    deliveries: sql_u32(row.try_get(2).map_err(db)?),
                 });
             }
             if dropped == 0 {

@@ -170,18 +170,7 @@ fn is_transient_state(code: &str) -> bool {
 
 pub(crate) use xylem_core::codec::corrupt;
 
-pub(crate) use xylem_core::codec::sql_int;
-
-/// A non-negative BIGINT column as a `u64` (negative values, which the
-/// adapter never writes, read as 0).
-pub(crate) fn unsigned(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// A non-negative BIGINT column as a `u32`, saturating.
-pub(crate) fn small(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
-}
+pub(crate) use xylem_core::codec::{sql_int, sql_u32, sql_u64};
 
 /// Checks a schema name: 1 to 63 ASCII letters, digits and underscores,
 /// not starting with `pg_` (reserved by PostgreSQL).

@@ -12,7 +12,7 @@ use xylem_core::TaskSpec;
 use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
 use xylem_core::time::now_ms;
 
-use crate::{PostgresStore, corrupt, db, sql_int, unsigned};
+use crate::{PostgresStore, corrupt, db, sql_int, sql_u64};
 
 async fn bump_routes_version(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
     sqlx::query("UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'")
@@ -97,7 +97,7 @@ impl PluginStore for PostgresStore {
             active_tasks.sort();
             plugins.push(PluginInfo {
                 digest: r.try_get(0).map_err(db)?,
-                size: unsigned(r.try_get(1).map_err(db)?),
+                size: sql_u64(r.try_get(1).map_err(db)?),
                 tasks: serde_json::from_str(&tasks).map_err(corrupt)?,
                 pushed_at: r.try_get(3).map_err(db)?,
                 active_tasks,
@@ -182,7 +182,7 @@ impl PluginStore for PostgresStore {
         sqlx::query_scalar("SELECT value FROM xylem_meta WHERE key = 'routes_version'")
             .fetch_one(&self.pool)
             .await
-            .map(unsigned)
+            .map(sql_u64)
             .map_err(db)
     }
 }

@@ -10,7 +10,7 @@ use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
 
-use crate::{PostgresStore, corrupt, db, small, sql_int};
+use crate::{PostgresStore, corrupt, db, sql_int, sql_u32};
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
     text.map(|t| serde_json::from_str(&t).map_err(corrupt))
@@ -32,8 +32,8 @@ fn record(r: &PgRow) -> StoreResult<TaskRecord> {
         queue: r.try_get(2).map_err(db)?,
         state: state(r.try_get(3).map_err(db)?)?,
         args: r.try_get(4).map_err(db)?,
-        attempt: small(r.try_get(5).map_err(db)?),
-        max_retries: small(r.try_get(6).map_err(db)?),
+        attempt: sql_u32(r.try_get(5).map_err(db)?),
+        max_retries: sql_u32(r.try_get(6).map_err(db)?),
         result: parse(text(7)?)?,
         error: parse(text(8)?)?,
         usage: parse(text(9)?)?,
@@ -196,7 +196,7 @@ impl ResultBackend for PostgresStore {
             record.history.push(HistoryEntry {
                 at: r.try_get(0).map_err(db)?,
                 state: state(r.try_get(1).map_err(db)?)?,
-                attempt: small(r.try_get(2).map_err(db)?),
+                attempt: sql_u32(r.try_get(2).map_err(db)?),
                 detail: r.try_get(3).map_err(db)?,
             });
         }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, REPLAY_DETAIL,
-    Settle, StoreError, StoreResult, queued_detail, replay_envelope, running_detail,
+    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, LeaseQueue, Nack,
+    QueueStats, Settle, Statistics, StoreError, StoreResult, queued_detail, replay_envelope,
+    replay_transition, running_detail,
 };
 use xylem_core::time::{ms, now_ms};
 use xylem_core::{Envelope, TaskState};
@@ -203,6 +204,13 @@ impl Broker for RedisStore {
         Ok(held.into_iter().map(|h| h == 1).collect())
     }
 
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        self.wait_for_wake(timeout).await;
+    }
+}
+
+#[async_trait]
+impl LeaseQueue for RedisStore {
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
         let _: i64 = PUBLISH
             .arg(self.keys.prefix())
@@ -258,33 +266,10 @@ impl Broker for RedisStore {
             .map_err(backend)?;
         Ok(done == 1)
     }
+}
 
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        let flat: Vec<redis::Value> = STATS
-            .arg(self.keys.prefix())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let mut stats = Vec::new();
-        for chunk in flat.chunks(5) {
-            let [q, ready, delayed, running, dead] = chunk else {
-                return Err(StoreError::Corrupt("short stats reply".to_owned()));
-            };
-            let count =
-                |v: &redis::Value| -> StoreResult<u64> { Ok(value::<i64>(v)?.max(0) as u64) };
-            stats.push(QueueStats {
-                queue: value(q)?,
-                ready: count(ready)?,
-                delayed: count(delayed)?,
-                running: count(running)?,
-                dead: count(dead)?,
-            });
-        }
-        stats.retain(|s| s.ready + s.delayed + s.running + s.dead > 0);
-        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
-        Ok(stats)
-    }
-
+#[async_trait]
+impl DeadLetters for RedisStore {
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
         let ids: Vec<String> = self
             .dead_ids(filter)
@@ -337,11 +322,12 @@ impl Broker for RedisStore {
         // The envelope's `not_before` and the queue's run_at agree: both
         // from this clock, like any envelope's times.
         let run_at = now_ms() + ms(delay);
-        let entry = entry_tail(TaskState::Queued, 1, Some(REPLAY_DETAIL))?;
         let mut invocation = REPLAY.prepare_invoke();
         invocation.arg(self.keys.prefix());
         for env in envs.iter().flatten() {
             let envelope = replay_envelope(&from_json::<Envelope>(env)?, run_at);
+            let queued = replay_transition(&envelope);
+            let entry = entry_tail(queued.state, queued.attempt, queued.detail.as_deref())?;
             invocation
                 .arg(&envelope.id)
                 .arg(to_json(&envelope)?)
@@ -372,8 +358,33 @@ impl Broker for RedisStore {
             .map_err(backend)?;
         Ok(purged.max(0) as u64)
     }
+}
 
-    async fn wait_for_jobs(&self, timeout: Duration) {
-        self.wait_for_wake(timeout).await;
+#[async_trait]
+impl Statistics for RedisStore {
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        let flat: Vec<redis::Value> = STATS
+            .arg(self.keys.prefix())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut stats = Vec::new();
+        for chunk in flat.chunks(5) {
+            let [q, ready, delayed, running, dead] = chunk else {
+                return Err(StoreError::Corrupt("short stats reply".to_owned()));
+            };
+            let count =
+                |v: &redis::Value| -> StoreResult<u64> { Ok(value::<i64>(v)?.max(0) as u64) };
+            stats.push(QueueStats {
+                queue: value(q)?,
+                ready: count(ready)?,
+                delayed: count(delayed)?,
+                running: count(running)?,
+                dead: count(dead)?,
+            });
+        }
+        stats.retain(|s| s.ready + s.delayed + s.running + s.dead > 0);
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use xylem_core::codec::to_json;
-use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
+use xylem_core::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult, queued_detail};
 use xylem_core::time::now_ms;
 use xylem_core::{Envelope, Progress};
@@ -123,20 +123,18 @@ fn decode(id: &str, fields: &HashMap<String, String>, with_log: bool) -> StoreRe
 #[async_trait]
 impl ResultBackend for RedisStore {
     async fn create(&self, e: &Envelope) -> StoreResult<()> {
-        let now = now_ms();
-        let entry = HistoryEntry {
-            at: now,
-            state: TaskState::Queued,
-            attempt: e.attempt,
-            detail: queued_detail(e, now),
-        };
+        let entry = entry_tail(
+            TaskState::Queued,
+            e.attempt,
+            queued_detail(e, now_ms()).as_deref(),
+        )?;
         let mut invocation = CREATE.prepare_invoke();
         invocation
             .arg(self.keys.prefix())
             .arg(&e.id)
             .arg(e.enqueued_at)
-            .arg(to_json(&entry)?);
-        let fields: [(&str, String); 9] = [
+            .arg(entry);
+        let fields: [(&str, String); 8] = [
             ("task", e.task.clone()),
             ("queue", e.queue.clone()),
             ("state", "queued".to_owned()),
@@ -144,7 +142,6 @@ impl ResultBackend for RedisStore {
             ("attempt", e.attempt.to_string()),
             ("max_retries", e.max_retries.to_string()),
             ("enqueued_at", e.enqueued_at.to_string()),
-            ("updated_at", now.to_string()),
             ("plugin", String::new()),
         ];
         for (name, value) in fields {
@@ -158,21 +155,14 @@ impl ResultBackend for RedisStore {
     }
 
     async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
-        let now = now_ms();
-        let entry = HistoryEntry {
-            at: now,
-            state: t.state,
-            attempt: t.attempt,
-            detail: t.detail.clone(),
-        };
-        let mut fields = transition_fields(&t)?;
-        fields.push(("updated_at", now.to_string()));
+        let entry = entry_tail(t.state, t.attempt, t.detail.as_deref())?;
+        let fields = transition_fields(&t)?;
         let mut invocation = TRANSITION.prepare_invoke();
         invocation
             .arg(self.keys.prefix())
             .arg(id)
             .arg(t.state.as_str())
-            .arg(to_json(&entry)?);
+            .arg(entry);
         for (name, value) in fields {
             invocation.arg(name).arg(value);
         }

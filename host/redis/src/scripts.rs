@@ -596,25 +596,28 @@ return out
     )
 });
 
-/// ARGV: prefix, id, then field/value pairs of the record; then the
-/// history entry JSON last; enqueued_at is `ARGV[3]`.
-/// Layout: prefix, id, enqueued_at, history, field, value, ...
+/// Writes a record anew. ARGV: prefix, id, enqueued_at, first history
+/// entry (tail, see `results::entry_tail`), then the record's field/value
+/// pairs. `updated_at` and the entry's time come from the server's clock,
+/// as in `ENQUEUE`.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local now_s = int(server_now())
 local id = ARGV[2]
 local tk = P .. ':task:' .. id
 for i = 5, #ARGV, 2 do redis.call('HSET', tk, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', tk, 'updated_at', now_s)
 redis.call('DEL', P .. ':hist:' .. id)
-redis.call('RPUSH', P .. ':hist:' .. id, ARGV[4])
+redis.call('RPUSH', P .. ':hist:' .. id, '{"at":' .. now_s .. ',' .. ARGV[4])
 redis.call('ZADD', P .. ':tasks', ARGV[3], id)
 return 1
 "#,
     )
 });
 
-/// ARGV: prefix, id, new state, history entry, field, value, ...
-/// Returns -1 if the job is unknown, 0 if it already succeeded (a
+/// ARGV: prefix, id, new state, history entry (tail), field, value, ...
+/// (`updated_at` and the entry's time: the server's clock). Returns -1 if the job is unknown, 0 if it already succeeded (a
 /// succeeded record is final: nothing written), 1 otherwise.
 pub(crate) static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -624,10 +627,12 @@ local tk = P .. ':task:' .. id
 local current = redis.call('HGET', tk, 'state')
 if not current then return -1 end
 if current == 'succeeded' then return 0 end
+local now_s = int(server_now())
 for i = 5, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', tk, ARGV[i]) else redis.call('HSET', tk, ARGV[i], ARGV[i + 1]) end
 end
-redis.call('RPUSH', P .. ':hist:' .. id, ARGV[4])
+redis.call('HSET', tk, 'updated_at', now_s)
+redis.call('RPUSH', P .. ':hist:' .. id, '{"at":' .. now_s .. ',' .. ARGV[4])
 return 1
 "#,
     )

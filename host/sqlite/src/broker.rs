@@ -16,11 +16,12 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params, params_from_iter};
 use xylem_core::Envelope;
-use xylem_core::codec::{from_json, to_json};
-use xylem_core::record::{TaskState, Transition};
+use xylem_core::codec::{from_json, sql_int, sql_u32, sql_u64, to_json};
+use xylem_core::record::TaskState;
 use xylem_core::store::{
-    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats,
-    REPLAY_DETAIL, Settle, StoreResult, queued_detail, replay_envelope, running_detail,
+    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
+    LeaseQueue, Nack, QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreResult, queued_detail,
+    replay_envelope, replay_transition, running_detail,
 };
 use xylem_core::time::{Millis, ms, now_ms};
 
@@ -179,8 +180,8 @@ fn lease_due(
         let envelope: String = row.get(0).map_err(backend)?;
         deliveries.push(Delivery {
             envelope: from_json::<Envelope>(&envelope)?,
-            lease: row.get::<_, i64>(1).map_err(backend)? as u64,
-            deliveries: row.get::<_, i64>(2).map_err(backend)? as u32,
+            lease: sql_u64(row.get(1).map_err(backend)?),
+            deliveries: sql_u32(row.get(2).map_err(backend)?),
         });
     }
     Ok(deliveries)
@@ -246,7 +247,7 @@ fn settle_nack(
     action: &Nack,
     now: Millis,
 ) -> StoreResult<bool> {
-    let lease = lease as i64;
+    let lease = sql_int(lease);
     let n = match action {
         Nack::Retry { envelope, delay } => exec(
             conn,
@@ -276,7 +277,7 @@ fn settle_ack(conn: &Connection, id: &str, lease: u64) -> StoreResult<bool> {
     exec(
         conn,
         "DELETE FROM queue WHERE id = ?1 AND lease = ?2 AND status = 1",
-        params![id, lease as i64],
+        params![id, sql_int(lease)],
     )
     .map(|n| n == 1)
     .map_err(backend)
@@ -297,7 +298,7 @@ fn apply_completion(
                     EXISTS (SELECT 1 FROM queue WHERE id = ?1 AND lease = ?2 AND status = 1)",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![c.id, c.lease as i64, now], |r| {
+            stmt.query_row(params![c.id, sql_int(c.lease), now], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
         })
@@ -490,7 +491,7 @@ impl Broker for SqliteStore {
                     )
                     .map_err(backend)?;
                 for (id, lease) in &leases {
-                    held.push(stmt.execute(params![until, id, *lease as i64]).map_err(backend)? == 1);
+                    held.push(stmt.execute(params![until, id, sql_int(*lease)]).map_err(backend)? == 1);
                 }
             }
             tx.commit().map_err(backend)?;
@@ -499,6 +500,14 @@ impl Broker for SqliteStore {
         .await
     }
 
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        // Other processes cannot notify us: the timeout is the poll period.
+        let _ = tokio::time::timeout(timeout, self.published.notified()).await;
+    }
+}
+
+#[async_trait]
+impl LeaseQueue for SqliteStore {
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
         let json = to_json(envelope)?;
         let (id, queue, priority, run_at) = (
@@ -547,7 +556,7 @@ impl Broker for SqliteStore {
             exec(
                 conn,
                 "UPDATE queue SET lease_until = ?1 WHERE id = ?2 AND lease = ?3 AND status = 1",
-                params![now_ms() + ms(by), id, lease as i64],
+                params![now_ms() + ms(by), id, sql_int(lease)],
             )
             .map(|n| n == 1)
             .map_err(backend)
@@ -572,36 +581,10 @@ impl Broker for SqliteStore {
         }
         Ok(changed)
     }
+}
 
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        self.with_conn(|conn| {
-            let now = now_ms();
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT queue,
-                            SUM(status = {READY} AND run_at <= ?1),
-                            SUM(status = {READY} AND run_at > ?1),
-                            SUM(status = {LEASED}),
-                            SUM(status = {DEAD})
-                     FROM queue GROUP BY queue ORDER BY queue"
-                ))
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map([now], |r| {
-                    Ok(QueueStats {
-                        queue: r.get(0)?,
-                        ready: r.get::<_, i64>(1)? as u64,
-                        delayed: r.get::<_, i64>(2)? as u64,
-                        running: r.get::<_, i64>(3)? as u64,
-                        dead: r.get::<_, i64>(4)? as u64,
-                    })
-                })
-                .map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
-        })
-        .await
-    }
-
+#[async_trait]
+impl DeadLetters for SqliteStore {
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
         let (where_sql, args) = dead_where(filter);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -665,7 +648,7 @@ impl Broker for SqliteStore {
                     .map_err(backend)?;
                     // The record goes back to `queued`, its expiry cleared;
                     // written anew from the envelope if it expired.
-                    let queued = Transition::to(TaskState::Queued, 1).detail(REPLAY_DETAIL);
+                    let queued = replay_transition(&envelope);
                     let updated = exec(
                         &tx,
                         "UPDATE tasks SET state = ?2, attempt = ?3, updated_at = ?4, expires_at = NULL
@@ -698,14 +681,41 @@ impl Broker for SqliteStore {
                 &format!("DELETE FROM queue WHERE {where_sql}"),
                 params_from_iter(args),
             )
-            .map(|n| n as u64)
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
             .map_err(backend)
         })
         .await
     }
+}
 
-    async fn wait_for_jobs(&self, timeout: Duration) {
-        // Other processes cannot notify us: the timeout is the poll period.
-        let _ = tokio::time::timeout(timeout, self.published.notified()).await;
+#[async_trait]
+impl Statistics for SqliteStore {
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        self.with_conn(|conn| {
+            let now = now_ms();
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT queue,
+                            SUM(status = {READY} AND run_at <= ?1),
+                            SUM(status = {READY} AND run_at > ?1),
+                            SUM(status = {LEASED}),
+                            SUM(status = {DEAD})
+                     FROM queue GROUP BY queue ORDER BY queue"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([now], |r| {
+                    Ok(QueueStats {
+                        queue: r.get(0)?,
+                        ready: sql_u64(r.get(1)?),
+                        delayed: sql_u64(r.get(2)?),
+                        running: sql_u64(r.get(3)?),
+                        dead: sql_u64(r.get(4)?),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
     }
 }

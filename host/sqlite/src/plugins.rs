@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use xylem_core::TaskSpec;
+use xylem_core::codec::{sql_int, sql_u64};
 use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
 use xylem_core::time::now_ms;
 
@@ -35,7 +36,7 @@ impl PluginStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(push_seq), 0) + 1 FROM plugins))
                  ON CONFLICT (digest) DO UPDATE
                      SET pushed_at = excluded.pushed_at, push_seq = excluded.push_seq",
-                params![digest, bytes, bytes.len() as i64, tasks_json, now_ms()],
+                params![digest, bytes, sql_int(bytes.len()), tasks_json, now_ms()],
             )
             .map_err(backend)?;
             for spec in &specs {
@@ -97,7 +98,7 @@ impl PluginStore for SqliteStore {
                 active_tasks.sort();
                 plugins.push(PluginInfo {
                     digest,
-                    size: size as u64,
+                    size: sql_u64(size),
                     tasks: serde_json::from_str(&tasks).map_err(corrupt)?,
                     pushed_at,
                     active_tasks,
@@ -198,7 +199,7 @@ impl PluginStore for SqliteStore {
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map(|v| v as u64)
+            .map(sql_u64)
             .map_err(backend)
         })
         .await

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use xylem_core::codec::to_json;
+use xylem_core::codec::{sql_u32, to_json};
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult};
 use xylem_core::time::{Millis, now_ms};
@@ -206,8 +206,8 @@ impl RawRecord {
             task: self.task,
             queue: self.queue,
             args: self.args,
-            attempt: self.attempt as u32,
-            max_retries: self.max_retries as u32,
+            attempt: sql_u32(self.attempt),
+            max_retries: sql_u32(self.max_retries),
             result: parse(self.result)?,
             error: parse(self.error)?,
             usage: parse(self.usage)?,
@@ -321,7 +321,7 @@ impl ResultBackend for SqliteStore {
                 record.history.push(HistoryEntry {
                     at,
                     state: state(&st)?,
-                    attempt: attempt as u32,
+                    attempt: sql_u32(attempt),
                     detail,
                 });
             }

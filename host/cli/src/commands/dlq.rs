@@ -80,14 +80,14 @@ pub(crate) enum DlqCommand {
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
-    let broker = &store.stores.broker;
+    let dead_letters = &store.stores.dead_letters;
     match cmd {
         DlqCommand::Ls { queue, limit, json } => {
             let filter = DeadFilter {
                 ids: Vec::new(),
                 queue,
             };
-            let dead = broker.dead_jobs(&filter, limit).await?;
+            let dead = dead_letters.dead_jobs(&filter, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&dead)?);
             } else if dead.is_empty() {
@@ -116,7 +116,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                 ids: vec![id.clone()],
                 queue: None,
             };
-            let Some(dead) = broker.dead_jobs(&filter, 1).await?.pop() else {
+            let Some(dead) = dead_letters.dead_jobs(&filter, 1).await?.pop() else {
                 anyhow::bail!("job {id} is not in the dead-letter queue");
             };
             let record = store.stores.results.get(&id).await?;
@@ -144,7 +144,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                 .transpose()?
                 .unwrap_or(Duration::ZERO);
             let ids: Vec<String> = if dry_run {
-                broker
+                dead_letters
                     .dead_jobs(&filter, usize::MAX)
                     .await?
                     .into_iter()
@@ -152,7 +152,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
                     .collect()
             } else {
                 // The store sets each record back to `queued` itself.
-                broker.replay_dead(&filter, delay).await?
+                dead_letters.replay_dead(&filter, delay).await?
             };
             // Ids asked for by name that were not dead: say so, and fail
             // (the others are replayed all the same).
@@ -186,7 +186,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
             json,
         } => {
             let filter = selection.filter();
-            let dead: Vec<String> = broker
+            let dead: Vec<String> = dead_letters
                 .dead_jobs(&filter, usize::MAX)
                 .await?
                 .into_iter()
@@ -195,7 +195,7 @@ pub(crate) async fn run(store_url: &str, cmd: DlqCommand) -> anyhow::Result<Exit
             let count = if dry_run {
                 dead.len() as u64
             } else {
-                broker.purge_dead(&filter).await?
+                dead_letters.purge_dead(&filter).await?
             };
             let missing: Vec<&String> = selection
                 .ids

@@ -37,7 +37,7 @@ pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCod
 #[allow(clippy::print_stdout)]
 pub(crate) async fn queues(store_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
-    let stats = store.stores.broker.queue_stats().await?;
+    let stats = store.stores.statistics.queue_stats().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(ExitCode::SUCCESS);

@@ -11,10 +11,10 @@ use tokio::sync::Notify;
 
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
-    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, Delivery, GroupStatus,
-    GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore, REPLAY_DETAIL,
-    ResultBackend, Settle, StoreError, StoreResult, TaskRoute, fallback_route, queued_detail,
-    replay_envelope, running_detail,
+    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
+    GroupStatus, GroupStore, LeaseQueue, LockStore, Nack, PluginInfo, PluginStore, QueueStats,
+    QuotaStore, REPLAY_DETAIL, ResultBackend, Settle, Statistics, StoreError, StoreResult,
+    TaskRoute, fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -212,6 +212,22 @@ impl Broker for MemoryStore {
         Ok(results)
     }
 
+    async fn extend_many(&self, leases: &[(String, u64)], by: Duration) -> StoreResult<Vec<bool>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        Ok(leases
+            .iter()
+            .map(|(id, lease)| state.jobs.extend(id, *lease, now + ms(by), now))
+            .collect())
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.published.notified()).await;
+    }
+}
+
+#[async_trait]
+impl LeaseQueue for MemoryStore {
     async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
         self.lock().jobs.insert(envelope, now_ms());
         self.published.notify_one();
@@ -247,30 +263,10 @@ impl Broker for MemoryStore {
         self.published.notify_one();
         Ok(true)
     }
+}
 
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        let now = now_ms();
-        let state = self.lock();
-        let mut stats: HashMap<String, QueueStats> = HashMap::new();
-        for job in state.jobs.iter() {
-            let s = stats
-                .entry(job.envelope.queue.clone())
-                .or_insert_with(|| QueueStats {
-                    queue: job.envelope.queue.clone(),
-                    ..QueueStats::default()
-                });
-            match job.status {
-                Status::Ready if job.run_at <= now => s.ready += 1,
-                Status::Ready => s.delayed += 1,
-                Status::Leased { .. } => s.running += 1,
-                Status::Dead { .. } => s.dead += 1,
-            }
-        }
-        let mut stats: Vec<QueueStats> = stats.into_values().collect();
-        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
-        Ok(stats)
-    }
-
+#[async_trait]
+impl DeadLetters for MemoryStore {
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
         let state = self.lock();
         let mut dead: Vec<DeadJob> = state
@@ -313,7 +309,7 @@ impl Broker for MemoryStore {
             replayed.push(envelope.clone());
         }
         for envelope in &replayed {
-            let queued = Transition::to(TaskState::Queued, 1).detail(REPLAY_DETAIL);
+            let queued = replay_transition(envelope);
             // Whether the record outlived its TTL is decided before the TTL
             // is lifted: an expired record is written anew, not resumed.
             let live = state.live_record(&envelope.id, now).is_some();
@@ -340,9 +336,31 @@ impl Broker for MemoryStore {
         let mut state = self.lock();
         Ok(state.jobs.retain(|j| !dead_matches(j, filter)))
     }
+}
 
-    async fn wait_for_jobs(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.published.notified()).await;
+#[async_trait]
+impl Statistics for MemoryStore {
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        let now = now_ms();
+        let state = self.lock();
+        let mut stats: HashMap<String, QueueStats> = HashMap::new();
+        for job in state.jobs.iter() {
+            let s = stats
+                .entry(job.envelope.queue.clone())
+                .or_insert_with(|| QueueStats {
+                    queue: job.envelope.queue.clone(),
+                    ..QueueStats::default()
+                });
+            match job.status {
+                Status::Ready if job.run_at <= now => s.ready += 1,
+                Status::Ready => s.delayed += 1,
+                Status::Leased { .. } => s.running += 1,
+                Status::Dead { .. } => s.dead += 1,
+            }
+        }
+        let mut stats: Vec<QueueStats> = stats.into_values().collect();
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
     }
 }
 

@@ -2,8 +2,6 @@
 //! workers sharing one server, and the server restarted under them (a
 //! private redis-server with AOF, so the shared one is never touched).
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::time::Duration;
 
 use xylem_tests::{scenarios, servers::RedisServer, service_url, unique_name};

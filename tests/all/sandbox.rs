@@ -2,8 +2,6 @@
 //! limits, the host survives, and the next job runs fine — one after
 //! another and all at once.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -441,7 +439,11 @@ async fn log_floods_do_not_grow_host_memory() {
         // This very binary, even if a rebuild has replaced the file since.
         let output = std::process::Command::new("/proc/self/exe")
             .args([
-                "log_floods_do_not_grow_host_memory",
+                // This test's name: its module path without the crate's.
+                &format!(
+                    "{}::log_floods_do_not_grow_host_memory",
+                    module_path!().split_once("::").map_or("", |(_, m)| m)
+                ),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -679,50 +681,22 @@ async fn compiled_components_are_cached_on_disk() {
 mod component_cache {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::{Path, PathBuf};
-    use std::sync::{Mutex, Once};
 
     use xylem_wasm::{Plugin, Runtime, RuntimeConfig};
 
     use super::{assert_greet_works, plugin};
 
-    static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-    struct Capture;
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            LOGS.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Sends every warning of this test process into `LOGS` (the runtime
-    /// logs from blocking threads, so a thread-local subscriber would miss
-    /// them).
+    /// Sends every warning of this test process to the shared capture
+    /// (the runtime logs from blocking threads, so a thread-local
+    /// subscriber would miss them).
     fn capture_warnings() {
-        static INIT: Once = Once::new();
-        INIT.call_once(|| {
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(|| Capture)
-                .with_ansi(false)
-                .with_max_level(tracing::Level::WARN)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber)
-                .expect("no other global subscriber in the sandbox tests");
-        });
+        xylem_tests::span_check::install();
     }
 
     /// The captured warnings that mention `path`.
     fn warnings_about(path: &Path) -> Vec<String> {
-        let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
         let needle = path.display().to_string();
-        String::from_utf8_lossy(&logs)
+        xylem_tests::span_check::warnings()
             .lines()
             .filter(|line| line.contains("WARN") && line.contains(&needle))
             .map(str::to_owned)

@@ -2,11 +2,10 @@
 //! replay_dead) against the in-memory reference: the same calls on both
 //! stores must give the same answers and the same records.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use xylem_core::store::{DeadLetters as _, LeaseQueue as _, Statistics as _};
 
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{Completed, Completion, DeadFilter, Delivery, Nack, Settle};
@@ -280,7 +279,7 @@ async fn a_result_ttl_expires_the_record() {
     assert!(store.queue_stats().await.unwrap().is_empty());
 }
 
-/// `cargo test -p xylem-sqlite --release --test hot_path -- --ignored --nocapture`
+/// `cargo test -p xylem-tests --release --test all sqlite::hot_path::hot_path_throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark"]
 async fn hot_path_throughput() {

@@ -6,12 +6,11 @@
 //! (default: the local server), and is skipped when the server does not
 //! answer.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use xylem_core::store::Statistics as _;
 
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{Completed, Completion, Delivery, Nack, Settle};

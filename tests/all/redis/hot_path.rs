@@ -2,9 +2,8 @@
 //! on the Redis server at `XYLEM_TEST_REDIS_URL` (default: the local one),
 //! each test under its own key prefix. Skipped when no server answers.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::time::Duration;
+use xylem_core::store::{DeadLetters as _, Statistics as _};
 
 use xylem_core::store::{
     Broker, Completed, Completion, DeadFilter, Nack, REPLAY_DETAIL, ResultBackend, Settle,
@@ -295,7 +294,7 @@ async fn enqueue_of_an_id_in_use_starts_afresh() {
     s.clear().await.unwrap();
 }
 
-/// How fast: `cargo test -p xylem-redis --release --test hot_path --
+/// How fast: `cargo test -p xylem-tests --release --test all redis::hot_path::throughput --
 /// --ignored --nocapture` (a simulated worker: jobs finish at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a benchmark"]

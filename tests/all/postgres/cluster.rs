@@ -2,8 +2,6 @@
 //! workers sharing one database, and the server restarted under them (a
 //! private cluster made with initdb, so the shared one is never touched).
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::time::Duration;
 
 use xylem_tests::{scenarios, servers::PostgresServer, service_url, unique_name};

@@ -1,8 +1,6 @@
 //! The `xylem` binary, driven as a user would: `plugin build`, `plugin
 //! inspect` and `run`, with their output and exit codes.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,6 @@
 //! `kill -9` in the middle of jobs, two workers on one file, hot plugin
 //! pushes, and bad input.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,36 +1,18 @@
-//! The store contract on the PostgreSQL adapter, each test in its own
-//! schema of the database at `XYLEM_TEST_POSTGRES_URL` (default: the local
-//! server); then what only this adapter does: schemas, notifications,
-//! outages. Skipped when the server is not reachable (failed under CI).
-
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+//! What only the PostgreSQL adapter does, beyond the contract: a schema
+//! per URL (created once however many connect at a time), notifications,
+//! outages. Each test uses its own schema of the database at
+//! `XYLEM_TEST_POSTGRES_URL` (default: the local server).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xylem_core::store::{LeaseQueue as _, Statistics as _};
 
 use xylem_core::Envelope;
 use xylem_core::store::{Broker, StoreError};
 use xylem_postgres::PostgresStore;
 use xylem_tests::servers::PostgresServer;
 
-/// The server's URL with `schema` added, if the server answers.
-fn url_with_schema(schema: &str) -> Option<String> {
-    let url = xylem_tests::service_url(
-        "XYLEM_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )?;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}schema={schema}"))
-}
-
-async fn fresh() -> Option<Arc<PostgresStore>> {
-    let url = url_with_schema(&xylem_tests::unique_name("xylem_t"))?;
-    Some(Arc::new(PostgresStore::connect(&url).await.unwrap()))
-}
-
-xylem_tests::store_contract!(fresh);
-xylem_tests::coordination_contract!(fresh);
-xylem_tests::worker_suite!(fresh);
+use crate::stores::{postgres as fresh, postgres_url_with_schema as url_with_schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_the_server_version_and_schema_is_used() {

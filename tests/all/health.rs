@@ -1,8 +1,6 @@
 //! `xylem health` against every kind of store: version and round trip when
 //! it is up, exit code 1 and the reason when it is not.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
 use std::process::{Command, Output};
 
 use xylem_tests::{service_url, unique_name, xylem_bin};

@@ -1,91 +1,16 @@
 //! The store contract: what every adapter must do, written once. Each
-//! adapter's test file calls [`store_contract!`](crate::store_contract)
-//! with a constructor; the same tests then run against it.
+//! case is written once with [`contract_case!`](crate::contract_case) and
+//! runs on every store (`<case>::memory`, `::sqlite`, `::redis`,
+//! `::postgres`), each on a fresh store of its own.
 
 use std::time::Duration;
 
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, Nack, PluginStore, REPLAY_DETAIL, ResultBackend,
-    Settle, StoreError,
+    Completed, Completion, DeadFilter, Nack, REPLAY_DETAIL, Settle, StoreError,
 };
 use xylem_core::{Envelope, TaskSpec, TaskState, Transition};
 
-/// An adapter under test: all three store traits.
-pub trait Adapter: Broker + ResultBackend + PluginStore + 'static {}
-impl<T: Broker + ResultBackend + PluginStore + 'static> Adapter for T {}
-
-/// Object-safe bundle of the three traits.
-pub trait AdapterObj: Send + Sync {
-    /// As a broker.
-    fn broker(&self) -> &dyn Broker;
-    /// As a result backend.
-    fn results(&self) -> &dyn ResultBackend;
-    /// As a plugin store.
-    fn plugins(&self) -> &dyn PluginStore;
-}
-
-impl<T: Adapter> AdapterObj for T {
-    fn broker(&self) -> &dyn Broker {
-        self
-    }
-    fn results(&self) -> &dyn ResultBackend {
-        self
-    }
-    fn plugins(&self) -> &dyn PluginStore {
-        self
-    }
-}
-
-/// Generates the contract tests for an adapter. `$fresh` is an async
-/// function returning `Option<Arc<impl Adapter>>`: a fresh, empty store of
-/// its own (file, schema or key prefix), or `None` to skip because the
-/// server is not reachable (see [`crate::service_url`]).
-#[macro_export]
-macro_rules! store_contract {
-    ($fresh:expr) => {
-        $crate::store_contract!(@tests $fresh;
-            publish_reserve_ack_removes_the_job,
-            reserve_takes_at_most_max_and_only_named_queues,
-            higher_priority_first_then_oldest,
-            delayed_jobs_are_invisible_until_due,
-            expired_lease_redelivers_with_attempt_intact,
-            extended_lease_is_not_redelivered,
-            stale_lease_cannot_ack_or_nack,
-            nack_retry_requeues_after_delay_and_release_requeues_now,
-            dead_letters_list_replay_and_purge,
-            queue_stats_count_ready_delayed_running_dead,
-            results_record_history_and_succeed_once,
-            results_list_filters_by_state_and_task,
-            plugins_round_trip_by_digest_and_route_tasks,
-            results_expire_after_their_ttl,
-            an_expired_record_cannot_be_transitioned,
-            removing_a_plugin_falls_back_to_an_older_version,
-            the_plugin_fallback_follows_push_order_not_clocks,
-            hot_path_enqueue_writes_record_and_queue_together,
-            hot_path_claim_marks_records_running,
-            hot_path_claim_never_hands_out_a_succeeded_job,
-            hot_path_claim_recreates_a_missing_record,
-            hot_path_complete_success_records_and_acks,
-            hot_path_complete_retry_dead_and_release,
-            hot_path_complete_after_a_lost_lease,
-            hot_path_complete_sets_the_result_ttl,
-            hot_path_replay_brings_back_an_expired_record,
-            hot_path_extend_many_reports_each_lease,
-        );
-    };
-    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(store) = ($fresh)().await else { return };
-                let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
-                let store: std::sync::Arc<dyn $crate::contract::AdapterObj> = store;
-                $crate::contract::$name(store.as_ref()).await;
-                cleanup.await;
-            }
-        )*
-    };
-}
+use crate::stores::AdapterObj;
 
 fn job(task: &str) -> Envelope {
     Envelope::new(task, "{}")
@@ -104,7 +29,7 @@ fn all() -> Vec<String> {
     Vec::new()
 }
 
-pub async fn publish_reserve_ack_removes_the_job(s: &dyn AdapterObj) {
+contract_case!(publish_reserve_ack_removes_the_job, |s| {
     let e = job("a");
     s.broker().publish(&e).await.unwrap();
     let got = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
@@ -131,9 +56,9 @@ pub async fn publish_reserve_ack_removes_the_job(s: &dyn AdapterObj) {
             .all(|q| q.ready + q.running + q.delayed + q.dead == 0),
         "{stats:?}"
     );
-}
+});
 
-pub async fn reserve_takes_at_most_max_and_only_named_queues(s: &dyn AdapterObj) {
+contract_case!(reserve_takes_at_most_max_and_only_named_queues, |s| {
     for _ in 0..5 {
         s.broker().publish(&on("a", 0)).await.unwrap();
     }
@@ -157,9 +82,9 @@ pub async fn reserve_takes_at_most_max_and_only_named_queues(s: &dyn AdapterObj)
         .await
         .unwrap();
     assert_eq!(rest.len(), 2);
-}
+});
 
-pub async fn higher_priority_first_then_oldest(s: &dyn AdapterObj) {
+contract_case!(higher_priority_first_then_oldest, |s| {
     let low = on("q", 1);
     let high = on("q", 9);
     let mid1 = on("q", 5);
@@ -179,9 +104,9 @@ pub async fn higher_priority_first_then_oldest(s: &dyn AdapterObj) {
         order.push(d.envelope.id);
     }
     assert_eq!(order, vec![high.id, mid1.id, mid2.id, low.id]);
-}
+});
 
-pub async fn delayed_jobs_are_invisible_until_due(s: &dyn AdapterObj) {
+contract_case!(delayed_jobs_are_invisible_until_due, |s| {
     let mut e = job("later");
     e.not_before = Some(xylem_core::time::now_ms() + 400);
     s.broker().publish(&e).await.unwrap();
@@ -197,9 +122,9 @@ pub async fn delayed_jobs_are_invisible_until_due(s: &dyn AdapterObj) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
     assert_eq!(got.len(), 1);
-}
+});
 
-pub async fn expired_lease_redelivers_with_attempt_intact(s: &dyn AdapterObj) {
+contract_case!(expired_lease_redelivers_with_attempt_intact, |s| {
     let mut e = job("x");
     e.attempt = 2;
     s.broker().publish(&e).await.unwrap();
@@ -215,9 +140,9 @@ pub async fn expired_lease_redelivers_with_attempt_intact(s: &dyn AdapterObj) {
     assert_eq!(again[0].envelope.attempt, 2);
     assert_eq!(again[0].deliveries, 2);
     assert_ne!(again[0].lease, first[0].lease);
-}
+});
 
-pub async fn extended_lease_is_not_redelivered(s: &dyn AdapterObj) {
+contract_case!(extended_lease_is_not_redelivered, |s| {
     let e = job("x");
     s.broker().publish(&e).await.unwrap();
     let d = s
@@ -244,9 +169,9 @@ pub async fn extended_lease_is_not_redelivered(s: &dyn AdapterObj) {
         );
     }
     assert!(s.broker().ack(&e.id, d.lease).await.unwrap());
-}
+});
 
-pub async fn stale_lease_cannot_ack_or_nack(s: &dyn AdapterObj) {
+contract_case!(stale_lease_cannot_ack_or_nack, |s| {
     let e = job("x");
     s.broker().publish(&e).await.unwrap();
     let old = s
@@ -273,59 +198,62 @@ pub async fn stale_lease_cannot_ack_or_nack(s: &dyn AdapterObj) {
             .unwrap()
     );
     assert!(s.broker().ack(&e.id, new.lease).await.unwrap());
-}
+});
 
-pub async fn nack_retry_requeues_after_delay_and_release_requeues_now(s: &dyn AdapterObj) {
-    let e = job("x");
-    s.broker().publish(&e).await.unwrap();
-    let d = s
-        .broker()
-        .reserve(&all(), 1, LEASE)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    let mut next = e.clone();
-    next.attempt = 2;
-    let retry = Nack::Retry {
-        envelope: Box::new(next),
-        delay: Duration::from_millis(300),
-    };
-    assert!(s.broker().nack(&e.id, d.lease, retry).await.unwrap());
-    assert!(
-        s.broker()
+contract_case!(
+    nack_retry_requeues_after_delay_and_release_requeues_now,
+    |s| {
+        let e = job("x");
+        s.broker().publish(&e).await.unwrap();
+        let d = s
+            .broker()
             .reserve(&all(), 1, LEASE)
             .await
             .unwrap()
-            .is_empty(),
-        "not before its delay"
-    );
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let d = s
-        .broker()
-        .reserve(&all(), 1, LEASE)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(d.envelope.attempt, 2);
-    assert!(
-        s.broker()
-            .nack(&e.id, d.lease, Nack::Release)
+            .pop()
+            .unwrap();
+        let mut next = e.clone();
+        next.attempt = 2;
+        let retry = Nack::Retry {
+            envelope: Box::new(next),
+            delay: Duration::from_millis(300),
+        };
+        assert!(s.broker().nack(&e.id, d.lease, retry).await.unwrap());
+        assert!(
+            s.broker()
+                .reserve(&all(), 1, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before its delay"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let d = s
+            .broker()
+            .reserve(&all(), 1, LEASE)
             .await
             .unwrap()
-    );
-    let d = s
-        .broker()
-        .reserve(&all(), 1, LEASE)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(d.envelope.attempt, 2, "release keeps the attempt");
-}
+            .pop()
+            .unwrap();
+        assert_eq!(d.envelope.attempt, 2);
+        assert!(
+            s.broker()
+                .nack(&e.id, d.lease, Nack::Release)
+                .await
+                .unwrap()
+        );
+        let d = s
+            .broker()
+            .reserve(&all(), 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(d.envelope.attempt, 2, "release keeps the attempt");
+    }
+);
 
-pub async fn dead_letters_list_replay_and_purge(s: &dyn AdapterObj) {
+contract_case!(dead_letters_list_replay_and_purge, |s| {
     let (a, b) = (on("q1", 0), on("q2", 0));
     for e in [&a, &b] {
         s.broker().publish(e).await.unwrap();
@@ -396,9 +324,9 @@ pub async fn dead_letters_list_replay_and_purge(s: &dyn AdapterObj) {
             .unwrap()
             .is_empty()
     );
-}
+});
 
-pub async fn queue_stats_count_ready_delayed_running_dead(s: &dyn AdapterObj) {
+contract_case!(queue_stats_count_ready_delayed_running_dead, |s| {
     let mut delayed = on("stats", 0);
     delayed.not_before = Some(xylem_core::time::now_ms() + 60_000);
     s.broker().publish(&delayed).await.unwrap();
@@ -420,9 +348,9 @@ pub async fn queue_stats_count_ready_delayed_running_dead(s: &dyn AdapterObj) {
     let stats = s.broker().queue_stats().await.unwrap();
     let q = stats.iter().find(|q| q.queue == "stats").unwrap();
     assert_eq!((q.ready, q.delayed, q.running, q.dead), (1, 1, 1, 1));
-}
+});
 
-pub async fn results_record_history_and_succeed_once(s: &dyn AdapterObj) {
+contract_case!(results_record_history_and_succeed_once, |s| {
     let e = job("r");
     s.results().create(&e).await.unwrap();
     let running = Transition::to(TaskState::Running, 1).detail("worker w1");
@@ -467,9 +395,9 @@ pub async fn results_record_history_and_succeed_once(s: &dyn AdapterObj) {
             .await
             .is_err()
     );
-}
+});
 
-pub async fn results_list_filters_by_state_and_task(s: &dyn AdapterObj) {
+contract_case!(results_list_filters_by_state_and_task, |s| {
     let (a, b) = (job("list.a"), job("list.b"));
     s.results().create(&a).await.unwrap();
     s.results().create(&b).await.unwrap();
@@ -489,11 +417,11 @@ pub async fn results_list_filters_by_state_and_task(s: &dyn AdapterObj) {
         ..Default::default()
     };
     assert_eq!(s.results().list(&filter).await.unwrap()[0].id, a.id);
-}
+});
 
-/// A record past its TTL is gone for every call, not only for `get`: a
-/// transition finds nothing, rather than writing to a record no one sees.
-pub async fn an_expired_record_cannot_be_transitioned(s: &dyn AdapterObj) {
+// A record past its TTL is gone for every call, not only for `get`: a
+// transition finds nothing, rather than writing to a record no one sees.
+contract_case!(an_expired_record_cannot_be_transitioned, |s| {
     let e = job("ttl.transition");
     s.results().create(&e).await.unwrap();
     assert!(
@@ -509,9 +437,9 @@ pub async fn an_expired_record_cannot_be_transitioned(s: &dyn AdapterObj) {
         other => panic!("expected NotFound for an expired record, got {other:?}"),
     }
     assert!(s.results().get(&e.id).await.unwrap().is_none());
-}
+});
 
-pub async fn results_expire_after_their_ttl(s: &dyn AdapterObj) {
+contract_case!(results_expire_after_their_ttl, |s| {
     let (keep, drop) = (job("ttl.keep"), job("ttl.drop"));
     s.results().create(&keep).await.unwrap();
     s.results().create(&drop).await.unwrap();
@@ -553,7 +481,7 @@ pub async fn results_expire_after_their_ttl(s: &dyn AdapterObj) {
             .unwrap()
     );
     assert!(s.results().get(&keep.id).await.unwrap().is_some());
-}
+});
 
 // ---- the hot path: enqueue, claim, complete ------------------------------
 
@@ -605,7 +533,7 @@ fn failure(id: &str, lease: u64, state: TaskState, settle: Settle) -> Completion
     }
 }
 
-pub async fn hot_path_enqueue_writes_record_and_queue_together(s: &dyn AdapterObj) {
+contract_case!(hot_path_enqueue_writes_record_and_queue_together, |s| {
     let now = job("now");
     let mut later = job("later");
     later.not_before = Some(xylem_core::time::now_ms() + 60_000);
@@ -637,9 +565,9 @@ pub async fn hot_path_enqueue_writes_record_and_queue_together(s: &dyn AdapterOb
     let stats = s.broker().queue_stats().await.unwrap();
     assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 1500);
     assert_eq!(state_of(s, &many[1499].id).await, Some(TaskState::Queued));
-}
+});
 
-pub async fn hot_path_claim_marks_records_running(s: &dyn AdapterObj) {
+contract_case!(hot_path_claim_marks_records_running, |s| {
     let e = job("a");
     s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
     let got = s.broker().claim(&all(), 10, LEASE, WORKER).await.unwrap();
@@ -658,9 +586,9 @@ pub async fn hot_path_claim_marks_records_running(s: &dyn AdapterObj) {
             .is_empty(),
         "a claimed job is not handed out twice"
     );
-}
+});
 
-pub async fn hot_path_claim_never_hands_out_a_succeeded_job(s: &dyn AdapterObj) {
+contract_case!(hot_path_claim_never_hands_out_a_succeeded_job, |s| {
     // A job finished, its result written, but its ack was lost: the
     // queue entry comes back when the lease runs out.
     let e = job("done-once");
@@ -682,9 +610,9 @@ pub async fn hot_path_claim_never_hands_out_a_succeeded_job(s: &dyn AdapterObj) 
     assert!(again.is_empty(), "a succeeded job ran again: {again:?}");
     assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
     assert_eq!(queued_total(s).await, 0, "its queue entry is gone");
-}
+});
 
-pub async fn hot_path_claim_recreates_a_missing_record(s: &dyn AdapterObj) {
+contract_case!(hot_path_claim_recreates_a_missing_record, |s| {
     let e = job("no-record");
     s.broker().publish(&e).await.unwrap();
     let got = s.broker().claim(&all(), 1, LEASE, WORKER).await.unwrap();
@@ -692,9 +620,9 @@ pub async fn hot_path_claim_recreates_a_missing_record(s: &dyn AdapterObj) {
     let record = s.results().get(&e.id).await.unwrap().expect("recreated");
     assert_eq!(record.state, TaskState::Running);
     assert_eq!(record.task, "no-record");
-}
+});
 
-pub async fn hot_path_complete_success_records_and_acks(s: &dyn AdapterObj) {
+contract_case!(hot_path_complete_success_records_and_acks, |s| {
     let a = job("a");
     let b = job("b");
     s.broker().enqueue(&[a.clone(), b.clone()]).await.unwrap();
@@ -721,9 +649,9 @@ pub async fn hot_path_complete_success_records_and_acks(s: &dyn AdapterObj) {
     // Completing again finds a final record.
     let again = s.broker().complete(&done[..1]).await.unwrap();
     assert_eq!(again, vec![Completed::AlreadySucceeded]);
-}
+});
 
-pub async fn hot_path_complete_retry_dead_and_release(s: &dyn AdapterObj) {
+contract_case!(hot_path_complete_retry_dead_and_release, |s| {
     let (r, d, l) = (job("retry"), job("dead"), job("release"));
     s.broker()
         .enqueue(&[r.clone(), d.clone(), l.clone()])
@@ -785,9 +713,9 @@ pub async fn hot_path_complete_retry_dead_and_release(s: &dyn AdapterObj) {
     let record = s.results().get(&r.id).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Running);
     assert_eq!(record.attempt, 2);
-}
+});
 
-pub async fn hot_path_complete_after_a_lost_lease(s: &dyn AdapterObj) {
+contract_case!(hot_path_complete_after_a_lost_lease, |s| {
     let e = job("slow");
     s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
     let first = s
@@ -845,9 +773,9 @@ pub async fn hot_path_complete_after_a_lost_lease(s: &dyn AdapterObj) {
     assert_eq!(record.state, TaskState::Succeeded);
     assert_eq!(record.result, Some(serde_json::json!({"ok": e.id})));
     assert_eq!(queued_total(s).await, 0);
-}
+});
 
-pub async fn hot_path_complete_sets_the_result_ttl(s: &dyn AdapterObj) {
+contract_case!(hot_path_complete_sets_the_result_ttl, |s| {
     let e = job("short-lived");
     s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
     let d = s
@@ -865,9 +793,9 @@ pub async fn hot_path_complete_sets_the_result_ttl(s: &dyn AdapterObj) {
     assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(state_of(s, &e.id).await, None, "the record expired");
-}
+});
 
-pub async fn hot_path_replay_brings_back_an_expired_record(s: &dyn AdapterObj) {
+contract_case!(hot_path_replay_brings_back_an_expired_record, |s| {
     let e = job("dead-then-replayed");
     s.broker().enqueue(std::slice::from_ref(&e)).await.unwrap();
     let d = s
@@ -920,9 +848,9 @@ pub async fn hot_path_replay_brings_back_an_expired_record(s: &dyn AdapterObj) {
     // And it stays: the replay cleared the old expiry.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
-}
+});
 
-pub async fn hot_path_extend_many_reports_each_lease(s: &dyn AdapterObj) {
+contract_case!(hot_path_extend_many_reports_each_lease, |s| {
     let (a, b) = (job("a"), job("b"));
     s.broker().enqueue(&[a.clone(), b.clone()]).await.unwrap();
     let got = s
@@ -951,13 +879,13 @@ pub async fn hot_path_extend_many_reports_each_lease(s: &dyn AdapterObj) {
             .is_empty(),
         "extended leases are not redelivered"
     );
-}
+});
 
 fn spec(name: &str) -> TaskSpec {
     TaskSpec::new(name)
 }
 
-pub async fn plugins_round_trip_by_digest_and_route_tasks(s: &dyn AdapterObj) {
+contract_case!(plugins_round_trip_by_digest_and_route_tasks, |s| {
     let v0 = s.plugins().routes_version().await.unwrap();
     s.plugins()
         .put_plugin("d1", b"bytes-1", &[spec("p.a"), spec("p.b")])
@@ -982,9 +910,9 @@ pub async fn plugins_round_trip_by_digest_and_route_tasks(s: &dyn AdapterObj) {
     let d1 = plugins.iter().find(|p| p.digest == "d1").unwrap();
     assert_eq!(d1.active_tasks, vec!["p.b".to_owned()]);
     assert_eq!(d1.size, 7);
-}
+});
 
-pub async fn removing_a_plugin_falls_back_to_an_older_version(s: &dyn AdapterObj) {
+contract_case!(removing_a_plugin_falls_back_to_an_older_version, |s| {
     s.plugins()
         .put_plugin("old", b"1", &[spec("f.a")])
         .await
@@ -1003,12 +931,12 @@ pub async fn removing_a_plugin_falls_back_to_an_older_version(s: &dyn AdapterObj
     assert!(s.plugins().remove_plugin("old").await.unwrap());
     assert!(s.plugins().routes().await.unwrap().is_empty());
     assert!(!s.plugins().remove_plugin("old").await.unwrap());
-}
+});
 
-/// The one fallback rule (`xylem_core::store::fallback_route`) on every
-/// store: pushes in the same millisecond, and a re-push of an old version,
-/// are ordered by push, and `plugins()` lists in that order.
-pub async fn the_plugin_fallback_follows_push_order_not_clocks(s: &dyn AdapterObj) {
+// The one fallback rule (`xylem_core::store::fallback_route`) on every
+// store: pushes in the same millisecond, and a re-push of an old version,
+// are ordered by push, and `plugins()` lists in that order.
+contract_case!(the_plugin_fallback_follows_push_order_not_clocks, |s| {
     let p = s.plugins();
     // No pause between pushes: several land in the same millisecond.
     for digest in ["v1", "v2", "v3"] {
@@ -1050,257 +978,4 @@ pub async fn the_plugin_fallback_follows_push_order_not_clocks(s: &dyn AdapterOb
     assert!(p.remove_plugin("v3").await.unwrap());
     assert_eq!(route("f.t").await.as_deref(), Some("v2"));
     assert_eq!(route("only.v2").await.as_deref(), Some("v2"));
-}
-
-/// An adapter's group and lock stores, under test.
-pub trait CoordinationObj: Send + Sync {
-    /// As a group store.
-    fn groups(&self) -> &dyn xylem_core::store::GroupStore;
-    /// As a lock store.
-    fn locks(&self) -> &dyn xylem_core::store::LockStore;
-    /// As a quota store.
-    fn quotas(&self) -> &dyn xylem_core::store::QuotaStore;
-}
-
-impl<
-    T: xylem_core::store::GroupStore
-        + xylem_core::store::LockStore
-        + xylem_core::store::QuotaStore
-        + 'static,
-> CoordinationObj for T
-{
-    fn quotas(&self) -> &dyn xylem_core::store::QuotaStore {
-        self
-    }
-    fn groups(&self) -> &dyn xylem_core::store::GroupStore {
-        self
-    }
-    fn locks(&self) -> &dyn xylem_core::store::LockStore {
-        self
-    }
-}
-
-/// Generates the group and lock contract tests for an adapter, with the
-/// same kind of `$fresh` as [`store_contract!`](crate::store_contract).
-#[macro_export]
-macro_rules! coordination_contract {
-    ($fresh:expr) => {
-        $crate::coordination_contract!(@tests $fresh;
-            group_completes_only_after_its_last_member,
-            unknown_groups_have_no_status,
-            a_chord_is_claimed_once_among_concurrent_callers,
-            locks_belong_to_their_owner,
-            expired_locks_can_be_taken_over,
-            a_quota_is_never_passed_by_concurrent_takers,
-            an_expired_quota_starts_again,
-        );
-    };
-    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(store) = ($fresh)().await else { return };
-                let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
-                let store: std::sync::Arc<dyn $crate::contract::CoordinationObj> = store;
-                $crate::contract::$name(store).await;
-                cleanup.await;
-            }
-        )*
-    };
-}
-
-pub async fn group_completes_only_after_its_last_member(s: std::sync::Arc<dyn CoordinationObj>) {
-    use serde_json::json;
-    let g = crate::unique_name("group");
-    s.groups().create_group(&g, 3).await.unwrap();
-    let status = s
-        .groups()
-        .complete_member(&g, 2, &json!("c"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (status.size, status.done, status.is_complete()),
-        (3, 1, false)
-    );
-    assert_eq!(
-        s.groups().group_results(&g).await.unwrap(),
-        None,
-        "not complete yet"
-    );
-    let again = s
-        .groups()
-        .complete_member(&g, 2, &json!("c"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        again.done, 1,
-        "a member counts once, however often it completes"
-    );
-    s.groups()
-        .complete_member(&g, 0, &json!({"a": 1}))
-        .await
-        .unwrap();
-    let last = s
-        .groups()
-        .complete_member(&g, 1, &json!([2]))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(last.is_complete());
-    let results = s.groups().group_results(&g).await.unwrap().unwrap();
-    assert_eq!(
-        results,
-        vec![json!({"a": 1}), json!([2]), json!("c")],
-        "in member order"
-    );
-}
-
-pub async fn unknown_groups_have_no_status(s: std::sync::Arc<dyn CoordinationObj>) {
-    let g = crate::unique_name("nogroup");
-    assert_eq!(
-        s.groups()
-            .complete_member(&g, 0, &serde_json::json!(1))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(s.groups().group_results(&g).await.unwrap(), None);
-    assert!(!s.groups().claim_chord(&g).await.unwrap());
-}
-
-pub async fn a_chord_is_claimed_once_among_concurrent_callers(
-    s: std::sync::Arc<dyn CoordinationObj>,
-) {
-    let g = crate::unique_name("chord");
-    s.groups().create_group(&g, 1).await.unwrap();
-    let mut claims = Vec::new();
-    for _ in 0..16 {
-        let (s, g) = (s.clone(), g.clone());
-        claims.push(tokio::spawn(async move {
-            s.groups().claim_chord(&g).await.unwrap()
-        }));
-    }
-    let mut won = 0;
-    for claim in claims {
-        won += usize::from(claim.await.unwrap());
-    }
-    assert_eq!(won, 1, "exactly one caller runs the callback");
-}
-
-pub async fn locks_belong_to_their_owner(s: std::sync::Arc<dyn CoordinationObj>) {
-    let l = crate::unique_name("lock");
-    let ttl = Duration::from_secs(30);
-    assert!(s.locks().acquire(&l, "a", ttl).await.unwrap());
-    assert!(!s.locks().acquire(&l, "b", ttl).await.unwrap(), "held by a");
-    assert!(
-        s.locks().acquire(&l, "a", ttl).await.unwrap(),
-        "re-acquiring your own lock extends it"
-    );
-    assert_eq!(
-        s.locks().lock_owner(&l).await.unwrap().as_deref(),
-        Some("a")
-    );
-    assert!(
-        !s.locks().renew(&l, "b", ttl).await.unwrap(),
-        "only the owner renews"
-    );
-    assert!(s.locks().renew(&l, "a", ttl).await.unwrap());
-    assert!(
-        !s.locks().release(&l, "b",).await.unwrap(),
-        "only the owner releases"
-    );
-    assert!(s.locks().release(&l, "a").await.unwrap());
-    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None);
-    assert!(s.locks().acquire(&l, "b", ttl).await.unwrap(), "free again");
-}
-
-pub async fn expired_locks_can_be_taken_over(s: std::sync::Arc<dyn CoordinationObj>) {
-    let l = crate::unique_name("lock");
-    assert!(
-        s.locks()
-            .acquire(&l, "a", Duration::from_millis(200))
-            .await
-            .unwrap()
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None, "expired");
-    assert!(
-        !s.locks()
-            .renew(&l, "a", Duration::from_secs(1))
-            .await
-            .unwrap(),
-        "too late to renew"
-    );
-    assert!(
-        s.locks()
-            .acquire(&l, "b", Duration::from_secs(30))
-            .await
-            .unwrap()
-    );
-    assert!(!s.locks().release(&l, "a").await.unwrap());
-    assert_eq!(
-        s.locks().lock_owner(&l).await.unwrap().as_deref(),
-        Some("b")
-    );
-}
-
-pub async fn a_quota_is_never_passed_by_concurrent_takers(s: std::sync::Arc<dyn CoordinationObj>) {
-    let q = crate::unique_name("quota");
-    let ttl = Duration::from_secs(30);
-    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0);
-    assert!(
-        !s.quotas().take_quota(&q, 11, 10, ttl).await.unwrap(),
-        "n over the limit"
-    );
-    assert_eq!(
-        s.quotas().quota_used(&q).await.unwrap(),
-        0,
-        "a refused take changes nothing"
-    );
-    // 40 takers race for 25 units.
-    let takers: Vec<_> = (0..40)
-        .map(|_| {
-            let (s, q) = (s.clone(), q.clone());
-            tokio::spawn(async move { s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap() })
-        })
-        .collect();
-    let mut taken = 0;
-    for t in takers {
-        taken += usize::from(t.await.unwrap());
-    }
-    assert_eq!(taken, 25, "exactly the limit is handed out");
-    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 25);
-    assert!(!s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap());
-    assert!(
-        s.quotas().take_quota(&q, 5, 30, ttl).await.unwrap(),
-        "a wider limit has room"
-    );
-    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 30);
-}
-
-pub async fn an_expired_quota_starts_again(s: std::sync::Arc<dyn CoordinationObj>) {
-    let q = crate::unique_name("quota");
-    assert!(
-        s.quotas()
-            .take_quota(&q, 3, 3, Duration::from_millis(200))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.quotas()
-            .take_quota(&q, 1, 3, Duration::from_secs(1))
-            .await
-            .unwrap()
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0, "expired");
-    assert!(
-        s.quotas()
-            .take_quota(&q, 2, 3, Duration::from_secs(30))
-            .await
-            .unwrap()
-    );
-    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 2);
-}
+});

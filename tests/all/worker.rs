@@ -2,7 +2,7 @@
 //! state machine (a redelivered success, a replay of an expired record, a
 //! task pushed late, store outages during claim and completion, a lease
 //! kept through a long run, shutdown with jobs in flight), written once
-//! and run by [`worker_suite!`](crate::worker_suite) against memory,
+//! with [`worker_case!`](crate::worker_case) and run against memory,
 //! SQLite, Redis and PostgreSQL.
 //!
 //! Task code is native ([`NativeTasks`]): the point here is the worker and
@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, DeadJob, Delivery, Nack, QueueStats, StoreError,
-    StoreResult, Stores,
+    Broker, Completed, Completion, DeadFilter, Delivery, StoreError, StoreResult, Stores,
 };
 use xylem_core::{
     ChildEnqueueError, ChildQuota, Envelope, Executor, Failure, FailureKind, HostCalls, Outcome,
@@ -24,62 +23,24 @@ use xylem_core::{
     Usage, Worker, WorkerConfig, WorkerStats,
 };
 
-/// Generates the worker suite for an adapter; `$fresh` is as for
-/// [`store_contract!`](crate::store_contract).
-#[macro_export]
-macro_rules! worker_suite {
-    ($fresh:expr) => {
-        $crate::worker_suite!(@tests $fresh;
-            worker_runs_jobs_and_records_their_results,
-            worker_never_reruns_a_redelivered_success,
-            worker_runs_a_replayed_job_whose_record_expired,
-            worker_waits_for_a_task_pushed_late,
-            worker_dead_letters_a_task_no_plugin_ever_provides,
-            worker_rides_out_an_outage_while_claiming,
-            worker_keeps_a_result_through_a_long_outage,
-            worker_keeps_the_lease_of_a_long_job,
-            worker_releases_jobs_in_flight_on_shutdown,
-            worker_refuses_a_lease_too_short_to_keep,
-            worker_logs_the_right_job_under_load,
-            worker_bounds_an_enqueue_bomb_by_its_quotas,
-            worker_gives_a_child_its_parents_limits_and_typed_refusals,
-        );
-    };
-    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
-        mod worker_suite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = ($fresh)().await else { return };
-                    let cleanup = $crate::cleanup::Cleanup::cleanup_later(&*store);
-                    let stores = xylem_core::Stores::from_adapter(store);
-                    $crate::worker_suite::$name(stores).await;
-                    cleanup.await;
-                }
-            )*
-        }
-    };
-}
-
 // ---- native task code ----------------------------------------------------
 
 /// Native tasks, counting runs per job id.
 #[derive(Debug, Default)]
-pub struct NativeTasks {
+pub(crate) struct NativeTasks {
     /// Runs per job id.
-    pub runs: Mutex<HashMap<String, u32>>,
+    pub(crate) runs: Mutex<HashMap<String, u32>>,
     /// `late` is only known once this is set.
-    pub late_pushed: AtomicBool,
+    pub(crate) late_pushed: AtomicBool,
     /// `switch` fails while this is set.
-    pub failing: AtomicBool,
+    pub(crate) failing: AtomicBool,
     /// How many `resolve` calls found no task.
-    pub unknown: AtomicU32,
+    pub(crate) unknown: AtomicU32,
 }
 
 impl NativeTasks {
     /// How many times job `id` ran.
-    pub fn runs_of(&self, id: &str) -> u32 {
+    pub(crate) fn runs_of(&self, id: &str) -> u32 {
         self.runs.lock().unwrap().get(id).copied().unwrap_or(0)
     }
 }
@@ -195,7 +156,7 @@ impl Executor for NativeExecutor {
 
 /// The [`TaskRegistry`] over [`NativeTasks`].
 #[derive(Debug, Clone)]
-pub struct NativeRegistry(pub Arc<NativeTasks>);
+pub(crate) struct NativeRegistry(pub Arc<NativeTasks>);
 
 #[async_trait]
 impl TaskRegistry for NativeRegistry {
@@ -229,7 +190,7 @@ impl TaskRegistry for NativeRegistry {
 
 /// Which broker calls fail while an outage lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outage {
+pub(crate) enum Outage {
     /// `claim`.
     Claim,
     /// `complete` and `extend_many` (result write, ack, lease extension).
@@ -238,7 +199,7 @@ pub enum Outage {
 
 /// A real broker that answers [`StoreError::Unavailable`] to some calls
 /// until a given time: a store outage, on any adapter.
-pub struct FaultyBroker {
+pub(crate) struct FaultyBroker {
     inner: Arc<dyn Broker>,
     outage: Mutex<Option<(Outage, Instant)>>,
 }
@@ -251,7 +212,7 @@ impl std::fmt::Debug for FaultyBroker {
 
 impl FaultyBroker {
     /// Wraps the broker of `stores`; returns the stores using the wrapper.
-    pub fn wrap(stores: &Stores) -> (Arc<Self>, Stores) {
+    pub(crate) fn wrap(stores: &Stores) -> (Arc<Self>, Stores) {
         let faulty = Arc::new(Self {
             inner: stores.broker.clone(),
             outage: Mutex::new(None),
@@ -262,7 +223,7 @@ impl FaultyBroker {
     }
 
     /// `what` fails for `length` from now.
-    pub fn fail(&self, what: Outage, length: Duration) {
+    pub(crate) fn fail(&self, what: Outage, length: Duration) {
         *self.outage.lock().unwrap() = Some((what, Instant::now() + length));
     }
 
@@ -299,39 +260,6 @@ impl Broker for FaultyBroker {
         self.check(Outage::Complete)?;
         self.inner.extend_many(leases, by).await
     }
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        self.inner.publish(envelope).await
-    }
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
-        self.inner.reserve(queues, max, lease).await
-    }
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        self.check(Outage::Complete)?;
-        self.inner.extend(id, lease, by).await
-    }
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
-        self.inner.ack(id, lease).await
-    }
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        self.inner.nack(id, lease, action).await
-    }
-    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        self.inner.queue_stats().await
-    }
-    async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
-        self.inner.dead_jobs(filter, limit).await
-    }
-    async fn replay_dead(&self, filter: &DeadFilter, delay: Duration) -> StoreResult<Vec<String>> {
-        self.inner.replay_dead(filter, delay).await
-    }
-    async fn purge_dead(&self, filter: &DeadFilter) -> StoreResult<u64> {
-        self.inner.purge_dead(filter).await
-    }
     async fn wait_for_jobs(&self, timeout: Duration) {
         self.inner.wait_for_jobs(timeout).await;
     }
@@ -341,16 +269,14 @@ impl Broker for FaultyBroker {
 
 /// A worker running in the background.
 #[derive(Debug)]
-pub struct Running {
+pub(crate) struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Arc<WorkerStats>>,
-    /// Its counters.
-    pub stats: Arc<WorkerStats>,
 }
 
 impl Running {
     /// Stops it (graceful shutdown) and returns its counters.
-    pub async fn stop(mut self) -> Arc<WorkerStats> {
+    pub(crate) async fn stop(mut self) -> Arc<WorkerStats> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -359,7 +285,7 @@ impl Running {
 }
 
 /// A test worker's configuration: fast polls, a short lease.
-pub fn config(name: &str) -> WorkerConfig {
+pub(crate) fn config(name: &str) -> WorkerConfig {
     WorkerConfig {
         concurrency: 4,
         lease: Duration::from_secs(2),
@@ -373,14 +299,13 @@ pub fn config(name: &str) -> WorkerConfig {
 }
 
 /// Starts a worker over `stores` running `tasks`.
-pub fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) -> Running {
+pub(crate) fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) -> Running {
     let worker = Worker::new(
         stores.clone(),
         Arc::new(NativeRegistry(tasks.clone())),
         config,
     )
     .unwrap();
-    let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async {
         let _ = stopped.await;
@@ -388,12 +313,11 @@ pub fn start(stores: &Stores, tasks: &Arc<NativeTasks>, config: WorkerConfig) ->
     Running {
         stop: Some(stop),
         handle,
-        stats,
     }
 }
 
 /// Enqueues `task` with `args` (record and queue, one step).
-pub async fn enqueue(stores: &Stores, task: &str, args: &str) -> Envelope {
+pub(crate) async fn enqueue(stores: &Stores, task: &str, args: &str) -> Envelope {
     let mut e = Envelope::new(task, args);
     e.max_retries = 0;
     stores
@@ -405,7 +329,7 @@ pub async fn enqueue(stores: &Stores, task: &str, args: &str) -> Envelope {
 }
 
 /// Waits until `id`'s record is in a terminal state.
-pub async fn wait_terminal(stores: &Stores, id: &str, within: Duration) -> TaskRecord {
+pub(crate) async fn wait_terminal(stores: &Stores, id: &str, within: Duration) -> TaskRecord {
     let deadline = Instant::now() + within;
     loop {
         if let Some(record) = stores.results.get(id).await.unwrap()
@@ -424,7 +348,7 @@ pub async fn wait_terminal(stores: &Stores, id: &str, within: Duration) -> TaskR
 
 async fn queue_empty(stores: &Stores) -> bool {
     stores
-        .broker
+        .statistics
         .queue_stats()
         .await
         .unwrap()
@@ -434,7 +358,7 @@ async fn queue_empty(stores: &Stores) -> bool {
 
 // ---- the suite -----------------------------------------------------------
 
-pub async fn worker_runs_jobs_and_records_their_results(stores: Stores) {
+worker_case!(worker_runs_jobs_and_records_their_results, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     let worker = start(&stores, &tasks, config("w1"));
     let mut ids = Vec::new();
@@ -455,11 +379,11 @@ pub async fn worker_runs_jobs_and_records_their_results(stores: Stores) {
     let stats = worker.stop().await;
     assert_eq!(stats.succeeded.load(Ordering::Relaxed), 50);
     assert!(queue_empty(&stores).await);
-}
+});
 
-/// Hole 1: a job already recorded as succeeded (its ack was lost) comes
-/// back when its lease runs out; it must be removed, never run again.
-pub async fn worker_never_reruns_a_redelivered_success(stores: Stores) {
+// Hole 1: a job already recorded as succeeded (its ack was lost) comes
+// back when its lease runs out; it must be removed, never run again.
+worker_case!(worker_never_reruns_a_redelivered_success, |stores| {
     let e = enqueue(&stores, "echo", "{}").await;
     let d = stores
         .broker
@@ -489,11 +413,11 @@ pub async fn worker_never_reruns_a_redelivered_success(stores: Stores) {
     assert_eq!(tasks.runs_of(&e.id), 0, "a succeeded job ran again");
     let record = stores.results.get(&e.id).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Succeeded);
-}
+});
 
-/// Hole 2: replaying a dead job whose record expired (`result_ttl`) runs
-/// it once, records it anew, and does not redeliver it forever.
-pub async fn worker_runs_a_replayed_job_whose_record_expired(stores: Stores) {
+// Hole 2: replaying a dead job whose record expired (`result_ttl`) runs
+// it once, records it anew, and does not redeliver it forever.
+worker_case!(worker_runs_a_replayed_job_whose_record_expired, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     tasks.failing.store(true, Ordering::Release);
     let mut cfg = config("w3");
@@ -514,7 +438,7 @@ pub async fn worker_runs_a_replayed_job_whose_record_expired(stores: Stores) {
     };
     assert_eq!(
         stores
-            .broker
+            .dead_letters
             .replay_dead(&filter, Duration::ZERO)
             .await
             .unwrap(),
@@ -526,12 +450,12 @@ pub async fn worker_runs_a_replayed_job_whose_record_expired(stores: Stores) {
     worker.stop().await;
     assert_eq!(tasks.runs_of(&e.id), 2, "once dead, once after the replay");
     assert!(queue_empty(&stores).await);
-}
+});
 
-/// Hole 3: a job enqueued just before its plugin is loaded waits for it
-/// (the registry is refreshed at once, the job retried with a delay)
-/// instead of being dead-lettered as an unknown task.
-pub async fn worker_waits_for_a_task_pushed_late(stores: Stores) {
+// Hole 3: a job enqueued just before its plugin is loaded waits for it
+// (the registry is refreshed at once, the job retried with a delay)
+// instead of being dead-lettered as an unknown task.
+worker_case!(worker_waits_for_a_task_pushed_late, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     let worker = start(&stores, &tasks, config("w4"));
     let e = enqueue(&stores, "late", "{\"x\":1}").await;
@@ -552,40 +476,43 @@ pub async fn worker_waits_for_a_task_pushed_late(stores: Stores) {
     let stats = worker.stop().await;
     assert!(stats.deferred.load(Ordering::Relaxed) >= 1);
     assert_eq!(stats.dead.load(Ordering::Relaxed), 0);
-}
+});
 
-/// A task no plugin ever provides ends dead, as `unknown-task`, after its
-/// looks run out (here: the envelope starts with all but one used).
-pub async fn worker_dead_letters_a_task_no_plugin_ever_provides(stores: Stores) {
-    let tasks = Arc::new(NativeTasks::default());
-    let worker = start(&stores, &tasks, config("w5"));
-    let mut e = Envelope::new("never", "{}");
-    e.unresolved = xylem_core::worker::MAX_UNRESOLVED;
-    stores
-        .broker
-        .enqueue(std::slice::from_ref(&e))
-        .await
-        .unwrap();
-    let record = wait_terminal(&stores, &e.id, Duration::from_secs(10)).await;
-    worker.stop().await;
-    assert_eq!(record.state, TaskState::Dead);
-    let error = record.error.expect("an error");
-    assert_eq!(error.kind, FailureKind::UnknownTask);
-    let dead = stores
-        .broker
-        .dead_jobs(&DeadFilter::default(), 10)
-        .await
-        .unwrap();
-    assert_eq!(dead.len(), 1);
-    assert!(
-        dead[0].reason.contains("unknown-task"),
-        "{}",
-        dead[0].reason
-    );
-}
+// A task no plugin ever provides ends dead, as `unknown-task`, after its
+// looks run out (here: the envelope starts with all but one used).
+worker_case!(
+    worker_dead_letters_a_task_no_plugin_ever_provides,
+    |stores| {
+        let tasks = Arc::new(NativeTasks::default());
+        let worker = start(&stores, &tasks, config("w5"));
+        let mut e = Envelope::new("never", "{}");
+        e.unresolved = xylem_core::worker::MAX_UNRESOLVED;
+        stores
+            .broker
+            .enqueue(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        let record = wait_terminal(&stores, &e.id, Duration::from_secs(10)).await;
+        worker.stop().await;
+        assert_eq!(record.state, TaskState::Dead);
+        let error = record.error.expect("an error");
+        assert_eq!(error.kind, FailureKind::UnknownTask);
+        let dead = stores
+            .dead_letters
+            .dead_jobs(&DeadFilter::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0].reason.contains("unknown-task"),
+            "{}",
+            dead[0].reason
+        );
+    }
+);
 
-/// A store outage while claiming: the worker backs off and carries on.
-pub async fn worker_rides_out_an_outage_while_claiming(stores: Stores) {
+// A store outage while claiming: the worker backs off and carries on.
+worker_case!(worker_rides_out_an_outage_while_claiming, |stores| {
     let (faulty, wrapped) = FaultyBroker::wrap(&stores);
     faulty.fail(Outage::Claim, Duration::from_millis(1500));
     let tasks = Arc::new(NativeTasks::default());
@@ -595,12 +522,12 @@ pub async fn worker_rides_out_an_outage_while_claiming(stores: Stores) {
     assert_eq!(record.state, TaskState::Succeeded);
     worker.stop().await;
     assert_eq!(tasks.runs_of(&e.id), 1);
-}
+});
 
-/// Hole 7: a job that finishes during an outage longer than the old
-/// five retries (~1.6 s) keeps its result: the worker retries the
-/// completion while it holds the lease, and the job never runs again.
-pub async fn worker_keeps_a_result_through_a_long_outage(stores: Stores) {
+// Hole 7: a job that finishes during an outage longer than the old
+// five retries (~1.6 s) keeps its result: the worker retries the
+// completion while it holds the lease, and the job never runs again.
+worker_case!(worker_keeps_a_result_through_a_long_outage, |stores| {
     let (faulty, wrapped) = FaultyBroker::wrap(&stores);
     let tasks = Arc::new(NativeTasks::default());
     let mut cfg = config("w7");
@@ -620,11 +547,11 @@ pub async fn worker_keeps_a_result_through_a_long_outage(stores: Stores) {
     worker.stop().await;
     assert_eq!(tasks.runs_of(&e.id), 1, "the result was thrown away");
     assert!(queue_empty(&stores).await);
-}
+});
 
-/// A job that runs several leases long keeps its lease (one timer extends
-/// it): a second worker on the same store never gets it.
-pub async fn worker_keeps_the_lease_of_a_long_job(stores: Stores) {
+// A job that runs several leases long keeps its lease (one timer extends
+// it): a second worker on the same store never gets it.
+worker_case!(worker_keeps_the_lease_of_a_long_job, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     let mut cfg = config("w8a");
     cfg.lease = Duration::from_secs(1);
@@ -643,11 +570,11 @@ pub async fn worker_keeps_the_lease_of_a_long_job(stores: Stores) {
         .filter(|h| h.state == TaskState::Running)
         .count();
     assert_eq!(running, 1, "{:?}", record.history);
-}
+});
 
-/// Shutdown with jobs in flight: past the grace period they are cancelled
-/// and released — back to `queued`, ready to run — not failed.
-pub async fn worker_releases_jobs_in_flight_on_shutdown(stores: Stores) {
+// Shutdown with jobs in flight: past the grace period they are cancelled
+// and released — back to `queued`, ready to run — not failed.
+worker_case!(worker_releases_jobs_in_flight_on_shutdown, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     let mut cfg = config("w9");
     cfg.grace = Duration::from_millis(200);
@@ -662,12 +589,12 @@ pub async fn worker_releases_jobs_in_flight_on_shutdown(stores: Stores) {
     assert_eq!(stats.released.load(Ordering::Relaxed), 1);
     let record = stores.results.get(&e.id).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Queued);
-    let stats = stores.broker.queue_stats().await.unwrap();
+    let stats = stores.statistics.queue_stats().await.unwrap();
     assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 1, "{stats:?}");
-}
+});
 
-/// Hole 9: a lease below the floor is refused before anything runs.
-pub async fn worker_refuses_a_lease_too_short_to_keep(stores: Stores) {
+// Hole 9: a lease below the floor is refused before anything runs.
+worker_case!(worker_refuses_a_lease_too_short_to_keep, |stores| {
     for lease in [
         Duration::ZERO,
         Duration::from_millis(1),
@@ -679,16 +606,16 @@ pub async fn worker_refuses_a_lease_too_short_to_keep(stores: Stores) {
         let err = Worker::new(stores.clone(), Arc::new(NativeRegistry(tasks)), cfg).unwrap_err();
         assert!(err.to_string().contains("too short"), "{err}");
     }
-}
+});
 
-/// Hole 4: under load, with a subscriber recording spans, no span is
-/// entered across an await (which panicked the worker and mixed up job
-/// ids in log lines).
-pub async fn worker_logs_the_right_job_under_load(stores: Stores) {
+// Hole 4: under load, with a subscriber recording spans, no span is
+// entered across an await (which panicked the worker and mixed up job
+// ids in log lines).
+worker_case!(worker_logs_the_right_job_under_load, |stores| {
     let tasks = Arc::new(NativeTasks::default());
     let mut cfg = config("w11");
     cfg.concurrency = 32;
-    let counts = crate::span_check::install();
+    let counts = xylem_tests::span_check::install();
     let before = counts.mismatches.load(Ordering::Relaxed);
     let checked = counts.checked.load(Ordering::Relaxed);
     let worker = start(&stores, &tasks, cfg);
@@ -714,7 +641,7 @@ pub async fn worker_logs_the_right_job_under_load(stores: Stores) {
         before,
         "log lines carried another job's id"
     );
-}
+});
 
 /// Child enqueues go through the client, which needs the tasks' routes:
 /// a plugin record that declares the native tasks (`counted` with a schema).
@@ -747,7 +674,7 @@ async fn wait_drained(stores: &Stores, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let busy: u64 = stores
-            .broker
+            .statistics
             .queue_stats()
             .await
             .unwrap()
@@ -762,10 +689,10 @@ async fn wait_drained(stores: &Stores, within: Duration) {
     }
 }
 
-/// A job that enqueues copies of itself until refused makes at most its
-/// per-run quota of children each run, and its whole tree at most the
-/// tree's quota — over every worker and depth.
-pub async fn worker_bounds_an_enqueue_bomb_by_its_quotas(stores: Stores) {
+// A job that enqueues copies of itself until refused makes at most its
+// per-run quota of children each run, and its whole tree at most the
+// tree's quota — over every worker and depth.
+worker_case!(worker_bounds_an_enqueue_bomb_by_its_quotas, |stores| {
     declare_native_tasks(&stores).await;
     let tasks = Arc::new(NativeTasks::default());
     let quota = ChildQuota {
@@ -830,50 +757,53 @@ pub async fn worker_bounds_an_enqueue_bomb_by_its_quotas(stores: Stores) {
             .all(|r| r.result.as_ref().unwrap()["made"].as_u64() <= Some(5)),
         "no run made more than its per-run quota"
     );
-}
+});
 
-/// A child runs under its parent's limits (it cannot widen them), and
-/// each bad enqueue is refused with its kind.
-pub async fn worker_gives_a_child_its_parents_limits_and_typed_refusals(stores: Stores) {
-    declare_native_tasks(&stores).await;
-    let tasks = Arc::new(NativeTasks::default());
-    let worker = start(&stores, &tasks, config("spawner"));
-    let mut root = Envelope::new("spawn", "{}");
-    root.max_retries = 0;
-    root.options.fuel = Some(1_000_000);
-    stores
-        .broker
-        .enqueue(std::slice::from_ref(&root))
-        .await
-        .unwrap();
-    let record = wait_terminal(&stores, &root.id, Duration::from_secs(20)).await;
-    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
-    let result = record.result.unwrap();
-    let refusals: Vec<&str> = result["refusals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
-    assert!(
-        refusals[0].starts_with("unknown: unknown task `no-such-task`"),
-        "{refusals:?}"
-    );
-    assert!(
-        refusals[1].starts_with("invalid: invalid queue name"),
-        "{refusals:?}"
-    );
-    assert!(
-        refusals[2].starts_with("invalid: arguments of `counted` do not match its schema")
-            && refusals[2].contains("/count"),
-        "{refusals:?}"
-    );
-    let child = result["child"].as_str().unwrap();
-    let child = wait_terminal(&stores, child, Duration::from_secs(20)).await;
-    assert_eq!(
-        child.result.unwrap()["fuel"],
-        serde_json::json!(1_000_000),
-        "the child inherits its parent's fuel budget"
-    );
-    worker.stop().await;
-}
+// A child runs under its parent's limits (it cannot widen them), and
+// each bad enqueue is refused with its kind.
+worker_case!(
+    worker_gives_a_child_its_parents_limits_and_typed_refusals,
+    |stores| {
+        declare_native_tasks(&stores).await;
+        let tasks = Arc::new(NativeTasks::default());
+        let worker = start(&stores, &tasks, config("spawner"));
+        let mut root = Envelope::new("spawn", "{}");
+        root.max_retries = 0;
+        root.options.fuel = Some(1_000_000);
+        stores
+            .broker
+            .enqueue(std::slice::from_ref(&root))
+            .await
+            .unwrap();
+        let record = wait_terminal(&stores, &root.id, Duration::from_secs(20)).await;
+        assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+        let result = record.result.unwrap();
+        let refusals: Vec<&str> = result["refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(
+            refusals[0].starts_with("unknown: unknown task `no-such-task`"),
+            "{refusals:?}"
+        );
+        assert!(
+            refusals[1].starts_with("invalid: invalid queue name"),
+            "{refusals:?}"
+        );
+        assert!(
+            refusals[2].starts_with("invalid: arguments of `counted` do not match its schema")
+                && refusals[2].contains("/count"),
+            "{refusals:?}"
+        );
+        let child = result["child"].as_str().unwrap();
+        let child = wait_terminal(&stores, child, Duration::from_secs(20)).await;
+        assert_eq!(
+            child.result.unwrap()["fuel"],
+            serde_json::json!(1_000_000),
+            "the child inherits its parent's fuel budget"
+        );
+        worker.stop().await;
+    }
+);

@@ -1,0 +1,199 @@
+//! The coordination contract on every store: group member counters and
+//! a chord claimed once, locks owned and taken over after expiry, quotas
+//! never passed by concurrent takers.
+
+use std::time::Duration;
+
+coordination_case!(group_completes_only_after_its_last_member, |s| {
+    use serde_json::json;
+    let g = xylem_tests::unique_name("group");
+    s.groups().create_group(&g, 3).await.unwrap();
+    let status = s
+        .groups()
+        .complete_member(&g, 2, &json!("c"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.size, status.done, status.is_complete()),
+        (3, 1, false)
+    );
+    assert_eq!(
+        s.groups().group_results(&g).await.unwrap(),
+        None,
+        "not complete yet"
+    );
+    let again = s
+        .groups()
+        .complete_member(&g, 2, &json!("c"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.done, 1,
+        "a member counts once, however often it completes"
+    );
+    s.groups()
+        .complete_member(&g, 0, &json!({"a": 1}))
+        .await
+        .unwrap();
+    let last = s
+        .groups()
+        .complete_member(&g, 1, &json!([2]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(last.is_complete());
+    let results = s.groups().group_results(&g).await.unwrap().unwrap();
+    assert_eq!(
+        results,
+        vec![json!({"a": 1}), json!([2]), json!("c")],
+        "in member order"
+    );
+});
+
+coordination_case!(unknown_groups_have_no_status, |s| {
+    let g = xylem_tests::unique_name("nogroup");
+    assert_eq!(
+        s.groups()
+            .complete_member(&g, 0, &serde_json::json!(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.groups().group_results(&g).await.unwrap(), None);
+    assert!(!s.groups().claim_chord(&g).await.unwrap());
+});
+
+coordination_case!(a_chord_is_claimed_once_among_concurrent_callers, |s| {
+    let g = xylem_tests::unique_name("chord");
+    s.groups().create_group(&g, 1).await.unwrap();
+    let mut claims = Vec::new();
+    for _ in 0..16 {
+        let (s, g) = (s.clone(), g.clone());
+        claims.push(tokio::spawn(async move {
+            s.groups().claim_chord(&g).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for claim in claims {
+        won += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one caller runs the callback");
+});
+
+coordination_case!(locks_belong_to_their_owner, |s| {
+    let l = xylem_tests::unique_name("lock");
+    let ttl = Duration::from_secs(30);
+    assert!(s.locks().acquire(&l, "a", ttl).await.unwrap());
+    assert!(!s.locks().acquire(&l, "b", ttl).await.unwrap(), "held by a");
+    assert!(
+        s.locks().acquire(&l, "a", ttl).await.unwrap(),
+        "re-acquiring your own lock extends it"
+    );
+    assert_eq!(
+        s.locks().lock_owner(&l).await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert!(
+        !s.locks().renew(&l, "b", ttl).await.unwrap(),
+        "only the owner renews"
+    );
+    assert!(s.locks().renew(&l, "a", ttl).await.unwrap());
+    assert!(
+        !s.locks().release(&l, "b",).await.unwrap(),
+        "only the owner releases"
+    );
+    assert!(s.locks().release(&l, "a").await.unwrap());
+    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None);
+    assert!(s.locks().acquire(&l, "b", ttl).await.unwrap(), "free again");
+});
+
+coordination_case!(expired_locks_can_be_taken_over, |s| {
+    let l = xylem_tests::unique_name("lock");
+    assert!(
+        s.locks()
+            .acquire(&l, "a", Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.locks().lock_owner(&l).await.unwrap(), None, "expired");
+    assert!(
+        !s.locks()
+            .renew(&l, "a", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        "too late to renew"
+    );
+    assert!(
+        s.locks()
+            .acquire(&l, "b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(!s.locks().release(&l, "a").await.unwrap());
+    assert_eq!(
+        s.locks().lock_owner(&l).await.unwrap().as_deref(),
+        Some("b")
+    );
+});
+
+coordination_case!(a_quota_is_never_passed_by_concurrent_takers, |s| {
+    let q = xylem_tests::unique_name("quota");
+    let ttl = Duration::from_secs(30);
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0);
+    assert!(
+        !s.quotas().take_quota(&q, 11, 10, ttl).await.unwrap(),
+        "n over the limit"
+    );
+    assert_eq!(
+        s.quotas().quota_used(&q).await.unwrap(),
+        0,
+        "a refused take changes nothing"
+    );
+    // 40 takers race for 25 units.
+    let takers: Vec<_> = (0..40)
+        .map(|_| {
+            let (s, q) = (s.clone(), q.clone());
+            tokio::spawn(async move { s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in takers {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 25, "exactly the limit is handed out");
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 25);
+    assert!(!s.quotas().take_quota(&q, 1, 25, ttl).await.unwrap());
+    assert!(
+        s.quotas().take_quota(&q, 5, 30, ttl).await.unwrap(),
+        "a wider limit has room"
+    );
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 30);
+});
+
+coordination_case!(an_expired_quota_starts_again, |s| {
+    let q = xylem_tests::unique_name("quota");
+    assert!(
+        s.quotas()
+            .take_quota(&q, 3, 3, Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.quotas()
+            .take_quota(&q, 1, 3, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 0, "expired");
+    assert!(
+        s.quotas()
+            .take_quota(&q, 2, 3, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 2);
+});

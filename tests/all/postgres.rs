@@ -1,0 +1,5 @@
+//! The PostgreSQL adapter beyond the contract.
+
+mod cluster;
+mod hot_path;
+mod schemas;

@@ -1,0 +1,4 @@
+//! The Redis adapter beyond the contract.
+
+mod cluster;
+mod hot_path;

@@ -1,0 +1,3 @@
+//! The SQLite adapter beyond the contract.
+
+mod hot_path;

@@ -1,0 +1,169 @@
+//! A fresh, empty store of each kind for one test (its own SQLite file,
+//! Redis key prefix or PostgreSQL schema), and the one way a contract case
+//! runs on it: open, run the case, remove the store's data when the case
+//! passes (a failing case keeps its data, to look at).
+//!
+//! Redis and PostgreSQL come from `XYLEM_TEST_REDIS_URL` and
+//! `XYLEM_TEST_POSTGRES_URL` (default: the local servers); when one does
+//! not answer, its cases skip — or fail under `CI=true`
+//! ([`xylem_tests::service_url`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use xylem_core::Stores;
+use xylem_core::memory::MemoryStore;
+use xylem_core::store::{
+    Broker, DeadLetters, GroupStore, LeaseQueue, LockStore, PluginStore, QuotaStore, ResultBackend,
+    Statistics,
+};
+use xylem_postgres::PostgresStore;
+use xylem_redis::RedisStore;
+use xylem_sqlite::SqliteStore;
+use xylem_tests::cleanup::Cleanup;
+
+/// The in-memory store.
+pub(crate) async fn memory() -> Option<Arc<MemoryStore>> {
+    Some(Arc::new(MemoryStore::new()))
+}
+
+/// A SQLite store in a file of its own.
+pub(crate) async fn sqlite() -> Option<Arc<SqliteStore>> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Some(Arc::new(
+        SqliteStore::open(&dir.join("contract.db")).unwrap(),
+    ))
+}
+
+/// A Redis store under a key prefix of its own.
+pub(crate) async fn redis() -> Option<Arc<RedisStore>> {
+    let url = xylem_tests::service_url("XYLEM_TEST_REDIS_URL", "redis://127.0.0.1:6379")?;
+    let prefix = xylem_tests::unique_name("xylem-t");
+    let store = RedisStore::connect(&format!("{url}?prefix={prefix}"))
+        .await
+        .unwrap();
+    Some(Arc::new(store))
+}
+
+/// The test PostgreSQL server's URL with `schema` added, if the server
+/// answers.
+pub(crate) fn postgres_url_with_schema(schema: &str) -> Option<String> {
+    let url = xylem_tests::service_url(
+        "XYLEM_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}schema={schema}"))
+}
+
+/// A PostgreSQL store in a schema of its own.
+pub(crate) async fn postgres() -> Option<Arc<PostgresStore>> {
+    let url = postgres_url_with_schema(&xylem_tests::unique_name("xylem_t"))?;
+    Some(Arc::new(PostgresStore::connect(&url).await.unwrap()))
+}
+
+/// Every store trait: what each adapter implements.
+pub(crate) trait Adapter:
+    AllQueues + ResultBackend + PluginStore + GroupStore + LockStore + QuotaStore + Cleanup + 'static
+{
+}
+impl<T> Adapter for T where
+    T: AllQueues
+        + ResultBackend
+        + PluginStore
+        + GroupStore
+        + LockStore
+        + QuotaStore
+        + Cleanup
+        + 'static
+{
+}
+
+/// Every queue trait: the hot path and its capabilities.
+pub(crate) trait AllQueues: Broker + LeaseQueue + DeadLetters + Statistics {}
+impl<T: Broker + LeaseQueue + DeadLetters + Statistics> AllQueues for T {}
+
+/// The queue, record and plugin stores of one adapter, as trait objects:
+/// what a store-contract case is given.
+pub(crate) trait AdapterObj: Send + Sync {
+    /// As a broker, with every queue capability.
+    fn broker(&self) -> &dyn AllQueues;
+    /// As a result backend.
+    fn results(&self) -> &dyn ResultBackend;
+    /// As a plugin store.
+    fn plugins(&self) -> &dyn PluginStore;
+}
+
+impl<T: Adapter> AdapterObj for T {
+    fn broker(&self) -> &dyn AllQueues {
+        self
+    }
+    fn results(&self) -> &dyn ResultBackend {
+        self
+    }
+    fn plugins(&self) -> &dyn PluginStore {
+        self
+    }
+}
+
+/// The group, lock and quota stores of one adapter: what a coordination
+/// case is given.
+pub(crate) trait CoordinationObj: Send + Sync {
+    /// As a group store.
+    fn groups(&self) -> &dyn GroupStore;
+    /// As a lock store.
+    fn locks(&self) -> &dyn LockStore;
+    /// As a quota store.
+    fn quotas(&self) -> &dyn QuotaStore;
+}
+
+impl<T: Adapter> CoordinationObj for T {
+    fn groups(&self) -> &dyn GroupStore {
+        self
+    }
+    fn locks(&self) -> &dyn LockStore {
+        self
+    }
+    fn quotas(&self) -> &dyn QuotaStore {
+        self
+    }
+}
+
+/// What a case takes, made from a fresh adapter.
+pub(crate) trait FromAdapter {
+    /// `adapter` as this.
+    fn from_adapter<A: Adapter>(adapter: Arc<A>) -> Self;
+}
+
+impl FromAdapter for Arc<dyn AdapterObj> {
+    fn from_adapter<A: Adapter>(adapter: Arc<A>) -> Self {
+        adapter
+    }
+}
+
+impl FromAdapter for Arc<dyn CoordinationObj> {
+    fn from_adapter<A: Adapter>(adapter: Arc<A>) -> Self {
+        adapter
+    }
+}
+
+impl FromAdapter for Stores {
+    fn from_adapter<A: Adapter>(adapter: Arc<A>) -> Self {
+        Stores::from_adapter(adapter)
+    }
+}
+
+/// Runs `case` on the store `fresh` opens (nothing when it skips), then
+/// removes the store's data.
+pub(crate) async fn run<A, T, F, Fut>(fresh: impl Future<Output = Option<Arc<A>>>, case: F)
+where
+    A: Adapter,
+    T: FromAdapter,
+    F: FnOnce(T) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(store) = fresh.await else { return };
+    let cleanup = store.cleanup_later();
+    case(T::from_adapter(store)).await;
+    cleanup.await;
+}
