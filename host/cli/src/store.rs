@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use xylem_core::memory::MemoryStore;
+use xylem_core::store_url;
 use xylem_core::{StoreError, Stores};
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -40,20 +41,22 @@ impl OpenStore {
 
 /// `url` without its password, for logs and messages.
 pub(crate) fn redact(url: &str) -> String {
-    xylem_core::redact::redact_url(url)
+    store_url::redact(url)
 }
 
-/// Opens the store at `url`: `sqlite://PATH`, `redis://HOST:PORT[?prefix=P]`,
-/// `postgres://USER@HOST/DB[?schema=S]`, or `memory://` (this process only:
-/// for `demo` and `bench`).
+/// Opens the store at `url`, chosen by its scheme (in any case):
+/// `sqlite://PATH` (or `sqlite:PATH`), `redis://HOST:PORT[?prefix=P]`,
+/// `postgres://USER@HOST/DB[?schema=S]` (or `postgresql://`), or
+/// `memory://` (this process only: for `demo` and `bench`). Each adapter
+/// parses the rest with `xylem_core::store_url`.
 pub(crate) async fn open(url: &str) -> anyhow::Result<OpenStore> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    match scheme {
+    let scheme = store_url::scheme(url).unwrap_or_default();
+    match scheme.as_str() {
         "sqlite" => {
             let url_owned = url.to_owned();
             let store = tokio::task::spawn_blocking(move || SqliteStore::open_url(&url_owned))
                 .await?
-                .with_context(|| format!("cannot open store {url}"))?;
+                .with_context(|| format!("cannot open store {}", redact(url)))?;
             Ok(OpenStore {
                 stores: Stores::from_adapter(Arc::new(store.clone())),
                 describe: format!("sqlite {}", store.path().display()),

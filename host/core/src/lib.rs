@@ -15,10 +15,10 @@ pub mod lineage;
 pub mod memory;
 pub mod outcome;
 pub mod record;
-pub mod redact;
 pub mod retry;
 pub mod spec;
 pub mod store;
+pub mod store_url;
 pub mod time;
 pub mod worker;
 

@@ -82,8 +82,8 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::Mutex;
-use xylem_core::redact::redact_url as redact;
 use xylem_core::store::{StoreError, StoreResult};
+use xylem_core::store_url::{Location, OtherOptions, StoreUrl, UrlRules};
 
 /// The schema used when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "xylem";
@@ -189,38 +189,24 @@ fn validate_schema(name: &str) -> StoreResult<()> {
     }
 }
 
-/// Splits `postgres://…[?…&schema=NAME&…]` into the URL sqlx gets (without
-/// `schema`) and the schema name.
-fn split_url(url: &str) -> StoreResult<(String, String)> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(StoreError::Invalid(format!(
-            "not a PostgreSQL URL: {} (try postgres://user@host:5432/database)",
-            redact(url)
-        )));
-    }
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut schema = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("schema", name)) => {
-                if schema.replace(name).is_some() {
-                    return Err(StoreError::Invalid(
-                        "the PostgreSQL URL names `schema` twice".to_owned(),
-                    ));
-                }
-            }
-            _ => rest.push(pair),
-        }
-    }
-    let schema = schema.unwrap_or(DEFAULT_SCHEMA);
-    validate_schema(schema)?;
-    let mut sqlx_url = base.to_owned();
-    if !rest.is_empty() {
-        sqlx_url.push('?');
-        sqlx_url.push_str(&rest.join("&"));
-    }
-    Ok((sqlx_url, schema.to_owned()))
+/// What the PostgreSQL adapter takes from its URL: `schema`; every other
+/// option is sqlx's.
+const URL_RULES: UrlRules = UrlRules {
+    store: "PostgreSQL",
+    schemes: &["postgres", "postgresql"],
+    options: &["schema"],
+    others: OtherOptions::Driver,
+    location: Location::Network,
+    example: "postgres://user@host:5432/database",
+};
+
+/// Parses `postgres://…[?…&schema=NAME&…]`: the URL for sqlx (without
+/// `schema`) and the schema name, checked.
+fn parse_url(url: &str) -> StoreResult<(StoreUrl, String)> {
+    let parsed = StoreUrl::parse(url, &URL_RULES)?;
+    let schema = parsed.option("schema").unwrap_or(DEFAULT_SCHEMA).to_owned();
+    validate_schema(&schema)?;
+    Ok((parsed, schema))
 }
 
 /// `"name"`: a validated name as a quoted identifier.
@@ -244,10 +230,10 @@ impl PostgresStore {
     /// A server that cannot be reached is [`StoreError::Unavailable`]; a
     /// malformed URL or schema name [`StoreError::Invalid`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let (sqlx_url, schema) = split_url(url)?;
-        let options = PgConnectOptions::from_str(&sqlx_url)
+        let (url, schema) = parse_url(url)?;
+        let options = PgConnectOptions::from_str(url.driver_url())
             .map_err(|e| {
-                StoreError::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact(url)))
+                StoreError::Invalid(format!("invalid PostgreSQL URL {}: {e}", url.redacted()))
             })?
             // Generic plans: the hot statements are large (many CTEs) and
             // run thousands of times a second; with `LIMIT $1` the planner
@@ -404,26 +390,30 @@ mod tests {
 
     #[test]
     fn schema_defaults_and_is_stripped_from_the_url() {
-        let (url, schema) = split_url("postgres://u@h:5432/db").unwrap();
+        let (url, schema) = parse_url("postgres://u@h:5432/db").unwrap();
         assert_eq!(
-            (url.as_str(), schema.as_str()),
+            (url.driver_url(), schema.as_str()),
             ("postgres://u@h:5432/db", "xylem")
         );
 
         let (url, schema) =
-            split_url("postgresql://u:p@h/db?sslmode=disable&schema=jobs_2&application_name=x")
+            parse_url("postgresql://u:p@h/db?sslmode=disable&schema=jobs_2&application_name=x")
                 .unwrap();
         assert_eq!(
-            url,
+            url.driver_url(),
             "postgresql://u:p@h/db?sslmode=disable&application_name=x"
         );
         assert_eq!(schema, "jobs_2");
 
-        let (url, schema) = split_url("postgres://h/db?schema=Mixed_Case").unwrap();
+        let (url, schema) = parse_url("postgres://h/db?schema=Mixed_Case").unwrap();
         assert_eq!(
-            (url.as_str(), schema.as_str()),
+            (url.driver_url(), schema.as_str()),
             ("postgres://h/db", "Mixed_Case")
         );
+
+        // Percent-decoded, like every option of Xylem's.
+        let (_, schema) = parse_url("postgres://h/db?schema=team%5Fa").unwrap();
+        assert_eq!(schema, "team_a");
     }
 
     #[test]
@@ -432,36 +422,28 @@ mod tests {
             "mysql://h/db",
             "sqlite://x.db",
             "postgres://h/db?schema=",
+            "postgres://h/db?schema",
             "postgres://h/db?schema=a-b",
             "postgres://h/db?schema=a;drop",
             "postgres://h/db?schema=x%22y",
             "postgres://h/db?schema=pg_catalog",
             "postgres://h/db?schema=a&schema=b",
+            "postgres://h/db?schema=a&schema=a",
         ] {
             assert!(
-                matches!(split_url(url), Err(StoreError::Invalid(_))),
+                matches!(parse_url(url), Err(StoreError::Invalid(_))),
                 "{url} should be invalid"
             );
         }
         let long = "s".repeat(64);
-        assert!(split_url(&format!("postgres://h/db?schema={long}")).is_err());
-        assert!(split_url(&format!("postgres://h/db?schema={}", &long[..63])).is_ok());
+        assert!(parse_url(&format!("postgres://h/db?schema={long}")).is_err());
+        assert!(parse_url(&format!("postgres://h/db?schema={}", &long[..63])).is_ok());
     }
 
     #[test]
     fn channel_fits_the_identifier_limit() {
         assert_eq!(channel_of("xylem"), "xylem_jobs_xylem");
         assert_eq!(channel_of(&"s".repeat(63)).len(), MAX_IDENTIFIER);
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://me:secret@h:5432/db?x=1"),
-            "postgres://me:***@h:5432/db?x=1"
-        );
-        assert_eq!(redact("postgres://me@h/db"), "postgres://me@h/db");
-        assert_eq!(redact("nonsense"), "nonsense");
     }
 
     #[test]

@@ -39,8 +39,8 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use tokio::sync::Mutex;
-use xylem_core::redact::redact_url;
 use xylem_core::store::{StoreError, StoreResult};
+use xylem_core::store_url::{Location, OtherOptions, StoreUrl, UrlRules};
 
 use crate::keys::Keys;
 
@@ -87,17 +87,32 @@ pub(crate) fn value<T: redis::FromRedisValue>(v: &redis::Value) -> StoreResult<T
 
 pub(crate) use xylem_core::codec::corrupt;
 
-/// Splits `?prefix=NAME` off a Redis URL.
-fn split_prefix(url: &str) -> StoreResult<(String, String)> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut prefix = "xylem".to_owned();
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("prefix", value)) => prefix = value.to_owned(),
-            _ => rest.push(pair),
-        }
-    }
+/// What the Redis adapter takes from its URL: `prefix`; every other
+/// option is the driver's. The scheme is the driver's to judge too
+/// (`redis`, `rediss`, `redis+unix`, ...).
+const URL_RULES: UrlRules = UrlRules {
+    store: "Redis",
+    schemes: &[],
+    options: &["prefix"],
+    others: OtherOptions::Driver,
+    location: Location::Network,
+    example: "redis://127.0.0.1:6379",
+};
+
+/// The key prefix when the URL names none.
+const DEFAULT_PREFIX: &str = "xylem";
+
+/// Parses a Redis URL: the URL for the driver and the key prefix.
+fn parse_url(url: &str) -> StoreResult<(StoreUrl, String)> {
+    let parsed = StoreUrl::parse(url, &URL_RULES)?;
+    let prefix = parsed.option("prefix").unwrap_or(DEFAULT_PREFIX).to_owned();
+    validate_prefix(&prefix)?;
+    Ok((parsed, prefix))
+}
+
+/// A key prefix is letters, digits, `-`, `_`, `.` and `:` (it is written
+/// in braces in every key, so it must not hold one).
+fn validate_prefix(prefix: &str) -> StoreResult<()> {
     if prefix.is_empty()
         || !prefix
             .chars()
@@ -107,12 +122,7 @@ fn split_prefix(url: &str) -> StoreResult<(String, String)> {
             "invalid redis key prefix `{prefix}`: use letters, digits, '-', '_', '.' or ':'"
         )));
     }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, prefix))
+    Ok(())
 }
 
 impl RedisStore {
@@ -120,9 +130,9 @@ impl RedisStore {
     /// reconnects by itself after an outage; calls made during the outage
     /// fail with [`StoreError::Unavailable`] (workers retry them).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let (redis_url, prefix) = split_prefix(url)?;
-        let client = redis::Client::open(redis_url.as_str()).map_err(|e| {
-            StoreError::Invalid(format!("invalid redis URL {}: {e}", redact_url(url)))
+        let (url, prefix) = parse_url(url)?;
+        let client = redis::Client::open(url.driver_url()).map_err(|e| {
+            StoreError::Invalid(format!("invalid redis URL {}: {e}", url.redacted()))
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
@@ -135,10 +145,10 @@ impl RedisStore {
         )
         .await
         .map_err(|_| {
-            StoreError::unavailable(format!("cannot connect to {}: timed out", redact_url(url)))
+            StoreError::unavailable(format!("cannot connect to {}: timed out", url.redacted()))
         })?
         .map_err(|e| {
-            StoreError::unavailable_from(format!("cannot connect to {}: {e}", redact_url(url)), e)
+            StoreError::unavailable_from(format!("cannot connect to {}: {e}", url.redacted()), e)
         })?;
         let store = Self {
             conn,
@@ -267,11 +277,35 @@ mod tests {
 
     #[test]
     fn the_prefix_comes_out_of_the_url() {
-        let (url, prefix) = split_prefix("redis://127.0.0.1:6379/2?prefix=team-a").unwrap();
-        assert_eq!(url, "redis://127.0.0.1:6379/2");
+        let (url, prefix) = parse_url("redis://127.0.0.1:6379/2?prefix=team-a").unwrap();
+        assert_eq!(url.driver_url(), "redis://127.0.0.1:6379/2");
         assert_eq!(prefix, "team-a");
-        let (url, prefix) = split_prefix("redis://h:1").unwrap();
-        assert_eq!((url.as_str(), prefix.as_str()), ("redis://h:1", "xylem"));
-        assert!(split_prefix("redis://h:1?prefix=a b").is_err());
+        let (url, prefix) = parse_url("redis://h:1").unwrap();
+        assert_eq!(
+            (url.driver_url(), prefix.as_str()),
+            ("redis://h:1", "xylem")
+        );
+        let (url, prefix) = parse_url("redis://[::1]:6379?prefix=team%2Da&protocol=resp3").unwrap();
+        assert_eq!(url.driver_url(), "redis://[::1]:6379?protocol=resp3");
+        assert_eq!(prefix, "team-a");
+        let (_, prefix) = parse_url("redis://h:1?prefix=xylem:staging").unwrap();
+        assert_eq!(prefix, "xylem:staging");
+    }
+
+    #[test]
+    fn bad_prefixes_are_invalid() {
+        for url in [
+            "redis://h:1?prefix=a b",
+            "redis://h:1?prefix=a%20b",
+            "redis://h:1?prefix=",
+            "redis://h:1?prefix",
+            "redis://h:1?prefix=%7Bx%7D",
+            "redis://h:1?prefix=a&prefix=b",
+        ] {
+            assert!(
+                matches!(parse_url(url), Err(StoreError::Invalid(_))),
+                "{url} should be invalid"
+            );
+        }
     }
 }

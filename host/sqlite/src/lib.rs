@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Notify;
 use xylem_core::store::{StoreError, StoreResult};
+use xylem_core::store_url::{Location, OtherOptions, StoreUrl, UrlRules};
 
 /// A SQLite-backed store. Cheap to clone.
 #[derive(Clone)]
@@ -83,39 +84,54 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
 
 use xylem_core::codec::corrupt;
 
+/// What the SQLite adapter takes from its URL: a file and `synchronous`.
+/// Nothing else: there is no driver URL to pass other options on in.
+const URL_RULES: UrlRules = UrlRules {
+    store: "SQLite",
+    schemes: &["sqlite"],
+    options: &["synchronous"],
+    others: OtherOptions::Refused,
+    location: Location::File,
+    example: "sqlite://xylem.db",
+};
+
+/// Parses a SQLite URL: the file, and whether every commit is synced
+/// (`synchronous=full`; `normal`, the default, is not).
+fn parse_url(url: &str) -> StoreResult<(PathBuf, bool)> {
+    let parsed = StoreUrl::parse(url, &URL_RULES)?;
+    let full_sync = match parsed.option("synchronous") {
+        None | Some("normal") => false,
+        Some("full") => true,
+        Some(other) => {
+            return Err(StoreError::Invalid(format!(
+                "invalid SQLite URL option `synchronous={other}` in {}: use normal or full",
+                parsed.redacted()
+            )));
+        }
+    };
+    let path = parsed.file().ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "the SQLite URL {} names no file",
+            parsed.redacted()
+        ))
+    })?;
+    Ok((path.to_owned(), full_sync))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in the file at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
         Self::open_with(path, false)
     }
 
-    /// Opens a store from a `sqlite://PATH[?synchronous=full]` URL.
+    /// Opens a store from a `sqlite://PATH[?synchronous=normal|full]` URL.
     /// `sqlite://xylem.db` is relative to the current directory,
-    /// `sqlite:///var/lib/xylem.db` absolute.
+    /// `sqlite:///var/lib/xylem.db` absolute; `sqlite:PATH` is the same as
+    /// `sqlite://PATH`. The path is taken as written (not
+    /// percent-decoded); any option other than `synchronous` is refused.
     pub fn open_url(url: &str) -> StoreResult<Self> {
-        let rest = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| StoreError::Invalid(format!("not a sqlite URL: {url}")))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if path.is_empty() {
-            return Err(StoreError::Invalid(
-                "sqlite URL without a file: try sqlite://xylem.db".to_owned(),
-            ));
-        }
-        let mut full_sync = false;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("synchronous", "full")) => full_sync = true,
-                Some(("synchronous", "normal")) => full_sync = false,
-                _ => {
-                    return Err(StoreError::Invalid(format!(
-                        "unknown sqlite URL option `{pair}` (known: synchronous=normal|full)"
-                    )));
-                }
-            }
-        }
-        Self::open_with(Path::new(path), full_sync)
+        let (path, full_sync) = parse_url(url)?;
+        Self::open_with(&path, full_sync)
     }
 
     fn open_with(path: &Path, full_sync: bool) -> StoreResult<Self> {
@@ -206,5 +222,49 @@ mod tests {
             .unwrap_err();
         assert!(!backend(bad).is_transient());
         holder.execute_batch("ROLLBACK").unwrap();
+    }
+
+    #[test]
+    fn urls_name_a_file_and_synchronous() {
+        for (url, path, full) in [
+            ("sqlite://xylem.db", "xylem.db", false),
+            ("sqlite://data/x.db", "data/x.db", false),
+            ("sqlite:///var/lib/x.db", "/var/lib/x.db", false),
+            ("sqlite:x.db", "x.db", false),
+            ("sqlite://x.db?synchronous=full", "x.db", true),
+            ("sqlite://x.db?synchronous=normal", "x.db", false),
+            ("sqlite:///v/x.db?synchronous=f%75ll", "/v/x.db", true),
+            ("sqlite://my dir/x%20y.db", "my dir/x%20y.db", false),
+        ] {
+            assert_eq!(
+                parse_url(url).unwrap(),
+                (PathBuf::from(path), full),
+                "{url}"
+            );
+        }
+        for url in [
+            "sqlite://",
+            "sqlite://x.db?synchronous=off",
+            "sqlite://x.db?synchronous",
+            "sqlite://x.db?journal_mode=off",
+            "sqlite://x.db?synchronous=full&synchronous=full",
+            "redis://h:1",
+            "x.db",
+        ] {
+            assert!(
+                matches!(parse_url(url), Err(StoreError::Invalid(_))),
+                "{url} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn open_url_opens_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.db");
+        let store = SqliteStore::open_url(&format!("sqlite://{}?synchronous=full", path.display()))
+            .unwrap();
+        assert_eq!(store.path(), path);
+        assert!(path.exists());
     }
 }
