@@ -8,6 +8,12 @@
 //! of any process; add `?synchronous=full` to the URL to survive power loss
 //! too (at the cost of an fsync per commit).
 //!
+//! Schema: numbered SQL migrations (`migrations/`), applied on open by
+//! `rusqlite_migration` in one `BEGIN IMMEDIATE` transaction, the count
+//! kept in `PRAGMA user_version`. Files made before numbered migrations
+//! are adopted; several processes may open a file at once; a file from a
+//! newer Xylem is refused ([`StoreError::Invalid`]).
+//!
 //! The hot path ([`Broker::enqueue`], [`Broker::claim`],
 //! [`Broker::complete`], [`Broker::extend_many`]) runs each call as one
 //! `BEGIN IMMEDIATE` transaction on the process's one connection, with
@@ -145,12 +151,10 @@ impl SqliteStore {
                 dir.display()
             )));
         }
-        let conn = Connection::open(path).map_err(|e| {
+        let mut conn = Connection::open(path).map_err(|e| {
             StoreError::backend_from(format!("cannot open {}: {e}", path.display()), false, e)
         })?;
-        schema::prepare(&conn, full_sync).map_err(|e| {
-            StoreError::unavailable_from(format!("cannot prepare {}: {e}", path.display()), e)
-        })?;
+        schema::prepare(&mut conn, full_sync, path)?;
         let conn = Arc::new(Mutex::new(conn));
         if checkpoint::start(path, Arc::downgrade(&conn)) {
             let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
