@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber, span};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
@@ -106,9 +106,20 @@ pub fn install() -> Arc<SpanCounts> {
     COUNTS
         .get_or_init(|| {
             let counts = Arc::new(SpanCounts::default());
+            // Xylem's debug and trace events, and info and above from
+            // the rest: enabling every crate's trace events (cranelift's,
+            // sqlx's) would slow the whole test process.
+            let xylem = Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("xylem_core", LevelFilter::TRACE)
+                .with_target("xylem_wasm", LevelFilter::TRACE)
+                .with_target("xylem_sqlite", LevelFilter::TRACE)
+                .with_target("xylem_redis", LevelFilter::TRACE)
+                .with_target("xylem_postgres", LevelFilter::TRACE);
             let layer = CheckLayer {
                 counts: counts.clone(),
-            };
+            }
+            .with_filter(xylem);
             let warnings = tracing_subscriber::fmt::layer()
                 .with_writer(|| WarningSink)
                 .with_ansi(false)
