@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use xylem_core::store::{
-    Completed, Completion, DeadFilter, Nack, REPLAY_DETAIL, Settle, StoreError,
+    Completed, Completion, DeadFilter, Delivery, Nack, REPLAY_DETAIL, Settle, StoreError,
 };
 use xylem_core::{Envelope, TaskSpec, TaskState, Transition};
 
@@ -29,59 +29,90 @@ fn all() -> Vec<String> {
     Vec::new()
 }
 
-contract_case!(publish_reserve_ack_removes_the_job, |s| {
-    let e = job("a");
-    s.broker().publish(&e).await.unwrap();
-    let got = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].envelope, e);
-    assert_eq!(got[0].deliveries, 1);
-    assert!(
-        s.broker()
-            .reserve(&all(), 10, LEASE)
-            .await
-            .unwrap()
-            .is_empty(),
-        "leased jobs are not handed out twice"
-    );
-    assert!(s.broker().ack(&e.id, got[0].lease).await.unwrap());
-    assert!(
-        !s.broker().ack(&e.id, got[0].lease).await.unwrap(),
-        "a second ack finds nothing"
-    );
-    let stats = s.broker().queue_stats().await.unwrap();
-    assert!(
-        stats
-            .iter()
-            .all(|q| q.ready + q.running + q.delayed + q.dead == 0),
-        "{stats:?}"
-    );
-});
+/// Enqueues one job (its record and its queue entry).
+async fn put(s: &dyn AdapterObj, e: &Envelope) {
+    s.broker().enqueue(std::slice::from_ref(e)).await.unwrap();
+}
 
-contract_case!(reserve_takes_at_most_max_and_only_named_queues, |s| {
-    for _ in 0..5 {
-        s.broker().publish(&on("a", 0)).await.unwrap();
-    }
-    s.broker().publish(&on("b", 0)).await.unwrap();
-    let got = s
+/// Claims up to `max` jobs from `queues` (all if empty) under `lease`.
+async fn take(s: &dyn AdapterObj, queues: &[String], max: usize, lease: Duration) -> Vec<Delivery> {
+    s.broker().claim(queues, max, lease, WORKER).await.unwrap()
+}
+
+/// Settles a delivery as a worker would after a failed run (retry,
+/// release or dead letter): whether it applied under the lease.
+async fn settle(s: &dyn AdapterObj, id: &str, lease: u64, nack: Nack) -> bool {
+    let state = match &nack {
+        Nack::Retry { .. } => TaskState::Retrying,
+        Nack::Release => TaskState::Queued,
+        Nack::DeadLetter { .. } => TaskState::Dead,
+    };
+    let done = s
         .broker()
-        .reserve(&["a".to_owned()], 3, LEASE)
+        .complete(&[failure(id, lease, state, Settle::Nack(nack))])
         .await
         .unwrap();
+    done == [Completed::Applied]
+}
+
+/// Extends one lease: whether it is still held.
+async fn extend(s: &dyn AdapterObj, id: &str, lease: u64, by: Duration) -> bool {
+    let held = s
+        .broker()
+        .extend_many(&[(id.to_owned(), lease)], by)
+        .await
+        .unwrap();
+    held == [true]
+}
+
+contract_case!(
+    a_claimed_job_is_handed_out_once_and_its_success_removes_it,
+    |s| {
+        let e = job("a");
+        put(s, &e).await;
+        let got = take(s, &all(), 10, LEASE).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].envelope, e);
+        assert_eq!(got[0].deliveries, 1);
+        assert!(
+            take(s, &all(), 10, LEASE).await.is_empty(),
+            "leased jobs are not handed out twice"
+        );
+        let done = s
+            .broker()
+            .complete(&[success(&e.id, got[0].lease, 1)])
+            .await
+            .unwrap();
+        assert_eq!(done, vec![Completed::Applied]);
+        let again = s
+            .broker()
+            .complete(&[success(&e.id, got[0].lease, 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            vec![Completed::AlreadySucceeded],
+            "a success is final"
+        );
+        assert_eq!(queued_total(s).await, 0);
+    }
+);
+
+contract_case!(claim_takes_at_most_max_and_only_named_queues, |s| {
+    for _ in 0..5 {
+        put(s, &on("a", 0)).await;
+    }
+    put(s, &on("b", 0)).await;
+    let got = take(s, &["a".to_owned()], 3, LEASE).await;
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|d| d.envelope.queue == "a"));
-    let got = s
-        .broker()
-        .reserve(&["b".to_owned()], 10, LEASE)
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 1);
-    let rest = s
-        .broker()
-        .reserve(&["a".to_owned(), "b".to_owned()], 10, LEASE)
-        .await
-        .unwrap();
+    assert_eq!(take(s, &["b".to_owned()], 10, LEASE).await.len(), 1);
+    let rest = take(s, &["a".to_owned(), "b".to_owned()], 10, LEASE).await;
     assert_eq!(rest.len(), 2);
+    assert!(
+        take(s, &all(), 0, LEASE).await.is_empty(),
+        "max 0 takes none"
+    );
 });
 
 contract_case!(higher_priority_first_then_oldest, |s| {
@@ -90,17 +121,11 @@ contract_case!(higher_priority_first_then_oldest, |s| {
     let mid1 = on("q", 5);
     let mid2 = on("q", 5);
     for e in [&low, &high, &mid1, &mid2] {
-        s.broker().publish(e).await.unwrap();
+        put(s, e).await;
     }
     let mut order = Vec::new();
     for _ in 0..4 {
-        let d = s
-            .broker()
-            .reserve(&all(), 1, LEASE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
         order.push(d.envelope.id);
     }
     assert_eq!(order, vec![high.id, mid1.id, mid2.id, low.id]);
@@ -109,33 +134,22 @@ contract_case!(higher_priority_first_then_oldest, |s| {
 contract_case!(delayed_jobs_are_invisible_until_due, |s| {
     let mut e = job("later");
     e.not_before = Some(xylem_core::time::now_ms() + 400);
-    s.broker().publish(&e).await.unwrap();
-    assert!(
-        s.broker()
-            .reserve(&all(), 10, LEASE)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    put(s, &e).await;
+    assert!(take(s, &all(), 10, LEASE).await.is_empty());
     let stats = s.broker().queue_stats().await.unwrap();
     assert_eq!(stats[0].delayed, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
-    assert_eq!(got.len(), 1);
+    assert_eq!(take(s, &all(), 10, LEASE).await.len(), 1);
 });
 
 contract_case!(expired_lease_redelivers_with_attempt_intact, |s| {
     let mut e = job("x");
     e.attempt = 2;
-    s.broker().publish(&e).await.unwrap();
-    let first = s
-        .broker()
-        .reserve(&all(), 1, Duration::from_millis(200))
-        .await
-        .unwrap();
+    put(s, &e).await;
+    let first = take(s, &all(), 1, Duration::from_millis(200)).await;
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = s.broker().reserve(&all(), 1, LEASE).await.unwrap();
+    let again = take(s, &all(), 1, LEASE).await;
     assert_eq!(again.len(), 1, "an expired lease is redelivered");
     assert_eq!(again[0].envelope.attempt, 2);
     assert_eq!(again[0].deliveries, 2);
@@ -144,111 +158,60 @@ contract_case!(expired_lease_redelivers_with_attempt_intact, |s| {
 
 contract_case!(extended_lease_is_not_redelivered, |s| {
     let e = job("x");
-    s.broker().publish(&e).await.unwrap();
-    let d = s
-        .broker()
-        .reserve(&all(), 1, Duration::from_millis(300))
+    put(s, &e).await;
+    let d = take(s, &all(), 1, Duration::from_millis(300))
         .await
-        .unwrap()
         .pop()
         .unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            s.broker()
-                .extend(&e.id, d.lease, Duration::from_millis(300))
-                .await
-                .unwrap()
-        );
-        assert!(
-            s.broker()
-                .reserve(&all(), 1, LEASE)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(extend(s, &e.id, d.lease, Duration::from_millis(300)).await);
+        assert!(take(s, &all(), 1, LEASE).await.is_empty());
     }
-    assert!(s.broker().ack(&e.id, d.lease).await.unwrap());
+    assert!(settle(s, &e.id, d.lease, Nack::Release).await);
 });
 
-contract_case!(stale_lease_cannot_ack_or_nack, |s| {
+contract_case!(a_stale_lease_can_neither_extend_nor_settle, |s| {
     let e = job("x");
-    s.broker().publish(&e).await.unwrap();
-    let old = s
-        .broker()
-        .reserve(&all(), 1, Duration::from_millis(100))
+    put(s, &e).await;
+    let old = take(s, &all(), 1, Duration::from_millis(100))
         .await
-        .unwrap()
         .pop()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let new = s
-        .broker()
-        .reserve(&all(), 1, LEASE)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert!(!s.broker().ack(&e.id, old.lease).await.unwrap());
-    assert!(!s.broker().extend(&e.id, old.lease, LEASE).await.unwrap());
-    assert!(
-        !s.broker()
-            .nack(&e.id, old.lease, Nack::Release)
-            .await
-            .unwrap()
-    );
-    assert!(s.broker().ack(&e.id, new.lease).await.unwrap());
+    let new = take(s, &all(), 1, LEASE).await.pop().unwrap();
+    assert!(!extend(s, &e.id, old.lease, LEASE).await);
+    assert!(!settle(s, &e.id, old.lease, Nack::Release).await);
+    let dead = Nack::DeadLetter {
+        reason: "stale".to_owned(),
+    };
+    assert!(!settle(s, &e.id, old.lease, dead).await);
+    assert!(extend(s, &e.id, new.lease, LEASE).await);
+    assert!(settle(s, &e.id, new.lease, Nack::Release).await);
 });
 
 contract_case!(
-    nack_retry_requeues_after_delay_and_release_requeues_now,
+    retry_requeues_after_its_delay_and_release_requeues_now,
     |s| {
         let e = job("x");
-        s.broker().publish(&e).await.unwrap();
-        let d = s
-            .broker()
-            .reserve(&all(), 1, LEASE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        put(s, &e).await;
+        let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
         let mut next = e.clone();
         next.attempt = 2;
         let retry = Nack::Retry {
             envelope: Box::new(next),
             delay: Duration::from_millis(300),
         };
-        assert!(s.broker().nack(&e.id, d.lease, retry).await.unwrap());
+        assert!(settle(s, &e.id, d.lease, retry).await);
         assert!(
-            s.broker()
-                .reserve(&all(), 1, LEASE)
-                .await
-                .unwrap()
-                .is_empty(),
+            take(s, &all(), 1, LEASE).await.is_empty(),
             "not before its delay"
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let d = s
-            .broker()
-            .reserve(&all(), 1, LEASE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
         assert_eq!(d.envelope.attempt, 2);
-        assert!(
-            s.broker()
-                .nack(&e.id, d.lease, Nack::Release)
-                .await
-                .unwrap()
-        );
-        let d = s
-            .broker()
-            .reserve(&all(), 1, LEASE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        assert!(settle(s, &e.id, d.lease, Nack::Release).await);
+        let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
         assert_eq!(d.envelope.attempt, 2, "release keeps the attempt");
     }
 );
@@ -256,30 +219,15 @@ contract_case!(
 contract_case!(dead_letters_list_replay_and_purge, |s| {
     let (a, b) = (on("q1", 0), on("q2", 0));
     for e in [&a, &b] {
-        s.broker().publish(e).await.unwrap();
-        let d = s
-            .broker()
-            .reserve(&all(), 1, LEASE)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        put(s, e).await;
+        let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
         let dead = Nack::DeadLetter {
             reason: format!("boom {}", e.queue),
         };
-        assert!(
-            s.broker()
-                .nack(&d.envelope.id, d.lease, dead)
-                .await
-                .unwrap()
-        );
+        assert!(settle(s, &d.envelope.id, d.lease, dead).await);
     }
     assert!(
-        s.broker()
-            .reserve(&all(), 10, LEASE)
-            .await
-            .unwrap()
-            .is_empty(),
+        take(s, &all(), 10, LEASE).await.is_empty(),
         "dead jobs are not delivered"
     );
     let everything = DeadFilter::default();
@@ -300,15 +248,9 @@ contract_case!(dead_letters_list_replay_and_purge, |s| {
         .await
         .unwrap();
     assert_eq!(replayed, vec![a.id.clone()]);
-    assert!(
-        s.broker()
-            .reserve(&all(), 10, LEASE)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(take(s, &all(), 10, LEASE).await.is_empty());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let d = s.broker().reserve(&all(), 10, LEASE).await.unwrap();
+    let d = take(s, &all(), 10, LEASE).await;
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].envelope.attempt, 1);
 
@@ -329,22 +271,15 @@ contract_case!(dead_letters_list_replay_and_purge, |s| {
 contract_case!(queue_stats_count_ready_delayed_running_dead, |s| {
     let mut delayed = on("stats", 0);
     delayed.not_before = Some(xylem_core::time::now_ms() + 60_000);
-    s.broker().publish(&delayed).await.unwrap();
+    put(s, &delayed).await;
     for _ in 0..3 {
-        s.broker().publish(&on("stats", 0)).await.unwrap();
+        put(s, &on("stats", 0)).await;
     }
-    let got = s
-        .broker()
-        .reserve(&["stats".to_owned()], 2, LEASE)
-        .await
-        .unwrap();
+    let got = take(s, &["stats".to_owned()], 2, LEASE).await;
     let dead = Nack::DeadLetter {
         reason: "x".to_owned(),
     };
-    s.broker()
-        .nack(&got[0].envelope.id, got[0].lease, dead)
-        .await
-        .unwrap();
+    assert!(settle(s, &got[0].envelope.id, got[0].lease, dead).await);
     let stats = s.broker().queue_stats().await.unwrap();
     let q = stats.iter().find(|q| q.queue == "stats").unwrap();
     assert_eq!((q.ready, q.delayed, q.running, q.dead), (1, 1, 1, 1));
@@ -614,7 +549,16 @@ contract_case!(hot_path_claim_never_hands_out_a_succeeded_job, |s| {
 
 contract_case!(hot_path_claim_recreates_a_missing_record, |s| {
     let e = job("no-record");
-    s.broker().publish(&e).await.unwrap();
+    put(s, &e).await;
+    // The record expires (a result TTL) while its job still waits.
+    assert!(
+        s.results()
+            .expire(&e.id, Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.results().get(&e.id).await.unwrap().is_none());
     let got = s.broker().claim(&all(), 1, LEASE, WORKER).await.unwrap();
     assert_eq!(got.len(), 1);
     let record = s.results().get(&e.id).await.unwrap().expect("recreated");

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
-    Broker, DeadLetters, GroupStore, LeaseQueue, LockStore, PluginStore, QuotaStore, ResultBackend,
-    Statistics,
+    Broker, DeadLetters, GroupStore, LockStore, PluginStore, QuotaStore, ResultBackend, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -80,8 +79,8 @@ impl<T> Adapter for T where
 }
 
 /// Every queue trait: the hot path and its capabilities.
-pub(crate) trait AllQueues: Broker + LeaseQueue + DeadLetters + Statistics {}
-impl<T: Broker + LeaseQueue + DeadLetters + Statistics> AllQueues for T {}
+pub(crate) trait AllQueues: Broker + DeadLetters + Statistics {}
+impl<T: Broker + DeadLetters + Statistics> AllQueues for T {}
 
 /// The queue, record and plugin stores of one adapter, as trait objects:
 /// what a store-contract case is given.

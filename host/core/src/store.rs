@@ -1,6 +1,6 @@
 //! The storage contracts: [`Broker`] (the hot path: queues and leases,
 //! written with the records) and its capabilities ([`DeadLetters`],
-//! [`Statistics`], [`LeaseQueue`]),
+//! [`Statistics`]),
 //! [`ResultBackend`] (job records and history) and [`PluginStore`]
 //! (content-addressed plugin blobs and the task → version map). Every
 //! adapter implements them with the same semantics; `tests/` holds the
@@ -124,7 +124,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Delivery {
     /// The job.
     pub envelope: Envelope,
-    /// Identifies this lease: ack, extend and nack must present it, so a
+    /// Identifies this lease: completing or extending must present it, so a
     /// worker whose lease ran out cannot touch a newer delivery.
     pub lease: u64,
     /// How many times the job has been handed out (redeliveries included).
@@ -356,8 +356,7 @@ pub fn replay_transition(replayed: &Envelope) -> Transition {
 /// The hot path: what producers and workers call for every job — queues
 /// with priorities, delays and leases, written together with the job
 /// records. Administration lives in capability traits beside it
-/// ([`DeadLetters`], [`Statistics`]); the one-job-at-a-time primitives in
-/// [`LeaseQueue`].
+/// ([`DeadLetters`], [`Statistics`]).
 #[async_trait]
 pub trait Broker: Send + Sync {
     /// Records and queues jobs in one atomic step: when this returns,
@@ -395,35 +394,6 @@ pub trait Broker: Send + Sync {
     async fn wait_for_jobs(&self, timeout: Duration) {
         tokio::time::sleep(timeout).await;
     }
-}
-
-/// One job at a time, without its record: the queue primitives the hot
-/// path batches ([`Broker`] writes the record in the same step). For
-/// tools and the contract suite; the worker does not use them.
-#[async_trait]
-pub trait LeaseQueue: Send + Sync {
-    /// Queues a job whose record already exists (prefer
-    /// [`Broker::enqueue`], which writes both); durable when this returns.
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()>;
-
-    /// Leases up to `max` jobs, by [`Broker::claim`]'s order and queue
-    /// rules, without touching their records.
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>>;
-
-    /// Extends a lease; false if the lease is no longer held.
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool>;
-
-    /// Removes a finished job; false if the lease is no longer held.
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool>;
-
-    /// Requeues, releases or dead-letters a job; false if the lease is no
-    /// longer held.
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool>;
 }
 
 /// The dead-letter queue's administration (`xylem dlq`).

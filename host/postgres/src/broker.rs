@@ -15,13 +15,12 @@ use sqlx::postgres::PgListener;
 use xylem_core::Envelope;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, LeaseQueue, Nack,
-    QueueStats, REPLAY_DETAIL, Statistics, StoreResult, replay_envelope,
+    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, QueueStats,
+    REPLAY_DETAIL, Statistics, StoreResult, replay_envelope,
 };
 use xylem_core::time::ms;
 
-use crate::hot::{RESERVE_ALL, RESERVE_NAMED};
-use crate::{PostgresStore, db, sql_int, sql_u32, sql_u64};
+use crate::{PostgresStore, db, sql_int, sql_u64};
 
 /// The dead jobs a [`DeadFilter`] selects: `$1` queue or NULL, `$2` ids
 /// (empty: all). A macro, to build literal queries with `concat!`.
@@ -138,130 +137,6 @@ impl Broker for PostgresStore {
                 tokio::time::sleep_until(deadline).await;
             }
         }
-    }
-}
-
-#[async_trait]
-impl LeaseQueue for PostgresStore {
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        // One statement, so the job and its notification commit together.
-        sqlx::query(
-            "WITH added AS (
-                 INSERT INTO queue (id, queue, priority, run_at, envelope)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id)
-             SELECT pg_notify($6, '') FROM added",
-        )
-        .bind(&envelope.id)
-        .bind(&envelope.queue)
-        .bind(i32::from(envelope.priority))
-        .bind(envelope.run_at())
-        .bind(to_json(envelope)?)
-        .bind(&self.channel)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let query = if queues.is_empty() {
-            sqlx::query(RESERVE_ALL).bind(sql_int(max)).bind(ms(lease))
-        } else {
-            sqlx::query(RESERVE_NAMED)
-                .bind(sql_int(max))
-                .bind(ms(lease))
-                .bind(queues)
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let envelope: String = row.try_get(0).map_err(db)?;
-            deliveries.push(Delivery {
-                envelope: from_json::<Envelope>(&envelope)?,
-                lease: sql_u64(row.try_get(1).map_err(db)?),
-                deliveries: sql_u32(row.try_get(2).map_err(db)?),
-            });
-        }
-        // RETURNING has no order: hand them out as they were chosen.
-        deliveries.sort_by(|a, b| a.envelope.claim_order(&b.envelope));
-        Ok(deliveries)
-    }
-
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        sqlx::query(concat!(
-            "WITH now AS (SELECT ",
-            now_ms!(),
-            " AS t, ",
-            async_commit!(),
-            ")
-             UPDATE queue SET lease_until = now.t + $1 FROM now
-             WHERE id = $2 AND lease = $3 AND status = 1"
-        ))
-        .bind(ms(by))
-        .bind(id)
-        .bind(sql_int(lease))
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(db)
-    }
-
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM queue WHERE id = $1 AND lease = $2 AND status = 1")
-            .bind(id)
-            .bind(sql_int(lease))
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .map_err(db)
-    }
-
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        // Each is one statement; retries and releases notify in it, so the
-        // wake-up commits with the job.
-        let query = match action {
-            Nack::Retry { envelope, delay } => sqlx::query(concat!(
-                "WITH changed AS (
-                     UPDATE queue SET status = 0, envelope = $3, run_at = ",
-                now_ms!(),
-                " + $4, lease_until = 0
-                     WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id)
-                 SELECT pg_notify($5, '') FROM changed"
-            ))
-            .bind(id)
-            .bind(sql_int(lease))
-            .bind(to_json(&envelope)?)
-            .bind(ms(delay))
-            .bind(&self.channel),
-            Nack::Release => sqlx::query(
-                "WITH changed AS (
-                     UPDATE queue SET status = 0, lease_until = 0
-                     WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id)
-                 SELECT pg_notify($3, '') FROM changed",
-            )
-            .bind(id)
-            .bind(sql_int(lease))
-            .bind(&self.channel),
-            Nack::DeadLetter { reason } => sqlx::query(concat!(
-                "UPDATE queue SET status = 2, dead_reason = $3, dead_at = ",
-                now_ms!(),
-                ", lease_until = 0
-                 WHERE id = $1 AND lease = $2 AND status = 1 RETURNING id"
-            ))
-            .bind(id)
-            .bind(sql_int(lease))
-            .bind(reason),
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.len() == 1)
     }
 }
 

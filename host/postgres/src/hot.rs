@@ -110,24 +110,6 @@ macro_rules! pick {
     };
 }
 
-/// `Broker::reserve`: leases the picked jobs (`$2` lease in ms).
-macro_rules! reserve_sql {
-    ($queues:tt) => {
-        concat!(
-            "WITH ",
-            pick!($queues),
-            "
-            UPDATE queue q SET status = 1, lease = q.lease + 1, lease_until = now.t + $2,
-                               deliveries = q.deliveries + 1
-            FROM picked, now WHERE q.id = picked.id
-            RETURNING q.envelope, q.lease, q.deliveries"
-        )
-    };
-}
-
-pub(crate) const RESERVE_ALL: &str = reserve_sql!(all);
-pub(crate) const RESERVE_NAMED: &str = reserve_sql!(named);
-
 /// `Broker::claim`: the picked jobs, each by its record (see
 /// `ClaimPlan::for_record`): a live record that succeeded drops the queue
 /// entry (`done`); any other is marked `running`; a missing or expired

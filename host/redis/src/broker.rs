@@ -9,15 +9,15 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, LeaseQueue, Nack,
-    QueueStats, Settle, Statistics, StoreError, StoreResult, queued_detail, replay_envelope,
-    replay_transition, running_detail,
+    Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, Nack, QueueStats,
+    Settle, Statistics, StoreError, StoreResult, queued_detail, replay_envelope, replay_transition,
+    running_detail,
 };
 use xylem_core::time::{ms, now_ms};
 use xylem_core::{Envelope, TaskState};
 
 use crate::results::{entry_tail, transition_fields};
-use crate::scripts::{ACK, CLAIM, COMPLETE, ENQUEUE, EXTEND, NACK, PUBLISH, PURGE, REPLAY, STATS};
+use crate::scripts::{CLAIM, COMPLETE, ENQUEUE, EXTEND, PURGE, REPLAY, STATS};
 use crate::{RedisStore, backend, corrupt, value};
 
 /// A `Nack`'s arguments to the scripts: action, payload, delay (ms) and
@@ -56,28 +56,26 @@ impl RedisStore {
         Ok(ids)
     }
 
-    /// Leases jobs; with `worker`, marks their records running too.
+    /// Leases jobs and marks their records running (the `CLAIM` script).
     async fn lease(
         &self,
         queues: &[String],
         max: usize,
         lease: Duration,
-        worker: Option<&str>,
+        worker: &str,
     ) -> StoreResult<Vec<Delivery>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let mut invocation = CLAIM.prepare_invoke();
-        invocation.arg(self.keys.prefix()).arg(ms(lease)).arg(max);
-        match worker {
-            // The two possible details of the `running` entry: the script
-            // picks one by deliveries and attempt, as `running_detail` does.
-            Some(worker) => invocation
-                .arg(1)
-                .arg(serde_json::to_string(&running_detail(worker, 1, 1)).map_err(corrupt)?)
-                .arg(serde_json::to_string(&running_detail(worker, 2, 1)).map_err(corrupt)?),
-            None => invocation.arg(0).arg("").arg(""),
-        };
+        // The two possible details of the `running` entry: the script picks
+        // one by deliveries and attempt, as `running_detail` does.
+        invocation
+            .arg(self.keys.prefix())
+            .arg(ms(lease))
+            .arg(max)
+            .arg(serde_json::to_string(&running_detail(worker, 1, 1)).map_err(corrupt)?)
+            .arg(serde_json::to_string(&running_detail(worker, 2, 1)).map_err(corrupt)?);
         for q in queues {
             invocation.arg(q);
         }
@@ -142,7 +140,7 @@ impl Broker for RedisStore {
         lease: Duration,
         worker: &str,
     ) -> StoreResult<Vec<Delivery>> {
-        self.lease(queues, max, lease, Some(worker)).await
+        self.lease(queues, max, lease, worker).await
     }
 
     async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {
@@ -206,65 +204,6 @@ impl Broker for RedisStore {
 
     async fn wait_for_jobs(&self, timeout: Duration) {
         self.wait_for_wake(timeout).await;
-    }
-}
-
-#[async_trait]
-impl LeaseQueue for RedisStore {
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        let _: i64 = PUBLISH
-            .arg(self.keys.prefix())
-            .arg(&envelope.id)
-            .arg(&envelope.queue)
-            .arg(envelope.priority)
-            .arg(envelope.run_at())
-            .arg(to_json(envelope)?)
-            .arg(envelope.attempt)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
-        self.lease(queues, max, lease, None).await
-    }
-
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        let held = self.extend_many(&[(id.to_owned(), lease)], by).await?;
-        Ok(held.first().copied().unwrap_or(false))
-    }
-
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
-        let done: i64 = ACK
-            .arg(self.keys.prefix())
-            .arg(id)
-            .arg(lease)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done == 1)
-    }
-
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        let (kind, payload, delay, attempt) = nack_args(&action)?;
-        let done: i64 = NACK
-            .arg(self.keys.prefix())
-            .arg(id)
-            .arg(lease)
-            .arg(kind)
-            .arg(payload)
-            .arg(delay)
-            .arg(attempt)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done == 1)
     }
 }
 

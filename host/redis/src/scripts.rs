@@ -151,26 +151,9 @@ return n
     )
 });
 
-/// Queues a job whose record exists: ARGV: prefix, id, queue, priority,
-/// run_at, envelope, attempt.
-pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local id, q = ARGV[2], ARGV[3]
-redis.call('SADD', P .. ':queues', q)
-place(id, q, ARGV[4], ARGV[5], server_now(),
-      {'env', ARGV[6], 'queue', q, 'prio', ARGV[4], 'run_at', ARGV[5], 'attempt', ARGV[7],
-       'lease', 0, 'deliveries', 0})
-redis.call('PUBLISH', P .. ':wake', '1')
-return 1
-"#,
-    )
-});
-
-/// Leases jobs (`reserve`), and with `records` = 1 marks their records
-/// running (`claim`, see `ClaimPlan`).
+/// Leases jobs and marks their records running (see `ClaimPlan`).
 ///
-/// ARGV: prefix, lease_ms, max, records (0|1), detail of a first delivery,
+/// ARGV: prefix, lease_ms, max, detail of a first delivery,
 /// detail of a redelivery (both JSON strings), queue... (none: all).
 /// Returns [envelope, lease, deliveries, ...] in claim order.
 ///
@@ -181,13 +164,13 @@ return 1
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local lease_ms, max, records = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
-local first, again = ARGV[5], ARGV[6]
+local lease_ms, max = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first, again = ARGV[4], ARGV[5]
 local now = server_now()
 local now_s = int(now)
 -- Each named queue once: a name given twice must not yield a job twice.
 local named, seen = {}, {}
-for i = 7, #ARGV do
+for i = 6, #ARGV do
   if not seen[ARGV[i]] then
     seen[ARGV[i]] = true
     named[#named + 1] = ARGV[i]
@@ -294,7 +277,7 @@ for _ = 1, 4 do
     local jk = jobkey(id)
     local f = redis.call('HMGET', jk, 'lease', 'deliveries', 'attempt', 'env')
     local state = nil
-    if records and f[4] then state = redis.call('HGET', taskkey(id), 'state') end
+    if f[4] then state = redis.call('HGET', taskkey(id), 'state') end
     if not f[4] or state == 'succeeded' then
       redis.call('DEL', jk)
       dropped = true
@@ -305,32 +288,30 @@ for _ = 1, 4 do
       leased[q] = leased[q] or {}
       table.insert(leased[q], until_)
       table.insert(leased[q], id)
-      if records then
-        local env
-        local attempt = f[3]
-        if not attempt then
-          env = cjson.decode(f[4])
-          attempt = int(env.attempt)
-        end
-        local detail = first
-        if deliveries > tonumber(attempt) then detail = again end
-        local entry = '{"at":' .. now_s .. ',"state":"running","attempt":' .. attempt
-          .. ',"detail":' .. detail .. '}'
-        local tk, hk = taskkey(id), histkey(id)
-        if state then
-          redis.call('HSET', tk, 'state', 'running', 'attempt', attempt, 'updated_at', now_s)
-        else
-          -- The record vanished (expired): write it anew from the envelope.
-          env = env or cjson.decode(f[4])
-          local enqueued_at = int(env.enqueued_at)
-          redis.call('DEL', hk)
-          redis.call('HSET', tk, 'task', env.task, 'queue', q, 'state', 'running', 'args', env.args,
-                     'attempt', attempt, 'max_retries', int(env.max_retries),
-                     'enqueued_at', enqueued_at, 'updated_at', now_s)
-          redis.call('ZADD', P .. ':tasks', enqueued_at, id)
-        end
-        redis.call('RPUSH', hk, entry)
+      local env
+      local attempt = f[3]
+      if not attempt then
+        env = cjson.decode(f[4])
+        attempt = int(env.attempt)
       end
+      local detail = first
+      if deliveries > tonumber(attempt) then detail = again end
+      local entry = '{"at":' .. now_s .. ',"state":"running","attempt":' .. attempt
+        .. ',"detail":' .. detail .. '}'
+      local tk, hk = taskkey(id), histkey(id)
+      if state then
+        redis.call('HSET', tk, 'state', 'running', 'attempt', attempt, 'updated_at', now_s)
+      else
+        -- The record vanished (expired): write it anew from the envelope.
+        env = env or cjson.decode(f[4])
+        local enqueued_at = int(env.enqueued_at)
+        redis.call('DEL', hk)
+        redis.call('HSET', tk, 'task', env.task, 'queue', q, 'state', 'running', 'args', env.args,
+                   'attempt', attempt, 'max_retries', int(env.max_retries),
+                   'enqueued_at', enqueued_at, 'updated_at', now_s)
+        redis.call('ZADD', P .. ':tasks', enqueued_at, id)
+      end
+      redis.call('RPUSH', hk, entry)
       out[#out + 1] = f[4]
       out[#out + 1] = lease
       out[#out + 1] = deliveries
@@ -385,46 +366,6 @@ for i = 3, #ARGV, 2 do
   end
 end
 return out
-"#,
-    )
-});
-
-/// ARGV: prefix, id, lease.
-pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local f, is_held = held(ARGV[2], ARGV[3])
-if not is_held then return 0 end
-remove_entry(ARGV[2], f)
-return 1
-"#,
-    )
-});
-
-/// ARGV: prefix, id, lease, action (retry|release|dead), payload (retry:
-/// envelope; dead: reason), delay_ms (retry), attempt (retry).
-pub(crate) static NACK: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local id, action = ARGV[2], ARGV[4]
-local f, is_held = held(id, ARGV[3])
-if not is_held then return 0 end
-local now = server_now()
-local q = f[3]
-redis.call('ZREM', qkey(q, 'leased'), id)
-if action == 'dead' then
-  redis.call('HSET', jobkey(id), 'status', 'dead', 'reason', ARGV[5], 'dead_at', now)
-  redis.call('ZADD', qkey(q, 'dead'), now, id)
-  return 1
-end
-if action == 'retry' then
-  local run_at = now + tonumber(ARGV[6])
-  place(id, q, f[4], run_at, now, {'env', ARGV[5], 'run_at', run_at, 'attempt', ARGV[7]})
-else
-  place(id, q, f[4], f[5], now)
-end
-redis.call('PUBLISH', P .. ':wake', '1')
-return 1
 "#,
     )
 });

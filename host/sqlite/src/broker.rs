@@ -19,9 +19,9 @@ use xylem_core::Envelope;
 use xylem_core::codec::{from_json, sql_int, sql_u32, sql_u64, to_json};
 use xylem_core::record::TaskState;
 use xylem_core::store::{
-    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
-    LeaseQueue, Nack, QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreResult, queued_detail,
-    replay_envelope, replay_transition, running_detail,
+    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, Nack,
+    QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreResult, queued_detail, replay_envelope,
+    replay_transition, running_detail,
 };
 use xylem_core::time::{Millis, ms, now_ms};
 
@@ -503,83 +503,6 @@ impl Broker for SqliteStore {
     async fn wait_for_jobs(&self, timeout: Duration) {
         // Other processes cannot notify us: the timeout is the poll period.
         let _ = tokio::time::timeout(timeout, self.published.notified()).await;
-    }
-}
-
-#[async_trait]
-impl LeaseQueue for SqliteStore {
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        let json = to_json(envelope)?;
-        let (id, queue, priority, run_at) = (
-            envelope.id.clone(),
-            envelope.queue.clone(),
-            i64::from(envelope.priority),
-            envelope.run_at(),
-        );
-        self.with_conn(move |conn| {
-            exec(conn,
-                "INSERT INTO queue (id, queue, priority, run_at, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, queue, priority, run_at, json],
-            )
-            .map_err(backend)
-        })
-        .await?;
-        self.published.notify_one();
-        Ok(())
-    }
-
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let queues = queues.to_vec();
-        let lease_ms = ms(lease);
-        self.with_conn(move |conn| {
-            let tx = begin(conn)?;
-            let now = now_ms();
-            let mut deliveries = lease_due(&tx, &queues, max, now + lease_ms, now)?;
-            tx.commit().map_err(backend)?;
-            deliveries.sort_by(|a, b| a.envelope.claim_order(&b.envelope));
-            Ok(deliveries)
-        })
-        .await
-    }
-
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| {
-            exec(
-                conn,
-                "UPDATE queue SET lease_until = ?1 WHERE id = ?2 AND lease = ?3 AND status = 1",
-                params![now_ms() + ms(by), id, sql_int(lease)],
-            )
-            .map(|n| n == 1)
-            .map_err(backend)
-        })
-        .await
-    }
-
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
-        let id = id.to_owned();
-        self.with_conn(move |conn| settle_ack(conn, &id, lease))
-            .await
-    }
-
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        let id = id.to_owned();
-        let wake = !matches!(action, Nack::DeadLetter { .. });
-        let changed = self
-            .with_conn(move |conn| settle_nack(conn, &id, lease, &action, now_ms()))
-            .await?;
-        if changed && wake {
-            self.published.notify_one();
-        }
-        Ok(changed)
     }
 }
 

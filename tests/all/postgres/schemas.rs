@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xylem_core::store::{LeaseQueue as _, Statistics as _};
+use xylem_core::store::Statistics as _;
 
 use xylem_core::Envelope;
 use xylem_core::store::{Broker, StoreError};
@@ -41,9 +41,9 @@ async fn concurrent_connects_to_a_new_schema_all_succeed() {
     }
     // They all see one queue.
     let e = Envelope::new("shared", "{}");
-    stores[0].publish(&e).await.unwrap();
+    stores[0].enqueue(std::slice::from_ref(&e)).await.unwrap();
     let got = stores[3]
-        .reserve(&[], 10, Duration::from_secs(30))
+        .claim(&[], 10, Duration::from_secs(30), "w")
         .await
         .unwrap();
     assert_eq!(got.len(), 1);
@@ -62,7 +62,7 @@ async fn mixed_case_schema_names_are_kept_apart() {
     let a = PostgresStore::connect(&lower_url).await.unwrap();
     let b = PostgresStore::connect(&upper_url).await.unwrap();
     assert_eq!(b.schema(), upper);
-    b.publish(&Envelope::new("upper", "{}")).await.unwrap();
+    b.enqueue(&[Envelope::new("upper", "{}")]).await.unwrap();
     assert!(a.queue_stats().await.unwrap().is_empty());
     assert_eq!(b.queue_stats().await.unwrap()[0].ready, 1);
     a.drop_schema().await.unwrap();
@@ -76,7 +76,7 @@ async fn dropping_the_schema_leaves_an_empty_store_on_reconnect() {
         return;
     };
     let store = PostgresStore::connect(&url).await.unwrap();
-    store.publish(&Envelope::new("x", "{}")).await.unwrap();
+    store.enqueue(&[Envelope::new("x", "{}")]).await.unwrap();
     store.drop_schema().await.unwrap();
     let again = PostgresStore::connect(&url).await.unwrap();
     assert!(again.queue_stats().await.unwrap().is_empty());
@@ -112,7 +112,10 @@ async fn a_publish_elsewhere_wakes_a_waiting_worker() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    client.publish(&Envelope::new("wake", "{}")).await.unwrap();
+    client
+        .enqueue(&[Envelope::new("wake", "{}")])
+        .await
+        .unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the notification ends the wait")
@@ -132,7 +135,7 @@ async fn concurrent_reservers_never_share_a_job() {
     for i in 0..120 {
         let mut e = Envelope::new("many", "{}");
         e.priority = (i % 3) as u8;
-        first.publish(&e).await.unwrap();
+        first.enqueue(std::slice::from_ref(&e)).await.unwrap();
         published.insert(e.id);
     }
     // Four workers, each on its own pool, as four processes would be.
@@ -143,7 +146,7 @@ async fn concurrent_reservers_never_share_a_job() {
             let mut got = Vec::new();
             loop {
                 let batch = store
-                    .reserve(&[], 7, Duration::from_secs(30))
+                    .claim(&[], 7, Duration::from_secs(30), "w")
                     .await
                     .unwrap();
                 if batch.is_empty() {
@@ -176,7 +179,7 @@ async fn an_outage_fails_fast_and_the_store_recovers() {
     let url = format!("{}?schema=outage", server.url());
     let store = PostgresStore::connect(&url).await.unwrap();
     let before = Envelope::new("before", "{}");
-    store.publish(&before).await.unwrap();
+    store.enqueue(std::slice::from_ref(&before)).await.unwrap();
     store.wait_for_jobs(Duration::from_millis(50)).await; // starts the listener
 
     let restart = tokio::task::spawn_blocking(move || {
@@ -210,9 +213,9 @@ async fn an_outage_fails_fast_and_the_store_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = Envelope::new("after", "{}");
-    store.publish(&after).await.unwrap();
+    store.enqueue(std::slice::from_ref(&after)).await.unwrap();
     let got = store
-        .reserve(&[], 10, Duration::from_secs(30))
+        .claim(&[], 10, Duration::from_secs(30), "w")
         .await
         .unwrap();
     let mut ids: Vec<_> = got.into_iter().map(|d| d.envelope.id).collect();

@@ -11,7 +11,7 @@ use xylem_core::limits::parse_duration;
 use xylem_core::{ChildQuota, PluginStore, Worker, WorkerConfig};
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
-/// Run jobs: reserve them from the queues, run each in a fresh sandbox,
+/// Run jobs: claim them from the queues, run each in a fresh sandbox,
 /// record results, retry or dead-letter failures. Stops gracefully on
 /// Ctrl-C / SIGTERM.
 #[derive(Debug, Args)]

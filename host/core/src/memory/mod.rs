@@ -12,9 +12,9 @@ use tokio::sync::Notify;
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
-    GroupStatus, GroupStore, LeaseQueue, LockStore, Nack, PluginInfo, PluginStore, QueueStats,
-    QuotaStore, REPLAY_DETAIL, ResultBackend, Settle, Statistics, StoreError, StoreResult,
-    TaskRoute, fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
+    GroupStatus, GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore,
+    REPLAY_DETAIL, ResultBackend, Settle, Statistics, StoreError, StoreResult, TaskRoute,
+    fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -223,45 +223,6 @@ impl Broker for MemoryStore {
 
     async fn wait_for_jobs(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.published.notified()).await;
-    }
-}
-
-#[async_trait]
-impl LeaseQueue for MemoryStore {
-    async fn publish(&self, envelope: &Envelope) -> StoreResult<()> {
-        self.lock().jobs.insert(envelope, now_ms());
-        self.published.notify_one();
-        Ok(())
-    }
-
-    async fn reserve(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-    ) -> StoreResult<Vec<Delivery>> {
-        Ok(self.lock().jobs.lease_due(queues, max, lease, now_ms()))
-    }
-
-    async fn extend(&self, id: &str, lease: u64, by: Duration) -> StoreResult<bool> {
-        let now = now_ms();
-        Ok(self.lock().jobs.extend(id, lease, now + ms(by), now))
-    }
-
-    async fn ack(&self, id: &str, lease: u64) -> StoreResult<bool> {
-        let mut state = self.lock();
-        Ok(state.jobs.held(id, lease) && state.jobs.remove(id))
-    }
-
-    async fn nack(&self, id: &str, lease: u64, action: Nack) -> StoreResult<bool> {
-        let mut state = self.lock();
-        if !state.jobs.held(id, lease) {
-            return Ok(false);
-        }
-        state.jobs.settle(id, action, now_ms());
-        drop(state);
-        self.published.notify_one();
-        Ok(true)
     }
 }
 
