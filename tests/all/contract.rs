@@ -923,3 +923,56 @@ contract_case!(the_plugin_fallback_follows_push_order_not_clocks, |s| {
     assert_eq!(route("f.t").await.as_deref(), Some("v2"));
     assert_eq!(route("only.v2").await.as_deref(), Some("v2"));
 });
+
+// One rule on every store (`Broker::enqueue`): an enqueue names new jobs.
+// An id in use is refused whole-batch, whatever the record's state — so
+// an enqueue never resets a job, and a succeeded one never runs again —
+// while a record past its TTL is gone and frees its id.
+contract_case!(an_enqueue_never_reuses_an_id_in_use, |s| {
+    let duplicate = |r: Result<(), StoreError>, id: &str| match r {
+        Err(StoreError::Duplicate(got)) => assert_eq!(got, id),
+        other => panic!("expected a duplicate {id}, got {other:?}"),
+    };
+    let e = job("dup");
+    put(s, &e).await;
+    duplicate(s.broker().enqueue(std::slice::from_ref(&e)).await, &e.id);
+    let record = s.results().get(&e.id).await.unwrap().unwrap();
+    assert_eq!((record.state, record.history.len()), (TaskState::Queued, 1));
+
+    // Nothing of a refused batch is written.
+    let fresh = job("fresh");
+    duplicate(s.broker().enqueue(&[fresh.clone(), e.clone()]).await, &e.id);
+    assert!(s.results().get(&fresh.id).await.unwrap().is_none());
+    let twice = job("twice");
+    duplicate(
+        s.broker().enqueue(&[twice.clone(), twice.clone()]).await,
+        &twice.id,
+    );
+    assert!(s.results().get(&twice.id).await.unwrap().is_none());
+    assert_eq!(queued_total(s).await, 1);
+
+    // A succeeded job stays succeeded and never runs again.
+    let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
+    let done = s
+        .broker()
+        .complete(&[success(&e.id, d.lease, 1)])
+        .await
+        .unwrap();
+    assert_eq!(done, vec![Completed::Applied]);
+    duplicate(s.broker().enqueue(std::slice::from_ref(&e)).await, &e.id);
+    assert_eq!(state_of(s, &e.id).await, Some(TaskState::Succeeded));
+    assert!(take(s, &all(), 10, LEASE).await.is_empty());
+
+    // A record past its TTL is gone: its id may be enqueued again.
+    let brief = job("brief");
+    put(s, &brief).await;
+    let d = take(s, &all(), 1, LEASE).await.pop().unwrap();
+    let mut done = success(&brief.id, d.lease, 1);
+    done.result_ttl = Some(Duration::from_millis(50));
+    s.broker().complete(&[done]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    put(s, &brief).await;
+    let record = s.results().get(&brief.id).await.unwrap().unwrap();
+    assert_eq!((record.state, record.history.len()), (TaskState::Queued, 1));
+    assert_eq!(take(s, &all(), 10, LEASE).await.len(), 1);
+});

@@ -56,6 +56,10 @@ pub enum StoreError {
     /// No such job / plugin.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An enqueue named a job id that is already in use (see
+    /// [`Broker::enqueue`]).
+    #[error("job id {0} is already in use: an enqueue names new jobs only")]
+    Duplicate(String),
     /// A URL or option was invalid.
     #[error("{0}")]
     Invalid(String),
@@ -111,7 +115,7 @@ impl StoreError {
         match self {
             Self::Unavailable { .. } => true,
             Self::Backend { transient, .. } => *transient,
-            Self::Corrupt(_) | Self::NotFound(_) | Self::Invalid(_) => false,
+            Self::Corrupt(_) | Self::NotFound(_) | Self::Invalid(_) | Self::Duplicate(_) => false,
         }
     }
 }
@@ -333,6 +337,24 @@ pub fn queued_detail(envelope: &Envelope, now: Millis) -> Option<String> {
         .map(|at| format!("delayed until {}", crate::time::format_ms(at)))
 }
 
+/// The first id named twice in `envelopes`, if any: a batch that names
+/// one job twice is refused whole (see [`Broker::enqueue`]).
+pub fn duplicate_in_batch(envelopes: &[Envelope]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(envelopes.len());
+    envelopes
+        .iter()
+        .map(|e| e.id.as_str())
+        .find(|id| !seen.insert(*id))
+}
+
+/// [`duplicate_in_batch`] as the error every adapter returns.
+pub fn check_batch_ids(envelopes: &[Envelope]) -> StoreResult<()> {
+    match duplicate_in_batch(envelopes) {
+        Some(id) => Err(StoreError::Duplicate(id.to_owned())),
+        None => Ok(()),
+    }
+}
+
 /// The detail of the history entry a DLQ replay writes.
 pub const REPLAY_DETAIL: &str = "replayed from the dead-letter queue";
 
@@ -363,6 +385,14 @@ pub trait Broker: Send + Sync {
     /// every job has a `queued` record and is in its queue; if it fails,
     /// none is. A record is never left without its queued job (or the
     /// other way round). Durable when this returns.
+    ///
+    /// An enqueue names new jobs: an id already in use — a job in a queue
+    /// (dead ones included), or a record that has not expired, whatever
+    /// its state — is refused with [`StoreError::Duplicate`], and so is an
+    /// id named twice in one batch ([`duplicate_in_batch`]); the batch then
+    /// enqueues nothing. So an enqueue can never reset a job, and a
+    /// succeeded one never runs again. A record past its TTL is gone: its
+    /// id may be used again.
     async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()>;
 
     /// Claims up to `max` jobs for worker `worker`, in one atomic step per

@@ -19,8 +19,8 @@ use xylem_core::Envelope;
 use xylem_core::codec::to_json;
 use xylem_core::record::TaskState;
 use xylem_core::store::{
-    Completed, Completion, Delivery, Nack, Settle, StoreError, StoreResult, queued_detail,
-    running_detail,
+    Completed, Completion, Delivery, Nack, Settle, StoreError, StoreResult, check_batch_ids,
+    queued_detail, running_detail,
 };
 use xylem_core::time::{ms, now_ms};
 
@@ -270,6 +270,16 @@ const RECLAIM: &str = concat!(
     DELETE FROM task_history WHERE id IN (SELECT id FROM gone)"
 );
 
+/// Whether `e` is PostgreSQL refusing a row whose key is taken
+/// (`unique_violation`).
+fn is_conflict(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<sqlx::Error>())
+        .is_some_and(
+            |e| matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505")),
+        )
+}
+
 /// How often `complete` reclaims expired records (they are invisible as
 /// soon as they expire; this only frees their storage).
 const RECLAIM_EVERY_MS: i64 = 1_000;
@@ -355,10 +365,67 @@ fn rounds(completions: &[Completion]) -> Vec<Vec<usize>> {
 }
 
 impl PostgresStore {
+    /// `Broker::enqueue`: one statement writes the batch; an id in use
+    /// (a unique violation) takes the slow path.
     pub(crate) async fn enqueue_batch(&self, envelopes: &[Envelope]) -> StoreResult<()> {
         if envelopes.is_empty() {
             return Ok(());
         }
+        check_batch_ids(envelopes)?;
+        match self.insert_new(envelopes).await {
+            Err(e) if is_conflict(&e) => self.enqueue_after_conflict(envelopes).await,
+            done => done,
+        }
+    }
+
+    /// After an enqueue hit an id in use: a record past its TTL that
+    /// nothing has reclaimed yet is gone, its id free again (see
+    /// `Broker::enqueue`), so such records are forgotten and the batch
+    /// tried once more; otherwise the batch is refused, naming the id.
+    async fn enqueue_after_conflict(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
+        let freed: i64 = sqlx::query_scalar(concat!(
+            "WITH gone AS (
+                DELETE FROM tasks WHERE id = ANY($1) AND expires_at <= ",
+            now_ms!(),
+            " RETURNING id),
+            history AS (DELETE FROM task_history WHERE id IN (SELECT id FROM gone))
+            SELECT count(*) FROM gone"
+        ))
+        .bind(&ids)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        if freed > 0 {
+            match self.insert_new(envelopes).await {
+                Err(e) if is_conflict(&e) => {}
+                done => return done,
+            }
+        }
+        let in_use: Option<String> = sqlx::query_scalar(
+            "SELECT u.id FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n)
+             WHERE EXISTS (SELECT 1 FROM queue q WHERE q.id = u.id)
+                OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = u.id)
+             ORDER BY u.n LIMIT 1",
+        )
+        .bind(&ids)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Err(match in_use {
+            Some(id) => StoreError::Duplicate(id),
+            // Freed meanwhile by another transaction: trying again may work.
+            None => StoreError::Backend {
+                message: "an enqueue met an id in use that is free now".to_owned(),
+                transient: true,
+                source: None,
+            },
+        })
+    }
+
+    /// Writes a batch of new jobs, records and queue entries, in one
+    /// statement; an id in use fails it with a unique violation.
+    async fn insert_new(&self, envelopes: &[Envelope]) -> StoreResult<()> {
         let now = now_ms();
         let n = envelopes.len();
         let mut id = Vec::with_capacity(n);

@@ -10,8 +10,8 @@ use redis::AsyncCommands;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::store::{
     Broker, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, Nack, QueueStats,
-    Settle, Statistics, StoreError, StoreResult, queued_detail, replay_envelope, replay_transition,
-    running_detail,
+    Settle, Statistics, StoreError, StoreResult, check_batch_ids, queued_detail, replay_envelope,
+    replay_transition, running_detail,
 };
 use xylem_core::time::{ms, now_ms};
 use xylem_core::{Envelope, TaskState};
@@ -104,6 +104,7 @@ impl Broker for RedisStore {
         if envelopes.is_empty() {
             return Ok(());
         }
+        check_batch_ids(envelopes)?;
         let now = now_ms();
         let mut invocation = ENQUEUE.prepare_invoke();
         invocation.arg(self.keys.prefix());
@@ -126,11 +127,14 @@ impl Broker for RedisStore {
                 .arg(e.enqueued_at)
                 .arg(entry);
         }
-        let _: i64 = invocation
+        let reply: redis::Value = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        match reply {
+            redis::Value::Int(_) => Ok(()),
+            in_use => Err(StoreError::Duplicate(value::<String>(&in_use)?)),
+        }
     }
 
     async fn claim(

@@ -80,12 +80,18 @@ fn script(body: &str) -> Script {
 /// Records and queues jobs: ARGV: prefix, then per job 11 values: id,
 /// queue, priority, run_at, attempt, envelope, task, args, max_retries,
 /// enqueued_at, first history entry (tail, see `results::entry_tail`).
-/// Returns how many.
+/// Returns how many, or the first id already in use (then nothing is
+/// written: see `Broker::enqueue`).
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now = server_now()
 local now_s = int(now)
+-- An id in use (a queue entry, or a record that has not expired) refuses
+-- the whole batch before anything is written: returns that id.
+for i = 2, #ARGV, 11 do
+  if redis.call('EXISTS', taskkey(ARGV[i]), jobkey(ARGV[i])) > 0 then return ARGV[i] end
+end
 local ready, delayed, first_due, tasks, queues = {}, {}, {}, {}, {}
 local n = 0
 for i = 2, #ARGV, 11 do
@@ -111,21 +117,9 @@ for i = 2, #ARGV, 11 do
     queues[#queues + 1] = q
   end
   local jk = jobkey(id)
-  -- HSET counts the fields it added: fewer than 8 means the id is in use
-  -- (never, for generated ids), and then the record starts afresh and the
-  -- old queue entry goes, as if both were written anew. No extra call in
-  -- the usual case.
-  local added = redis.call('HSET', tk, 'task', ARGV[i + 6], 'queue', q, 'state', 'queued',
-                           'args', ARGV[i + 7], 'attempt', attempt, 'max_retries', ARGV[i + 8],
-                           'enqueued_at', ARGV[i + 9], 'updated_at', now_s)
-  if added < 8 then
-    redis.call('HDEL', tk, 'result', 'error', 'usage', 'log', 'progress', 'plugin')
-    redis.call('PERSIST', tk)
-    redis.call('DEL', hk)
-    local old = redis.call('HMGET', jk, 'status', 'queue')
-    if old[1] and old[2] then redis.call('ZREM', qkey(old[2], old[1]), id) end
-    redis.call('DEL', jk)
-  end
+  redis.call('HSET', tk, 'task', ARGV[i + 6], 'queue', q, 'state', 'queued',
+             'args', ARGV[i + 7], 'attempt', attempt, 'max_retries', ARGV[i + 8],
+             'enqueued_at', ARGV[i + 9], 'updated_at', now_s)
   -- No `lease`/`deliveries` fields yet: absent counts as 0.
   redis.call('HSET', jk, 'env', ARGV[i + 5], 'queue', q, 'prio', prio, 'run_at', run_at,
              'attempt', attempt, 'status', status)

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, Transaction, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params, params_from_iter};
 use xylem_core::Envelope;
 use xylem_core::codec::{from_json, sql_int, sql_u32, sql_u64, to_json};
 use xylem_core::record::TaskState;
 use xylem_core::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, Nack,
-    QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreResult, queued_detail, replay_envelope,
-    replay_transition, running_detail,
+    QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreError, StoreResult, check_batch_ids,
+    queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use xylem_core::time::{Millis, ms, now_ms};
 
@@ -328,71 +328,131 @@ fn apply_completion(
     Ok((plan.result, requeued))
 }
 
+/// Writes a batch of new jobs, records and queue entries, in one
+/// transaction; an id in use fails it (see [`is_conflict`]).
+fn insert_new(conn: &mut Connection, envelopes: &[Envelope]) -> StoreResult<()> {
+    let jobs = envelopes
+        .iter()
+        .map(|e| Ok((to_json(e)?, e.run_at())))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let tx = begin(conn)?;
+    let now = now_ms();
+    let details: Vec<Option<String>> = envelopes.iter().map(|e| queued_detail(e, now)).collect();
+    let tasks: Vec<[&dyn ToSql; 8]> = envelopes
+        .iter()
+        .map(|e| {
+            [
+                &e.id as &dyn ToSql,
+                &e.task,
+                &e.queue,
+                &e.args,
+                &e.attempt,
+                &e.max_retries,
+                &e.enqueued_at,
+                &now,
+            ]
+        })
+        .collect();
+    insert_rows(
+        &tx,
+        "INSERT INTO tasks
+             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
+         VALUES ",
+        "(?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        &tasks,
+    )?;
+    let history: Vec<[&dyn ToSql; 4]> = envelopes
+        .iter()
+        .zip(&details)
+        .map(|(e, detail)| [&e.id as &dyn ToSql, &now, &e.attempt, detail])
+        .collect();
+    insert_rows(
+        &tx,
+        "INSERT INTO task_history (id, at, state, attempt, detail) VALUES ",
+        "(?, ?, 'queued', ?, ?)",
+        &history,
+    )?;
+    let queue: Vec<[&dyn ToSql; 5]> = envelopes
+        .iter()
+        .zip(&jobs)
+        .map(|(e, (json, run_at))| [&e.id as &dyn ToSql, &e.queue, &e.priority, run_at, json])
+        .collect();
+    insert_rows(
+        &tx,
+        "INSERT INTO queue (id, queue, priority, run_at, envelope) VALUES ",
+        "(?, ?, ?, ?, ?)",
+        &queue,
+    )?;
+    drop((tasks, history, queue));
+    tx.commit().map_err(backend)
+}
+
+/// Whether `e` is SQLite refusing a row whose key is taken.
+fn is_conflict(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<rusqlite::Error>())
+        .is_some_and(|e| e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation))
+}
+
+/// After an enqueue hit an id in use: a record past its TTL that nothing
+/// has reclaimed yet is gone, its id free again (see `Broker::enqueue`),
+/// so such records are forgotten and the batch tried once more; otherwise
+/// the batch is refused, naming the id.
+fn enqueue_after_conflict(conn: &mut Connection, envelopes: &[Envelope]) -> StoreResult<()> {
+    let now = now_ms();
+    let tx = begin(conn)?;
+    let mut freed = 0;
+    for e in envelopes {
+        let gone = exec(
+            &tx,
+            "DELETE FROM tasks WHERE id = ?1 AND expires_at <= ?2",
+            params![e.id, now],
+        )
+        .map_err(backend)?;
+        if gone > 0 {
+            exec(&tx, "DELETE FROM task_history WHERE id = ?1", [&e.id]).map_err(backend)?;
+            freed += gone;
+        }
+    }
+    tx.commit().map_err(backend)?;
+    if freed > 0 {
+        match insert_new(conn, envelopes) {
+            Err(e) if is_conflict(&e) => {}
+            done => return done,
+        }
+    }
+    for e in envelopes {
+        let in_use: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM queue WHERE id = ?1)
+                     OR EXISTS (SELECT 1 FROM tasks WHERE id = ?1)",
+                [&e.id],
+                |row| row.get(0),
+            )
+            .map_err(backend)?;
+        if in_use {
+            return Err(StoreError::Duplicate(e.id.clone()));
+        }
+    }
+    // Freed meanwhile by another process: trying again may work.
+    Err(StoreError::Backend {
+        message: "an enqueue met an id in use that is free now".to_owned(),
+        transient: true,
+        source: None,
+    })
+}
+
 #[async_trait]
 impl Broker for SqliteStore {
     async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
         if envelopes.is_empty() {
             return Ok(());
         }
+        check_batch_ids(envelopes)?;
         let envelopes = envelopes.to_vec();
-        self.with_conn(move |conn| {
-            let jobs = envelopes
-                .iter()
-                .map(|e| Ok((to_json(e)?, e.run_at())))
-                .collect::<StoreResult<Vec<_>>>()?;
-            let tx = begin(conn)?;
-            let now = now_ms();
-            let details: Vec<Option<String>> =
-                envelopes.iter().map(|e| queued_detail(e, now)).collect();
-            let tasks: Vec<[&dyn ToSql; 8]> = envelopes
-                .iter()
-                .map(|e| {
-                    [
-                        &e.id as &dyn ToSql,
-                        &e.task,
-                        &e.queue,
-                        &e.args,
-                        &e.attempt,
-                        &e.max_retries,
-                        &e.enqueued_at,
-                        &now,
-                    ]
-                })
-                .collect();
-            insert_rows(
-                &tx,
-                "INSERT INTO tasks
-                     (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
-                 VALUES ",
-                "(?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                &tasks,
-            )?;
-            let history: Vec<[&dyn ToSql; 4]> = envelopes
-                .iter()
-                .zip(&details)
-                .map(|(e, detail)| [&e.id as &dyn ToSql, &now, &e.attempt, detail])
-                .collect();
-            insert_rows(
-                &tx,
-                "INSERT INTO task_history (id, at, state, attempt, detail) VALUES ",
-                "(?, ?, 'queued', ?, ?)",
-                &history,
-            )?;
-            let queue: Vec<[&dyn ToSql; 5]> = envelopes
-                .iter()
-                .zip(&jobs)
-                .map(|(e, (json, run_at))| {
-                    [&e.id as &dyn ToSql, &e.queue, &e.priority, run_at, json]
-                })
-                .collect();
-            insert_rows(
-                &tx,
-                "INSERT INTO queue (id, queue, priority, run_at, envelope) VALUES ",
-                "(?, ?, ?, ?, ?)",
-                &queue,
-            )?;
-            drop((tasks, history, queue));
-            tx.commit().map_err(backend)
+        self.with_conn(move |conn| match insert_new(conn, &envelopes) {
+            Err(e) if is_conflict(&e) => enqueue_after_conflict(conn, &envelopes),
+            done => done,
         })
         .await?;
         // Once per batch: every worker of this process waiting now, or the

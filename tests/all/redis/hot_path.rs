@@ -271,29 +271,6 @@ async fn delayed_jobs_wait_and_replay_writes_the_record() {
     s.clear().await.unwrap();
 }
 
-#[tokio::test]
-async fn enqueue_of_an_id_in_use_starts_afresh() {
-    let Some(s) = fresh().await else { return };
-    let job = Envelope::new("t", "{}");
-    s.enqueue(std::slice::from_ref(&job)).await.unwrap();
-    let d = s.claim(&[], 1, LEASE, "w").await.unwrap().remove(0);
-    // Still leased: the old entry must not stay behind in the leased set.
-    s.enqueue(std::slice::from_ref(&job)).await.unwrap();
-    let r = s.get(&job.id).await.unwrap().unwrap();
-    assert_eq!((r.state, r.history.len()), (TaskState::Queued, 1));
-    let stats = s.queue_stats().await.unwrap();
-    assert_eq!((stats[0].ready, stats[0].running), (1, 0));
-    let again = s.claim(&[], 1, LEASE, "w").await.unwrap().remove(0);
-    assert_eq!((again.lease, again.deliveries), (1, 1));
-    let done = s
-        .complete(&[success(&job.id, again.lease, 1, Settle::Ack)])
-        .await
-        .unwrap();
-    assert_eq!(done, vec![Completed::Applied]);
-    assert_ne!(d.lease, 0);
-    s.clear().await.unwrap();
-}
-
 /// How fast: `cargo test -p xylem-tests --release --test all redis::hot_path::throughput --
 /// --ignored --nocapture` (a simulated worker: jobs finish at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,7 +14,8 @@ use crate::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
     GroupStatus, GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore,
     REPLAY_DETAIL, ResultBackend, Settle, Statistics, StoreError, StoreResult, TaskRoute,
-    fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
+    check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
+    running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -109,8 +110,14 @@ impl State {
 #[async_trait]
 impl Broker for MemoryStore {
     async fn enqueue(&self, envelopes: &[Envelope]) -> StoreResult<()> {
+        check_batch_ids(envelopes)?;
         let now = now_ms();
         let mut state = self.lock();
+        for envelope in envelopes {
+            if state.jobs.contains(&envelope.id) || state.live_record(&envelope.id, now).is_some() {
+                return Err(StoreError::Duplicate(envelope.id.clone()));
+            }
+        }
         for envelope in envelopes {
             state.record(envelope, now);
             state.jobs.insert(envelope, now);

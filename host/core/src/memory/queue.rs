@@ -115,6 +115,11 @@ impl JobQueue {
         self.jobs.insert(envelope.id.clone(), job);
     }
 
+    /// Whether a job with this id is here, in any status.
+    pub(super) fn contains(&self, id: &str) -> bool {
+        self.jobs.contains_key(id)
+    }
+
     /// Removes a job; whether it was there.
     pub(super) fn remove(&mut self, id: &str) -> bool {
         match self.jobs.remove(id) {
