@@ -96,6 +96,7 @@ mod postgres;
 mod redis;
 mod sqlite;
 
+mod languages;
 mod sandbox;
 
 mod cli;

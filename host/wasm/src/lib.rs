@@ -21,7 +21,7 @@ mod run;
 mod runtime;
 mod state;
 
-pub use build::{BuildError, build_plugin};
+pub use build::{BuildError, Language, build_plugin};
 pub use cache::CacheStats;
 pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};

@@ -11,12 +11,17 @@ use crate::format;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
-    /// Build a plugin crate into a component (release, wasm32-wasip2).
+    /// Build a plugin directory into a component, in its language.
     ///
-    /// Adds the wasm32-wasip2 target with rustup if it is missing. The last
-    /// line of standard output is the path of the component written.
+    /// Recognised by its files: Cargo.toml (Rust: cargo, wasm32-wasip2,
+    /// the target added with rustup if missing), app.py (Python:
+    /// componentize-py), package.json (JavaScript: componentize-js, `npm
+    /// install` first), Makefile + *.c (C: clang + wasi-libc). A missing
+    /// tool is named with its install command. The last line of standard
+    /// output is the path of the component written (Rust: cargo's target
+    /// dir; others: DIR/build/).
     Build {
-        /// The plugin crate's directory (holding its Cargo.toml).
+        /// The plugin's directory.
         path: PathBuf,
     },
     /// Validate a component and store it: every worker picks it up

@@ -1,44 +1,14 @@
-//! Builds a plugin crate into a WebAssembly component.
-//!
-//! Used by `xylem plugin build`, by the tests and by the benchmarks, so all
-//! three build plugins the same way: `cargo build --release --target
-//! wasm32-wasip2`, adding the target with rustup first if it is missing.
+//! Rust plugins: `cargo build --release --target wasm32-wasip2`, adding
+//! the target with rustup first if it is missing.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::BuildError;
+
 /// The Rust target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
-
-/// Why a plugin crate could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// No `Cargo.toml` where the crate should be.
-    #[error("no Cargo.toml in {0}: point at a plugin crate's directory")]
-    NotACrate(PathBuf),
-    /// A tool could not be started.
-    #[error("cannot run `{tool}`: {source}")]
-    Spawn {
-        /// The tool.
-        tool: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The wasm32-wasip2 target is missing and could not be added.
-    #[error(
-        "the {TARGET} target is not installed and `rustup target add {TARGET}` failed; install it by hand"
-    )]
-    Target,
-    /// cargo reported an error.
-    #[error("cargo build failed for {0} (see the compiler output above)")]
-    Cargo(PathBuf),
-    /// cargo built nothing that looks like a component.
-    #[error(
-        "cargo built no .wasm for {0}: is the crate a `cdylib` (`[lib] crate-type = [\"cdylib\"]`)?"
-    )]
-    NoArtifact(PathBuf),
-}
 
 /// Makes sure the wasm32-wasip2 target is installed, adding it with rustup
 /// if not. Returns whether it had to be added.
@@ -74,7 +44,7 @@ pub fn ensure_target() -> Result<bool, BuildError> {
 /// Builds the plugin crate in `crate_dir` (release, wasm32-wasip2) and
 /// returns the path of the component it wrote. Compiler output goes to
 /// this process's stderr.
-pub fn build_plugin(crate_dir: &Path) -> Result<PathBuf, BuildError> {
+pub(super) fn build(crate_dir: &Path) -> Result<PathBuf, BuildError> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(crate_dir.to_owned()));

@@ -1,0 +1,82 @@
+// Xylem's JavaScript guest helper: write tasks as plain functions of their
+// parsed JSON arguments; `plugin({...})` makes the `plugin` world's
+// `handler` export (describe and run) for componentize-js.
+//
+//   import { plugin, Reject, log } from './xylem.js';
+//   export const handler = plugin({
+//     'hello.greet': {
+//       description: 'Returns a greeting for `name`',
+//       run({ name }) {
+//         if (!name?.trim()) throw new Reject('`name` must be a non-empty string');
+//         log(`greeting ${name}`);
+//         return `Hello, ${name}!`;
+//       },
+//     },
+//   });
+//
+// A task returns any JSON value. It ends its job with:
+// - `throw new Reject(reason)`: the job can never succeed (no retry);
+// - `throw new Retry(reason, delayMs)`: try again (counts as an attempt);
+// - anything else thrown: a failure (`plugin-error`, retried per the task's
+//   policy) whose reason is the error — never a trap.
+import {
+  log as hostLog,
+  progress as hostProgress,
+  heartbeat as hostHeartbeat,
+} from 'xylem:task/host@0.2.0';
+
+/** The job can never succeed: it ends `failed`, without a retry. */
+export class Reject extends Error {}
+
+/** Try the job again (after `delayMs` if given); counts as an attempt. */
+export class Retry extends Error {
+  constructor(reason, delayMs) {
+    super(reason);
+    this.delayMs = delayMs;
+  }
+}
+
+/** A line in the job's log (`level`: trace, debug, info, warn, error). */
+export const log = (message, level = 'info') => hostLog(level, String(message));
+
+/** Reports progress (0 to 100) to the job's record. */
+export const progress = (percent, message) => hostProgress(percent, message);
+
+/** Tells the worker this job is alive (long loops). */
+export const heartbeat = () => hostHeartbeat();
+
+/**
+ * The `handler` export for `tasks`: `{ name: { description, options,
+ * argsSchema, run(args, info) } }`, where `options` holds the WIT
+ * task-options in camelCase (`maxRetries: 5`, `queue: 'emails'`) and
+ * `argsSchema` a JSON Schema object.
+ */
+export function plugin(tasks) {
+  return {
+    describe: () =>
+      Object.entries(tasks).map(([name, t]) => ({
+        name,
+        description: t.description,
+        options: { ...t.options },
+        argsSchema: t.argsSchema === undefined ? undefined : JSON.stringify(t.argsSchema),
+      })),
+    run(info, args) {
+      const t = tasks[info.name];
+      if (!t) {
+        const known = Object.keys(tasks).join(', ') || 'none';
+        throw { tag: 'reject', val: `this plugin has no task named \`${info.name}\` (it has: ${known})` };
+      }
+      try {
+        return JSON.stringify(t.run(JSON.parse(args), info) ?? null);
+      } catch (e) {
+        if (e instanceof Reject) throw { tag: 'reject', val: e.message };
+        if (e instanceof Retry) throw { tag: 'retry', val: { reason: e.message, delayMs: e.delayMs } };
+        if (e instanceof Error) {
+          if (e.stack) hostLog('error', e.stack);
+          throw { tag: 'fail', val: `${e.name}: ${e.message}` };
+        }
+        throw { tag: 'fail', val: String(e) };
+      }
+    },
+  };
+}

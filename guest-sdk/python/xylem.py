@@ -1,0 +1,139 @@
+"""Xylem's Python guest helper: write tasks as plain functions of their
+parsed JSON arguments; the helper implements the `plugin` world's
+`handler` (describe and run) for componentize-py.
+
+    from xylem import Handler, Reject, Retry, log, task
+
+    @task("hello.greet", description="Returns a greeting for `name`")
+    def greet(info, args):
+        if not str(args.get("name", "")).strip():
+            raise Reject("`name` must be a non-empty string")
+        log(f"greeting {args['name']}")
+        return f"Hello, {args['name']}!"
+
+A task returns any JSON-serialisable value. It ends its job with:
+- `raise Reject(reason)`: the job can never succeed (no retry);
+- `raise Retry(reason, delay_ms=None)`: try again (counts as an attempt);
+- any other exception: a failure (`plugin-error`, retried per the task's
+  policy) whose reason is the exception, with its traceback in the log —
+  never a trap.
+
+Import every module a task needs at the top of the app module:
+componentize-py bundles what the app imports when it is built, and a
+module first imported inside a function is missing at run time.
+"""
+
+import json
+import traceback
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import host
+from wit_world.imports.types import (
+    Level,
+    RetryRequest,
+    TaskError_Fail,
+    TaskError_Reject,
+    TaskError_Retry,
+    TaskOptions,
+    TaskSpec,
+)
+
+__all__ = ["Handler", "Reject", "Retry", "Level", "log", "progress", "heartbeat", "task"]
+
+
+class Reject(Exception):
+    """The job can never succeed: it ends `failed`, without a retry."""
+
+
+class Retry(Exception):
+    """Try the job again (after `delay_ms` if given); counts as an attempt."""
+
+    def __init__(self, reason, delay_ms=None):
+        super().__init__(reason)
+        self.delay_ms = delay_ms
+
+
+# name -> (function, description, TaskOptions keyword arguments)
+_TASKS = {}
+
+# The WIT `task-options` fields, in their order.
+_OPTION_NAMES = (
+    "queue",
+    "priority",
+    "max_retries",
+    "retry_backoff_ms",
+    "retry_backoff_max_ms",
+    "soft_time_limit_ms",
+    "hard_time_limit_ms",
+    "fuel",
+    "max_memory_bytes",
+    "rate_limit",
+)
+
+
+def task(name, description=None, args_schema=None, **options):
+    """Declares a task: `options` are the WIT `task-options` fields
+    (`max_retries=5`, `queue="emails"`, ...); `args_schema` a JSON Schema
+    (a dict) its arguments must match."""
+    unknown = set(options) - set(_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown task options {sorted(unknown)} (known: {_OPTION_NAMES})")
+
+    def register(fn):
+        _TASKS[name] = (fn, description, options, args_schema)
+        return fn
+
+    return register
+
+
+def log(message, level=Level.INFO):
+    """A line in the job's log."""
+    host.log(level, str(message))
+
+
+def progress(percent, message=None):
+    """Reports progress (0 to 100) to the job's record."""
+    host.progress(float(percent), message)
+
+
+def heartbeat():
+    """Tells the worker this job is alive (long loops)."""
+    host.heartbeat()
+
+
+class Handler(exports.Handler):
+    """The `handler` export: describe() lists the tasks declared with
+    `@task`; run() calls one and turns its return or exception into the
+    WIT result."""
+
+    def describe(self):
+        specs = []
+        for name, (_, description, options, schema) in _TASKS.items():
+            values = [options.get(field) for field in _OPTION_NAMES]
+            specs.append(
+                TaskSpec(
+                    name=name,
+                    description=description,
+                    options=TaskOptions(*values),
+                    args_schema=None if schema is None else json.dumps(schema),
+                )
+            )
+        return specs
+
+    def run(self, info, args):
+        entry = _TASKS.get(info.name)
+        if entry is None:
+            known = ", ".join(_TASKS) or "none"
+            raise Err(TaskError_Reject(f"this plugin has no task named `{info.name}` (it has: {known})"))
+        try:
+            return json.dumps(entry[0](info, json.loads(args)))
+        except Err:
+            raise
+        except Reject as e:
+            raise Err(TaskError_Reject(str(e)))
+        except Retry as e:
+            raise Err(TaskError_Retry(RetryRequest(str(e), e.delay_ms)))
+        except Exception as e:  # noqa: BLE001 - every failure ends the job, never a trap
+            host.log(Level.ERROR, traceback.format_exc())
+            raise Err(TaskError_Fail(f"{type(e).__name__}: {e}"))

@@ -1,0 +1,250 @@
+//! Builds a plugin directory into a WebAssembly component, in the
+//! plugin's own language.
+//!
+//! Used by `xylem plugin build`, by the tests and by the benchmarks, so all
+//! three build plugins the same way. The language is recognised by what
+//! the directory holds ([`Language::detect`]):
+//!
+//! | holds | language | toolchain |
+//! |---|---|---|
+//! | `Cargo.toml` | Rust | cargo, target wasm32-wasip2 (added with rustup if missing) |
+//! | `app.py` (or `pyproject.toml`) | Python | componentize-py |
+//! | `package.json` | JavaScript | componentize-js, from the plugin's `node_modules` (`npm install` run first if needed) |
+//! | `Makefile` or `*.c` | C | clang + wasi-libc, linked by the Rust toolchain's `wasm-component-ld`, through the plugin's Makefile |
+//!
+//! Python and JavaScript builds get the WIT and Xylem's guest helper
+//! (`guest-sdk/python/xylem.py`, `guest-sdk/javascript/xylem.js`) from
+//! this binary, so a plugin directory builds anywhere. A missing tool is
+//! named with the command that installs it.
+
+mod c;
+mod javascript;
+mod python;
+mod rust;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use rust::{TARGET, ensure_target};
+
+/// The WIT package every plugin implements (`wit/task.wit`).
+pub const TASK_WIT: &str = include_str!("../../../../wit/task.wit");
+
+/// The language of a plugin directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A cargo crate (`Cargo.toml`).
+    Rust,
+    /// `app.py`, built with componentize-py.
+    Python,
+    /// `package.json` + its entry module, built with componentize-js.
+    JavaScript,
+    /// C sources and a `Makefile`, built with clang for wasm32-wasi.
+    C,
+}
+
+impl Language {
+    /// Recognises a plugin directory's language by the files it holds;
+    /// `None` if nothing tells.
+    pub fn detect(dir: &Path) -> Option<Self> {
+        let has = |name: &str| dir.join(name).is_file();
+        if has("Cargo.toml") {
+            Some(Self::Rust)
+        } else if has("app.py") || has("pyproject.toml") {
+            Some(Self::Python)
+        } else if has("package.json") {
+            Some(Self::JavaScript)
+        } else if has("Makefile")
+            || std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "c"))
+            })
+        {
+            Some(Self::C)
+        } else {
+            None
+        }
+    }
+
+    /// The language's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::JavaScript => "JavaScript",
+            Self::C => "C",
+        }
+    }
+}
+
+/// Why a plugin could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The directory holds nothing a plugin build recognises.
+    #[error(
+        "{0} holds no plugin: expected Cargo.toml (Rust), app.py (Python), package.json (JavaScript) or a Makefile with *.c files (C)"
+    )]
+    Unrecognised(PathBuf),
+    /// No `Cargo.toml` where the crate should be.
+    #[error("no Cargo.toml in {0}: point at a plugin crate's directory")]
+    NotACrate(PathBuf),
+    /// A tool the build needs is not installed.
+    #[error("building a {language} plugin needs {tool}, which is not installed: {install}")]
+    Missing {
+        /// The plugin's language.
+        language: &'static str,
+        /// The tool.
+        tool: &'static str,
+        /// How to install it.
+        install: &'static str,
+    },
+    /// A tool could not be started.
+    #[error("cannot run `{tool}`: {source}")]
+    Spawn {
+        /// The tool.
+        tool: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The wasm32-wasip2 target is missing and could not be added.
+    #[error(
+        "the {TARGET} target is not installed and `rustup target add {TARGET}` failed; install it by hand"
+    )]
+    Target,
+    /// cargo reported an error.
+    #[error("cargo build failed for {0} (see the compiler output above)")]
+    Cargo(PathBuf),
+    /// cargo built nothing that looks like a component.
+    #[error(
+        "cargo built no .wasm for {0}: is the crate a `cdylib` (`[lib] crate-type = [\"cdylib\"]`)?"
+    )]
+    NoArtifact(PathBuf),
+    /// The language's toolchain reported an error.
+    #[error("`{tool}` failed for {dir} (see its output above)")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// The plugin directory.
+        dir: PathBuf,
+    },
+    /// Writing the build's files failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Builds the plugin in `dir`, in its language (see the module docs), and
+/// returns the path of the component it wrote. Tool output goes to this
+/// process's stderr.
+pub fn build_plugin(dir: &Path) -> Result<PathBuf, BuildError> {
+    // Tools run in the plugin's directory: every path handed to them is
+    // absolute.
+    let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    match Language::detect(dir) {
+        Some(Language::Rust) => rust::build(dir),
+        Some(Language::Python) => python::build(dir),
+        Some(Language::JavaScript) => javascript::build(dir),
+        Some(Language::C) => c::build(dir),
+        None if !dir.is_dir() => Err(BuildError::NotACrate(dir.to_owned())),
+        None => Err(BuildError::Unrecognised(dir.to_owned())),
+    }
+}
+
+/// Where a non-Rust build writes its component: `DIR/build/NAME.wasm`,
+/// NAME being the directory's name.
+fn output_path(dir: &Path) -> Result<PathBuf, BuildError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| BuildError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "plugin".into(), |n| n.to_string_lossy().into_owned());
+    let out = dir.join("build");
+    std::fs::create_dir_all(&out).map_err(|source| BuildError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out.join(format!("{name}.wasm")))
+}
+
+/// A private temporary directory holding the WIT (`wit/task.wit`) and
+/// the given files, removed when dropped.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    fn new(files: &[(&str, &str)]) -> Result<Self, BuildError> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xylem-build-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let staging = Self { dir };
+        staging.write("wit/task.wit", TASK_WIT)?;
+        for (name, text) in files {
+            staging.write(name, text)?;
+        }
+        Ok(staging)
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<(), BuildError> {
+        let path = self.dir.join(name);
+        let io = |source| BuildError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, text).map_err(io)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `tool --version` runs.
+fn installed(tool: impl AsRef<std::ffi::OsStr>) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `command` (output to this process's stderr); an error names
+/// `tool` and `dir`.
+fn run(mut command: Command, tool: &str, dir: &Path) -> Result<(), BuildError> {
+    tracing::info!(?command, "building");
+    let status = command
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|source| BuildError::Spawn {
+            tool: tool.to_owned(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Tool {
+            tool: tool.to_owned(),
+            dir: dir.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,34 @@
+"""The `hello` example in Python: hello.greet, hello.echo, hello.flaky —
+the same tasks as plugins/hello (Rust), c/ and javascript/, to compare.
+
+Build:  xylem plugin build plugins/python
+(needs componentize-py: pip install componentize-py==0.25.1)
+"""
+
+from xylem import Handler, Reject, log, task  # noqa: F401 - Handler is the export
+
+__all__ = ["Handler"]
+
+
+@task("hello.greet", description="Returns a greeting for `name`")
+def greet(info, args):
+    name = args.get("name") if isinstance(args, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise Reject("`name` must be a non-empty string")
+    log(f"greeting {name}")
+    return f"Hello, {name}!"
+
+
+@task("hello.echo", description="Returns its arguments unchanged")
+def echo(info, args):
+    return args
+
+
+@task("hello.flaky", description="Fails its first `fail_times` attempts, then succeeds", max_retries=5)
+def flaky(info, args):
+    fail_times = args.get("fail_times") if isinstance(args, dict) else None
+    if not isinstance(fail_times, int):
+        raise Reject("`fail_times` must be a number")
+    if info.attempt <= fail_times:
+        raise RuntimeError(f"attempt {info.attempt} of a task set to fail {fail_times} time(s)")
+    return f"succeeded on attempt {info.attempt}"

@@ -1,0 +1,178 @@
+//! Plugins in Python, JavaScript and C, built by `xylem_wasm::build_plugin`
+//! (what `xylem plugin build` runs) with each language's own toolchain,
+//! and run by the same sandbox as Rust plugins: the `hello` tasks answer
+//! as the Rust example does, and an exception in a task ends its job as a
+//! failure, never a trap. Without a toolchain these tests skip with the
+//! install command — except under `CI=true`, where they fail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use xylem_core::{CancelToken, FailureKind, Limits, NoHostCalls, Outcome, RunRequest, TaskInfo};
+use xylem_tests::{repo_root, runtime};
+use xylem_wasm::{BuildError, Language, Plugin};
+
+/// Builds `plugins/<dir>` in its language; `None` (skip) if a tool is
+/// missing outside CI.
+fn build(dir: &str) -> Option<PathBuf> {
+    let dir = repo_root().join("plugins").join(dir);
+    match xylem_wasm::build_plugin(&dir) {
+        Ok(component) => Some(component),
+        Err(e @ BuildError::Missing { .. }) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{e}: CI must not skip this test");
+            }
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("cannot build {}: {e}", dir.display()),
+    }
+}
+
+async fn load(component: &Path) -> Plugin {
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("language-tests");
+    runtime(&cache)
+        .load_file(component)
+        .await
+        .unwrap_or_else(|e| panic!("{} loads: {e}", component.display()))
+}
+
+async fn run(plugin: &Plugin, task: &str, args: serde_json::Value) -> Outcome {
+    let request = RunRequest {
+        info: TaskInfo::new(format!("test-{task}"), task),
+        args: args.to_string(),
+        limits: Limits::default(),
+        cancel: CancelToken::new(),
+    };
+    plugin.run(request, Arc::new(NoHostCalls)).await
+}
+
+/// The `hello` tasks, as the Rust example answers them.
+async fn answers_like_hello(dir: &str) {
+    let Some(component) = build(dir) else { return };
+    let plugin = load(&component).await;
+    let mut names: Vec<_> = plugin.tasks().iter().map(|t| t.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["hello.echo", "hello.flaky", "hello.greet"], "{dir}");
+    let flaky = plugin
+        .tasks()
+        .iter()
+        .find(|t| t.name == "hello.flaky")
+        .unwrap();
+    assert_eq!(
+        flaky.options.max_retries,
+        Some(5),
+        "{dir}: declared options"
+    );
+
+    let greet = run(&plugin, "hello.greet", json!({"name": "Ada"})).await;
+    assert_eq!(greet.result, Some(json!("Hello, Ada!")), "{dir}: {greet:?}");
+    assert!(
+        greet.log.iter().any(|l| l.message.contains("greeting Ada")),
+        "{dir}: the task's log line: {:?}",
+        greet.log
+    );
+    let echo = run(&plugin, "hello.echo", json!({"a": [1, 2, {"b": null}]})).await;
+    assert_eq!(
+        echo.result,
+        Some(json!({"a": [1, 2, {"b": null}]})),
+        "{dir}"
+    );
+
+    let empty = run(&plugin, "hello.greet", json!({"name": " "})).await;
+    assert_eq!(
+        empty.failure_kind(),
+        Some(FailureKind::Rejected),
+        "{dir}: {empty:?}"
+    );
+    // A failing attempt (in Python and JavaScript: an exception thrown by
+    // the task) is a task failure, retried by policy — not a trap.
+    let flaky = run(&plugin, "hello.flaky", json!({"fail_times": 2})).await;
+    assert_eq!(
+        flaky.failure_kind(),
+        Some(FailureKind::PluginError),
+        "{dir}: {flaky:?}"
+    );
+    assert!(
+        flaky
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("attempt 1 of a task set to fail 2"),
+        "{dir}: {flaky:?}"
+    );
+}
+
+#[test]
+fn plugin_directories_are_recognised_by_their_files() {
+    let plugins = repo_root().join("plugins");
+    for (dir, language) in [
+        ("hello", Language::Rust),
+        ("python", Language::Python),
+        ("javascript", Language::JavaScript),
+        ("c", Language::C),
+    ] {
+        assert_eq!(
+            Language::detect(&plugins.join(dir)),
+            Some(language),
+            "{dir}"
+        );
+    }
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(Language::detect(empty.path()), None);
+    let err = xylem_wasm::build_plugin(empty.path()).unwrap_err();
+    assert!(err.to_string().contains("holds no plugin"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_plugin_answers_like_hello() {
+    answers_like_hello("c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_plugin_answers_like_hello() {
+    answers_like_hello("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_plugin_answers_like_hello() {
+    answers_like_hello("javascript").await;
+}
+
+/// The C bindings kept in `plugins/c/gen` are what `wit-bindgen c` makes
+/// of today's WIT: a WIT change without `make bindings` fails here.
+#[test]
+fn c_bindings_match_the_wit() {
+    let installed = std::process::Command::new("wit-bindgen")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        let install = "cargo install --locked wit-bindgen-cli --version 0.57.1 --no-default-features --features c";
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("wit-bindgen is not installed ({install}): CI must not skip this test");
+        }
+        eprintln!("skipping: wit-bindgen is not installed ({install})");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("wit-bindgen")
+        .arg("c")
+        .arg(repo_root().join("wit"))
+        .args(["--world", "plugin", "--out-dir"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let kept = repo_root().join("plugins/c/gen");
+    for file in ["plugin.c", "plugin.h", "plugin_component_type.o"] {
+        let made = std::fs::read(out.path().join(file)).unwrap();
+        let ours = std::fs::read(kept.join(file)).unwrap();
+        assert!(
+            made == ours,
+            "plugins/c/gen/{file} differs from what wit-bindgen makes of wit/: run `make -C plugins/c bindings`"
+        );
+    }
+}
