@@ -176,3 +176,42 @@ fn c_bindings_match_the_wit() {
         );
     }
 }
+
+/// A default componentize-js build imports `wasi:http`, which the host
+/// does not provide: the load says so, naming the import, before it
+/// compiles anything (the compile of an 11 MiB JS component takes seconds;
+/// the linker's own error would come only after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_importing_wasi_http_is_refused_before_it_compiles() {
+    // The example's build installs componentize-js in its node_modules.
+    if build("javascript").is_none() {
+        return;
+    }
+    let dir = repo_root().join("plugins/javascript");
+    let staged = tempfile::tempdir().unwrap();
+    std::fs::write(staged.path().join("xylem.js"), GUEST_JS).unwrap();
+    std::fs::copy(dir.join("app.js"), staged.path().join("app.js")).unwrap();
+    let out = staged.path().join("with-http.wasm");
+    let status = std::process::Command::new(dir.join("node_modules/.bin/componentize-js"))
+        .arg(staged.path().join("app.js"))
+        .arg("--wit")
+        .arg(repo_root().join("wit"))
+        .args(["--world-name", "plugin", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "componentize-js without -d");
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("language-tests");
+    let err = runtime(&cache)
+        .load_file(&out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("imports `wasi:http/") && err.contains("does not provide"),
+        "{err}"
+    );
+}
+
+/// The JavaScript guest helper, as `xylem plugin build` stages it.
+const GUEST_JS: &str = include_str!("../../guest-sdk/javascript/xylem.js");

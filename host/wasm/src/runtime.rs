@@ -208,6 +208,7 @@ impl Runtime {
                     .to_owned(),
             ));
         }
+        check_imports(bytes)?;
         let digest = digest(bytes);
         let inner = self.inner.clone();
         let bytes_owned = bytes.to_vec();
@@ -251,6 +252,55 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadE
                  speaks {}: rebuild it with the matching xylem-guest (`xylem plugin build DIR`)",
                 crate::WIT_PACKAGE
             )));
+        }
+    }
+    Ok(())
+}
+
+/// The interfaces a plugin may import: Xylem's own and the WASI ones the
+/// host links (each sandboxed: no host file, no socket, no environment).
+const PROVIDED: [&str; 7] = [
+    "xylem:task/",
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
+
+/// Refuses, before it is compiled (which takes seconds for an interpreter
+/// in a component), a component that imports an interface the host does
+/// not provide — `wasi:http`, typically, from a default JavaScript build.
+fn check_imports(bytes: &[u8]) -> Result<(), LoadError> {
+    let mut depth = 0_usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        // A malformed component is the compiler's to explain.
+        let Ok(payload) = payload else { return Ok(()) };
+        match payload {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports {
+                    let Ok(import) = import else { return Ok(()) };
+                    let name = import.name.name;
+                    if !PROVIDED.iter().any(|ns| name.starts_with(ns)) {
+                        let hint = if name.starts_with("wasi:http/") {
+                            " (a JavaScript plugin: build it with `xylem plugin build`, which \
+                             passes componentize-js `-d http fetch-event`)"
+                        } else {
+                            ""
+                        };
+                        return Err(LoadError::Incompatible(format!(
+                            "it imports `{name}`, which this host does not provide{hint}; \
+                             a plugin may import xylem:task and WASI's io, cli, clocks, \
+                             filesystem, random and sockets"
+                        )));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
