@@ -650,6 +650,46 @@ async fn files_that_are_not_plugins_are_refused_with_a_reason() {
     assert!(err.contains("core WebAssembly module"), "{err}");
 }
 
+/// A full instance pool means wait, never a failed attempt: with one
+/// slot, a job started while a looping job holds it waits for the slot
+/// and then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_makes_a_job_wait_not_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = xylem_wasm::Runtime::new(xylem_wasm::RuntimeConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let hostile = runtime.load_file(&plugin("hostile")).await.unwrap();
+    let hello = runtime.load_file(&plugin("hello")).await.unwrap();
+    let holder = tokio::spawn(async move {
+        let limits = Limits {
+            hard_time_limit: Duration::from_millis(400),
+            ..Limits::default()
+        };
+        run(&hostile, "hostile.loop", json!({}), limits).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let greet = run(
+        &hello,
+        "hello.greet",
+        json!({"name": "x"}),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(greet.result, Some(json!("Hello, x!")), "{greet:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "it ran beside the loop: the pool had room after all ({:?})",
+        started.elapsed()
+    );
+    let held = holder.await.unwrap();
+    assert_eq!(held.failure_kind(), Some(FailureKind::TimeLimitExceeded));
+}
+
 #[tokio::test]
 async fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();

@@ -137,8 +137,7 @@ async fn call_guest<R>(
     let cancel = store.data().cancel.clone();
     let hard_deadline = store.data().hard_deadline;
     let guest = async {
-        let instance = pre
-            .instantiate_async(&mut *store)
+        let instance = instantiate_when_room(pre, store)
             .await
             .map_err(RunError::Instantiate)?;
         call(&instance, store).await.map_err(RunError::Call)
@@ -146,6 +145,31 @@ async fn call_guest<R>(
     tokio::select! {
         result = guest => result,
         stop = watchdog(cancel, hard_deadline) => Err(RunError::Stopped(stop)),
+    }
+}
+
+/// Instantiates the plugin. A full instance pool (every slot, or every
+/// core-instance or memory slot, in use by other jobs) means wait for a
+/// slot, never a failed attempt: it retries, backing off up to 20 ms,
+/// while the job's watchdog (hard time limit, cancellation) still bounds
+/// the wait.
+async fn instantiate_when_room(
+    pre: &PluginPre<JobState>,
+    store: &mut Store<JobState>,
+) -> wasmtime::Result<crate::bindings::Plugin> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match pre.instantiate_async(&mut *store).await {
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                tracing::debug!("the instance pool is full: waiting for a slot");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            done => return done,
+        }
     }
 }
 

@@ -142,8 +142,11 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.max_instances.max(1);
+        // Core instances per slot: a Rust plugin uses a few, an
+        // interpreter in a component more (componentize-py: 14). A job that
+        // finds the pool full waits for room (`instantiate_when_room`).
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(8))
+            .total_core_instances(slots.saturating_mul(16))
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(8))
             .total_stacks(slots)
