@@ -1,5 +1,6 @@
-// The `hello` example in C: hello.greet, hello.echo, hello.flaky — the same
-// tasks as plugins/hello (Rust), python/ and javascript/, to compare.
+// The `hello` example in C: c.greet, c.echo, c.flaky — the same tasks as
+// plugins/hello (Rust: hello.*), python/ (py.*) and javascript/ (js.*), under
+// names of their own so that all four can be pushed side by side.
 // Bindings: gen/, made by `make bindings` (wit-bindgen c).
 // Ownership (canonical ABI): the arguments are ours to free; what we return
 // must be malloc'd, the generated post-return functions free it.
@@ -31,9 +32,9 @@ static xylem_task_types_task_spec_t spec(const char *name, const char *desc) {
 void exports_xylem_task_handler_describe(exports_xylem_task_handler_list_task_spec_t *ret) {
   ret->len = 3;
   ret->ptr = malloc(3 * sizeof *ret->ptr);
-  ret->ptr[0] = spec("hello.greet", "Returns a greeting for `name`");
-  ret->ptr[1] = spec("hello.echo", "Returns its arguments unchanged");
-  ret->ptr[2] = spec("hello.flaky", "Fails its first `fail_times` attempts, then succeeds");
+  ret->ptr[0] = spec("c.greet", "Returns a greeting for `name`");
+  ret->ptr[1] = spec("c.echo", "Returns its arguments unchanged");
+  ret->ptr[2] = spec("c.flaky", "Fails its first `fail_times` attempts, then succeeds");
   ret->ptr[2].options.max_retries = (plugin_option_u32_t){.is_some = true, .val = 5};
 }
 
@@ -116,18 +117,18 @@ bool exports_xylem_task_handler_run(exports_xylem_task_handler_task_info_t *info
   char *name = strndup((const char *)info->name.ptr, info->name.len);
   char *json = strndup((const char *)args->ptr, args->len);
   bool ok;
-  if (strcmp(name, "hello.greet") == 0) {
+  if (strcmp(name, "c.greet") == 0) {
     ok = greet(json, ret, err);
-  } else if (strcmp(name, "hello.echo") == 0) {
+  } else if (strcmp(name, "c.echo") == 0) {
     ok = true;
     *ret = *args; // hand the argument buffer back as the result: no copy
     args->ptr = NULL;
     args->len = 0;
-  } else if (strcmp(name, "hello.flaky") == 0) {
+  } else if (strcmp(name, "c.flaky") == 0) {
     ok = flaky(info->attempt, json, ret, err);
   } else {
     char buf[160];
-    snprintf(buf, sizeof buf, "this plugin has no task named `%s` (it has: hello.greet, hello.echo, hello.flaky)", name);
+    snprintf(buf, sizeof buf, "this plugin has no task named `%s` (it has: c.greet, c.echo, c.flaky)", name);
     ok = fail_with(err, XYLEM_TASK_TYPES_TASK_ERROR_REJECT, buf);
   }
   free(name);

@@ -1,11 +1,12 @@
-// The `hello` example in JavaScript: hello.greet, hello.echo, hello.flaky —
-// the same tasks as plugins/hello (Rust), c/ and python/, to compare.
+// The `hello` example in JavaScript: js.greet, js.echo, js.flaky — the same
+// tasks as plugins/hello (Rust: hello.*), c/ (c.*) and python/ (py.*), under
+// names of their own so that all four can be pushed side by side.
 //
 // Build:  xylem plugin build plugins/javascript   (runs `npm install` here first)
 import { plugin, Reject, log } from './xylem.js';
 
 export const handler = plugin({
-  'hello.greet': {
+  'js.greet': {
     description: 'Returns a greeting for `name`',
     run({ name }) {
       if (typeof name !== 'string' || !name.trim()) {
@@ -15,11 +16,11 @@ export const handler = plugin({
       return `Hello, ${name}!`;
     },
   },
-  'hello.echo': {
+  'js.echo': {
     description: 'Returns its arguments unchanged',
     run: (args) => args,
   },
-  'hello.flaky': {
+  'js.flaky': {
     description: 'Fails its first `fail_times` attempts, then succeeds',
     options: { maxRetries: 5 },
     run({ fail_times: failTimes }, { attempt }) {

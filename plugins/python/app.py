@@ -1,5 +1,6 @@
-"""The `hello` example in Python: hello.greet, hello.echo, hello.flaky —
-the same tasks as plugins/hello (Rust), c/ and javascript/, to compare.
+"""The `hello` example in Python: py.greet, py.echo, py.flaky — the same
+tasks as plugins/hello (Rust: hello.*), c/ (c.*) and javascript/ (js.*),
+under names of their own so that all four can be pushed side by side.
 
 Build:  xylem plugin build plugins/python
 (needs componentize-py: pip install componentize-py==0.25.1)
@@ -10,7 +11,7 @@ from xylem import Handler, Reject, log, task  # noqa: F401 - Handler is the expo
 __all__ = ["Handler"]
 
 
-@task("hello.greet", description="Returns a greeting for `name`")
+@task("py.greet", description="Returns a greeting for `name`")
 def greet(info, args):
     name = args.get("name") if isinstance(args, dict) else None
     if not isinstance(name, str) or not name.strip():
@@ -19,12 +20,12 @@ def greet(info, args):
     return f"Hello, {name}!"
 
 
-@task("hello.echo", description="Returns its arguments unchanged")
+@task("py.echo", description="Returns its arguments unchanged")
 def echo(info, args):
     return args
 
 
-@task("hello.flaky", description="Fails its first `fail_times` attempts, then succeeds", max_retries=5)
+@task("py.flaky", description="Fails its first `fail_times` attempts, then succeeds", max_retries=5)
 def flaky(info, args):
     fail_times = args.get("fail_times") if isinstance(args, dict) else None
     if not isinstance(fail_times, int):

@@ -48,17 +48,19 @@ async fn run(plugin: &Plugin, task: &str, args: serde_json::Value) -> Outcome {
     plugin.run(request, Arc::new(NoHostCalls)).await
 }
 
-/// The `hello` tasks, as the Rust example answers them.
-async fn answers_like_hello(dir: &str) {
+/// The `hello` tasks (under the language's prefix: `py.greet`, ...), as
+/// the Rust example answers them.
+async fn answers_like_hello(dir: &str, prefix: &str) {
+    let task = |name: &str| format!("{prefix}.{name}");
     let Some(component) = build(dir) else { return };
     let plugin = load(&component).await;
     let mut names: Vec<_> = plugin.tasks().iter().map(|t| t.name.clone()).collect();
     names.sort();
-    assert_eq!(names, ["hello.echo", "hello.flaky", "hello.greet"], "{dir}");
+    assert_eq!(names, [task("echo"), task("flaky"), task("greet")], "{dir}");
     let flaky = plugin
         .tasks()
         .iter()
-        .find(|t| t.name == "hello.flaky")
+        .find(|t| t.name == task("flaky"))
         .unwrap();
     assert_eq!(
         flaky.options.max_retries,
@@ -66,21 +68,21 @@ async fn answers_like_hello(dir: &str) {
         "{dir}: declared options"
     );
 
-    let greet = run(&plugin, "hello.greet", json!({"name": "Ada"})).await;
+    let greet = run(&plugin, &task("greet"), json!({"name": "Ada"})).await;
     assert_eq!(greet.result, Some(json!("Hello, Ada!")), "{dir}: {greet:?}");
     assert!(
         greet.log.iter().any(|l| l.message.contains("greeting Ada")),
         "{dir}: the task's log line: {:?}",
         greet.log
     );
-    let echo = run(&plugin, "hello.echo", json!({"a": [1, 2, {"b": null}]})).await;
+    let echo = run(&plugin, &task("echo"), json!({"a": [1, 2, {"b": null}]})).await;
     assert_eq!(
         echo.result,
         Some(json!({"a": [1, 2, {"b": null}]})),
         "{dir}"
     );
 
-    let empty = run(&plugin, "hello.greet", json!({"name": " "})).await;
+    let empty = run(&plugin, &task("greet"), json!({"name": " "})).await;
     assert_eq!(
         empty.failure_kind(),
         Some(FailureKind::Rejected),
@@ -88,7 +90,7 @@ async fn answers_like_hello(dir: &str) {
     );
     // A failing attempt (in Python and JavaScript: an exception thrown by
     // the task) is a task failure, retried by policy — not a trap.
-    let flaky = run(&plugin, "hello.flaky", json!({"fail_times": 2})).await;
+    let flaky = run(&plugin, &task("flaky"), json!({"fail_times": 2})).await;
     assert_eq!(
         flaky.failure_kind(),
         Some(FailureKind::PluginError),
@@ -128,17 +130,17 @@ fn plugin_directories_are_recognised_by_their_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_plugin_answers_like_hello() {
-    answers_like_hello("c").await;
+    answers_like_hello("c", "c").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_plugin_answers_like_hello() {
-    answers_like_hello("python").await;
+    answers_like_hello("python", "py").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_plugin_answers_like_hello() {
-    answers_like_hello("javascript").await;
+    answers_like_hello("javascript", "js").await;
 }
 
 /// The C bindings kept in `plugins/c/gen` are what `wit-bindgen c` makes
@@ -215,3 +217,60 @@ async fn a_component_importing_wasi_http_is_refused_before_it_compiles() {
 
 /// The JavaScript guest helper, as `xylem plugin build` stages it.
 const GUEST_JS: &str = include_str!("../../guest-sdk/javascript/xylem.js");
+
+/// The four `hello`s — Rust, C, Python, JavaScript — pushed to one store
+/// and run side by side by one worker process at `--concurrency 32`,
+/// with 64 Python jobs at once among them: none fails (a Python instance
+/// needs 14 core instances; a full pool waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_languages_run_side_by_side_in_one_worker() {
+    let (Some(c), Some(python), Some(javascript)) =
+        (build("c"), build("python"), build("javascript"))
+    else {
+        return;
+    };
+    let env = xylem_tests::cli_env::Env::new();
+    env.push("hello");
+    for component in [&c, &python, &javascript] {
+        env.ok(&["plugin", "push", component.to_str().unwrap()]);
+    }
+    let jobs = env.dir.join("jobs.ndjson");
+    let mut lines = String::new();
+    for task in ["hello.greet", "c.greet", "js.greet"] {
+        lines.push_str(&format!(
+            "{{\"task\":\"{task}\",\"args\":{{\"name\":\"Ada\"}}}}\n"
+        ));
+    }
+    for i in 0..64 {
+        lines.push_str(&format!(
+            "{{\"task\":\"py.greet\",\"args\":{{\"name\":\"p{i}\"}}}}\n"
+        ));
+    }
+    std::fs::write(&jobs, lines).unwrap();
+    assert_eq!(
+        env.ok(&["enqueue", "--batch", jobs.to_str().unwrap()])
+            .lines()
+            .count(),
+        67
+    );
+    let mut worker = env.worker("w", &["--concurrency", "32"]);
+    let done = env
+        .wait_succeeded(67, std::time::Duration::from_secs(300))
+        .await;
+    xylem_tests::scenarios::terminate(&mut worker);
+    let retried: Vec<_> = done.iter().filter(|r| r.attempt != 1).collect();
+    assert!(retried.is_empty(), "no attempt failed: {retried:?}");
+    let mut by_task = std::collections::BTreeMap::new();
+    for record in &done {
+        *by_task.entry(record.task.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_task.into_iter().collect::<Vec<_>>(),
+        [
+            ("c.greet", 1),
+            ("hello.greet", 1),
+            ("js.greet", 1),
+            ("py.greet", 64)
+        ]
+    );
+}
