@@ -16,8 +16,7 @@ use xylem_wasm::{BuildError, Language, Plugin};
 /// Builds `plugins/<dir>` in its language; `None` (skip) if a tool is
 /// missing outside CI.
 fn build(dir: &str) -> Option<PathBuf> {
-    let dir = repo_root().join("plugins").join(dir);
-    match xylem_wasm::build_plugin(&dir) {
+    match xylem_tests::try_plugin(dir) {
         Ok(component) => Some(component),
         Err(e @ BuildError::Missing { .. }) => {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -26,7 +25,7 @@ fn build(dir: &str) -> Option<PathBuf> {
             eprintln!("skipping: {e}");
             None
         }
-        Err(e) => panic!("cannot build {}: {e}", dir.display()),
+        Err(e) => panic!("cannot build plugins/{dir}: {e}"),
     }
 }
 

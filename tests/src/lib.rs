@@ -26,17 +26,22 @@ pub fn repo_root() -> PathBuf {
 /// The component built from `plugins/<name>` (built on first use, once per
 /// test process; cargo's own lock serialises builds across processes).
 pub fn plugin(name: &str) -> PathBuf {
+    try_plugin(name).unwrap_or_else(|e| panic!("cannot build plugin {name}: {e}"))
+}
+
+/// [`plugin`], with the build's error: a plugin in any language. Builds
+/// take turns within the process (two `npm ci` in one directory at once
+/// would trip over each other).
+pub fn try_plugin(name: &str) -> Result<PathBuf, xylem_wasm::BuildError> {
     static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(path) = built.get(name) {
-        return path.clone();
+        return Ok(path.clone());
     }
-    let dir = repo_root().join("plugins").join(name);
-    let path = xylem_wasm::build_plugin(&dir)
-        .unwrap_or_else(|e| panic!("cannot build plugin {}: {e}", dir.display()));
+    let path = xylem_wasm::build_plugin(&repo_root().join("plugins").join(name))?;
     built.insert(name.to_owned(), path.clone());
-    path
+    Ok(path)
 }
 
 /// One Wasm runtime for the whole test process, caching compiled
