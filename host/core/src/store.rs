@@ -337,21 +337,24 @@ pub fn queued_detail(envelope: &Envelope, now: Millis) -> Option<String> {
         .map(|at| format!("delayed until {}", crate::time::format_ms(at)))
 }
 
-/// The first id named twice in `envelopes`, if any: a batch that names
-/// one job twice is refused whole (see [`Broker::enqueue`]).
-pub fn duplicate_in_batch(envelopes: &[Envelope]) -> Option<&str> {
+/// Refuses a batch that names one job twice (see [`Broker::enqueue`]):
+/// [`StoreError::Duplicate`] with the first id named again.
+pub fn check_batch_ids(envelopes: &[Envelope]) -> StoreResult<()> {
     let mut seen = std::collections::HashSet::with_capacity(envelopes.len());
-    envelopes
-        .iter()
-        .map(|e| e.id.as_str())
-        .find(|id| !seen.insert(*id))
+    match envelopes.iter().find(|e| !seen.insert(e.id.as_str())) {
+        Some(again) => Err(StoreError::Duplicate(again.id.clone())),
+        None => Ok(()),
+    }
 }
 
-/// [`duplicate_in_batch`] as the error every adapter returns.
-pub fn check_batch_ids(envelopes: &[Envelope]) -> StoreResult<()> {
-    match duplicate_in_batch(envelopes) {
-        Some(id) => Err(StoreError::Duplicate(id.to_owned())),
-        None => Ok(()),
+/// What an enqueue returns when the store refused an id as in use, yet no
+/// id of the batch is in use when it looks again (freed meanwhile by
+/// another process): transient, trying again may work.
+pub fn conflict_cleared() -> StoreError {
+    StoreError::Backend {
+        message: "an enqueue met an id in use that is free now".to_owned(),
+        transient: true,
+        source: None,
     }
 }
 
@@ -389,7 +392,7 @@ pub trait Broker: Send + Sync {
     /// An enqueue names new jobs: an id already in use — a job in a queue
     /// (dead ones included), or a record that has not expired, whatever
     /// its state — is refused with [`StoreError::Duplicate`], and so is an
-    /// id named twice in one batch ([`duplicate_in_batch`]); the batch then
+    /// id named twice in one batch ([`check_batch_ids`]); the batch then
     /// enqueues nothing. So an enqueue can never reset a job, and a
     /// succeeded one never runs again. A record past its TTL is gone: its
     /// id may be used again.

@@ -20,7 +20,7 @@ use xylem_core::codec::to_json;
 use xylem_core::record::TaskState;
 use xylem_core::store::{
     Completed, Completion, Delivery, Nack, Settle, StoreError, StoreResult, check_batch_ids,
-    queued_detail, running_detail,
+    conflict_cleared, queued_detail, running_detail,
 };
 use xylem_core::time::{ms, now_ms};
 
@@ -415,11 +415,7 @@ impl PostgresStore {
         Err(match in_use {
             Some(id) => StoreError::Duplicate(id),
             // Freed meanwhile by another transaction: trying again may work.
-            None => StoreError::Backend {
-                message: "an enqueue met an id in use that is free now".to_owned(),
-                transient: true,
-                source: None,
-            },
+            None => conflict_cleared(),
         })
     }
 

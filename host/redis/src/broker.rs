@@ -55,47 +55,6 @@ impl RedisStore {
         ids.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         Ok(ids)
     }
-
-    /// Leases jobs and marks their records running (the `CLAIM` script).
-    async fn lease(
-        &self,
-        queues: &[String],
-        max: usize,
-        lease: Duration,
-        worker: &str,
-    ) -> StoreResult<Vec<Delivery>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut invocation = CLAIM.prepare_invoke();
-        // The two possible details of the `running` entry: the script picks
-        // one by deliveries and attempt, as `running_detail` does.
-        invocation
-            .arg(self.keys.prefix())
-            .arg(ms(lease))
-            .arg(max)
-            .arg(serde_json::to_string(&running_detail(worker, 1, 1)).map_err(corrupt)?)
-            .arg(serde_json::to_string(&running_detail(worker, 2, 1)).map_err(corrupt)?);
-        for q in queues {
-            invocation.arg(q);
-        }
-        let flat: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let mut deliveries = Vec::with_capacity(flat.len() / 3);
-        for chunk in flat.chunks(3) {
-            let [env, lease, deliveries_n] = chunk else {
-                return Err(StoreError::Corrupt("short claim reply".to_owned()));
-            };
-            deliveries.push(Delivery {
-                envelope: from_json::<Envelope>(&value::<String>(env)?)?,
-                lease: value(lease)?,
-                deliveries: value(deliveries_n)?,
-            });
-        }
-        Ok(deliveries)
-    }
 }
 
 #[async_trait]
@@ -144,7 +103,38 @@ impl Broker for RedisStore {
         lease: Duration,
         worker: &str,
     ) -> StoreResult<Vec<Delivery>> {
-        self.lease(queues, max, lease, worker).await
+        // The `CLAIM` script leases the jobs and marks their records running.
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = CLAIM.prepare_invoke();
+        // The two possible details of the `running` entry: the script picks
+        // one by deliveries and attempt, as `running_detail` does.
+        invocation
+            .arg(self.keys.prefix())
+            .arg(ms(lease))
+            .arg(max)
+            .arg(serde_json::to_string(&running_detail(worker, 1, 1)).map_err(corrupt)?)
+            .arg(serde_json::to_string(&running_detail(worker, 2, 1)).map_err(corrupt)?);
+        for q in queues {
+            invocation.arg(q);
+        }
+        let flat: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut deliveries = Vec::with_capacity(flat.len() / 3);
+        for chunk in flat.chunks(3) {
+            let [env, lease, deliveries_n] = chunk else {
+                return Err(StoreError::Corrupt("short claim reply".to_owned()));
+            };
+            deliveries.push(Delivery {
+                envelope: from_json::<Envelope>(&value::<String>(env)?)?,
+                lease: value(lease)?,
+                deliveries: value(deliveries_n)?,
+            });
+        }
+        Ok(deliveries)
     }
 
     async fn complete(&self, completions: &[Completion]) -> StoreResult<Vec<Completed>> {

@@ -21,7 +21,7 @@ use xylem_core::record::TaskState;
 use xylem_core::store::{
     Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery, Nack,
     QueueStats, REPLAY_DETAIL, Settle, Statistics, StoreError, StoreResult, check_batch_ids,
-    queued_detail, replay_envelope, replay_transition, running_detail,
+    conflict_cleared, queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use xylem_core::time::{Millis, ms, now_ms};
 
@@ -435,11 +435,7 @@ fn enqueue_after_conflict(conn: &mut Connection, envelopes: &[Envelope]) -> Stor
         }
     }
     // Freed meanwhile by another process: trying again may work.
-    Err(StoreError::Backend {
-        message: "an enqueue met an id in use that is free now".to_owned(),
-        transient: true,
-        source: None,
-    })
+    Err(conflict_cleared())
 }
 
 #[async_trait]

@@ -101,9 +101,8 @@ impl JobQueue {
         Some(out)
     }
 
-    /// Queues a new job (replacing one with the same id).
+    /// Queues a new job (its id is not in use: `enqueue` checked).
     pub(super) fn insert(&mut self, envelope: &Envelope, now: Millis) {
-        self.remove(&envelope.id);
         let job = QueuedJob {
             envelope: envelope.clone(),
             run_at: envelope.run_at(),

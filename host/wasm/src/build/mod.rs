@@ -156,12 +156,9 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf, BuildError> {
 }
 
 /// Where a non-Rust build writes its component: `DIR/build/NAME.wasm`,
-/// NAME being the directory's name.
+/// NAME being the directory's name (`dir` is absolute: see
+/// [`build_plugin`]).
 fn output_path(dir: &Path) -> Result<PathBuf, BuildError> {
-    let dir = std::fs::canonicalize(dir).map_err(|source| BuildError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
     let name = dir
         .file_name()
         .map_or_else(|| "plugin".into(), |n| n.to_string_lossy().into_owned());
@@ -176,17 +173,18 @@ fn output_path(dir: &Path) -> Result<PathBuf, BuildError> {
 /// A private temporary directory holding the WIT (`wit/task.wit`) and
 /// the given files, removed when dropped.
 struct Staging {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Staging {
     fn new(files: &[(&str, &str)]) -> Result<Self, BuildError> {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "xylem-build-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let dir = tempfile::Builder::new()
+            .prefix("xylem-build-")
+            .tempdir()
+            .map_err(|source| BuildError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let staging = Self { dir };
         staging.write("wit/task.wit", TASK_WIT)?;
         for (name, text) in files {
@@ -196,7 +194,7 @@ impl Staging {
     }
 
     fn write(&self, name: &str, text: &str) -> Result<(), BuildError> {
-        let path = self.dir.join(name);
+        let path = self.path(name);
         let io = |source| BuildError::Io {
             path: path.clone(),
             source,
@@ -208,13 +206,7 @@ impl Staging {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.path().join(name)
     }
 }
 

@@ -49,8 +49,6 @@ pub(super) fn build(crate_dir: &Path) -> Result<PathBuf, BuildError> {
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(crate_dir.to_owned()));
     }
-    let crate_dir = &std::fs::canonicalize(crate_dir).unwrap_or_else(|_| crate_dir.to_owned());
-    let manifest = crate_dir.join("Cargo.toml");
     ensure_target()?;
     let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args([
