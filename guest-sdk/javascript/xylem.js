@@ -45,6 +45,19 @@ export const progress = (percent, message) => hostProgress(percent, message);
 /** Tells the worker this job is alive (long loops). */
 export const heartbeat = () => hostHeartbeat();
 
+/** The task options that are u64 in the WIT: BigInt for the bindings. */
+const WIDE = ['retryBackoffMs', 'retryBackoffMaxMs', 'softTimeLimitMs', 'hardTimeLimitMs', 'fuel', 'maxMemoryBytes'];
+
+/** A task's options as the bindings want them: a plain number is accepted
+ * where the WIT says u64 (`fuel: 500e9`). */
+function wideOptions(options) {
+  const out = { ...options };
+  for (const key of WIDE) {
+    if (typeof out[key] === 'number') out[key] = BigInt(Math.trunc(out[key]));
+  }
+  return out;
+}
+
 /**
  * The `handler` export for `tasks`: `{ name: { description, options,
  * argsSchema, run(args, info) } }`, where `options` holds the WIT
@@ -57,7 +70,7 @@ export function plugin(tasks) {
       Object.entries(tasks).map(([name, t]) => ({
         name,
         description: t.description,
-        options: { ...t.options },
+        options: wideOptions(t.options),
         argsSchema: t.argsSchema === undefined ? undefined : JSON.stringify(t.argsSchema),
       })),
     run(info, args) {
@@ -70,7 +83,10 @@ export function plugin(tasks) {
         return JSON.stringify(t.run(JSON.parse(args), info) ?? null);
       } catch (e) {
         if (e instanceof Reject) throw { tag: 'reject', val: e.message };
-        if (e instanceof Retry) throw { tag: 'retry', val: { reason: e.message, delayMs: e.delayMs } };
+        if (e instanceof Retry) throw {
+            tag: 'retry',
+            val: { reason: e.message, delayMs: typeof e.delayMs === 'number' ? BigInt(Math.trunc(e.delayMs)) : e.delayMs },
+          };
         if (e instanceof Error) {
           if (e.stack) hostLog('error', e.stack);
           throw { tag: 'fail', val: `${e.name}: ${e.message}` };

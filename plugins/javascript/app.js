@@ -22,7 +22,9 @@ export const handler = plugin({
   },
   'js.flaky': {
     description: 'Fails its first `fail_times` attempts, then succeeds',
-    options: { maxRetries: 5 },
+    // Interpreted code burns fuel fast: a budget of its own (a plain
+    // number is fine where the WIT says u64).
+    options: { maxRetries: 5, fuel: 200e9 },
     run({ fail_times: failTimes }, { attempt }) {
       if (!Number.isInteger(failTimes)) throw new Reject('`fail_times` must be a number');
       if (attempt <= failTimes) {

@@ -25,7 +25,13 @@ def echo(info, args):
     return args
 
 
-@task("py.flaky", description="Fails its first `fail_times` attempts, then succeeds", max_retries=5)
+# Interpreted code burns fuel fast: a budget of its own.
+@task(
+    "py.flaky",
+    description="Fails its first `fail_times` attempts, then succeeds",
+    max_retries=5,
+    fuel=200_000_000_000,
+)
 def flaky(info, args):
     fail_times = args.get("fail_times") if isinstance(args, dict) else None
     if not isinstance(fail_times, int):

@@ -423,6 +423,18 @@ fn the_demo_runs_to_its_table() {
             "`{needle}` missing from the demo table:\n{stdout}"
         );
     }
+    // A greeting in each other language: run where its toolchain is
+    // installed (always in CI), else a row saying what to install.
+    for task in ["c.greet", "py.greet", "js.greet"] {
+        let row = stdout
+            .lines()
+            .find(|line| line.contains(&format!(" {task} ")))
+            .unwrap_or_else(|| panic!("no {task} row in the demo table:\n{stdout}"));
+        let ran = row.contains("succeeded") && row.contains("Hello, Ada!");
+        let skipped = row.contains("skipped") && row.contains("needs ");
+        assert!(ran || skipped, "{task}: {row}");
+        assert!(ran || !xylem_tests::in_ci(), "{task} must run in CI: {row}");
+    }
 }
 
 #[tokio::test]

@@ -76,6 +76,12 @@ pub fn xylem_bin() -> PathBuf {
     bin
 }
 
+/// Whether this is a CI run (`CI=true`): there a test never passes by
+/// skipping what it needs.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// The URL of a server the tests need (Redis, Postgres), from `env_var` or
 /// `default`, if it answers a TCP connect. When it does not: with
 /// `CI=true` the test fails (CI must never pass by skipping); otherwise
@@ -100,7 +106,7 @@ pub fn service_url(env_var: &str, default: &str) -> Option<String> {
         return Some(url);
     }
     let message = format!("{url} ({env_var}) is not reachable");
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if in_ci() {
         panic!("{message}: CI must not skip this test");
     }
     eprintln!("skipping: {message}");

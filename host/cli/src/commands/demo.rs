@@ -15,8 +15,9 @@ use crate::format;
 
 /// Build the example plugins, start a worker on a fresh SQLite file, push
 /// the plugins, enqueue a handful of jobs (one that fails and retries, one
-/// killed by its time limit, one out of memory, one rejected), and print
-/// what happened to each.
+/// killed by its time limit, one out of memory, one rejected, a greeting
+/// in C, Python and JavaScript — each if its toolchain is installed), and
+/// print what happened to each.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Folder for the demo's SQLite file (default: a new temporary folder).
@@ -30,6 +31,36 @@ pub(crate) struct DemoArgs {
 const DOCUMENT: &str = "Xylem runs background jobs. Each job runs in a fresh sandbox.\n\
 A sandbox has fuel, memory and time limits! Jobs that fail are retried.\n\
 Jobs that keep failing go to the dead-letter queue. Is that not neat?\n";
+
+/// An example plugin in another language than Rust, and the demo's job
+/// for it.
+#[derive(Debug)]
+struct Language {
+    /// Its folder under `plugins/`.
+    dir: &'static str,
+    /// The task the demo runs.
+    task: &'static str,
+    /// The demo table's description.
+    what: &'static str,
+}
+
+const LANGUAGES: [Language; 3] = [
+    Language {
+        dir: "c",
+        task: "c.greet",
+        what: "a greeting, in C",
+    },
+    Language {
+        dir: "python",
+        task: "py.greet",
+        what: "a greeting, in Python",
+    },
+    Language {
+        dir: "javascript",
+        task: "js.greet",
+        what: "a greeting, in JavaScript",
+    },
+];
 
 fn step(text: &str) {
     eprintln!("\n==> {text}");
@@ -65,17 +96,48 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("    {name}: {}", wasm.display());
         components.push(wasm);
     }
+    // The same greeting in the other languages, each if its toolchain is
+    // installed; the table says how to install a missing one.
+    let mut skipped: Vec<(&Language, String)> = Vec::new();
+    for language in &LANGUAGES {
+        let dir = plugins_dir.join(language.dir);
+        match tokio::task::spawn_blocking(move || xylem_wasm::build_plugin(&dir)).await? {
+            Ok(wasm) => {
+                eprintln!("    {}: {}", language.dir, wasm.display());
+                components.push(wasm);
+            }
+            Err(e) => {
+                eprintln!("    {}: skipped: {e}", language.dir);
+                let why = match e {
+                    xylem_wasm::BuildError::Missing { tool, install, .. } => {
+                        format!("needs {tool}: {install}")
+                    }
+                    e => e.to_string(),
+                };
+                skipped.push((language, why));
+            }
+        }
+    }
 
     step(&format!("Opening the store {store_url}"));
     let store = crate::store::open(&store_url).await?;
     let runtime = Runtime::new(RuntimeConfig::default())?;
 
-    step("Pushing the plugins");
+    step(
+        "Pushing the plugins (an interpreter in a component takes a while to compile the first time; it is cached after)",
+    );
     for wasm in &components {
         let bytes = tokio::fs::read(wasm).await?;
+        let started = std::time::Instant::now();
         let plugin = push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
         let names: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
-        eprintln!("    sha256:{}  {}", &plugin.digest()[..12], names.join(" "));
+        eprintln!(
+            "    sha256:{}  {:>9}  {:>8}  {}",
+            &plugin.digest()[..12],
+            format::bytes(bytes.len() as u64),
+            format::duration(started.elapsed()),
+            names.join(" ")
+        );
     }
 
     step("Starting a worker (4 at a time)");
@@ -173,6 +235,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             },
         ),
     ];
+    let mut jobs = jobs;
+    for language in &LANGUAGES {
+        if !skipped.iter().any(|(l, _)| l.dir == language.dir) {
+            jobs.push((
+                language.what,
+                EnqueueRequest::new(language.task, json!({"name": "Ada"}).to_string()),
+            ));
+        }
+    }
     let mut ids = Vec::new();
     for (what, req) in jobs {
         let envelope = client.enqueue(req).await?;
@@ -192,7 +263,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = stop.send(());
     let _ = worker.await;
 
-    let rows: Vec<Vec<String>> = records
+    let mut rows: Vec<Vec<String>> = records
         .iter()
         .map(|(what, r)| {
             vec![
@@ -209,6 +280,18 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
+    for (language, why) in &skipped {
+        rows.push(vec![
+            "-".to_owned(),
+            language.task.to_owned(),
+            language.what.to_owned(),
+            "skipped".to_owned(),
+            String::new(),
+            String::new(),
+            String::new(),
+            format::clip(why, 70),
+        ]);
+    }
     println!();
     println!(
         "{}",

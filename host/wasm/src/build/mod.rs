@@ -146,12 +146,53 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf, BuildError> {
     // absolute.
     let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     match Language::detect(dir) {
+        // cargo locks its own build directory.
         Some(Language::Rust) => rust::build(dir),
-        Some(Language::Python) => python::build(dir),
-        Some(Language::JavaScript) => javascript::build(dir),
-        Some(Language::C) => c::build(dir),
+        Some(language) => {
+            let _lock = BuildLock::take(dir)?;
+            match language {
+                Language::Python => python::build(dir),
+                Language::JavaScript => javascript::build(dir),
+                _ => c::build(dir),
+            }
+        }
         None if !dir.is_dir() => Err(BuildError::NotACrate(dir.to_owned())),
         None => Err(BuildError::Unrecognised(dir.to_owned())),
+    }
+}
+
+/// An exclusive lock on `DIR/build/.lock`, held for a whole build: two
+/// processes building one directory at once (`npm ci` in one
+/// `node_modules`, two writers of one `.wasm`) take turns instead of
+/// tripping over each other. Released when dropped, or when the process
+/// dies.
+struct BuildLock {
+    _file: std::fs::File,
+}
+
+impl BuildLock {
+    fn take(dir: &Path) -> Result<Self, BuildError> {
+        let path = dir.join("build").join(".lock");
+        let io = |source| BuildError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("build")).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(dir = %dir.display(), "another build of this plugin is running: waiting for it");
+                file.lock().map_err(io)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(Self { _file: file })
     }
 }
 
