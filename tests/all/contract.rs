@@ -856,6 +856,42 @@ contract_case!(plugins_round_trip_by_digest_and_route_tasks, |s| {
     assert_eq!(d1.size, 7);
 });
 
+contract_case!(
+    compiled_forms_are_kept_per_engine_and_go_with_their_plugin,
+    |s| {
+        let p = s.plugins();
+        p.put_plugin("cd", b"component", &[spec("c.a")])
+            .await
+            .unwrap();
+        assert_eq!(p.compiled("cd", "e1").await.unwrap(), None);
+        // Binary, not text: every byte value survives.
+        let artifact: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        p.put_compiled("cd", "e1", &artifact).await.unwrap();
+        p.put_compiled("cd", "e2", b"other engine").await.unwrap();
+        assert_eq!(p.compiled("cd", "e1").await.unwrap(), Some(artifact));
+        assert_eq!(
+            p.compiled("cd", "e2").await.unwrap().as_deref(),
+            Some(&b"other engine"[..])
+        );
+        p.put_compiled("cd", "e2", b"replaced").await.unwrap();
+        assert_eq!(
+            p.compiled("cd", "e2").await.unwrap().as_deref(),
+            Some(&b"replaced"[..])
+        );
+        assert_eq!(p.compiled("cd", "e3").await.unwrap(), None);
+        // Nothing kept for a component that is not stored.
+        p.put_compiled("gone", "e1", b"x").await.unwrap();
+        assert_eq!(p.compiled("gone", "e1").await.unwrap(), None);
+        // Removed with the component; a push of the same bytes starts bare.
+        assert!(p.remove_plugin("cd").await.unwrap());
+        assert_eq!(p.compiled("cd", "e1").await.unwrap(), None);
+        p.put_plugin("cd", b"component", &[spec("c.a")])
+            .await
+            .unwrap();
+        assert_eq!(p.compiled("cd", "e1").await.unwrap(), None);
+    }
+);
+
 contract_case!(removing_a_plugin_falls_back_to_an_older_version, |s| {
     s.plugins()
         .put_plugin("old", b"1", &[spec("f.a")])

@@ -98,6 +98,7 @@ mod sqlite;
 
 mod languages;
 mod sandbox;
+mod shared_code;
 
 mod cli;
 mod health;

@@ -549,6 +549,18 @@ pub trait PluginStore: Send + Sync {
     /// A number that changes whenever routes change: workers poll it to
     /// pick up new versions cheaply.
     async fn routes_version(&self) -> StoreResult<u64>;
+
+    /// Keeps a stored component's compiled form for one engine (`engine`:
+    /// the runtime's compatibility id), so the other workers of the store
+    /// load it instead of compiling it again. Opaque bytes to the store —
+    /// the runtime signs them, and checks the signature before it uses
+    /// them. Replaces what was kept for that pair; ignored if `digest` is
+    /// not stored; removed with the component.
+    async fn put_compiled(&self, digest: &str, engine: &str, artifact: &[u8]) -> StoreResult<()>;
+
+    /// What [`put_compiled`](Self::put_compiled) kept for `digest` and
+    /// `engine`, if anything.
+    async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// The stores a deployment uses, usually one adapter behind all.

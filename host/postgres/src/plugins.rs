@@ -78,6 +78,31 @@ impl PluginStore for PostgresStore {
             .map_err(db)
     }
 
+    async fn put_compiled(&self, digest: &str, engine: &str, artifact: &[u8]) -> StoreResult<()> {
+        // The compiled row goes when its plugin goes (ON DELETE CASCADE).
+        sqlx::query(
+            "INSERT INTO compiled (digest, engine, artifact)
+             SELECT digest, $2, $3 FROM plugins WHERE digest = $1
+             ON CONFLICT (digest, engine) DO UPDATE SET artifact = EXCLUDED.artifact",
+        )
+        .bind(digest)
+        .bind(engine)
+        .bind(artifact)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db)
+    }
+
+    async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT artifact FROM compiled WHERE digest = $1 AND engine = $2")
+            .bind(digest)
+            .bind(engine)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
     async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
         let rows = sqlx::query(
             "SELECT p.digest, p.size, p.tasks, p.pushed_at,

@@ -18,7 +18,7 @@
 //! | `P:task:{id}` | hash | the job record: `task`, `queue`, `state`, `args`, `attempt`, `max_retries`, `enqueued_at`, `updated_at`, and when set `result`, `error`, `usage`, `log`, `progress` (JSON), `plugin` |
 //! | `P:hist:{id}` | list | history entries (JSON), oldest first |
 //! | `P:tasks` | zset | record ids, score `enqueued_at` (expired ids are dropped when listed) |
-//! | `P:plugin:{digest}` | hash | `bytes`, `size`, `tasks`, `pushed_at` |
+//! | `P:plugin:{digest}` | hash | `bytes`, `size`, `tasks`, `pushed_at`, and `compiled:{engine}` per engine that compiled it (signed machine code, `put_compiled`) |
 //! | `P:plugins` | zset | digests, score = push sequence |
 //! | `P:routes` | hash | task → `{digest, spec}` JSON |
 //! | `P:seq`, `P:routes_version` | counters | |

@@ -11,7 +11,7 @@ use xylem_core::store::{
 };
 use xylem_core::time::now_ms;
 
-use crate::scripts::{PUT_PLUGIN, REMOVE_PLUGIN};
+use crate::scripts::{PUT_COMPILED, PUT_PLUGIN, REMOVE_PLUGIN};
 use crate::{RedisStore, backend, corrupt};
 
 /// How many times a removal reads the routes again when they changed
@@ -57,6 +57,26 @@ impl PluginStore for RedisStore {
     async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
         self.conn()
             .hget(self.keys.plugin(digest), "bytes")
+            .await
+            .map_err(backend)
+    }
+
+    async fn put_compiled(&self, digest: &str, engine: &str, artifact: &[u8]) -> StoreResult<()> {
+        let _: i64 = PUT_COMPILED
+            .prepare_invoke()
+            .arg(self.keys.prefix())
+            .arg(digest)
+            .arg(engine)
+            .arg(artifact)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.conn()
+            .hget(self.keys.plugin(digest), format!("compiled:{engine}"))
             .await
             .map_err(backend)
     }

@@ -601,6 +601,19 @@ return 1
     )
 });
 
+/// ARGV: prefix, digest, engine, artifact. Kept in the plugin's hash (so
+/// it goes with it) as `compiled:ENGINE`; nothing if the plugin is gone.
+pub(crate) static PUT_COMPILED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local pk = P .. ':plugin:' .. ARGV[2]
+if redis.call('EXISTS', pk) == 0 then return 0 end
+redis.call('HSET', pk, 'compiled:' .. ARGV[3], ARGV[4])
+return 1
+"#,
+    )
+});
+
 /// ARGV: prefix, digest, the routes version the fallbacks were worked out
 /// at, then task/route pairs (route '' = no route). -1 (nothing done) if
 /// the routes changed since.

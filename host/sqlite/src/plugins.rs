@@ -67,6 +67,34 @@ impl PluginStore for SqliteStore {
         .await
     }
 
+    async fn put_compiled(&self, digest: &str, engine: &str, artifact: &[u8]) -> StoreResult<()> {
+        let (digest, engine, artifact) = (digest.to_owned(), engine.to_owned(), artifact.to_vec());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO compiled (digest, engine, artifact)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM plugins WHERE digest = ?1)",
+                rusqlite::params![digest, engine, artifact],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>> {
+        let (digest, engine) = (digest.to_owned(), engine.to_owned());
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT artifact FROM compiled WHERE digest = ?1 AND engine = ?2",
+                [digest, engine],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
         self.with_conn(|conn| {
             let mut stmt = conn
@@ -154,6 +182,7 @@ impl PluginStore for SqliteStore {
                 rows.collect::<Result<_, _>>().map_err(backend)?
             };
             exec(&tx, "DELETE FROM routes WHERE digest = ?1", [&digest]).map_err(backend)?;
+            exec(&tx, "DELETE FROM compiled WHERE digest = ?1", [&digest]).map_err(backend)?;
             // Each orphaned task falls back by the one rule
             // (`fallback_route`): latest push first.
             let versions: Vec<(String, Vec<TaskSpec>)> = {

@@ -47,8 +47,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Whether a precompiled artifact was found on disk.
+    /// Whether precompiled machine code was found, on disk or in the store.
     pub hit: bool,
+    /// Whether it came from the store (compiled by another machine; see
+    /// `docs/sandbox.md`, "Compiled code shared through the store").
+    pub shared: bool,
     /// Time spent compiling (zero on a hit).
     pub compile_time: Duration,
     /// Time spent loading the compiled artifact.
@@ -156,65 +159,80 @@ impl ComponentCache {
         format!("{digest}-{}", self.engine_tag)
     }
 
-    /// The compiled component for `bytes` (whose sha256 is `digest`).
-    pub(crate) fn load(
+    /// The engine's compatibility id: compiled code is only ever loaded by
+    /// an engine with the same id.
+    pub(crate) fn engine_id(&self) -> &[u8; 32] {
+        &self.engine_id
+    }
+
+    /// The compiled component for `digest` from the local cache, if there
+    /// is a verified one. A refused artifact is deleted (logged).
+    pub(crate) fn lookup(&self, engine: &Engine, digest: &str) -> Option<(Component, CacheStats)> {
+        let cache = self.dir.as_ref()?;
+        let name = self.base_name(digest);
+        let started = Instant::now();
+        let reason = match cache.fetch(&name, digest, &self.engine_id) {
+            Fetch::Missing => return None,
+            Fetch::Refused(reason) => reason,
+            Fetch::Verified(artifact) => match deserialize(engine, &artifact) {
+                Ok(component) => {
+                    return Some((
+                        component,
+                        CacheStats {
+                            hit: true,
+                            shared: false,
+                            compile_time: Duration::ZERO,
+                            load_time: started.elapsed(),
+                        },
+                    ));
+                }
+                Err(e) => format!("wasmtime refused it: {e}"),
+            },
+        };
+        tracing::warn!(
+            path = %cache.dir.join(format!("{name}.cwasm")).display(),
+            %reason,
+            "refusing a cached compiled component: deleted, compiling again"
+        );
+        cache.remove(&name);
+        None
+    }
+
+    /// Compiles `bytes` (whose sha256 is `digest`), keeps the machine code
+    /// in the local cache, and returns it with the component.
+    pub(crate) fn compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
         digest: &str,
-    ) -> Result<(Component, CacheStats), LoadError> {
-        let name = self.base_name(digest);
-        if let Some(cache) = &self.dir {
-            let started = Instant::now();
-            let refused = match cache.fetch(&name, digest, &self.engine_id) {
-                Fetch::Missing => None,
-                Fetch::Refused(reason) => Some(reason),
-                Fetch::Verified(artifact) => match deserialize(engine, &artifact) {
-                    Ok(component) => {
-                        return Ok((
-                            component,
-                            CacheStats {
-                                hit: true,
-                                compile_time: Duration::ZERO,
-                                load_time: started.elapsed(),
-                            },
-                        ));
-                    }
-                    Err(e) => Some(format!("wasmtime refused it: {e}")),
-                },
-            };
-            if let Some(reason) = refused {
-                tracing::warn!(
-                    path = %cache.dir.join(format!("{name}.cwasm")).display(),
-                    %reason,
-                    "refusing a cached compiled component: deleted, compiling again"
-                );
-                cache.remove(&name);
-            }
-        }
-
+    ) -> Result<(Component, CacheStats, Vec<u8>), LoadError> {
         let started = Instant::now();
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let compile_time = started.elapsed();
+        self.keep(digest, &compiled);
+        let started = Instant::now();
+        let component = deserialize(engine, &compiled)?;
+        let stats = CacheStats {
+            hit: false,
+            shared: false,
+            compile_time,
+            load_time: started.elapsed(),
+        };
+        Ok((component, stats, compiled))
+    }
+
+    /// Keeps `compiled` — this engine's machine code for `digest`, made
+    /// here or verified by its signature — in the local cache.
+    pub(crate) fn keep(&self, digest: &str, compiled: &[u8]) {
         if let Some(cache) = &self.dir
-            && let Err(e) = cache.store(&name, digest, &self.engine_id, &compiled)
+            && let Err(e) = cache.store(&self.base_name(digest), digest, &self.engine_id, compiled)
         {
             // The cache is an optimisation: a read-only disk costs a
             // recompile next time, nothing more.
             tracing::warn!(dir = %cache.dir.display(), error = %e, "cannot cache compiled component");
         }
-        let started = Instant::now();
-        let component = deserialize(engine, &compiled)?;
-        Ok((
-            component,
-            CacheStats {
-                hit: false,
-                compile_time,
-                load_time: started.elapsed(),
-            },
-        ))
     }
 }
 
@@ -545,14 +563,15 @@ mod os {
 use os::{check_key_file, create_private, open_no_follow, private_dir};
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, LoadError> {
+pub(crate) fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, LoadError> {
     // SAFETY: `compiled` was either produced just now by this engine's
-    // `precompile_component`, or read from the private cache directory
-    // into memory and authenticated there by its HMAC (keyed by the
-    // cache's secret, bound to the component's sha256 and this engine's
-    // compatibility hash) — so it is bytes this engine wrote. The very
-    // bytes verified are the ones deserialized; wasmtime checks the
-    // header again.
+    // `precompile_component`, or read into memory (from the private cache
+    // directory, or from the store) and authenticated there by its HMAC
+    // (keyed by the cache's secret, or by the cluster's shared key, bound
+    // to the component's sha256 and this engine's compatibility hash) —
+    // so it is bytes an engine like this one wrote and a holder of the key
+    // vouched for. The very bytes verified are the ones deserialized;
+    // wasmtime checks the header again.
     unsafe { Component::deserialize(engine, compiled) }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))
 }

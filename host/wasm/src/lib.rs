@@ -4,7 +4,8 @@
 //! epoch interruption, fuel), the on-disk cache of precompiled components
 //! and the linker that offers plugins the `xylem:task/host` imports and a
 //! deny-all WASI. [`Runtime::load`] turns component bytes into a
-//! [`Plugin`]: validated against the WIT world, described (its tasks and
+//! [`Plugin`] ([`Runtime::load_stored`] for a component in the store, whose
+//! compiled form may be shared through it: `shared.rs`): validated against the WIT world, described (its tasks and
 //! their defaults) and prepared for instantiation once. [`Plugin::run`]
 //! runs one job in a fresh `Store` and instance with the job's limits and
 //! returns an [`xylem_core::Outcome`], whatever the guest does.
@@ -19,6 +20,7 @@ mod plugin;
 mod registry;
 mod run;
 mod runtime;
+mod shared;
 mod state;
 
 pub use build::{BuildError, Language, build_plugin};
@@ -26,6 +28,7 @@ pub use cache::CacheStats;
 pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};
 pub use runtime::{LoadError, Runtime, RuntimeConfig};
+pub use shared::WeakKey;
 
 /// The WIT package (and version) this host speaks: `wit/task.wit`.
 pub const WIT_PACKAGE: &str = "xylem:task@0.2.0";

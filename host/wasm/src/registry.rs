@@ -75,6 +75,7 @@ pub async fn push_plugin_with_quota(
         }
     }
     store.put_plugin(plugin.digest(), bytes, &specs).await?;
+    runtime.share_compiled(&plugin, store).await;
     tracing::info!(digest = %plugin.digest(), tasks = plugin.tasks().len(), "plugin pushed");
     Ok(plugin)
 }
@@ -119,7 +120,7 @@ impl PluginRegistry {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("plugin version {digest} is not in the store"))?;
         self.runtime
-            .load(&bytes)
+            .load_stored(&bytes, self.store.as_ref())
             .await
             .map_err(|e| format!("plugin version {digest}: {e}"))
     }

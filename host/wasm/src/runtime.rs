@@ -9,9 +9,11 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{Plugin as PluginWorld, PluginPre};
-use crate::cache::{ComponentCache, digest};
+use crate::cache::{CacheStats, ComponentCache, digest};
 use crate::plugin::Plugin;
+use crate::shared::{Shared, SharedKey};
 use crate::state::JobState;
+use xylem_core::store::PluginStore;
 
 /// Bytes of each linear memory kept resident between jobs (a small Rust
 /// plugin touches about 1.1 MiB).
@@ -61,6 +63,11 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How often running jobs are checked against their deadlines.
     pub epoch_tick: Duration,
+    /// The cluster's key for compiled code shared through the store (at
+    /// least 32 bytes; `XYLEM_ARTIFACT_KEY` by default). `None`: nothing
+    /// is shared, each machine compiles once into its own cache. See
+    /// `shared.rs` and `docs/sandbox.md`.
+    pub shared_key: Option<Vec<u8>>,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +77,10 @@ impl Default for RuntimeConfig {
             max_memory_per_instance: 4 * 1024 * 1024 * 1024,
             cache_dir: Self::default_cache_dir(),
             epoch_tick: Duration::from_millis(1),
+            shared_key: std::env::var("XYLEM_ARTIFACT_KEY")
+                .ok()
+                .filter(|key| !key.is_empty())
+                .map(String::into_bytes),
         }
     }
 }
@@ -116,6 +127,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<JobState>,
     cache: ComponentCache,
+    shared_key: Option<SharedKey>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -140,6 +152,12 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let shared_key = config
+            .shared_key
+            .as_deref()
+            .map(SharedKey::new)
+            .transpose()
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.max_instances.max(1);
         // Core instances per slot: a Rust plugin uses a few, an
@@ -182,6 +200,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 cache: ComponentCache::new(&engine, config.cache_dir),
+                shared_key,
                 engine,
                 linker,
                 stop_ticker,
@@ -204,6 +223,66 @@ impl Runtime {
     /// cache), checks it against the `plugin` world, prepares it for
     /// instantiation and asks it to describe its tasks.
     pub async fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_with(bytes, None).await
+    }
+
+    /// [`load`](Self::load) a component stored in `store`: its compiled
+    /// form comes from the local cache, else — with a shared key — from
+    /// the store (signed by the machine that compiled it), else it is
+    /// compiled here and, with a shared key, put in the store for the
+    /// other workers.
+    pub async fn load_stored(
+        &self,
+        bytes: &[u8],
+        store: &dyn PluginStore,
+    ) -> Result<Plugin, LoadError> {
+        let shared = self
+            .inner
+            .shared_key
+            .as_ref()
+            .map(|key| Shared { store, key });
+        self.load_with(bytes, shared).await
+    }
+
+    /// The name compiled code of this engine is kept under in a store
+    /// ([`PluginStore::put_compiled`]): the hex of its compatibility id
+    /// (wasmtime version, settings, CPU features).
+    pub fn engine_name(&self) -> String {
+        crate::shared::engine_name(self.inner.cache.engine_id())
+    }
+
+    /// Puts `plugin`'s compiled form in `store` for the other workers, when
+    /// this runtime has a shared key (else does nothing). `plugin` must be
+    /// stored already: [`crate::push_plugin`] calls this after storing it,
+    /// so the pushing machine compiles for the fleet.
+    pub async fn share_compiled(&self, plugin: &Plugin, store: &dyn PluginStore) {
+        let Some(key) = &self.inner.shared_key else {
+            return;
+        };
+        let component = plugin.inner.pre.instance_pre().component().clone();
+        let code = match blocking(move || {
+            component
+                .serialize()
+                .map_err(|e| LoadError::Engine(format!("{e:#}")))
+        })
+        .await
+        {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::warn!(digest = plugin.digest(), error = %e, "cannot serialize compiled code to share it");
+                return;
+            }
+        };
+        Shared { store, key }
+            .upload(plugin.digest(), self.inner.cache.engine_id(), &code)
+            .await;
+    }
+
+    async fn load_with(
+        &self,
+        bytes: &[u8],
+        shared: Option<Shared<'_>>,
+    ) -> Result<Plugin, LoadError> {
         if is_core_module(bytes) {
             return Err(LoadError::Invalid(
                 "this is a core WebAssembly module, not a component; build for \
@@ -213,15 +292,7 @@ impl Runtime {
         }
         check_imports(bytes)?;
         let digest = digest(bytes);
-        let inner = self.inner.clone();
-        let bytes_owned = bytes.to_vec();
-        let digest_owned = digest.clone();
-        // Compiling is CPU-heavy: keep it off the async workers.
-        let (component, stats) = tokio::task::spawn_blocking(move || {
-            inner.cache.load(&inner.engine, &bytes_owned, &digest_owned)
-        })
-        .await
-        .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
+        let (component, stats) = self.compiled(bytes, &digest, shared).await?;
 
         check_wit_version(&self.inner.engine, &component)?;
         let instance_pre = self
@@ -233,6 +304,78 @@ impl Runtime {
             PluginPre::new(instance_pre).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         Plugin::new(self.clone(), digest, bytes.len(), pre, stats).await
     }
+}
+
+impl Runtime {
+    /// The compiled component: from the local cache, the store, or the
+    /// compiler, in that order.
+    async fn compiled(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        shared: Option<Shared<'_>>,
+    ) -> Result<(Component, CacheStats), LoadError> {
+        // Deserializing and compiling are CPU-heavy: keep them off the
+        // async workers.
+        let inner = self.inner.clone();
+        let owned = digest.to_owned();
+        if let Some(found) = blocking(move || Ok(inner.cache.lookup(&inner.engine, &owned))).await?
+        {
+            return Ok(found);
+        }
+        let engine_id = *self.inner.cache.engine_id();
+        let started = std::time::Instant::now();
+        if let Some(shared) = shared
+            && let Some(code) = shared.fetch(digest, &engine_id).await
+        {
+            let inner = self.inner.clone();
+            let owned = digest.to_owned();
+            let found = blocking(move || {
+                let component = crate::cache::deserialize(&inner.engine, &code)?;
+                // Fetched, verified and deserialized: the load's time. The
+                // local copy for next time is not part of it.
+                let load_time = started.elapsed();
+                inner.cache.keep(&owned, &code);
+                Ok((component, load_time))
+            })
+            .await;
+            match found {
+                Ok((component, load_time)) => {
+                    tracing::info!(
+                        digest,
+                        "loaded compiled code another worker shared through the store"
+                    );
+                    let stats = CacheStats {
+                        hit: true,
+                        shared: true,
+                        compile_time: Duration::ZERO,
+                        load_time,
+                    };
+                    return Ok((component, stats));
+                }
+                Err(e) => {
+                    tracing::warn!(digest, error = %e, "refusing compiled code from the store: compiling here")
+                }
+            }
+        }
+        let inner = self.inner.clone();
+        let (owned_bytes, owned) = (bytes.to_vec(), digest.to_owned());
+        let (component, stats, code) =
+            blocking(move || inner.cache.compile(&inner.engine, &owned_bytes, &owned)).await?;
+        if let Some(shared) = shared {
+            shared.upload(digest, &engine_id, &code).await;
+        }
+        Ok((component, stats))
+    }
+}
+
+/// Runs CPU-heavy `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))?
 }
 
 /// Refuses a plugin built against another version of the `xylem:task`

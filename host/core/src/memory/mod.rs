@@ -31,6 +31,8 @@ struct StoredPlugin {
     pushed_at: Millis,
     /// Push order, to break ties between pushes in the same millisecond.
     seq: u64,
+    /// Compiled forms by engine id ([`PluginStore::put_compiled`]).
+    compiled: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -427,6 +429,7 @@ impl PluginStore for MemoryStore {
                 tasks: tasks.to_vec(),
                 pushed_at: now_ms(),
                 seq,
+                compiled: HashMap::new(),
             },
         );
         for spec in tasks {
@@ -445,6 +448,21 @@ impl PluginStore for MemoryStore {
 
     async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.lock().plugins.get(digest).map(|p| p.bytes.clone()))
+    }
+
+    async fn put_compiled(&self, digest: &str, engine: &str, artifact: &[u8]) -> StoreResult<()> {
+        if let Some(plugin) = self.lock().plugins.get_mut(digest) {
+            plugin.compiled.insert(engine.to_owned(), artifact.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .plugins
+            .get(digest)
+            .and_then(|p| p.compiled.get(engine).cloned()))
     }
 
     async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
