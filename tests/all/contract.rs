@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use xylem_core::store::{
-    Completed, Completion, DeadFilter, Delivery, Nack, REPLAY_DETAIL, Settle, StoreError,
+    Completed, Completion, DeadFilter, Delivery, Nack, REPLAY_DETAIL, Settle, StoreError, Withdrawn,
 };
 use xylem_core::{Envelope, TaskSpec, TaskState, Transition};
 
@@ -1011,4 +1011,87 @@ contract_case!(an_enqueue_never_reuses_an_id_in_use, |s| {
     let record = s.results().get(&brief.id).await.unwrap().unwrap();
     assert_eq!((record.state, record.history.len()), (TaskState::Queued, 1));
     assert_eq!(take(s, &all(), 10, LEASE).await.len(), 1);
+});
+
+// `Cancellation`: withdraw takes waiting jobs out whatever their set, never
+// a job a worker holds under a live lease; requests are kept per id.
+contract_case!(withdraw_removes_waiting_jobs_only, |s| {
+    let ready = job("c");
+    let mut delayed = job("c");
+    delayed.not_before = Some(xylem_core::time::now_ms() + 60_000);
+    let running = job("c");
+    let lapsed = job("c");
+    let dead = job("c");
+    for e in [&running, &lapsed, &dead] {
+        put(s, e).await;
+    }
+    // Three claimed one by one (claim order: oldest first).
+    let held = take(s, &all(), 1, LEASE).await.pop().unwrap();
+    let gone = take(s, &all(), 1, Duration::from_millis(150))
+        .await
+        .pop()
+        .unwrap();
+    let doomed = take(s, &all(), 1, LEASE).await.pop().unwrap();
+    assert_eq!(
+        [&held.envelope.id, &gone.envelope.id, &doomed.envelope.id],
+        [&running.id, &lapsed.id, &dead.id]
+    );
+    let reason = "gave up".to_owned();
+    assert!(settle(s, &dead.id, doomed.lease, Nack::DeadLetter { reason }).await);
+    put(s, &ready).await;
+    put(s, &delayed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ids: Vec<String> = [&ready, &delayed, &running, &lapsed, &dead]
+        .iter()
+        .map(|e| e.id.clone())
+        .chain(["never-enqueued".to_owned()])
+        .collect();
+    let now = xylem_core::time::now_ms();
+    assert_eq!(
+        s.cancellation().withdraw(&ids, now).await.unwrap(),
+        [
+            Withdrawn::Removed,
+            Withdrawn::Removed,
+            Withdrawn::Running,
+            Withdrawn::Removed,
+            Withdrawn::Dead,
+            Withdrawn::Absent
+        ]
+    );
+    // Nothing withdrawn is ever delivered; the running job's lease holds.
+    assert!(take(s, &all(), 10, LEASE).await.is_empty());
+    assert!(extend(s, &running.id, held.lease, LEASE).await);
+    assert_eq!(
+        s.cancellation().withdraw(&ids[..1], now).await.unwrap(),
+        [Withdrawn::Absent]
+    );
+
+    // Requests: kept per id, read back only for the ids asked about.
+    assert!(
+        s.cancellation()
+            .cancel_requested(&ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.cancellation()
+        .request_cancel(std::slice::from_ref(&running.id))
+        .await
+        .unwrap();
+    s.cancellation()
+        .request_cancel(&[running.id.clone(), "other".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cancellation().cancel_requested(&ids).await.unwrap(),
+        std::slice::from_ref(&running.id)
+    );
+    assert!(
+        s.cancellation()
+            .cancel_requested(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 });

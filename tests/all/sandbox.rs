@@ -534,6 +534,47 @@ async fn the_soft_time_limit_turns_cancelled_true() {
     assert!(outcome.soft_limit_reached);
 }
 
+/// A cancel request (what `xylem task cancel` makes of a running job)
+/// shows through `cancelled()` first: a task that checks it ends on its
+/// own, with its own outcome, well inside the grace; one that never looks
+/// is stopped when the grace is over.
+#[tokio::test]
+async fn a_cancel_request_lets_the_task_wrap_up_then_stops_it() {
+    let hostile = load("hostile").await;
+    for (task, grace, own_ending) in [
+        ("hostile.polite-loop", Duration::from_secs(5), true),
+        ("hostile.loop", Duration::from_millis(300), false),
+    ] {
+        let req = request(task, json!({}), Limits::default());
+        let cancel = req.cancel.clone();
+        let running = tokio::spawn({
+            let hostile = hostile.clone();
+            async move { hostile.run(req, Arc::new(NoHostCalls)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let asked = Instant::now();
+        cancel.request(grace);
+        let outcome = running.await.unwrap();
+        let took = asked.elapsed();
+        if own_ending {
+            assert_eq!(
+                outcome.failure_kind(),
+                Some(FailureKind::PluginError),
+                "{outcome:?}"
+            );
+            assert!(took < Duration::from_secs(2), "{task}: {took:?}");
+        } else {
+            assert_eq!(
+                outcome.failure_kind(),
+                Some(FailureKind::Cancelled),
+                "{outcome:?}"
+            );
+            assert!(took >= grace, "{task}: stopped before its grace: {took:?}");
+            assert!(took < grace + Duration::from_secs(1), "{task}: {took:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn cancel_stops_a_running_job_within_milliseconds() {
     let hostile = load("hostile").await;

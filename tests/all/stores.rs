@@ -14,7 +14,8 @@ use std::sync::Arc;
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
-    Broker, DeadLetters, GroupStore, LockStore, PluginStore, QuotaStore, ResultBackend, Statistics,
+    Broker, Cancellation, DeadLetters, GroupStore, LockStore, PluginStore, QuotaStore,
+    ResultBackend, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -63,11 +64,20 @@ pub(crate) async fn postgres() -> Option<Arc<PostgresStore>> {
 
 /// Every store trait: what each adapter implements.
 pub(crate) trait Adapter:
-    AllQueues + ResultBackend + PluginStore + GroupStore + LockStore + QuotaStore + Cleanup + 'static
+    AllQueues
+    + ResultBackend
+    + PluginStore
+    + GroupStore
+    + LockStore
+    + QuotaStore
+    + Cancellation
+    + Cleanup
+    + 'static
 {
 }
 impl<T> Adapter for T where
     T: AllQueues
+        + Cancellation
         + ResultBackend
         + PluginStore
         + GroupStore
@@ -91,6 +101,8 @@ pub(crate) trait AdapterObj: Send + Sync {
     fn results(&self) -> &dyn ResultBackend;
     /// As a plugin store.
     fn plugins(&self) -> &dyn PluginStore;
+    /// As a cancellation store.
+    fn cancellation(&self) -> &dyn Cancellation;
 }
 
 impl<T: Adapter> AdapterObj for T {
@@ -101,6 +113,9 @@ impl<T: Adapter> AdapterObj for T {
         self
     }
     fn plugins(&self) -> &dyn PluginStore {
+        self
+    }
+    fn cancellation(&self) -> &dyn Cancellation {
         self
     }
 }

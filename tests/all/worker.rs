@@ -807,3 +807,91 @@ worker_case!(
         worker.stop().await;
     }
 );
+
+// Cancellation (`xylem_core::cancel`): a waiting job never starts; a
+// running one is stopped by its worker, which carries on with the next.
+worker_case!(
+    cancel_stops_a_running_job_and_prevents_a_waiting_one,
+    |stores| {
+        use xylem_core::cancel::{CancelResult, cancel};
+        let tasks = Arc::new(NativeTasks::default());
+        let worker = start(
+            &stores,
+            &tasks,
+            WorkerConfig {
+                concurrency: 1,
+                ..config("w-cancel")
+            },
+        );
+        let long = enqueue(&stores, "sleep", r#"{"ms":60000}"#).await.id;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stores.results.get(&long).await.unwrap().map(|r| r.state) != Some(TaskState::Running)
+        {
+            assert!(Instant::now() < deadline, "the long job never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Waits behind it (one slot), and one delayed.
+        let waiting = enqueue(&stores, "echo", "{}").await.id;
+        let mut later = Envelope::new("echo", "{}");
+        later.not_before = Some(xylem_core::time::now_ms() + 60_000);
+        stores
+            .broker
+            .enqueue(std::slice::from_ref(&later))
+            .await
+            .unwrap();
+
+        let asked = Instant::now();
+        let ids = vec![
+            waiting.clone(),
+            later.id.clone(),
+            long.clone(),
+            "no-such-job".to_owned(),
+        ];
+        assert_eq!(
+            cancel(&stores, &ids).await.unwrap(),
+            [
+                CancelResult::Cancelled,
+                CancelResult::Cancelled,
+                CancelResult::Requested,
+                CancelResult::NotFound
+            ]
+        );
+        let stopped = wait_terminal(&stores, &long, Duration::from_secs(10)).await;
+        let took = asked.elapsed();
+        assert_eq!(stopped.state, TaskState::Cancelled, "{stopped:?}");
+        assert_eq!(
+            stopped.history.last().unwrap().detail.as_deref(),
+            Some(xylem_core::cancel::CANCELLED_RUNNING)
+        );
+        // Poll (25 ms) + grace (50 ms) + the task's own 5 ms check; generous
+        // for a loaded CI machine.
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+
+        // The slot serves the next job.
+        let next = enqueue(&stores, "echo", r#"{"after":"cancel"}"#).await.id;
+        assert_eq!(
+            wait_terminal(&stores, &next, Duration::from_secs(10))
+                .await
+                .state,
+            TaskState::Succeeded
+        );
+        for id in [&waiting, &later.id] {
+            let record = stores.results.get(id).await.unwrap().unwrap();
+            assert_eq!(record.state, TaskState::Cancelled, "{id}");
+            assert_eq!(tasks.runs_of(id), 0, "a cancelled waiting job never runs");
+        }
+        // Cancelling again changes nothing.
+        assert_eq!(
+            cancel(&stores, &[long.clone(), next.clone()])
+                .await
+                .unwrap(),
+            [
+                CancelResult::Finished(TaskState::Cancelled),
+                CancelResult::Finished(TaskState::Succeeded)
+            ]
+        );
+        let stats = worker.stop().await;
+        assert_eq!(stats.cancelled.load(Ordering::Relaxed), 1);
+        assert!(queue_empty(&stores).await);
+    }
+);

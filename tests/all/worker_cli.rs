@@ -1028,3 +1028,73 @@ async fn a_quota_set_at_push_bounds_the_tasks_job_trees() {
     assert_eq!(count_bombs().await, 8 + 4, "a root job's own quota wins");
     terminate(&mut worker);
 }
+
+/// `xylem task cancel`, from another process than the worker's: a running
+/// infinite loop (a Wasm plugin that never calls the host) is stopped and
+/// its slot serves the next job; a queued job never runs.
+#[tokio::test]
+async fn task_cancel_stops_a_loop_in_another_process_and_a_queued_job() {
+    let env = Env::new();
+    env.push("hostile");
+    env.push("hello");
+    let mut worker = env.worker("w", &["--concurrency", "1"]);
+    let looping = env.enqueue(&["hostile.loop", "--timeout", "5m"]);
+    let store = env.store().await;
+    let started = Instant::now();
+    while store.get(&looping).await.unwrap().map(|r| r.state) != Some(TaskState::Running) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the loop never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued = env.enqueue(&["hello.greet", "--args", r#"{"name":"never"}"#]);
+
+    let out = env.ok(&["task", "cancel", &queued, &looping, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc[0]["outcome"]["result"], "cancelled", "{doc}");
+    assert_eq!(doc[1]["outcome"]["result"], "requested", "{doc}");
+    let asked = Instant::now();
+    let record = loop {
+        let record = store.get(&looping).await.unwrap().unwrap();
+        if record.state.is_terminal() {
+            break record;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still {}",
+            record.state
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "cancelled a running loop in another process in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(record.state, TaskState::Cancelled, "{record:?}");
+    let queued_record = store.get(&queued).await.unwrap().unwrap();
+    assert_eq!(queued_record.state, TaskState::Cancelled);
+    assert!(
+        !queued_record
+            .history
+            .iter()
+            .any(|h| h.state == TaskState::Running),
+        "the queued job never ran"
+    );
+    // The worker's one slot serves the next job.
+    let next = env.enqueue(&["hello.greet", "--args", r#"{"name":"next"}"#, "--wait"]);
+    assert!(next.contains("Hello, next!"), "{next}");
+    // Bulk, dry run: lists, changes nothing.
+    let later = env.enqueue(&["hello.greet", "--args", r#"{"name":"x"}"#, "--delay", "1h"]);
+    let listed = env.ok(&["task", "cancel", "--task", "hello.greet", "--dry-run"]);
+    assert_eq!(listed.trim(), later);
+    assert_eq!(
+        store.get(&later).await.unwrap().unwrap().state,
+        TaskState::Queued
+    );
+    let out = env.xylem(&["task", "cancel", "no-such-id"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no such job"));
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}

@@ -45,9 +45,21 @@ impl TaskInfo {
 }
 
 /// A flag that stops a running task: set it and the run ends with
-/// `cancelled` within milliseconds.
+/// `cancelled` within milliseconds. [`request`](Self::request) first lets
+/// the task see the request (the `cancelled` host call) and end cleanly
+/// within a grace period, then stops it.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<CancelState>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    /// Stop now.
+    stop: AtomicBool,
+    /// A stop was asked for: the task may see it.
+    requested: AtomicBool,
+    /// With `requested`: stop once this instant has passed.
+    stop_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
 
 impl CancelToken {
     /// A token not yet cancelled.
@@ -55,14 +67,49 @@ impl CancelToken {
         Self::default()
     }
 
-    /// Requests cancellation.
+    /// Stops the run now.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.requested.store(true, Ordering::Release);
+        self.0.stop.store(true, Ordering::Release);
     }
 
-    /// Whether cancellation was requested.
+    /// Tells the task to stop (it sees it through `cancelled`), and stops
+    /// the run after `grace` if it has not ended by then.
+    pub fn request(&self, grace: std::time::Duration) {
+        if grace.is_zero() {
+            return self.cancel();
+        }
+        let mut stop_at = self.0.stop_at.lock().unwrap_or_else(|e| e.into_inner());
+        if stop_at.is_none() {
+            *stop_at = Some(std::time::Instant::now() + grace);
+        }
+        self.0.requested.store(true, Ordering::Release);
+    }
+
+    /// Whether the run must stop now (cancelled, or the grace of a request
+    /// is over).
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        if self.0.stop.load(Ordering::Acquire) {
+            return true;
+        }
+        if !self.0.requested.load(Ordering::Acquire) {
+            return false;
+        }
+        let over = self
+            .0
+            .stop_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| std::time::Instant::now() >= at);
+        if over {
+            self.0.stop.store(true, Ordering::Release);
+        }
+        over
+    }
+
+    /// Whether a stop was asked for (the task should wrap up).
+    pub fn is_requested(&self) -> bool {
+        self.0.requested.load(Ordering::Acquire)
     }
 }
 

@@ -6,6 +6,7 @@
 //! storage adapters implement the store traits.
 
 pub mod args_schema;
+pub mod cancel;
 pub mod client;
 pub mod codec;
 pub mod envelope;

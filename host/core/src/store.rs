@@ -452,6 +452,44 @@ pub trait Statistics: Send + Sync {
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
 }
 
+/// What [`Cancellation::withdraw`] found for one job's queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Withdrawn {
+    /// It was waiting (ready, delayed, or leased by a worker whose lease
+    /// ran out): its entry is gone, it will never start.
+    Removed,
+    /// A worker holds it: it is running now.
+    Running,
+    /// It is in the dead-letter queue.
+    Dead,
+    /// No queue entry: finished (or never enqueued).
+    Absent,
+}
+
+/// Stopping jobs (`xylem task cancel`). The rule — what a cancel does in
+/// each case — lives once in [`crate::cancel`]; a store only withdraws
+/// queue entries and keeps requests for the workers running the rest.
+#[async_trait]
+pub trait Cancellation: Send + Sync {
+    /// Removes each job's queue entry if it is waiting — ready, delayed, or
+    /// leased with its lease run out at `now` — atomically per job (a
+    /// worker's claim never races it), and says what it found.
+    async fn withdraw(&self, ids: &[String], now: Millis) -> StoreResult<Vec<Withdrawn>>;
+
+    /// Asks whichever worker runs these jobs to stop them. Requests are
+    /// kept for a day (a request for a job that finished meanwhile is
+    /// simply never read).
+    async fn request_cancel(&self, ids: &[String]) -> StoreResult<()>;
+
+    /// Which of `ids` (jobs this worker runs) have a cancel request. Called
+    /// often (every worker, every [`crate::worker::CANCEL_POLL`]): cheap.
+    async fn cancel_requested(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+}
+
+/// How long a cancel request is kept.
+pub const CANCEL_REQUEST_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Job records: states, history, results.
 #[async_trait]
 pub trait ResultBackend: Send + Sync {
@@ -582,6 +620,8 @@ pub struct Stores {
     pub locks: Arc<dyn LockStore>,
     /// Quota counters (child jobs of a tree).
     pub quotas: Arc<dyn QuotaStore>,
+    /// Stopping jobs.
+    pub cancellation: Arc<dyn Cancellation>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -602,6 +642,7 @@ impl Stores {
             + GroupStore
             + LockStore
             + QuotaStore
+            + Cancellation
             + 'static,
     {
         Self {
@@ -612,7 +653,8 @@ impl Stores {
             plugins: adapter.clone(),
             groups: adapter.clone(),
             locks: adapter.clone(),
-            quotas: adapter,
+            quotas: adapter.clone(),
+            cancellation: adapter,
         }
     }
 }

@@ -68,6 +68,7 @@ macro_rules! async_commit {
 }
 
 mod broker;
+mod cancellation;
 mod coordination;
 mod hot;
 mod plugins;

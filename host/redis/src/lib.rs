@@ -26,6 +26,7 @@
 //! when the server restarts.
 
 mod broker;
+mod cancellation;
 mod coordination;
 mod keys;
 mod plugins;

@@ -601,6 +601,33 @@ return 1
     )
 });
 
+/// ARGV: prefix, then job ids. Removes each waiting job (ready, delayed,
+/// or leased with its lease run out by the server's clock) and returns,
+/// per id, `removed`, `running`, `dead` or `absent`.
+pub(crate) static WITHDRAW: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = server_now()
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local f = redis.call('HMGET', jobkey(id), 'status', 'lease', 'queue')
+  local found
+  if not f[1] then found = 'absent'
+  elseif f[1] == 'dead' then found = 'dead'
+  elseif f[1] == 'leased' and tonumber(redis.call('ZSCORE', qkey(f[3], 'leased'), id) or '0') > now then
+    found = 'running'
+  else
+    remove_entry(id, f)
+    found = 'removed'
+  end
+  out[#out + 1] = found
+end
+return out
+"#,
+    )
+});
+
 /// ARGV: prefix, digest, engine, artifact. Kept in the plugin's hash (so
 /// it goes with it) as `compiled:ENGINE`; nothing if the plugin is gone.
 pub(crate) static PUT_COMPILED: LazyLock<Script> = LazyLock::new(|| {

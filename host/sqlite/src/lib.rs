@@ -37,6 +37,7 @@
 //! [`Broker::extend_many`]: xylem_core::store::Broker::extend_many
 
 mod broker;
+mod cancellation;
 mod checkpoint;
 mod coordination;
 mod plugins;

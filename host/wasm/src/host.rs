@@ -82,7 +82,7 @@ impl host::Host for JobState {
     async fn cancelled(&mut self) -> bool {
         self.charge_fuel(CANCELLED_FUEL);
         self.note_soft_deadline(Instant::now());
-        self.soft_limit_reached || self.cancel.is_cancelled()
+        self.soft_limit_reached || self.cancel.is_requested()
     }
 
     async fn enqueue(

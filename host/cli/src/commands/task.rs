@@ -31,6 +31,33 @@ pub(crate) enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel jobs: a waiting one (queued, delayed, retrying) never runs; a
+    /// running one is stopped by its worker, on any machine, within about
+    /// 100 ms (the task may see `cancelled()` and wrap up first).
+    #[command(
+        after_help = "Examples:\n  xylem task cancel 0193...e1 0193...e2\n  xylem task cancel --task report.build --state queued --dry-run\n  xylem task cancel --task report.build            # every unfinished job of the task"
+    )]
+    Cancel {
+        /// Job ids.
+        #[arg(required_unless_present = "task", conflicts_with = "task")]
+        ids: Vec<String>,
+        /// Every unfinished job of this task (at most --limit).
+        #[arg(long)]
+        task: Option<String>,
+        /// With --task: only jobs in this state (queued, retrying or
+        /// running; default: all three).
+        #[arg(long, requires = "task")]
+        state: Option<TaskState>,
+        /// With --task: at most this many jobs.
+        #[arg(long, default_value_t = 1000, requires = "task")]
+        limit: usize,
+        /// List what would be cancelled; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent jobs, newest first.
     Ls {
         /// Only jobs in this state (queued, running, succeeded, retrying, dead, ...).
@@ -149,6 +176,14 @@ pub(crate) async fn run(store_url: &str, cmd: TaskCommand) -> anyhow::Result<Exi
                 Err(e) => Err(e.into()),
             }
         }
+        TaskCommand::Cancel {
+            ids,
+            task,
+            state,
+            limit,
+            dry_run,
+            json,
+        } => cancel(&store.stores, ids, task, state, limit, dry_run, json).await,
         TaskCommand::Ls {
             state,
             task,
@@ -193,4 +228,84 @@ pub(crate) async fn run(store_url: &str, cmd: TaskCommand) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `xylem task cancel`: by id, or every unfinished job of a task.
+#[allow(clippy::print_stdout)]
+async fn cancel(
+    stores: &xylem_core::Stores,
+    ids: Vec<String>,
+    task: Option<String>,
+    state: Option<TaskState>,
+    limit: usize,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let unfinished = [TaskState::Queued, TaskState::Retrying, TaskState::Running];
+    let ids = match task {
+        None => ids,
+        Some(task) => {
+            let states: Vec<TaskState> = match state {
+                Some(state) if unfinished.contains(&state) => vec![state],
+                Some(state) => anyhow::bail!(
+                    "a {state} job has finished: only queued, retrying or running jobs can be cancelled"
+                ),
+                None => unfinished.to_vec(),
+            };
+            let mut ids = Vec::new();
+            for state in states {
+                let filter = TaskFilter {
+                    state: Some(state),
+                    task: Some(task.clone()),
+                    limit: limit.saturating_sub(ids.len()).max(1),
+                };
+                if ids.len() < limit {
+                    ids.extend(
+                        stores
+                            .results
+                            .list(&filter)
+                            .await?
+                            .into_iter()
+                            .map(|r| r.id),
+                    );
+                }
+            }
+            ids.truncate(limit);
+            ids
+        }
+    };
+    if dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&ids)?);
+        } else {
+            for id in &ids {
+                println!("{id}");
+            }
+            eprintln!(
+                "{} job(s) would be cancelled (dry run: nothing changed)",
+                ids.len()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results = xylem_core::cancel::cancel(stores, &ids).await?;
+    if json {
+        let doc: Vec<serde_json::Value> = ids
+            .iter()
+            .zip(&results)
+            .map(|(id, r)| serde_json::json!({ "id": id, "outcome": r }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for (id, result) in ids.iter().zip(&results) {
+            println!("{id}  {result}");
+        }
+    }
+    // Exit 1 when a named job does not exist.
+    let missing = results.contains(&xylem_core::cancel::CancelResult::NotFound);
+    Ok(if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -29,6 +29,11 @@ pub(crate) struct WorkerArgs {
     /// cancelled and released back to their queue.
     #[arg(long, default_value = "30s")]
     grace: String,
+    /// When a running job is cancelled (`xylem task cancel`): how long the
+    /// task may take to wrap up after `cancelled()` turns true before its
+    /// sandbox is stopped.
+    #[arg(long, default_value = "50ms")]
+    cancel_grace: String,
     /// Lease (visibility timeout) of a reserved job; renewed while it runs.
     #[arg(long, default_value = "30s")]
     lease: String,
@@ -93,6 +98,7 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         concurrency: args.concurrency as usize,
         lease: parse_duration(&args.lease)?,
         grace: parse_duration(&args.grace)?,
+        cancel_grace: parse_duration(&args.cancel_grace)?,
         result_ttl: args.result_ttl.as_deref().map(parse_duration).transpose()?,
         child_quota: ChildQuota {
             per_run: args.max_children,

@@ -11,11 +11,11 @@ use tokio::sync::Notify;
 
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
-    Broker, ClaimPlan, Completed, Completion, DeadFilter, DeadJob, DeadLetters, Delivery,
-    GroupStatus, GroupStore, LockStore, Nack, PluginInfo, PluginStore, QueueStats, QuotaStore,
-    REPLAY_DETAIL, ResultBackend, Settle, Statistics, StoreError, StoreResult, TaskRoute,
-    check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
-    running_detail,
+    Broker, CANCEL_REQUEST_TTL, Cancellation, ClaimPlan, Completed, Completion, DeadFilter,
+    DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
+    PluginStore, QueueStats, QuotaStore, REPLAY_DETAIL, ResultBackend, Settle, Statistics,
+    StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids, fallback_route, queued_detail,
+    replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -56,6 +56,8 @@ struct State {
     routes: HashMap<String, TaskRoute>,
     routes_version: u64,
     push_seq: u64,
+    /// Cancel requests: job id → when the request lapses.
+    cancel_requests: HashMap<String, Millis>,
 }
 
 /// Broker, result backend and plugin store in memory.
@@ -413,6 +415,35 @@ impl ResultBackend for MemoryStore {
         }
         state.record_expiry.insert(id.to_owned(), now + ms(ttl));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl Cancellation for MemoryStore {
+    async fn withdraw(&self, ids: &[String], now: Millis) -> StoreResult<Vec<Withdrawn>> {
+        let mut state = self.lock();
+        Ok(ids.iter().map(|id| state.jobs.withdraw(id, now)).collect())
+    }
+
+    async fn request_cancel(&self, ids: &[String]) -> StoreResult<()> {
+        let mut state = self.lock();
+        let now = now_ms();
+        state.cancel_requests.retain(|_, lapses| *lapses > now);
+        let lapses = now + ms(CANCEL_REQUEST_TTL);
+        for id in ids {
+            state.cancel_requests.insert(id.clone(), lapses);
+        }
+        Ok(())
+    }
+
+    async fn cancel_requested(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let state = self.lock();
+        let now = now_ms();
+        Ok(ids
+            .iter()
+            .filter(|id| state.cancel_requests.get(*id).is_some_and(|l| *l > now))
+            .cloned()
+            .collect())
     }
 }
 

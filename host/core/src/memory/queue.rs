@@ -119,6 +119,20 @@ impl JobQueue {
         self.jobs.contains_key(id)
     }
 
+    /// Removes a waiting job (ready, delayed, or leased with its lease run
+    /// out at `now`), and says what it found.
+    pub(super) fn withdraw(&mut self, id: &str, now: Millis) -> crate::store::Withdrawn {
+        use crate::store::Withdrawn;
+        let found = match self.jobs.get(id).map(|j| &j.status) {
+            None => return Withdrawn::Absent,
+            Some(Status::Dead { .. }) => return Withdrawn::Dead,
+            Some(Status::Leased { until }) if *until > now => return Withdrawn::Running,
+            Some(_) => Withdrawn::Removed,
+        };
+        self.remove(id);
+        found
+    }
+
     /// Removes a job; whether it was there.
     pub(super) fn remove(&mut self, id: &str) -> bool {
         match self.jobs.remove(id) {

@@ -236,7 +236,8 @@ async fn run(
     {
         outcome.progress = Some(progress);
     }
-    decide(shared, envelope, lease, &resolved, outcome)
+    let cancelled = job.cancel_requested.load(Ordering::Acquire);
+    decide(shared, envelope, lease, &resolved, outcome, cancelled)
 }
 
 /// Resolves the task; if no plugin provides it, refreshes the registry
@@ -309,9 +310,27 @@ fn decide(
     lease: u64,
     resolved: &Resolved,
     outcome: Outcome,
+    cancel_requested: bool,
 ) -> Completion {
     let id = envelope.id.clone();
     let plugin = Some(resolved.version.clone());
+
+    // Cancelled through the store (`crate::cancel`): a success stays one;
+    // anything else ends the job as `cancelled`, never retried.
+    if cancel_requested && !outcome.is_success() {
+        return Completion {
+            id,
+            lease,
+            transition: Transition {
+                plugin,
+                outcome: Some(outcome),
+                detail: Some(crate::cancel::CANCELLED_RUNNING.to_owned()),
+                ..Transition::to(TaskState::Cancelled, envelope.attempt)
+            },
+            settle: Settle::Ack,
+            result_ttl: shared.config.result_ttl,
+        };
+    }
 
     // Cancelled because the worker is going away: give the job back as it was.
     if shared.shutting_down.load(Ordering::Acquire)
@@ -456,6 +475,7 @@ fn count(shared: &WorkerShared, state: TaskState, settle: &Settle, done: Complet
         (TaskState::Succeeded, _) => &stats.succeeded,
         (TaskState::Retrying, _) => &stats.retried,
         (TaskState::Dead, _) => &stats.dead,
+        (TaskState::Cancelled, _) => &stats.cancelled,
         (TaskState::Queued, Settle::Nack(Nack::Release)) => &stats.released,
         (TaskState::Queued, _) => &stats.deferred,
         _ => return,

@@ -20,6 +20,7 @@
 //! jobs finish within the grace period, then cancels the rest and releases
 //! them to their queue.
 
+mod cancel_watch;
 mod completer;
 mod job;
 mod lease_keeper;
@@ -47,6 +48,10 @@ use crate::outcome::Progress;
 /// trip lets it lapse while the job still runs, and another worker (or
 /// this one) runs the same job at the same time.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// How often a worker with running jobs asks the store whether any of
+/// them is to be cancelled (`xylem task cancel`).
+pub const CANCEL_POLL: Duration = Duration::from_millis(25);
 
 /// Under load, how long a worker waits for more slots to free up before
 /// it claims for the ones it has (see the worker loop).
@@ -76,6 +81,10 @@ pub struct WorkerConfig {
     /// What a root job's runs may enqueue (a root job's own options may
     /// override it; children inherit their root's).
     pub child_quota: crate::lineage::ChildQuota,
+    /// When a running job is cancelled: how long the task may take to
+    /// wrap up after its `cancelled` host call turns true, before the
+    /// sandbox stops it.
+    pub cancel_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +103,7 @@ impl Default for WorkerConfig {
             ),
             result_ttl: None,
             child_quota: crate::lineage::ChildQuota::default(),
+            cancel_grace: Duration::from_millis(50),
         }
     }
 }
@@ -137,6 +147,8 @@ pub struct WorkerStats {
     pub released: AtomicU64,
     /// Jobs put back to wait for a plugin that provides their task.
     pub deferred: AtomicU64,
+    /// Jobs stopped by a cancel request.
+    pub cancelled: AtomicU64,
 }
 
 /// A job this worker is running: what the lease keeper and the host calls
@@ -147,6 +159,9 @@ pub(crate) struct RunningJob {
     pub(crate) lease: u64,
     /// Stops the run.
     pub(crate) cancel: CancelToken,
+    /// Set when the job's cancel was requested through the store (not by
+    /// this worker's shutdown).
+    pub(crate) cancel_requested: AtomicBool,
     /// Until when the lease is known to be held (the keeper moves it on
     /// each successful extension), in ms since `WorkerShared::epoch`.
     held_until_ms: AtomicU64,
@@ -159,6 +174,7 @@ impl RunningJob {
         Self {
             lease,
             cancel,
+            cancel_requested: AtomicBool::new(false),
             held_until_ms: AtomicU64::new(held_until.as_millis() as u64),
             pending_progress: Mutex::new(None),
         }
@@ -270,6 +286,9 @@ impl Worker {
         let keeper = tokio::spawn(
             lease_keeper::run(shared.clone()).instrument(tracing::info_span!("lease_keeper")),
         );
+        let cancel_watch = tokio::spawn(
+            cancel_watch::run(shared.clone()).instrument(tracing::info_span!("cancel_watch")),
+        );
         let mut last_refresh: Option<Instant> = None;
         let mut store_backoff = Duration::from_millis(100);
         tracing::info!(
@@ -378,6 +397,8 @@ impl Worker {
         }
         keeper.abort();
         let _ = keeper.await;
+        cancel_watch.abort();
+        let _ = cancel_watch.await;
         let stats = shared.stats.clone();
         // The completer ends once the last sender (in `shared`) is gone.
         drop(shared);

@@ -1,0 +1,7 @@
+-- Cancel requests for running jobs (Cancellation::request_cancel): the
+-- worker that runs a job polls for its id and stops it. Kept a day.
+
+CREATE TABLE cancel_requests (
+    id         TEXT PRIMARY KEY,
+    lapses_at  INTEGER NOT NULL
+) WITHOUT ROWID;
