@@ -1095,3 +1095,58 @@ contract_case!(withdraw_removes_waiting_jobs_only, |s| {
             .is_empty()
     );
 });
+
+// `QueueControl`: paused queues by name; the ids waiting in a queue, by
+// whether they are ready or delayed, never running or dead ones.
+contract_case!(queue_control_pauses_by_name_and_lists_waiting_jobs, |s| {
+    let qc = s.queue_control();
+    assert!(qc.paused_queues().await.unwrap().is_empty());
+    assert!(qc.set_paused("mail", true).await.unwrap());
+    assert!(
+        !qc.set_paused("mail", true).await.unwrap(),
+        "already paused"
+    );
+    assert!(qc.set_paused("bulk", true).await.unwrap());
+    assert_eq!(qc.paused_queues().await.unwrap(), ["bulk", "mail"]);
+    assert!(qc.set_paused("bulk", false).await.unwrap());
+    assert!(!qc.set_paused("bulk", false).await.unwrap(), "not paused");
+    assert_eq!(qc.paused_queues().await.unwrap(), ["mail"]);
+
+    let running = on("mail", 0);
+    put(s, &running).await;
+    take(s, &["mail".to_owned()], 1, LEASE).await.pop().unwrap();
+    let ready: Vec<Envelope> = (0..3).map(|_| on("mail", 0)).collect();
+    for e in &ready {
+        put(s, e).await;
+    }
+    let mut later = on("mail", 0);
+    later.not_before = Some(xylem_core::time::now_ms() + 60_000);
+    put(s, &later).await;
+    put(s, &on("other", 0)).await;
+
+    let ids = |v: &[&Envelope]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let all_ready = ids(&ready.iter().collect::<Vec<_>>());
+    assert_eq!(
+        qc.waiting_ids("mail", true, false, 10).await.unwrap(),
+        all_ready
+    );
+    assert_eq!(
+        qc.waiting_ids("mail", false, true, 10).await.unwrap(),
+        ids(&[&later])
+    );
+    let mut both = qc.waiting_ids("mail", true, true, 10).await.unwrap();
+    both.sort();
+    let mut expected = ids(&[&ready[0], &ready[1], &ready[2], &later]);
+    expected.sort();
+    assert_eq!(both, expected);
+    assert_eq!(
+        qc.waiting_ids("mail", true, true, 2).await.unwrap().len(),
+        2
+    );
+    assert!(
+        qc.waiting_ids("nowhere", true, true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});

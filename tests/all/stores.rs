@@ -14,8 +14,8 @@ use std::sync::Arc;
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
-    Broker, Cancellation, DeadLetters, GroupStore, LockStore, PluginStore, QuotaStore,
-    ResultBackend, Statistics,
+    Broker, Cancellation, DeadLetters, GroupStore, LockStore, PluginStore, QueueControl,
+    QuotaStore, ResultBackend, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -71,6 +71,7 @@ pub(crate) trait Adapter:
     + LockStore
     + QuotaStore
     + Cancellation
+    + QueueControl
     + Cleanup
     + 'static
 {
@@ -78,6 +79,7 @@ pub(crate) trait Adapter:
 impl<T> Adapter for T where
     T: AllQueues
         + Cancellation
+        + QueueControl
         + ResultBackend
         + PluginStore
         + GroupStore
@@ -103,6 +105,8 @@ pub(crate) trait AdapterObj: Send + Sync {
     fn plugins(&self) -> &dyn PluginStore;
     /// As a cancellation store.
     fn cancellation(&self) -> &dyn Cancellation;
+    /// As a queue-control store.
+    fn queue_control(&self) -> &dyn QueueControl;
 }
 
 impl<T: Adapter> AdapterObj for T {
@@ -116,6 +120,9 @@ impl<T: Adapter> AdapterObj for T {
         self
     }
     fn cancellation(&self) -> &dyn Cancellation {
+        self
+    }
+    fn queue_control(&self) -> &dyn QueueControl {
         self
     }
 }

@@ -895,3 +895,84 @@ worker_case!(
         assert!(queue_empty(&stores).await);
     }
 );
+
+// Queue control (`xylem_core::queue_control`): a paused queue's jobs wait
+// while other queues' run; resumed, they run; purged, they never do.
+worker_case!(a_paused_queue_waits_and_a_purged_one_never_runs, |stores| {
+    use xylem_core::queue_control::{PURGED, Waiting, purge};
+    let tasks = Arc::new(NativeTasks::default());
+    stores.queue_control.set_paused("slow", true).await.unwrap();
+    let worker = start(&stores, &tasks, config("w-pause"));
+    let on = |queue: &str| {
+        let mut e = Envelope::new("echo", "{}");
+        e.queue = queue.to_owned();
+        e.max_retries = 0;
+        e
+    };
+    let held = on("slow");
+    let free = on("fast");
+    stores
+        .broker
+        .enqueue(&[held.clone(), free.clone()])
+        .await
+        .unwrap();
+    let done = wait_terminal(&stores, &free.id, Duration::from_secs(10)).await;
+    assert_eq!(done.state, TaskState::Succeeded);
+    // Two pause looks later the paused queue's job still waits.
+    tokio::time::sleep(xylem_core::worker::PAUSE_REFRESH * 2).await;
+    assert_eq!(tasks.runs_of(&held.id), 0, "a paused queue's job ran");
+
+    stores
+        .queue_control
+        .set_paused("slow", false)
+        .await
+        .unwrap();
+    let resumed = wait_terminal(&stores, &held.id, Duration::from_secs(10)).await;
+    assert_eq!(resumed.state, TaskState::Succeeded);
+
+    // Purge: pause again, queue three and a delayed one, purge the ready.
+    stores.queue_control.set_paused("slow", true).await.unwrap();
+    tokio::time::sleep(xylem_core::worker::PAUSE_REFRESH + Duration::from_millis(200)).await;
+    let waiting: Vec<Envelope> = (0..3).map(|_| on("slow")).collect();
+    stores.broker.enqueue(&waiting).await.unwrap();
+    let mut later = on("slow");
+    later.not_before = Some(xylem_core::time::now_ms() + 60_000);
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let ready_only = Waiting {
+        ready: true,
+        delayed: false,
+    };
+    assert_eq!(purge(&stores, "slow", ready_only).await.unwrap(), 3);
+    for e in &waiting {
+        let record = stores.results.get(&e.id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Cancelled);
+        assert_eq!(
+            record.history.last().unwrap().detail.as_deref(),
+            Some(PURGED)
+        );
+    }
+    let both = Waiting {
+        ready: true,
+        delayed: true,
+    };
+    assert_eq!(
+        purge(&stores, "slow", both).await.unwrap(),
+        1,
+        "the delayed one"
+    );
+    stores
+        .queue_control
+        .set_paused("slow", false)
+        .await
+        .unwrap();
+    tokio::time::sleep(xylem_core::worker::PAUSE_REFRESH + Duration::from_millis(200)).await;
+    for e in waiting.iter().chain([&later]) {
+        assert_eq!(tasks.runs_of(&e.id), 0, "a purged job ran");
+    }
+    worker.stop().await;
+    assert!(queue_empty(&stores).await);
+});

@@ -1098,3 +1098,70 @@ async fn task_cancel_stops_a_loop_in_another_process_and_a_queued_job() {
     worker.kill().unwrap();
     let _ = worker.wait();
 }
+
+/// `xylem queues pause|resume|purge` against a worker process.
+#[tokio::test]
+async fn queues_pause_resume_and_purge_from_the_cli() {
+    let env = Env::new();
+    env.push("hello");
+    env.ok(&["queues", "pause", "mail"]);
+    let mut worker = env.worker("w", &[]);
+    let held = env.enqueue(&[
+        "hello.greet",
+        "--args",
+        r#"{"name":"held"}"#,
+        "--queue",
+        "mail",
+    ]);
+    let free = env.enqueue(&["hello.greet", "--args", r#"{"name":"free"}"#, "--wait"]);
+    assert!(free.contains("Hello, free!"), "{free}");
+    let store = env.store().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        store.get(&held).await.unwrap().unwrap().state,
+        TaskState::Queued
+    );
+    let listed: serde_json::Value = serde_json::from_str(&env.ok(&["queues", "--json"])).unwrap();
+    let mail = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "mail")
+        .unwrap();
+    assert_eq!(mail["paused"], true, "{listed}");
+    assert_eq!(mail["ready"], 1, "{listed}");
+
+    env.ok(&["queues", "resume", "mail"]);
+    let out = env.ok(&["task", "wait", &held, "--timeout", "30s"]);
+    assert!(out.contains("Hello, held!"), "{out}");
+
+    env.ok(&["queues", "pause", "mail"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            env.enqueue(&[
+                "hello.greet",
+                "--args",
+                &format!(r#"{{"name":"p{i}"}}"#),
+                "--queue",
+                "mail",
+            ])
+        })
+        .collect();
+    assert!(
+        env.ok(&["queues", "purge", "mail", "--dry-run"])
+            .contains("3 waiting")
+    );
+    assert!(
+        env.ok(&["queues", "purge", "mail"])
+            .contains("3 waiting job(s) purged")
+    );
+    for id in &ids {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().state,
+            TaskState::Cancelled
+        );
+    }
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}

@@ -43,8 +43,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Jobs per queue: ready, delayed, running, dead.
+    /// Jobs per queue (ready, delayed, running, dead, paused); pause,
+    /// resume or purge a queue.
     Queues {
+        /// Pause, resume or purge (without one: the counts).
+        #[command(subcommand)]
+        command: Option<commands::queues::QueuesCommand>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -114,7 +118,10 @@ fn main() -> ExitCode {
             Command::Enqueue(args) => commands::enqueue::run(store, *args).await,
             Command::Task(cmd) => commands::task::run(store, cmd).await,
             Command::Tasks { json } => commands::queues::tasks(store, json).await,
-            Command::Queues { json } => commands::queues::queues(store, json).await,
+            Command::Queues { command, json } => match command {
+                None => commands::queues::queues(store, json).await,
+                Some(command) => commands::queues::control(store, command).await,
+            },
             Command::Dlq(cmd) => commands::dlq::run(store, cmd).await,
             Command::Plugin(cmd) => commands::plugin::run(store, cmd).await,
             Command::Health { json } => commands::queues::health(store, json).await,

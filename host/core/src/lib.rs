@@ -15,6 +15,7 @@ pub mod limits;
 pub mod lineage;
 pub mod memory;
 pub mod outcome;
+pub mod queue_control;
 pub mod record;
 pub mod retry;
 pub mod spec;

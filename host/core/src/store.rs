@@ -487,6 +487,28 @@ pub trait Cancellation: Send + Sync {
     async fn cancel_requested(&self, ids: &[String]) -> StoreResult<Vec<String>>;
 }
 
+/// Operating queues (`xylem queues pause|resume|purge`): which queues are
+/// paused, and which jobs wait in one. What pausing and purging mean is in
+/// [`crate::queue_control`].
+#[async_trait]
+pub trait QueueControl: Send + Sync {
+    /// Pauses (`true`) or resumes a queue; whether that changed anything.
+    async fn set_paused(&self, queue: &str, paused: bool) -> StoreResult<bool>;
+
+    /// The paused queues, by name.
+    async fn paused_queues(&self) -> StoreResult<Vec<String>>;
+
+    /// Up to `limit` ids of jobs waiting in `queue` — ready ones if `ready`,
+    /// delayed ones if `delayed` — oldest first.
+    async fn waiting_ids(
+        &self,
+        queue: &str,
+        ready: bool,
+        delayed: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
+}
+
 /// How long a cancel request is kept.
 pub const CANCEL_REQUEST_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -622,6 +644,8 @@ pub struct Stores {
     pub quotas: Arc<dyn QuotaStore>,
     /// Stopping jobs.
     pub cancellation: Arc<dyn Cancellation>,
+    /// Pausing and purging queues.
+    pub queue_control: Arc<dyn QueueControl>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -643,6 +667,7 @@ impl Stores {
             + LockStore
             + QuotaStore
             + Cancellation
+            + QueueControl
             + 'static,
     {
         Self {
@@ -654,7 +679,8 @@ impl Stores {
             groups: adapter.clone(),
             locks: adapter.clone(),
             quotas: adapter.clone(),
-            cancellation: adapter,
+            cancellation: adapter.clone(),
+            queue_control: adapter,
         }
     }
 }

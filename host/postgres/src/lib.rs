@@ -72,6 +72,7 @@ mod cancellation;
 mod coordination;
 mod hot;
 mod plugins;
+mod queue_control;
 mod results;
 
 use std::str::FromStr;

@@ -30,6 +30,7 @@ mod cancellation;
 mod coordination;
 mod keys;
 mod plugins;
+mod queue_control;
 mod results;
 mod scripts;
 

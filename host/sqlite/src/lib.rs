@@ -41,6 +41,7 @@ mod cancellation;
 mod checkpoint;
 mod coordination;
 mod plugins;
+mod queue_control;
 mod results;
 mod schema;
 

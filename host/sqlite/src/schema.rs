@@ -51,7 +51,7 @@ const FILES: [&str; 8] = [
     include_str!("../migrations/0005_quotas.sql"),
     include_str!("../migrations/0006_plugin_push_order.sql"),
     include_str!("../migrations/0007_compiled.sql"),
-    include_str!("../migrations/0008_cancel_requests.sql"),
+    include_str!("../migrations/0008_cancel_and_pause.sql"),
 ];
 
 /// The schema version this build writes; a file above it is refused.

@@ -1,8 +1,49 @@
-//! `xylem tasks` and `xylem queues`: what can run, and what is waiting.
+//! `xylem tasks` and `xylem queues`: what can run, and what is waiting;
+//! pausing, resuming and purging a queue.
 
 use std::process::ExitCode;
 
+use clap::{Subcommand, ValueEnum};
+use xylem_core::queue_control::{Waiting, purge};
+
 use crate::format;
+
+/// What `xylem queues` does to one queue.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueuesCommand {
+    /// Stop every worker taking jobs from QUEUE (within a second); running
+    /// jobs finish, new jobs wait.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Let workers take jobs from QUEUE again.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Cancel the jobs waiting in QUEUE (never the running or dead ones):
+    /// each is marked cancelled and never runs.
+    Purge {
+        /// The queue.
+        queue: String,
+        /// Only ready jobs, or only delayed ones (default: both).
+        #[arg(long)]
+        state: Option<PurgeState>,
+        /// Count what would be purged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which waiting jobs `xylem queues purge` takes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PurgeState {
+    /// Ready to run now.
+    Queued,
+    /// Waiting for their time (a delay or a retry's backoff).
+    Delayed,
+}
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -38,15 +79,32 @@ pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCod
 pub(crate) async fn queues(store_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
     let stats = store.stores.statistics.queue_stats().await?;
+    let paused = store.stores.queue_control.paused_queues().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let mut doc: Vec<serde_json::Value> = stats
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["paused"] = paused.contains(&s.queue).into();
+                v
+            })
+            .collect();
+        for queue in paused
+            .iter()
+            .filter(|q| !stats.iter().any(|s| &s.queue == *q))
+        {
+            doc.push(serde_json::json!({
+                "queue": queue, "ready": 0, "delayed": 0, "running": 0, "dead": 0, "paused": true,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if stats.is_empty() {
+    if stats.is_empty() && paused.is_empty() {
         println!("no queued jobs");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = stats
+    let mut rows: Vec<Vec<String>> = stats
         .iter()
         .map(|s| {
             vec![
@@ -55,13 +113,84 @@ pub(crate) async fn queues(store_url: &str, json: bool) -> anyhow::Result<ExitCo
                 s.delayed.to_string(),
                 s.running.to_string(),
                 s.dead.to_string(),
+                if paused.contains(&s.queue) {
+                    "paused"
+                } else {
+                    ""
+                }
+                .to_owned(),
             ]
         })
         .collect();
+    // A paused queue with nothing in it still shows.
+    for queue in paused
+        .iter()
+        .filter(|q| !stats.iter().any(|s| &s.queue == *q))
+    {
+        rows.push(vec![
+            queue.clone(),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            "paused".into(),
+        ]);
+    }
     println!(
         "{}",
-        format::table(&["QUEUE", "READY", "DELAYED", "RUNNING", "DEAD"], &rows)
+        format::table(
+            &["QUEUE", "READY", "DELAYED", "RUNNING", "DEAD", "PAUSED"],
+            &rows
+        )
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `xylem queues pause|resume|purge`.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn control(store_url: &str, command: QueuesCommand) -> anyhow::Result<ExitCode> {
+    let store = crate::store::open(store_url).await?;
+    let control = &store.stores.queue_control;
+    match command {
+        QueuesCommand::Pause { queue } => {
+            let changed = control.set_paused(&queue, true).await?;
+            println!(
+                "{queue}: {}",
+                if changed {
+                    "paused: workers take no more jobs from it (within a second); running jobs finish"
+                } else {
+                    "already paused"
+                }
+            );
+        }
+        QueuesCommand::Resume { queue } => {
+            let changed = control.set_paused(&queue, false).await?;
+            println!(
+                "{queue}: {}",
+                if changed { "resumed" } else { "was not paused" }
+            );
+        }
+        QueuesCommand::Purge {
+            queue,
+            state,
+            dry_run,
+        } => {
+            let which = Waiting {
+                ready: !matches!(state, Some(PurgeState::Delayed)),
+                delayed: !matches!(state, Some(PurgeState::Queued)),
+            };
+            if dry_run {
+                let stats = store.stores.statistics.queue_stats().await?;
+                let n = stats.iter().find(|s| s.queue == queue).map_or(0, |s| {
+                    u64::from(which.ready) * s.ready + u64::from(which.delayed) * s.delayed
+                });
+                println!("{queue}: {n} waiting job(s) would be purged (dry run: nothing changed)");
+            } else {
+                let n = purge(&store.stores, &queue, which).await?;
+                println!("{queue}: {n} waiting job(s) purged (marked cancelled)");
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,9 +13,9 @@ use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, CANCEL_REQUEST_TTL, Cancellation, ClaimPlan, Completed, Completion, DeadFilter,
     DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
-    PluginStore, QueueStats, QuotaStore, REPLAY_DETAIL, ResultBackend, Settle, Statistics,
-    StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids, fallback_route, queued_detail,
-    replay_envelope, replay_transition, running_detail,
+    PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, ResultBackend, Settle,
+    Statistics, StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids, fallback_route,
+    queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -58,6 +58,8 @@ struct State {
     push_seq: u64,
     /// Cancel requests: job id → when the request lapses.
     cancel_requests: HashMap<String, Millis>,
+    /// Paused queues.
+    paused: std::collections::BTreeSet<String>,
 }
 
 /// Broker, result backend and plugin store in memory.
@@ -415,6 +417,46 @@ impl ResultBackend for MemoryStore {
         }
         state.record_expiry.insert(id.to_owned(), now + ms(ttl));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl QueueControl for MemoryStore {
+    async fn set_paused(&self, queue: &str, paused: bool) -> StoreResult<bool> {
+        let mut state = self.lock();
+        Ok(if paused {
+            state.paused.insert(queue.to_owned())
+        } else {
+            state.paused.remove(queue)
+        })
+    }
+
+    async fn paused_queues(&self) -> StoreResult<Vec<String>> {
+        Ok(self.lock().paused.iter().cloned().collect())
+    }
+
+    async fn waiting_ids(
+        &self,
+        queue: &str,
+        ready: bool,
+        delayed: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let state = self.lock();
+        let now = now_ms();
+        let mut waiting: Vec<(Millis, &str)> = state
+            .jobs
+            .iter()
+            .filter(|j| j.envelope.queue == queue && j.status == Status::Ready)
+            .filter(|j| if j.run_at <= now { ready } else { delayed })
+            .map(|j| (j.run_at, j.envelope.id.as_str()))
+            .collect();
+        waiting.sort_unstable();
+        Ok(waiting
+            .into_iter()
+            .take(limit)
+            .map(|(_, id)| id.to_owned())
+            .collect())
     }
 }
 

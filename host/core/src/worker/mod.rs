@@ -24,6 +24,7 @@ mod cancel_watch;
 mod completer;
 mod job;
 mod lease_keeper;
+mod queues;
 mod registry;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use job::{MAX_UNRESOLVED, unresolved_delay};
+pub use queues::PAUSE_REFRESH;
 pub use registry::{ResolveError, Resolved, TaskRegistry};
 
 use crate::Stores;
@@ -290,6 +292,7 @@ impl Worker {
             cancel_watch::run(shared.clone()).instrument(tracing::info_span!("cancel_watch")),
         );
         let mut last_refresh: Option<Instant> = None;
+        let mut claim_queues = queues::ClaimQueues::new(config.queues.clone());
         let mut store_backoff = Duration::from_millis(100);
         tracing::info!(
             worker = %config.name,
@@ -331,9 +334,17 @@ impl Worker {
                     continue;
                 }
             }
+            let Some(queues) = claim_queues.current(&shared.stores).await else {
+                // Every queue this worker serves is paused.
+                tokio::select! {
+                    () = tokio::time::sleep(config.poll_interval.max(Duration::from_millis(100))) => {},
+                    () = &mut shutdown => break,
+                }
+                continue;
+            };
             let free = slots.available_permits();
             let claimed = tokio::select! {
-                r = shared.stores.broker.claim(&config.queues, free, config.lease, &config.name) => r,
+                r = shared.stores.broker.claim(queues, free, config.lease, &config.name) => r,
                 () = &mut shutdown => break,
             };
             let deliveries = match claimed {

@@ -5,3 +5,8 @@ CREATE TABLE cancel_requests (
     id        TEXT COLLATE "C" PRIMARY KEY,
     lapses_at BIGINT NOT NULL
 );
+
+-- Paused queues (QueueControl::set_paused): workers skip them.
+CREATE TABLE paused_queues (
+    queue TEXT COLLATE "C" PRIMARY KEY
+);

@@ -5,3 +5,8 @@ CREATE TABLE cancel_requests (
     id         TEXT PRIMARY KEY,
     lapses_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Paused queues (QueueControl::set_paused): workers skip them.
+CREATE TABLE paused_queues (
+    queue TEXT PRIMARY KEY
+) WITHOUT ROWID;
