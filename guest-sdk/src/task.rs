@@ -129,7 +129,10 @@ impl Task {
         self
     }
 
-    /// Rate limit such as `100/s` or `5/m`.
+    /// Rate limit: at most N starts per second, minute or hour across every
+    /// worker (`20/s`, `100/m`, `5/h`), optionally per value of a job
+    /// header (`10/s by tenant`). Jobs over it wait their turn; they do
+    /// not fail. A limit that does not parse is refused at push.
     pub fn rate_limit(mut self, limit: &str) -> Self {
         self.spec.options.rate_limit = Some(limit.to_owned());
         self

@@ -1150,3 +1150,31 @@ contract_case!(queue_control_pauses_by_name_and_lists_waiting_jobs, |s| {
             .is_empty()
     );
 });
+
+// `RateLimits`: slots an interval apart per key, never before `now`; a
+// limiter idle past its memory starts again at `now`.
+contract_case!(rate_slots_are_reserved_an_interval_apart_per_key, |s| {
+    let r = s.rate_limits();
+    let gap = Duration::from_millis(100);
+    let keep = Duration::from_secs(60);
+    let t = 1_800_000_000_000_i64;
+    assert_eq!(r.reserve_slot("a", gap, t, keep).await.unwrap(), t);
+    assert_eq!(r.reserve_slot("a", gap, t, keep).await.unwrap(), t + 100);
+    assert_eq!(
+        r.reserve_slot("a", gap, t + 10, keep).await.unwrap(),
+        t + 200
+    );
+    assert_eq!(
+        r.reserve_slot("b", gap, t + 10, keep).await.unwrap(),
+        t + 10
+    );
+    // Later than the next slot: now.
+    assert_eq!(
+        r.reserve_slot("a", gap, t + 5_000, keep).await.unwrap(),
+        t + 5_000
+    );
+    assert_eq!(
+        r.reserve_slot("a", gap, t + 5_000, keep).await.unwrap(),
+        t + 5_100
+    );
+});

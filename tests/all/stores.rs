@@ -15,7 +15,7 @@ use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
     Broker, Cancellation, DeadLetters, GroupStore, LockStore, PluginStore, QueueControl,
-    QuotaStore, ResultBackend, Statistics,
+    QuotaStore, RateLimits, ResultBackend, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -72,6 +72,7 @@ pub(crate) trait Adapter:
     + QuotaStore
     + Cancellation
     + QueueControl
+    + RateLimits
     + Cleanup
     + 'static
 {
@@ -80,6 +81,7 @@ impl<T> Adapter for T where
     T: AllQueues
         + Cancellation
         + QueueControl
+        + RateLimits
         + ResultBackend
         + PluginStore
         + GroupStore
@@ -107,6 +109,8 @@ pub(crate) trait AdapterObj: Send + Sync {
     fn cancellation(&self) -> &dyn Cancellation;
     /// As a queue-control store.
     fn queue_control(&self) -> &dyn QueueControl;
+    /// As a rate-limit store.
+    fn rate_limits(&self) -> &dyn RateLimits;
 }
 
 impl<T: Adapter> AdapterObj for T {
@@ -123,6 +127,9 @@ impl<T: Adapter> AdapterObj for T {
         self
     }
     fn queue_control(&self) -> &dyn QueueControl {
+        self
+    }
+    fn rate_limits(&self) -> &dyn RateLimits {
         self
     }
 }

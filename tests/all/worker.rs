@@ -168,7 +168,15 @@ impl TaskRegistry for NativeRegistry {
         let tasks = &self.0;
         let known = matches!(
             task,
-            "echo" | "sleep" | "switch" | "bomb" | "limits" | "spawn" | "counted"
+            "echo"
+                | "sleep"
+                | "switch"
+                | "bomb"
+                | "limits"
+                | "spawn"
+                | "counted"
+                | "limited"
+                | "per-tenant"
         ) || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
         if !known {
             tasks.unknown.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +188,15 @@ impl TaskRegistry for NativeRegistry {
             executor: Arc::new(NativeExecutor {
                 tasks: tasks.clone(),
             }),
-            spec: TaskSpec::new(task),
+            spec: {
+                let mut spec = TaskSpec::new(task);
+                spec.options.rate_limit = match task {
+                    "limited" => Some("20/s".to_owned()),
+                    "per-tenant" => Some("5/s by tenant".to_owned()),
+                    _ => None,
+                };
+                spec
+            },
             version: "native".to_owned(),
         })
     }
@@ -975,4 +991,97 @@ worker_case!(a_paused_queue_waits_and_a_purged_one_never_runs, |stores| {
     }
     worker.stop().await;
     assert!(queue_empty(&stores).await);
+});
+
+/// When each job started running (its last `running` entry), sorted.
+async fn start_times(stores: &Stores, ids: &[String]) -> Vec<i64> {
+    let mut starts = Vec::new();
+    for id in ids {
+        let record = wait_terminal(stores, id, Duration::from_secs(30)).await;
+        assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+        assert_eq!(
+            record.attempt, 1,
+            "waiting for the rate limit is not a retry"
+        );
+        let started = record
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == TaskState::Running)
+            .unwrap();
+        starts.push(started.at);
+    }
+    starts.sort_unstable();
+    starts
+}
+
+/// The most starts within any `span` ms.
+fn busiest(starts: &[i64], span: i64) -> usize {
+    (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|t| **t < starts[i] + span)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+// Rate limits (`xylem_core::rate_limit`): two workers on one store hold a
+// task to 20 starts a second together; jobs over the limit wait (same
+// attempt) instead of failing; per-tenant limits do not slow each other.
+worker_case!(a_rate_limit_holds_across_workers_and_per_tenant, |stores| {
+    let tasks = Arc::new(NativeTasks::default());
+    let a = start(&stores, &tasks, config("w-rate-a"));
+    let b = start(&stores, &tasks, config("w-rate-b"));
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            enqueue(&stores, "limited", &format!("{{\"n\":{i}}}"))
+                .await
+                .id,
+        );
+    }
+    let starts = start_times(&stores, &ids).await;
+    // Slots 50 ms apart: any second holds at most 21 (timer slack: 22).
+    assert!(
+        busiest(&starts, 1000) <= 22,
+        "{} in a second: {starts:?}",
+        busiest(&starts, 1000)
+    );
+    let span = starts[starts.len() - 1] - starts[0];
+    assert!(span >= 1_800, "40 jobs at 20/s took only {span} ms");
+    let waited = stores.results.get(&ids[39]).await.unwrap().unwrap();
+    assert!(
+        tasks.runs_of(&ids[39]) == 1,
+        "each job ran once: {waited:?}"
+    );
+
+    // Two tenants, 5/s each: together they take about as long as one.
+    let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
+    for i in 0..20 {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        let mut e = Envelope::new("per-tenant", "{}");
+        e.max_retries = 0;
+        e.headers.push(("tenant".to_owned(), tenant.to_owned()));
+        stores
+            .broker
+            .enqueue(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        by_tenant.entry(tenant).or_default().push(e.id);
+    }
+    let mut all = Vec::new();
+    for (tenant, ids) in &by_tenant {
+        let starts = start_times(&stores, ids).await;
+        assert!(busiest(&starts, 1000) <= 6, "{tenant}: {starts:?}");
+        all.extend(starts);
+    }
+    all.sort_unstable();
+    let span = all[all.len() - 1] - all[0];
+    // One shared limit would need 4 s for 20 jobs at 5/s.
+    assert!(span < 3_000, "the tenants slowed each other: {span} ms");
+    a.stop().await;
+    b.stop().await;
 });

@@ -98,6 +98,11 @@ pub struct Envelope {
     /// and tries again, up to a limit, without using up its retries.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unresolved: u32,
+    /// The start slot its task's rate limit reserved for this attempt
+    /// (`crate::rate_limit`): the job waits until then, then runs without
+    /// reserving again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_slot: Option<Millis>,
     /// For a job enqueued by a running task: its root, depth, the tree's
     /// child quota and the limits it may not exceed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +150,7 @@ impl Envelope {
             plugin: None,
             enqueued_at: now_ms(),
             unresolved: 0,
+            rate_slot: None,
             lineage: None,
         }
     }

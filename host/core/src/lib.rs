@@ -16,6 +16,7 @@ pub mod lineage;
 pub mod memory;
 pub mod outcome;
 pub mod queue_control;
+pub mod rate_limit;
 pub mod record;
 pub mod retry;
 pub mod spec;

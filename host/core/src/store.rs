@@ -369,6 +369,7 @@ pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
     envelope.attempt = 1;
     envelope.not_before = Some(run_at);
     envelope.unresolved = 0;
+    envelope.rate_slot = None;
     envelope
 }
 
@@ -485,6 +486,24 @@ pub trait Cancellation: Send + Sync {
     /// Which of `ids` (jobs this worker runs) have a cancel request. Called
     /// often (every worker, every [`crate::worker::CANCEL_POLL`]): cheap.
     async fn cancel_requested(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+}
+
+/// Start slots for rate-limited tasks ([`crate::rate_limit`]): one atomic
+/// step per job, the same on every store.
+#[async_trait]
+pub trait RateLimits: Send + Sync {
+    /// Reserves the next start slot of limiter `key`, whose slots are
+    /// `interval` apart: the slot is `max(now, the slot after the last one
+    /// reserved)`, and the next one `interval` after it. Returns the
+    /// reserved slot (ms since the epoch). The limiter is forgotten `ttl`
+    /// after its last slot.
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Millis>;
 }
 
 /// Operating queues (`xylem queues pause|resume|purge`): which queues are
@@ -646,6 +665,8 @@ pub struct Stores {
     pub cancellation: Arc<dyn Cancellation>,
     /// Pausing and purging queues.
     pub queue_control: Arc<dyn QueueControl>,
+    /// Start slots of rate-limited tasks.
+    pub rate_limits: Arc<dyn RateLimits>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -668,6 +689,7 @@ impl Stores {
             + QuotaStore
             + Cancellation
             + QueueControl
+            + RateLimits
             + 'static,
     {
         Self {
@@ -680,7 +702,8 @@ impl Stores {
             locks: adapter.clone(),
             quotas: adapter.clone(),
             cancellation: adapter.clone(),
-            queue_control: adapter,
+            queue_control: adapter.clone(),
+            rate_limits: adapter,
         }
     }
 }

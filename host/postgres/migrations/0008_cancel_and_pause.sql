@@ -10,3 +10,11 @@ CREATE TABLE cancel_requests (
 CREATE TABLE paused_queues (
     queue TEXT COLLATE "C" PRIMARY KEY
 );
+
+-- Rate limiters (RateLimits::reserve_slot): the next free start slot of
+-- each, forgotten a while after it.
+CREATE TABLE rate_slots (
+    key       TEXT COLLATE "C" PRIMARY KEY,
+    next_at   BIGINT NOT NULL,
+    forget_at BIGINT NOT NULL
+);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use xylem_core::codec::sql_int;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
 
 use crate::{PostgresStore, corrupt, db, sql_u32};
@@ -189,5 +190,33 @@ impl QuotaStore for PostgresStore {
                 .await
                 .map_err(db)?;
         Ok(used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
+    }
+}
+
+#[async_trait]
+impl RateLimits for PostgresStore {
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Millis> {
+        // One statement: the slot is greatest(now, next) — `next` only
+        // while the limiter is remembered — and next moves one interval on.
+        sqlx::query_scalar(
+            "INSERT INTO rate_slots AS r (key, next_at, forget_at) VALUES ($1, $2 + $3, $2 + $3 + $4)
+             ON CONFLICT (key) DO UPDATE SET
+                 next_at = GREATEST($2, CASE WHEN r.forget_at > $2 THEN r.next_at ELSE $2 END) + $3,
+                 forget_at = GREATEST($2, CASE WHEN r.forget_at > $2 THEN r.next_at ELSE $2 END) + $3 + $4
+             RETURNING next_at - $3",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(ms(interval))
+        .bind(ms(ttl))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
     }
 }

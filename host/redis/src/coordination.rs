@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::time::Millis;
 use xylem_core::time::ms;
 
-use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED, QUOTA_TAKE};
+use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED, QUOTA_TAKE, RESERVE_SLOT};
 use crate::{RedisStore, backend, corrupt, value};
 
 impl RedisStore {
@@ -156,5 +157,29 @@ impl QuotaStore for RedisStore {
             .await
             .map_err(backend)?;
         Ok(used.unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl RateLimits for RedisStore {
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Millis> {
+        let slot: String = RESERVE_SLOT
+            .prepare_invoke()
+            .arg(self.keys.prefix())
+            .arg(key)
+            .arg(ms(interval))
+            .arg(now)
+            .arg(ms(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        slot.parse()
+            .map_err(|_| xylem_core::store::StoreError::Corrupt(format!("a rate slot of `{slot}`")))
     }
 }

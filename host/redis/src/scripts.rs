@@ -601,6 +601,21 @@ return 1
     )
 });
 
+/// ARGV: prefix, limiter key, interval ms, now ms, ttl ms. Reserves the
+/// next start slot (max(now, next)) and moves `next` one interval on;
+/// returns the slot.
+pub(crate) static RESERVE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k = P .. ':rate:' .. ARGV[2]
+local now = tonumber(ARGV[4])
+local slot = math.max(now, tonumber(redis.call('GET', k) or '0'))
+redis.call('SET', k, int(slot + tonumber(ARGV[3])), 'PX', int(tonumber(ARGV[3]) + tonumber(ARGV[5])))
+return int(slot)
+"#,
+    )
+});
+
 /// ARGV: prefix, then job ids. Removes each waiting job (ready, delayed,
 /// or leased with its lease run out by the server's clock) and returns,
 /// per id, `removed`, `running`, `dead` or `absent`.

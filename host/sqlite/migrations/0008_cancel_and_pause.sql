@@ -10,3 +10,11 @@ CREATE TABLE cancel_requests (
 CREATE TABLE paused_queues (
     queue TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+
+-- Rate limiters (RateLimits::reserve_slot): the next free start slot of
+-- each, forgotten a while after it.
+CREATE TABLE rate_slots (
+    key       TEXT PRIMARY KEY,
+    next_at   INTEGER NOT NULL,
+    forget_at INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,11 +1,13 @@
-//! [`GroupStore`], [`LockStore`] and [`QuotaStore`] on SQLite.
+//! [`GroupStore`], [`LockStore`], [`QuotaStore`] and [`RateLimits`] on
+//! SQLite.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use xylem_core::codec::sql_int;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, StoreResult};
+use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
 
 use crate::{SqliteStore, backend, corrupt, exec};
@@ -200,6 +202,34 @@ impl QuotaStore for SqliteStore {
             )
             .optional()
             .map(|used| used.map_or(0, |u| u64::try_from(u).unwrap_or(0)))
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimits for SqliteStore {
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Millis> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            // One statement: the slot is max(now, next) — `next` only while
+            // the limiter is remembered — and next moves one interval on.
+            conn.query_row(
+                "INSERT INTO rate_slots (key, next_at, forget_at) VALUES (?1, ?2 + ?3, ?2 + ?3 + ?4)
+                 ON CONFLICT (key) DO UPDATE SET
+                     next_at = MAX(?2, CASE WHEN forget_at > ?2 THEN next_at ELSE ?2 END) + ?3,
+                     forget_at = MAX(?2, CASE WHEN forget_at > ?2 THEN next_at ELSE ?2 END) + ?3 + ?4
+                 RETURNING next_at - ?3",
+                params![key, now, ms(interval), ms(ttl)],
+                |r| r.get(0),
+            )
             .map_err(backend)
         })
         .await

@@ -13,9 +13,9 @@ use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
     Broker, CANCEL_REQUEST_TTL, Cancellation, ClaimPlan, Completed, Completion, DeadFilter,
     DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
-    PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, ResultBackend, Settle,
-    Statistics, StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids, fallback_route,
-    queued_detail, replay_envelope, replay_transition, running_detail,
+    PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits, ResultBackend,
+    Settle, Statistics, StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids,
+    fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -60,6 +60,8 @@ struct State {
     cancel_requests: HashMap<String, Millis>,
     /// Paused queues.
     paused: std::collections::BTreeSet<String>,
+    /// Rate limiters: key → (next free slot, forgotten at).
+    rate_slots: HashMap<String, (Millis, Millis)>,
 }
 
 /// Broker, result backend and plugin store in memory.
@@ -417,6 +419,30 @@ impl ResultBackend for MemoryStore {
         }
         state.record_expiry.insert(id.to_owned(), now + ms(ttl));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl RateLimits for MemoryStore {
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Millis> {
+        let mut state = self.lock();
+        let next = state
+            .rate_slots
+            .get(key)
+            .filter(|(_, forgotten)| *forgotten > now)
+            .map_or(now, |(next, _)| *next);
+        let slot = next.max(now);
+        let following = slot + ms(interval);
+        state
+            .rate_slots
+            .insert(key.to_owned(), (following, following + ms(ttl)));
+        Ok(slot)
     }
 }
 

@@ -11,6 +11,7 @@ use super::{ResolveError, Resolved, RunningJob, WorkerShared};
 use crate::client::{ClientError, EnqueueRequest};
 use crate::executor::{CancelToken, ChildOptions, HostCalls, RunRequest, TaskInfo};
 use crate::lineage::{ChildEnqueueError, Lineage, RunChildren, TREE_QUOTA_TTL, tree_quota_key};
+use crate::rate_limit::RateLimit;
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
 use crate::store::{Completed, Completion, Delivery, Nack, Settle};
@@ -195,6 +196,9 @@ async fn run(
             return unresolved(shared, envelope, lease, reason);
         }
     };
+    if let Some(waiting) = rate_limited(shared, envelope, lease, &resolved).await {
+        return waiting;
+    }
 
     let request = RunRequest {
         info: TaskInfo {
@@ -256,6 +260,71 @@ async fn resolve(shared: &WorkerShared, envelope: &Envelope) -> Result<Resolved,
 }
 
 /// No plugin provides the task: wait for one a while, then dead-letter.
+/// Reserves the job a start slot under its task's rate limit
+/// (`crate::rate_limit`), if it has one and no slot yet: `None` to run now,
+/// else the completion that puts the job back to wait for its slot — same
+/// attempt, no retry used.
+async fn rate_limited(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    lease: u64,
+    resolved: &Resolved,
+) -> Option<Completion> {
+    let text = resolved.spec.options.rate_limit.as_deref()?;
+    if envelope.rate_slot.is_some() {
+        // Its slot was reserved when it was sent to wait for it.
+        return None;
+    }
+    let limit: RateLimit = match text.parse() {
+        Ok(limit) => limit,
+        Err(e) => {
+            // Refused at push; a store written by something else may
+            // still hold one.
+            tracing::warn!(task = %envelope.task, error = %e, "ignoring a rate limit that does not parse");
+            return None;
+        }
+    };
+    let now = now_ms();
+    let interval = limit.interval();
+    let key = limit.key(&envelope.task, &envelope.headers);
+    let forget = (interval * 2).max(Duration::from_secs(60));
+    let mut next = envelope.clone();
+    let (delay, why) = match shared
+        .stores
+        .rate_limits
+        .reserve_slot(&key, interval, now, forget)
+        .await
+    {
+        Ok(slot) if slot <= now => return None,
+        Ok(slot) => {
+            next.rate_slot = Some(slot);
+            (
+                Duration::from_millis(u64::try_from(slot - now).unwrap_or(0)),
+                format!(
+                    "rate limited ({text}): its turn comes at {}",
+                    format_ms(slot)
+                ),
+            )
+        }
+        Err(e) => (
+            Duration::from_secs(1),
+            format!(
+                "cannot reserve a start under the rate limit ({text}): {e}; trying again in 1 s"
+            ),
+        ),
+    };
+    Some(Completion {
+        id: envelope.id.clone(),
+        lease,
+        transition: Transition::to(TaskState::Queued, envelope.attempt).detail(why),
+        settle: Settle::Nack(Nack::Retry {
+            envelope: Box::new(next),
+            delay,
+        }),
+        result_ttl: None,
+    })
+}
+
 fn unresolved(
     shared: &WorkerShared,
     envelope: &Envelope,
@@ -379,6 +448,8 @@ fn decide(
         );
         let mut next = envelope.clone();
         next.attempt += 1;
+        // A new attempt waits for a start slot of its own.
+        next.rate_slot = None;
         next.not_before = Some(now_ms() + crate::time::ms(delay));
         let detail = format!(
             "{failure}; attempt {} of {} in {} ms",

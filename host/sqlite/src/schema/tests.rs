@@ -124,12 +124,14 @@ fn version(conn: &Connection) -> usize {
 
 /// What the migrations after [`ADOPTED`] add, in the form `layout` lists
 /// it.
-const ADDED_SINCE_ADOPTED: [&str; 3] = [
+const ADDED_SINCE_ADOPTED: [&str; 4] = [
     "table compiled: digest TEXT notnull=1 default=NULL pk=1, \
      engine TEXT notnull=1 default=NULL pk=2, artifact BLOB notnull=1 default=NULL pk=0",
     "table cancel_requests: id TEXT notnull=1 default=NULL pk=1, \
      lapses_at INTEGER notnull=1 default=NULL pk=0",
     "table paused_queues: queue TEXT notnull=1 default=NULL pk=1",
+    "table rate_slots: key TEXT notnull=1 default=NULL pk=1, \
+     next_at INTEGER notnull=1 default=NULL pk=0, forget_at INTEGER notnull=1 default=NULL pk=0",
 ];
 
 /// The migrations up to [`ADOPTED`] add up to exactly the tables the code
