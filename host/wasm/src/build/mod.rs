@@ -150,6 +150,10 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf, BuildError> {
         Some(Language::Rust) => rust::build(dir),
         Some(language) => {
             let _lock = BuildLock::take(dir)?;
+            if let Some(built) = up_to_date(dir) {
+                tracing::info!(component = %built.display(), "up to date: newer than every source and this xylem");
+                return Ok(built);
+            }
             match language {
                 Language::Python => python::build(dir),
                 Language::JavaScript => javascript::build(dir),
@@ -159,6 +163,45 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf, BuildError> {
         None if !dir.is_dir() => Err(BuildError::NotACrate(dir.to_owned())),
         None => Err(BuildError::Unrecognised(dir.to_owned())),
     }
+}
+
+/// The component a previous build wrote, if it is newer than every file
+/// of the plugin (but `build/`, `node_modules/`, `__pycache__/` and dot
+/// files) and than this executable (which carries the WIT and the guest
+/// helpers): then there is nothing to do, as `make` would say.
+fn up_to_date(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let built = dir.join("build").join(format!("{name}.wasm"));
+    let built_at = std::fs::metadata(&built).ok()?.modified().ok()?;
+    let exe_at = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| m.modified())
+        .ok()?;
+    (exe_at < built_at && newest_source(dir)? < built_at).then_some(built)
+}
+
+/// The latest modification time of the plugin's sources (see
+/// [`up_to_date`]); `None` if one cannot be read.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = std::time::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.')
+            || ["build", "node_modules", "__pycache__"].contains(&name.as_ref())
+        {
+            continue;
+        }
+        let meta = entry.metadata().ok()?;
+        let at = if meta.is_dir() {
+            newest_source(&entry.path())?
+        } else {
+            meta.modified().ok()?
+        };
+        newest = newest.max(at);
+    }
+    Some(newest)
 }
 
 /// An exclusive lock on `DIR/build/.lock`, held for a whole build: two
