@@ -139,6 +139,10 @@ impl Executor for NativeExecutor {
                     Usage::default(),
                 )
             }
+            "exclusive" => {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                Outcome::success(args, Usage::default())
+            }
             "switch" if self.tasks.failing.load(Ordering::Acquire) => Outcome::failure(
                 Failure::new(FailureKind::PluginError, "switched off"),
                 Usage::default(),
@@ -177,6 +181,7 @@ impl TaskRegistry for NativeRegistry {
                 | "counted"
                 | "limited"
                 | "per-tenant"
+                | "exclusive"
         ) || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
         if !known {
             tasks.unknown.fetch_add(1, Ordering::Relaxed);
@@ -195,6 +200,9 @@ impl TaskRegistry for NativeRegistry {
                     "per-tenant" => Some("5/s by tenant".to_owned()),
                     _ => None,
                 };
+                if task == "exclusive" {
+                    spec.concurrency = Some("2 by tenant".to_owned());
+                }
                 spec
             },
             version: "native".to_owned(),
@@ -1085,3 +1093,60 @@ worker_case!(a_rate_limit_holds_across_workers_and_per_tenant, |stores| {
     a.stop().await;
     b.stop().await;
 });
+
+// Concurrency limits (`xylem_core::concurrency`): four workers on one
+// store never run more than two jobs of a tenant at once — checked from
+// the job histories — and another tenant's jobs run beside them.
+worker_case!(
+    a_concurrency_limit_holds_across_four_workers_per_tenant,
+    |stores| {
+        let tasks = Arc::new(NativeTasks::default());
+        let workers: Vec<Running> = (0..4)
+            .map(|i| start(&stores, &tasks, config(&format!("w-conc-{i}"))))
+            .collect();
+        let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
+        for i in 0..24 {
+            let tenant = if i % 3 == 0 { "globex" } else { "acme" };
+            let mut e = Envelope::new("exclusive", "{}");
+            e.max_retries = 0;
+            e.headers.push(("tenant".to_owned(), tenant.to_owned()));
+            stores
+                .broker
+                .enqueue(std::slice::from_ref(&e))
+                .await
+                .unwrap();
+            by_tenant.entry(tenant).or_default().push(e.id);
+        }
+        for (tenant, ids) in &by_tenant {
+            // (start, end) of each job's run, from its history.
+            let mut runs = Vec::new();
+            for id in ids {
+                let record = wait_terminal(&stores, id, Duration::from_secs(60)).await;
+                assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+                assert_eq!(record.attempt, 1, "waiting for a slot is not a retry");
+                let start = record
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| h.state == TaskState::Running)
+                    .unwrap()
+                    .at;
+                runs.push((start, record.history.last().unwrap().at));
+            }
+            let most = runs
+                .iter()
+                .map(|(start, _)| runs.iter().filter(|(s, e)| s <= start && start < e).count())
+                .max()
+                .unwrap();
+            assert!(most <= 2, "{tenant}: {most} jobs ran at once: {runs:?}");
+            assert_eq!(
+                most, 2,
+                "{tenant}: the limit of 2 was never used in full: {runs:?}"
+            );
+        }
+        for worker in workers {
+            worker.stop().await;
+        }
+        assert!(queue_empty(&stores).await);
+    }
+);

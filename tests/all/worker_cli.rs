@@ -1165,3 +1165,65 @@ async fn queues_pause_resume_and_purge_from_the_cli() {
     worker.kill().unwrap();
     let _ = worker.wait();
 }
+
+/// `xylem plugin push --concurrency TASK=LIMIT`: the operator's limit is
+/// stored with the task, shown by `xylem tasks`, held by a worker process,
+/// and a malformed one is refused.
+#[tokio::test]
+async fn push_sets_a_concurrency_limit_that_workers_hold() {
+    let env = Env::new();
+    let hello = plugin("hello");
+    let out = env.xylem(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--concurrency",
+        "hello.sleep=two",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whole number"));
+    let out = env.xylem(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--concurrency",
+        "no.such=1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no task `no.such`"));
+    env.ok(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--concurrency",
+        "hello.sleep=1",
+    ]);
+    assert!(env.ok(&["tasks"]).contains("concurrency 1"));
+
+    let mut worker = env.worker("w", &["--concurrency", "4"]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| env.enqueue(&["hello.sleep", "--args", r#"{"ms":200}"#]))
+        .collect();
+    let store = env.store().await;
+    let mut runs = Vec::new();
+    for id in &ids {
+        let out = env.ok(&["task", "wait", id, "--timeout", "60s"]);
+        assert!(!out.is_empty());
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        let start = record
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == TaskState::Running)
+            .unwrap()
+            .at;
+        runs.push((start, record.history.last().unwrap().at));
+    }
+    runs.sort_unstable();
+    for pair in runs.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "two ran at once: {runs:?}");
+    }
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}

@@ -9,6 +9,7 @@ pub mod args_schema;
 pub mod cancel;
 pub mod client;
 pub mod codec;
+pub mod concurrency;
 pub mod envelope;
 pub mod executor;
 pub mod limits;

@@ -61,6 +61,11 @@ pub struct TaskSpec {
     /// cannot set it.
     #[serde(default, skip_serializing_if = "ChildQuotaOverrides::is_empty")]
     pub child_quota: ChildQuotaOverrides,
+    /// At most this many of its jobs running at once (`2`, `2 by tenant`:
+    /// `crate::concurrency`), as the operator set it at push (`xylem
+    /// plugin push --concurrency TASK=LIMIT`); plugin code cannot set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<String>,
 }
 
 impl TaskSpec {
@@ -72,6 +77,7 @@ impl TaskSpec {
             options: TaskOptions::default(),
             args_schema: None,
             child_quota: ChildQuotaOverrides::default(),
+            concurrency: None,
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum PushError {
         /// The tasks it does declare.
         known: String,
     },
+    /// A concurrency limit that does not parse.
+    #[error(transparent)]
+    Concurrency(#[from] xylem_core::concurrency::ConcurrencyLimitError),
 }
 
 /// The operator's child-job quota for some tasks of a plugin being pushed.
@@ -38,6 +41,9 @@ pub struct PushQuota {
     pub quota: ChildQuotaOverrides,
     /// The tasks they apply to; empty: every task of the plugin.
     pub tasks: Vec<String>,
+    /// Concurrency limits (`xylem_core::concurrency`) by task: at most
+    /// this many of its jobs running at once across the workers.
+    pub concurrency: Vec<(String, String)>,
 }
 
 /// Validates `bytes` as a plugin (compiles it, checks the WIT world, calls
@@ -59,7 +65,14 @@ pub async fn push_plugin_with_quota(
     quota: &PushQuota,
 ) -> Result<Plugin, PushError> {
     let plugin = runtime.load(bytes).await?;
-    for task in &quota.tasks {
+    for (_, limit) in &quota.concurrency {
+        limit.parse::<xylem_core::concurrency::ConcurrencyLimit>()?;
+    }
+    for task in quota
+        .tasks
+        .iter()
+        .chain(quota.concurrency.iter().map(|(t, _)| t))
+    {
         if plugin.task(task).is_none() {
             let known: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
             return Err(PushError::NoSuchTask {
@@ -72,6 +85,9 @@ pub async fn push_plugin_with_quota(
     for spec in &mut specs {
         if quota.tasks.is_empty() || quota.tasks.contains(&spec.name) {
             spec.child_quota = quota.quota;
+        }
+        if let Some((_, limit)) = quota.concurrency.iter().find(|(t, _)| *t == spec.name) {
+            spec.concurrency = Some(limit.clone());
         }
     }
     store.put_plugin(plugin.digest(), bytes, &specs).await?;
@@ -172,7 +188,8 @@ impl TaskRegistry for PluginRegistry {
 
     async fn resolve(&self, task: &str, pinned: Option<&str>) -> Result<Resolved, ResolveError> {
         // The plugin, and what the operator added to the task's route at
-        // push (its child-job quota), read under one lock.
+        // push (its child-job quota and concurrency limit), read under one
+        // lock.
         let (found, route) = {
             let loaded = self.loaded.read().await;
             let route = loaded.routes.get(task);
@@ -180,7 +197,14 @@ impl TaskRegistry for PluginRegistry {
                 Some(digest) => loaded.plugins.get(digest).cloned(),
                 None => route.and_then(|r| loaded.plugins.get(&r.digest).cloned()),
             };
-            (found, route.map(|r| (r.digest.clone(), r.spec.child_quota)))
+            let operator = route.map(|r| {
+                (
+                    r.digest.clone(),
+                    r.spec.child_quota,
+                    r.spec.concurrency.clone(),
+                )
+            });
+            (found, operator)
         };
         let plugin = match (found, pinned) {
             (Some(plugin), _) => plugin,
@@ -201,8 +225,9 @@ impl TaskRegistry for PluginRegistry {
             ))
         })?;
         let spec = match route {
-            Some((digest, child_quota)) if digest == plugin.digest() => TaskSpec {
+            Some((digest, child_quota, concurrency)) if digest == plugin.digest() => TaskSpec {
                 child_quota,
+                concurrency,
                 ..declared
             },
             _ => declared,

@@ -118,6 +118,7 @@ fn from_wit_spec(spec: WitTaskSpec) -> TaskSpec {
         args_schema: spec.args_schema,
         // The operator's to set, at push; never the plugin's.
         child_quota: Default::default(),
+        concurrency: None,
     }
 }
 

@@ -162,6 +162,21 @@ pub(crate) struct PushQuotaFlags {
         help_heading = "Child-job quota"
     )]
     tasks: Vec<String>,
+    /// At most this many jobs of TASK running at once across every worker,
+    /// optionally per value of a job header: `report.build=2`,
+    /// `api.call='2 by tenant'` (repeatable).
+    #[arg(long, value_name = "TASK=LIMIT", value_parser = parse_concurrency)]
+    concurrency: Vec<(String, String)>,
+}
+
+fn parse_concurrency(text: &str) -> Result<(String, String), String> {
+    let (task, limit) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: write TASK=LIMIT, e.g. report.build=2 or 'api.call=2 by tenant'")
+    })?;
+    limit
+        .parse::<xylem_core::concurrency::ConcurrencyLimit>()
+        .map_err(|e| e.to_string())?;
+    Ok((task.trim().to_owned(), limit.trim().to_owned()))
 }
 
 impl PushQuotaFlags {
@@ -175,6 +190,7 @@ impl PushQuotaFlags {
         Ok(xylem_wasm::PushQuota {
             quota,
             tasks: self.tasks,
+            concurrency: self.concurrency,
         })
     }
 }

@@ -63,7 +63,12 @@ pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCod
             vec![
                 r.task.clone(),
                 r.digest[..12].to_owned(),
-                format::options(&r.spec.options),
+                match &r.spec.concurrency {
+                    Some(limit) => {
+                        format!("{}, concurrency {limit}", format::options(&r.spec.options))
+                    }
+                    None => format::options(&r.spec.options),
+                },
                 r.spec.description.clone().unwrap_or_default(),
             ]
         })

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::{ResolveError, Resolved, RunningJob, WorkerShared};
 use crate::client::{ClientError, EnqueueRequest};
+use crate::concurrency::ConcurrencyLimit;
 use crate::executor::{CancelToken, ChildOptions, HostCalls, RunRequest, TaskInfo};
 use crate::lineage::{ChildEnqueueError, Lineage, RunChildren, TREE_QUOTA_TTL, tree_quota_key};
 use crate::rate_limit::RateLimit;
@@ -150,6 +151,17 @@ pub(super) async fn process(
     finish(&shared, &job, completion).await;
     drop(finishing);
     shared.running().remove(&envelope.id);
+    // Only now — the outcome written — may another job take the slot.
+    let slot = job
+        .concurrency_slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(slot) = slot
+        && let Err(e) = shared.stores.locks.release(&slot, &envelope.id).await
+    {
+        tracing::warn!(slot, error = %e, "cannot release a concurrency-limit slot (it lapses with the lease)");
+    }
 }
 
 /// Decides how the delivery ends.
@@ -196,6 +208,9 @@ async fn run(
             return unresolved(shared, envelope, lease, reason);
         }
     };
+    if let Some(waiting) = concurrency_limited(shared, envelope, lease, job, &resolved).await {
+        return waiting;
+    }
     if let Some(waiting) = rate_limited(shared, envelope, lease, &resolved).await {
         return waiting;
     }
@@ -260,6 +275,65 @@ async fn resolve(shared: &WorkerShared, envelope: &Envelope) -> Result<Resolved,
 }
 
 /// No plugin provides the task: wait for one a while, then dead-letter.
+/// Takes a slot of the task's concurrency limit (`crate::concurrency`) for
+/// the job, if the task has one: `None` to run now (the slot is noted in
+/// `job`), else the completion that puts the job back to look again soon
+/// — same attempt, no retry used.
+async fn concurrency_limited(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    lease: u64,
+    job: &RunningJob,
+    resolved: &Resolved,
+) -> Option<Completion> {
+    let text = resolved.spec.concurrency.as_deref()?;
+    let limit: ConcurrencyLimit = match text.parse() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(task = %envelope.task, error = %e, "ignoring a concurrency limit that does not parse");
+            return None;
+        }
+    };
+    let mut why = format!("concurrency limit ({text}): every slot is taken");
+    for slot in limit.slots(&envelope.task, &envelope.headers) {
+        match shared
+            .stores
+            .locks
+            .acquire(&slot, &envelope.id, shared.config.lease)
+            .await
+        {
+            Ok(true) => {
+                *job.concurrency_slot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(slot);
+                return None;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                why = format!("cannot take a slot of the concurrency limit ({text}): {e}");
+                break;
+            }
+        }
+    }
+    // A moment, spread so that waiting jobs do not all look at once.
+    let delay = CONCURRENCY_RETRY.mul_f64(1.0 + rand::random::<f64>());
+    Some(Completion {
+        id: envelope.id.clone(),
+        lease,
+        transition: Transition::to(TaskState::Queued, envelope.attempt)
+            .detail(format!("{why}; looking again in {} ms", delay.as_millis())),
+        settle: Settle::Nack(Nack::Retry {
+            envelope: Box::new(envelope.clone()),
+            delay,
+        }),
+        result_ttl: None,
+    })
+}
+
+/// How long a job that found its concurrency limit full waits (up to
+/// twice this, at random) before it looks again.
+const CONCURRENCY_RETRY: Duration = Duration::from_millis(200);
+
 /// Reserves the job a start slot under its task's rate limit
 /// (`crate::rate_limit`), if it has one and no slot yet: `None` to run now,
 /// else the completion that puts the job back to wait for its slot — same

@@ -66,6 +66,7 @@ async fn extend_leases(shared: &WorkerShared, lease: Duration) {
             for ((id, job), held) in running.iter().zip(held) {
                 if held {
                     job.set_held_until(asked_at + lease);
+                    renew_concurrency_slot(shared, id, job, lease).await;
                 } else if job.held_until() > Duration::ZERO {
                     // Often not a loss at all: the job's completion may have
                     // been written while this extension was on its way. A
@@ -76,5 +77,24 @@ async fn extend_leases(shared: &WorkerShared, lease: Duration) {
             }
         }
         Err(e) => tracing::warn!(error = %e, jobs = running.len(), "cannot extend leases"),
+    }
+}
+
+/// Keeps a job's concurrency-limit slot for as long as its lease.
+async fn renew_concurrency_slot(
+    shared: &WorkerShared,
+    id: &str,
+    job: &super::RunningJob,
+    lease: Duration,
+) {
+    let slot = job
+        .concurrency_slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(slot) = slot
+        && let Err(e) = shared.stores.locks.renew(&slot, id, lease).await
+    {
+        tracing::warn!(id, slot, error = %e, "cannot renew a concurrency-limit slot");
     }
 }

@@ -169,6 +169,9 @@ pub(crate) struct RunningJob {
     held_until_ms: AtomicU64,
     /// The latest progress report not yet written (the latest wins).
     pub(crate) pending_progress: Mutex<Option<Progress>>,
+    /// The concurrency-limit slot (a lock) it holds, if its task has a
+    /// limit: renewed with the lease, released once its outcome is written.
+    pub(crate) concurrency_slot: Mutex<Option<String>>,
 }
 
 impl RunningJob {
@@ -179,6 +182,7 @@ impl RunningJob {
             cancel_requested: AtomicBool::new(false),
             held_until_ms: AtomicU64::new(held_until.as_millis() as u64),
             pending_progress: Mutex::new(None),
+            concurrency_slot: Mutex::new(None),
         }
     }
 
