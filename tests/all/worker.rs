@@ -1011,13 +1011,7 @@ async fn start_times(stores: &Stores, ids: &[String]) -> Vec<i64> {
             record.attempt, 1,
             "waiting for the rate limit is not a retry"
         );
-        let started = record
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.state == TaskState::Running)
-            .unwrap();
-        starts.push(started.at);
+        starts.push(xylem_tests::last_run(&record).0);
     }
     starts.sort_unstable();
     starts
@@ -1070,15 +1064,8 @@ worker_case!(a_rate_limit_holds_across_workers_and_per_tenant, |stores| {
     let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
     for i in 0..20 {
         let tenant = if i % 2 == 0 { "acme" } else { "globex" };
-        let mut e = Envelope::new("per-tenant", "{}");
-        e.max_retries = 0;
-        e.headers.push(("tenant".to_owned(), tenant.to_owned()));
-        stores
-            .broker
-            .enqueue(std::slice::from_ref(&e))
-            .await
-            .unwrap();
-        by_tenant.entry(tenant).or_default().push(e.id);
+        let id = xylem_tests::enqueue_for_tenant(&stores, "per-tenant", tenant).await;
+        by_tenant.entry(tenant).or_default().push(id);
     }
     let mut all = Vec::new();
     for (tenant, ids) in &by_tenant {
@@ -1107,15 +1094,8 @@ worker_case!(
         let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
         for i in 0..24 {
             let tenant = if i % 3 == 0 { "globex" } else { "acme" };
-            let mut e = Envelope::new("exclusive", "{}");
-            e.max_retries = 0;
-            e.headers.push(("tenant".to_owned(), tenant.to_owned()));
-            stores
-                .broker
-                .enqueue(std::slice::from_ref(&e))
-                .await
-                .unwrap();
-            by_tenant.entry(tenant).or_default().push(e.id);
+            let id = xylem_tests::enqueue_for_tenant(&stores, "exclusive", tenant).await;
+            by_tenant.entry(tenant).or_default().push(id);
         }
         for (tenant, ids) in &by_tenant {
             // (start, end) of each job's run, from its history.
@@ -1124,14 +1104,7 @@ worker_case!(
                 let record = wait_terminal(&stores, id, Duration::from_secs(60)).await;
                 assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
                 assert_eq!(record.attempt, 1, "waiting for a slot is not a retry");
-                let start = record
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|h| h.state == TaskState::Running)
-                    .unwrap()
-                    .at;
-                runs.push((start, record.history.last().unwrap().at));
+                runs.push(xylem_tests::last_run(&record));
             }
             let most = runs
                 .iter()

@@ -1211,14 +1211,7 @@ async fn push_sets_a_concurrency_limit_that_workers_hold() {
         assert!(!out.is_empty());
         let record = store.get(id).await.unwrap().unwrap();
         assert_eq!(record.state, TaskState::Succeeded);
-        let start = record
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.state == TaskState::Running)
-            .unwrap()
-            .at;
-        runs.push((start, record.history.last().unwrap().at));
+        runs.push(xylem_tests::last_run(&record));
     }
     runs.sort_unstable();
     for pair in runs.windows(2) {

@@ -117,3 +117,29 @@ pub fn service_url(env_var: &str, default: &str) -> Option<String> {
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
+
+/// When a finished job's last run started (its last `running` history
+/// entry) and ended (its last entry), in ms since the epoch.
+pub fn last_run(record: &xylem_core::TaskRecord) -> (i64, i64) {
+    let start = record
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == xylem_core::TaskState::Running)
+        .map_or(0, |h| h.at);
+    (start, record.history.last().map_or(0, |h| h.at))
+}
+
+/// Enqueues one job of `task` for the value `tenant` of header `tenant`,
+/// with no retries; its id.
+pub async fn enqueue_for_tenant(stores: &xylem_core::Stores, task: &str, tenant: &str) -> String {
+    let mut e = xylem_core::Envelope::new(task, "{}");
+    e.max_retries = 0;
+    e.headers.push(("tenant".to_owned(), tenant.to_owned()));
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&e))
+        .await
+        .expect("enqueue");
+    e.id
+}

@@ -42,20 +42,13 @@ impl std::str::FromStr for ConcurrencyLimit {
             text: text.to_owned(),
             why,
         };
-        let mut words = text.split_whitespace();
-        let max: u32 = words
-            .next()
-            .ok_or_else(|| err("it is empty"))?
+        let (max, by_header) = crate::keyed::split_by(text).map_err(err)?;
+        let max: u32 = max
             .parse()
             .map_err(|_| err("the limit must be a whole number"))?;
         if max == 0 || max > MAX_SLOTS {
             return Err(err("the limit must be between 1 and 1000"));
         }
-        let by_header = match (words.next(), words.next(), words.next()) {
-            (None, _, _) => None,
-            (Some("by"), Some(header), None) => Some(header.to_owned()),
-            _ => return Err(err("only `by HEADER` may follow the number")),
-        };
         Ok(Self { max, by_header })
     }
 }
@@ -64,16 +57,7 @@ impl ConcurrencyLimit {
     /// The names of the limit's slots (locks) for a job of `task` with
     /// `headers`.
     pub fn slots(&self, task: &str, headers: &[(String, String)]) -> Vec<String> {
-        let scope = match &self.by_header {
-            None => task.to_owned(),
-            Some(name) => {
-                let value = headers
-                    .iter()
-                    .find(|(h, _)| h == name)
-                    .map_or("", |(_, v)| v.as_str());
-                format!("{task}:{name}={value}")
-            }
-        };
+        let scope = crate::keyed::scope(task, self.by_header.as_deref(), headers);
         (0..self.max).map(|i| format!("conc:{scope}:{i}")).collect()
     }
 }

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod concurrency;
 pub mod envelope;
 pub mod executor;
+mod keyed;
 pub mod limits;
 pub mod lineage;
 pub mod memory;

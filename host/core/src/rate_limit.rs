@@ -43,13 +43,7 @@ impl std::str::FromStr for RateLimit {
             text: text.to_owned(),
             why,
         };
-        let mut words = text.split_whitespace();
-        let rate = words.next().ok_or_else(|| err("it is empty"))?;
-        let by_header = match (words.next(), words.next(), words.next()) {
-            (None, _, _) => None,
-            (Some("by"), Some(header), None) if !header.is_empty() => Some(header.to_owned()),
-            _ => return Err(err("only `by HEADER` may follow the rate")),
-        };
+        let (rate, by_header) = crate::keyed::split_by(text).map_err(err)?;
         let (count, unit) = rate
             .split_once('/')
             .ok_or_else(|| err("the rate needs a `/`"))?;
@@ -83,16 +77,7 @@ impl RateLimit {
     /// the limit is `by` a header (a job without the header shares the
     /// limiter of the empty value).
     pub fn key(&self, task: &str, headers: &[(String, String)]) -> String {
-        match &self.by_header {
-            None => task.to_owned(),
-            Some(name) => {
-                let value = headers
-                    .iter()
-                    .find(|(h, _)| h == name)
-                    .map_or("", |(_, v)| v.as_str());
-                format!("{task}:{name}={value}")
-            }
-        }
+        crate::keyed::scope(task, self.by_header.as_deref(), headers)
     }
 }
 
