@@ -1220,3 +1220,27 @@ async fn push_sets_a_concurrency_limit_that_workers_hold() {
     worker.kill().unwrap();
     let _ = worker.wait();
 }
+
+/// `xylem enqueue --wait` (and `task wait`) show a running job's progress:
+/// plain lines when stderr is not a terminal, as here.
+#[test]
+fn waiting_shows_progress_lines_when_not_on_a_terminal() {
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("w", &[]);
+    let out = env.xylem(&[
+        "enqueue",
+        "hello.sleep",
+        "--args",
+        r#"{"ms":1500}"#,
+        "--wait",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("%  running — slept")),
+        "no progress line: {stderr}"
+    );
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}

@@ -2,6 +2,7 @@
 
 mod commands;
 mod format;
+mod progress;
 mod store;
 
 use std::process::ExitCode;

@@ -403,10 +403,22 @@ impl Client {
     /// Waits until the job reaches a terminal state (succeeded, dead,
     /// cancelled, expired) or `timeout` passes.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<TaskRecord, ClientError> {
+        self.wait_watching(id, timeout, |_| {}).await
+    }
+
+    /// [`wait`](Self::wait), showing `watch` each look at the job before
+    /// it finishes (its state and progress, for a live display).
+    pub async fn wait_watching(
+        &self,
+        id: &str,
+        timeout: Duration,
+        mut watch: impl FnMut(&TaskRecord),
+    ) -> Result<TaskRecord, ClientError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
             let record = self.get(id).await?;
+            watch(&record);
             if record.state.is_terminal() {
                 return Ok(record);
             }

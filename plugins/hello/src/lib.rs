@@ -3,7 +3,7 @@
 //! - `hello.greet` `{"name": "Ada"}` → `"Hello, Ada!"`
 //! - `hello.echo` any JSON → the same JSON (also the benchmark's no-op task)
 //! - `hello.flaky` `{"fail_times": N}` → fails on its first N attempts, then succeeds
-//! - `hello.sleep` `{"ms": N}` → sleeps N ms (heart-beating), then returns N
+//! - `hello.sleep` `{"ms": N}` → sleeps N ms (heart-beating, reporting progress), then returns N
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -57,6 +57,11 @@ fn sleep(ctx: &Context, args: Sleep) -> TaskResult<u64> {
         std::thread::sleep(step.min(std::time::Duration::from_millis(args.ms - slept)));
         slept += step.as_millis() as u64;
         ctx.heartbeat();
+        let done = slept.min(args.ms);
+        ctx.progress(
+            100.0 * done as f32 / args.ms.max(1) as f32,
+            Some(&format!("slept {done} of {} ms", args.ms)),
+        );
     }
     Ok(args.ms)
 }
@@ -68,7 +73,8 @@ fn tasks() -> Vec<Task> {
         Task::new("hello.flaky", flaky)
             .description("Fails its first `fail_times` attempts, then succeeds")
             .max_retries(5),
-        Task::new("hello.sleep", sleep).description("Sleeps `ms` milliseconds, then returns it"),
+        Task::new("hello.sleep", sleep)
+            .description("Sleeps `ms` milliseconds (reporting progress), then returns it"),
     ]
 }
 

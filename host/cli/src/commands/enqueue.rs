@@ -363,7 +363,7 @@ pub(crate) async fn run(store_url: &str, a: EnqueueArgs) -> anyhow::Result<ExitC
         eprintln!("enqueued {} ({}); waiting…", envelope.id, envelope.task);
     }
     let timeout: Duration = parse_duration(&a.wait_timeout)?;
-    match client.wait(&envelope.id, timeout).await {
+    match crate::progress::wait(&client, &envelope.id, timeout).await {
         Ok(record) => {
             print_record(&record, a.json)?;
             Ok(record_exit_code(&record))

@@ -164,7 +164,7 @@ pub(crate) async fn run(store_url: &str, cmd: TaskCommand) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Wait { id, timeout, json } => {
-            match client.wait(&id, parse_duration(&timeout)?).await {
+            match crate::progress::wait(&client, &id, parse_duration(&timeout)?).await {
                 Ok(record) => {
                     print_record(&record, json)?;
                     Ok(record_exit_code(&record))
