@@ -10,6 +10,7 @@ use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
 use crate::record::{TaskRecord, TaskState};
 use crate::store::{StoreError, Stores, TaskRoute};
 use crate::time::{Millis, ms, now_ms};
+use crate::unique::{Unique, UniqueOutcome};
 use crate::{Envelope, JobOptions};
 
 /// Why a job could not be enqueued or waited for.
@@ -356,6 +357,52 @@ impl Client {
             .await?;
         tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
         Ok(envelope)
+    }
+
+    /// Enqueues `req` unless an equal job was enqueued within
+    /// `unique.ttl` (see [`crate::unique`]): then nothing is enqueued and
+    /// the first job's id comes back as [`UniqueOutcome::Duplicate`].
+    pub async fn enqueue_unique(
+        &self,
+        req: EnqueueRequest,
+        unique: &Unique,
+    ) -> Result<UniqueOutcome, ClientError> {
+        if unique.ttl.is_zero() {
+            return Err(ClientError::InvalidOption(
+                "a unique job needs a TTL above zero".to_owned(),
+            ));
+        }
+        let envelope = self.prepare(req).await?;
+        let lock = crate::unique::lock_name(
+            unique.key.as_deref(),
+            &envelope.task,
+            &envelope.queue,
+            &envelope.args,
+        );
+        let locks = &self.stores.locks;
+        // Twice at most: the first holder's lock may lapse between our
+        // failed take and the look at its owner.
+        for _ in 0..2 {
+            if locks.acquire(&lock, &envelope.id, unique.ttl).await? {
+                if let Err(e) = self
+                    .stores
+                    .broker
+                    .enqueue(std::slice::from_ref(&envelope))
+                    .await
+                {
+                    // Not enqueued: let the next try be the first.
+                    let _ = locks.release(&lock, &envelope.id).await;
+                    return Err(e.into());
+                }
+                return Ok(UniqueOutcome::Enqueued(Box::new(envelope)));
+            }
+            if let Some(first) = locks.lock_owner(&lock).await? {
+                return Ok(UniqueOutcome::Duplicate(first));
+            }
+        }
+        Err(ClientError::InvalidOption(format!(
+            "the unique key `{lock}` is contended: try again"
+        )))
     }
 
     /// Validates every request first, then enqueues them all in batches of

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod store;
 pub mod store_url;
 pub mod time;
+pub mod unique;
 pub mod worker;
 
 pub use client::{Client, ClientError, EnqueueRequest};

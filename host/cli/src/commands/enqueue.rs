@@ -38,6 +38,15 @@ pub(crate) struct EnqueueArgs {
     /// With --wait: give up after this long (exit code 124).
     #[arg(long, default_value = "5m")]
     wait_timeout: String,
+    /// A unique job: if an equal one (same task, queue and arguments, or
+    /// the same --unique-key) was enqueued within this long, enqueue
+    /// nothing and print that job's id instead (e.g. 10m).
+    #[arg(long, value_name = "DURATION", conflicts_with = "batch")]
+    unique_for: Option<String>,
+    /// With --unique-for: the key that makes jobs equal (default: a hash
+    /// of task, queue and canonical arguments).
+    #[arg(long, value_name = "KEY", requires = "unique_for")]
+    unique_key: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -350,29 +359,51 @@ pub(crate) async fn run(store_url: &str, a: EnqueueArgs) -> anyhow::Result<ExitC
 
     let store = crate::store::open(store_url).await?;
     let client = Client::new(store.stores.clone());
-    let envelope = client.enqueue(req).await?;
+    let (id, doc) = match &a.unique_for {
+        None => {
+            let envelope = client.enqueue(req).await?;
+            (envelope.id.clone(), serde_json::to_value(&envelope)?)
+        }
+        Some(ttl) => {
+            let unique = xylem_core::unique::Unique {
+                key: a.unique_key.clone(),
+                ttl: duration("a unique period", ttl)?,
+            };
+            match client.enqueue_unique(req, &unique).await? {
+                xylem_core::unique::UniqueOutcome::Enqueued(envelope) => {
+                    (envelope.id.clone(), serde_json::to_value(&envelope)?)
+                }
+                xylem_core::unique::UniqueOutcome::Duplicate(first) => {
+                    if !a.json {
+                        eprintln!(
+                            "not enqueued: an equal job was enqueued within {ttl}; its id follows"
+                        );
+                    }
+                    let doc = serde_json::json!({ "id": first, "duplicate": true });
+                    (first, doc)
+                }
+            }
+        }
+    };
     if !a.wait {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&envelope)?);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
-            println!("{}", envelope.id);
+            println!("{id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !a.json {
-        eprintln!("enqueued {} ({}); waiting…", envelope.id, envelope.task);
+        eprintln!("enqueued {id} ({task}); waiting…");
     }
     let timeout: Duration = parse_duration(&a.wait_timeout)?;
-    match crate::progress::wait(&client, &envelope.id, timeout).await {
+    match crate::progress::wait(&client, &id, timeout).await {
         Ok(record) => {
             print_record(&record, a.json)?;
             Ok(record_exit_code(&record))
         }
         Err(xylem_core::ClientError::Timeout { waited, state }) => {
-            eprintln!(
-                "gave up after {waited:?}: job {} is still {state}",
-                envelope.id
-            );
+            eprintln!("gave up after {waited:?}: job {id} is still {state}");
             Ok(ExitCode::from(124))
         }
         Err(e) => Err(e.into()),
