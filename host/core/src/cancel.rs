@@ -62,14 +62,7 @@ pub async fn cancel(stores: &Stores, ids: &[String]) -> StoreResult<Vec<CancelRe
     for (id, withdrawn) in ids.iter().zip(found) {
         let result = match withdrawn {
             Withdrawn::Removed => {
-                let attempt = stores.results.get(id).await?.map_or(1, |r| r.attempt);
-                stores
-                    .results
-                    .transition(
-                        id,
-                        Transition::to(TaskState::Cancelled, attempt).detail(CANCELLED_WAITING),
-                    )
-                    .await?;
+                mark_cancelled(stores, id, CANCELLED_WAITING).await?;
                 CancelResult::Cancelled
             }
             Withdrawn::Running => {
@@ -88,4 +81,18 @@ pub async fn cancel(stores: &Stores, ids: &[String]) -> StoreResult<Vec<CancelRe
         stores.cancellation.request_cancel(&running).await?;
     }
     Ok(results)
+}
+
+/// Marks a job whose queue entry was withdrawn `cancelled`, at the attempt
+/// its record stands at, with `detail` saying why.
+pub(crate) async fn mark_cancelled(stores: &Stores, id: &str, detail: &str) -> StoreResult<()> {
+    let attempt = stores.results.get(id).await?.map_or(1, |r| r.attempt);
+    stores
+        .results
+        .transition(
+            id,
+            Transition::to(TaskState::Cancelled, attempt).detail(detail),
+        )
+        .await?;
+    Ok(())
 }

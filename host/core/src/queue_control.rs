@@ -9,8 +9,6 @@
 //!   a worker holds) and marked `cancelled` with the detail
 //!   [`PURGED`]. Running and dead jobs are left alone.
 
-use crate::TaskState;
-use crate::record::Transition;
 use crate::store::{StoreResult, Stores, Withdrawn};
 use crate::time::now_ms;
 
@@ -44,14 +42,7 @@ pub async fn purge(stores: &Stores, queue: &str, which: Waiting) -> StoreResult<
         let mut removed = 0;
         for (id, withdrawn) in ids.iter().zip(found) {
             if withdrawn == Withdrawn::Removed {
-                let attempt = stores.results.get(id).await?.map_or(1, |r| r.attempt);
-                stores
-                    .results
-                    .transition(
-                        id,
-                        Transition::to(TaskState::Cancelled, attempt).detail(PURGED),
-                    )
-                    .await?;
+                crate::cancel::mark_cancelled(stores, id, PURGED).await?;
                 removed += 1;
             }
         }

@@ -42,7 +42,7 @@ const MAC_LEN: usize = 32;
 /// Separates this MAC's inputs from any other use of the key.
 const MAC_DOMAIN: &[u8] = b"xylem compiled-component cache v1\0";
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,15 +267,7 @@ impl CacheDir {
     }
 
     fn mac(&self, digest: &str, engine_id: &[u8; 32], artifact: &[u8]) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(MAC_DOMAIN);
-        mac.update(digest.as_bytes());
-        mac.update(b"\0");
-        mac.update(engine_id);
-        mac.update(&(artifact.len() as u64).to_le_bytes());
-        mac.update(artifact);
-        mac
+        artifact_mac(&self.key.0, MAC_DOMAIN, digest, engine_id, artifact)
     }
 
     fn fetch(&self, name: &str, digest: &str, engine_id: &[u8; 32]) -> Fetch {
@@ -340,6 +332,28 @@ impl CacheDir {
             }
         }
     }
+}
+
+/// The HMAC-SHA256 that vouches for compiled code — in the local cache
+/// (per-cache key) and in the store (`shared.rs`, the cluster's key): over
+/// `domain` (which use of the key this is), the component's sha256, the
+/// engine's compatibility id and the code, each delimited.
+pub(crate) fn artifact_mac(
+    key: &[u8],
+    domain: &[u8],
+    digest: &str,
+    engine_id: &[u8; 32],
+    code: &[u8],
+) -> HmacSha256 {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(domain);
+    mac.update(digest.as_bytes());
+    mac.update(b"\0");
+    mac.update(engine_id);
+    mac.update(&(code.len() as u64).to_le_bytes());
+    mac.update(code);
+    mac
 }
 
 /// Feeds whatever is hashed into a sha256.

@@ -14,9 +14,10 @@
 //! and the component compiled locally. Without a key nothing is shared and
 //! each machine compiles once into its own cache (`cache.rs`).
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use xylem_core::store::PluginStore;
+
+use crate::cache::{HmacSha256, artifact_mac};
 
 /// Bytes of an HMAC-SHA256 tag, which leads each stored artifact.
 const TAG_LEN: usize = 32;
@@ -50,16 +51,8 @@ impl SharedKey {
         Ok(Self(key.to_vec()))
     }
 
-    fn mac(&self, digest: &str, engine_id: &[u8; 32], code: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(DOMAIN);
-        mac.update(digest.as_bytes());
-        mac.update(b"\0");
-        mac.update(engine_id);
-        mac.update(&(code.len() as u64).to_le_bytes());
-        mac.update(code);
-        mac
+    fn mac(&self, digest: &str, engine_id: &[u8; 32], code: &[u8]) -> HmacSha256 {
+        artifact_mac(&self.0, DOMAIN, digest, engine_id, code)
     }
 
     /// What the store keeps: the tag, then the code.

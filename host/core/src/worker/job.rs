@@ -190,19 +190,15 @@ async fn run(
             // The code exists but cannot be had right now: wait, without
             // using up an attempt.
             let delay = Duration::from_secs(1);
-            return Completion {
-                id,
+            return wait_again(
                 lease,
-                transition: Transition::to(TaskState::Queued, envelope.attempt).detail(format!(
+                envelope.clone(),
+                delay,
+                format!(
                     "cannot load the task's plugin ({reason}); trying again in {} ms",
                     delay.as_millis()
-                )),
-                settle: Settle::Nack(Nack::Retry {
-                    envelope: Box::new(envelope.clone()),
-                    delay,
-                }),
-                result_ttl: None,
-            };
+                ),
+            );
         }
         Err(ResolveError::UnknownTask(reason)) => {
             return unresolved(shared, envelope, lease, reason);
@@ -317,17 +313,8 @@ async fn concurrency_limited(
     }
     // A moment, spread so that waiting jobs do not all look at once.
     let delay = CONCURRENCY_RETRY.mul_f64(1.0 + rand::random::<f64>());
-    Some(Completion {
-        id: envelope.id.clone(),
-        lease,
-        transition: Transition::to(TaskState::Queued, envelope.attempt)
-            .detail(format!("{why}; looking again in {} ms", delay.as_millis())),
-        settle: Settle::Nack(Nack::Retry {
-            envelope: Box::new(envelope.clone()),
-            delay,
-        }),
-        result_ttl: None,
-    })
+    let detail = format!("{why}; looking again in {} ms", delay.as_millis());
+    Some(wait_again(lease, envelope.clone(), delay, detail))
 }
 
 /// How long a job that found its concurrency limit full waits (up to
@@ -387,16 +374,23 @@ async fn rate_limited(
             ),
         ),
     };
-    Some(Completion {
-        id: envelope.id.clone(),
+    Some(wait_again(lease, next, delay, why))
+}
+
+/// Puts a job back in its queue to run `delay` from now as `next` (the
+/// same attempt: waiting is not a retry), its record `queued` with
+/// `detail` saying why.
+fn wait_again(lease: u64, next: Envelope, delay: Duration, detail: String) -> Completion {
+    Completion {
+        id: next.id.clone(),
         lease,
-        transition: Transition::to(TaskState::Queued, envelope.attempt).detail(why),
+        transition: Transition::to(TaskState::Queued, next.attempt).detail(detail),
         settle: Settle::Nack(Nack::Retry {
             envelope: Box::new(next),
             delay,
         }),
         result_ttl: None,
-    })
+    }
 }
 
 fn unresolved(
@@ -410,20 +404,12 @@ fn unresolved(
         let mut next = envelope.clone();
         next.unresolved += 1;
         let delay = unresolved_delay(next.unresolved);
-        return Completion {
-            id,
-            lease,
-            transition: Transition::to(TaskState::Queued, envelope.attempt).detail(format!(
-                "{reason}; looking again in {} ms ({} of {MAX_UNRESOLVED})",
-                delay.as_millis(),
-                next.unresolved
-            )),
-            settle: Settle::Nack(Nack::Retry {
-                envelope: Box::new(next),
-                delay,
-            }),
-            result_ttl: None,
-        };
+        let detail = format!(
+            "{reason}; looking again in {} ms ({} of {MAX_UNRESOLVED})",
+            delay.as_millis(),
+            next.unresolved
+        );
+        return wait_again(lease, next, delay, detail);
     }
     let failure = Failure::new(FailureKind::UnknownTask, reason);
     let reason = format!(
