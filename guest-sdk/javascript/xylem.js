@@ -23,7 +23,7 @@ import {
   log as hostLog,
   progress as hostProgress,
   heartbeat as hostHeartbeat,
-} from 'xylem:task/host@0.2.0';
+} from 'xylem:task/host@0.3.0';
 
 /** The job can never succeed: it ends `failed`, without a retry. */
 export class Reject extends Error {}
@@ -46,7 +46,10 @@ export const progress = (percent, message) => hostProgress(percent, message);
 export const heartbeat = () => hostHeartbeat();
 
 /** The task options that are u64 in the WIT: BigInt for the bindings. */
-const WIDE = ['retryBackoffMs', 'retryBackoffMaxMs', 'softTimeLimitMs', 'hardTimeLimitMs', 'fuel', 'maxMemoryBytes'];
+const WIDE = [
+  'retryBackoffMs', 'retryBackoffMaxMs', 'softTimeLimitMs', 'hardTimeLimitMs', 'fuel', 'maxMemoryBytes',
+  'visibilityTimeoutMs', 'expiresMs', 'uniqueForMs',
+];
 
 /** A task's options as the bindings want them: a plain number is accepted
  * where the WIT says u64 (`fuel: 500e9`). */

@@ -69,6 +69,11 @@ _OPTION_NAMES = (
     "fuel",
     "max_memory_bytes",
     "rate_limit",
+    "retry_jitter",
+    "visibility_timeout_ms",
+    "expires_ms",
+    "unique_for_ms",
+    "ignore_result",
 )
 
 

@@ -36,7 +36,7 @@ mod context;
 mod error;
 mod task;
 
-pub use context::{Context, EnqueueError, EnqueueOptions, Level};
+pub use context::{Callback, Context, EnqueueError, EnqueueOptions, Enqueued, Level, Unique};
 pub use error::{TaskError, TaskResult};
 pub use task::Task;
 

@@ -62,6 +62,11 @@ impl Task {
                     fuel: None,
                     max_memory_bytes: None,
                     rate_limit: None,
+                    retry_jitter: None,
+                    visibility_timeout_ms: None,
+                    expires_ms: None,
+                    unique_for_ms: None,
+                    ignore_result: None,
                 },
                 args_schema: None,
             },
@@ -135,6 +140,41 @@ impl Task {
     /// not fail. A limit that does not parse is refused at push.
     pub fn rate_limit(mut self, limit: &str) -> Self {
         self.spec.options.rate_limit = Some(limit.to_owned());
+        self
+    }
+
+    /// Whether retry delays are spread at random over ±25 % (default:
+    /// yes; no gives exact delays).
+    pub fn retry_jitter(mut self, jitter: bool) -> Self {
+        self.spec.options.retry_jitter = Some(jitter);
+        self
+    }
+
+    /// How long a job stays with a worker that stops answering before
+    /// another worker may take it (its lease, renewed while it runs; 1 s
+    /// to 24 h). Default: the worker's `--lease`.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.options.visibility_timeout_ms = Some(millis(timeout));
+        self
+    }
+
+    /// A job not started within this of its enqueue is `expired`, never
+    /// run.
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.spec.options.expires_ms = Some(millis(after));
+        self
+    }
+
+    /// Every job is unique for `ttl`: enqueueing an equal one (same task,
+    /// queue and arguments) meanwhile returns the first job's id instead.
+    pub fn unique_for(mut self, ttl: Duration) -> Self {
+        self.spec.options.unique_for_ms = Some(millis(ttl));
+        self
+    }
+
+    /// Keep each job's state but not its result value.
+    pub fn ignore_result(mut self) -> Self {
+        self.spec.options.ignore_result = Some(true);
         self
     }
 

@@ -110,7 +110,8 @@ impl Executor for NativeExecutor {
                 let child = host
                     .enqueue(&request.info, "limits", "{}", Default::default())
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .id;
                 let bad_queue = xylem_core::ChildOptions {
                     queue: Some("no spaces allowed".to_owned()),
                     ..Default::default()
@@ -129,7 +130,7 @@ impl Executor for NativeExecutor {
                 ]
                 .into_iter()
                 .map(|r| match r {
-                    Ok(id) => format!("enqueued {id}"),
+                    Ok(done) => format!("enqueued {}", done.id),
                     Err(ChildEnqueueError::QuotaExceeded(m)) => format!("quota: {m}"),
                     Err(ChildEnqueueError::UnknownTask(m)) => format!("unknown: {m}"),
                     Err(ChildEnqueueError::InvalidArguments(m)) => format!("invalid: {m}"),
@@ -165,6 +166,54 @@ impl Executor for NativeExecutor {
                     .unwrap()
                     .0 -= 1;
                 Outcome::success(args, Usage::default())
+            }
+            "fail" => Outcome::failure(
+                Failure::new(FailureKind::PluginError, "always fails"),
+                Usage::default(),
+            ),
+            // Enqueues one `echo` child with every option an enqueue
+            // takes, twice (the second is a unique duplicate).
+            "spawn-options" => {
+                let options = || xylem_core::ChildOptions {
+                    queue: Some("children".to_owned()),
+                    priority: Some(3),
+                    delay_ms: Some(10),
+                    max_retries: Some(7),
+                    expires_ms: Some(3_600_000),
+                    options: xylem_core::JobOptions {
+                        retry_backoff_ms: Some(5),
+                        retry_backoff_max_ms: Some(50),
+                        retry_jitter: Some(false),
+                        soft_time_limit_ms: Some(1000),
+                        hard_time_limit_ms: Some(2000),
+                        fuel: Some(1_000_000),
+                        max_memory_bytes: Some(1 << 20),
+                        visibility_timeout_ms: Some(5000),
+                        ignore_result: Some(true),
+                        link: Some(xylem_core::callback::Callback::new("echo")),
+                        link_error: Some(xylem_core::callback::Callback::new("echo")),
+                        child_quota: Default::default(),
+                    },
+                    unique: Some(xylem_core::unique::Unique {
+                        key: Some(format!("child-of-{}", request.info.id)),
+                        ttl: Duration::from_secs(60),
+                    }),
+                };
+                let first = host
+                    .enqueue(&request.info, "echo", r#"{"n":1}"#, options())
+                    .await
+                    .unwrap();
+                let again = host
+                    .enqueue(&request.info, "echo", r#"{"n":1}"#, options())
+                    .await
+                    .unwrap();
+                Outcome::success(
+                    serde_json::json!({
+                        "first": first.id, "first_duplicate": first.duplicate,
+                        "again": again.id, "again_duplicate": again.duplicate,
+                    }),
+                    Usage::default(),
+                )
             }
             "switch" if self.tasks.failing.load(Ordering::Acquire) => Outcome::failure(
                 Failure::new(FailureKind::PluginError, "switched off"),
@@ -205,6 +254,9 @@ impl TaskRegistry for NativeRegistry {
                 | "limited"
                 | "per-tenant"
                 | "exclusive"
+                | "fail"
+                | "spawn-options"
+                | "expiring"
         ) || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
         if !known {
             tasks.unknown.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +277,9 @@ impl TaskRegistry for NativeRegistry {
                 };
                 if task == "exclusive" {
                     spec.concurrency = Some("2 by tenant".to_owned());
+                }
+                if task == "expiring" {
+                    spec.options.expires_ms = Some(EXPIRING_MS);
                 }
                 spec
             },
@@ -690,6 +745,10 @@ worker_case!(worker_logs_the_right_job_under_load, |stores| {
     );
 });
 
+/// What the `expiring` task declares: its jobs expire this long after
+/// enqueue.
+const EXPIRING_MS: u64 = 100;
+
 /// Child enqueues go through the client, which needs the tasks' routes:
 /// a plugin record that declares the native tasks (`counted` with a schema).
 async fn declare_native_tasks(stores: &Stores) {
@@ -704,11 +763,26 @@ async fn declare_native_tasks(stores: &Stores) {
         ),
         ..TaskSpec::new("counted")
     };
-    let specs: Vec<TaskSpec> = ["echo", "bomb", "limits", "spawn"]
-        .into_iter()
-        .map(TaskSpec::new)
-        .chain([counted])
-        .collect();
+    let expiring = TaskSpec {
+        options: xylem_core::TaskOptions {
+            expires_ms: Some(EXPIRING_MS),
+            ..Default::default()
+        },
+        ..TaskSpec::new("expiring")
+    };
+    let specs: Vec<TaskSpec> = [
+        "echo",
+        "bomb",
+        "limits",
+        "spawn",
+        "fail",
+        "sleep",
+        "spawn-options",
+    ]
+    .into_iter()
+    .map(TaskSpec::new)
+    .chain([counted, expiring])
+    .collect();
     stores
         .plugins
         .put_plugin("native", b"native", &specs)
@@ -1232,4 +1306,257 @@ worker_case!(a_unique_enqueue_returns_the_first_id, |stores| {
     assert!(
         matches!((a, b), (UniqueOutcome::Enqueued(x), UniqueOutcome::Enqueued(y)) if x.id != y.id)
     );
+});
+
+// ---- options: callbacks, ignore_result, expiry, visibility timeout -------
+
+/// Waits for a job's record to exist and be terminal (a callback's record
+/// appears only when it is fired).
+async fn wait_fired(stores: &Stores, id: &str, within: Duration) -> TaskRecord {
+    let deadline = Instant::now() + within;
+    while stores.results.get(id).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "callback {id} was never enqueued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_terminal(stores, id, within).await
+}
+
+// `link` fires with the result when a job succeeds, `link_error` with the
+// error when it dies — once each, never the other one; a job that ignores
+// its result keeps its state, drops the value, and its link still gets it.
+worker_case!(link_and_link_error_fire_once_each, |stores| {
+    use xylem_core::callback::Callback;
+    use xylem_core::{Client, EnqueueRequest};
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let client = Client::new(stores.clone());
+    let mut ok = EnqueueRequest::new("echo", r#"{"x":1}"#);
+    ok.options.link = Some(Callback::parse(r#"echo:{"to":"ops"}"#).unwrap());
+    ok.options.link_error = Some(Callback::new("echo"));
+    ok.options.ignore_result = Some(true);
+    let ok = client.enqueue(ok).await.unwrap();
+    let mut bad = EnqueueRequest::new("fail", "{}");
+    bad.max_retries = Some(1);
+    bad.options.retry_backoff_ms = Some(10);
+    bad.options.link = Some(Callback::new("echo"));
+    bad.options.link_error = Some(Callback::parse(r#"echo:{"alert":true}"#).unwrap());
+    let bad = client.enqueue(bad).await.unwrap();
+    // A link to a task nobody declares is refused at enqueue.
+    let mut typo = EnqueueRequest::new("echo", "{}");
+    typo.options.link = Some(Callback::new("no-such-task"));
+    assert!(matches!(
+        client.enqueue(typo).await,
+        Err(xylem_core::ClientError::UnknownTask { .. })
+    ));
+
+    let worker = start(&stores, &tasks, config("links"));
+    let record = wait_terminal(&stores, &ok.id, Duration::from_secs(20)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.result, None, "ignore_result drops the value");
+    let link_id = &ok.options.link.as_ref().unwrap().id;
+    let link = wait_fired(&stores, link_id, Duration::from_secs(20)).await;
+    assert_eq!(link.state, TaskState::Succeeded);
+    assert_eq!(
+        link.result.unwrap(),
+        serde_json::json!({"to": "ops", "result": {"x": 1}})
+    );
+    let last = record
+        .history
+        .last()
+        .unwrap()
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        last.contains(&format!("link `echo` enqueued as {link_id}"))
+            && last.contains("ignore_result"),
+        "{last}"
+    );
+
+    let record = wait_terminal(&stores, &bad.id, Duration::from_secs(20)).await;
+    assert_eq!(record.state, TaskState::Dead);
+    let error_id = &bad.options.link_error.as_ref().unwrap().id;
+    let error = wait_fired(&stores, error_id, Duration::from_secs(20)).await;
+    let args = error.result.unwrap();
+    assert_eq!(args["alert"], true);
+    assert_eq!(args["error"]["task"], "fail");
+    assert_eq!(args["error"]["kind"], "plugin-error");
+    assert_eq!(args["error"]["attempt"], 2);
+    assert_eq!(args["error"]["message"], "always fails");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    // Neither job fired its other callback; each callback ran once.
+    let ok_error = &ok.options.link_error.as_ref().unwrap().id;
+    let bad_link = &bad.options.link.as_ref().unwrap().id;
+    assert!(stores.results.get(ok_error).await.unwrap().is_none());
+    assert!(stores.results.get(bad_link).await.unwrap().is_none());
+    assert_eq!(tasks.runs_of(link_id), 1);
+    assert_eq!(tasks.runs_of(error_id), 1);
+});
+
+// A job whose worker loses it after firing its link (the outcome cannot be
+// written; the lease lapses; it runs again) still enqueues the link once.
+worker_case!(a_redelivered_job_fires_its_link_once, |stores| {
+    use xylem_core::callback::Callback;
+    use xylem_core::{Client, EnqueueRequest};
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let (faulty, wrapped) = FaultyBroker::wrap(&stores);
+    let mut req = EnqueueRequest::new("echo", r#"{"n":7}"#);
+    // The link goes to a queue no worker serves: the test counts it there.
+    req.options.link = Some(Callback {
+        queue: Some("links".to_owned()),
+        ..Callback::new("echo")
+    });
+    let job = Client::new(stores.clone()).enqueue(req).await.unwrap();
+    // Completions (and lease extensions) fail for longer than the lease.
+    faulty.fail(Outage::Complete, Duration::from_millis(3500));
+    let mut cfg = config("redelivered-link");
+    cfg.lease = Duration::from_secs(1);
+    cfg.queues = vec!["default".to_owned()];
+    let worker = start(&wrapped, &tasks, cfg);
+    let record = wait_terminal(&stores, &job.id, Duration::from_secs(30)).await;
+    worker.stop().await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert!(tasks.runs_of(&job.id) >= 2, "the job was delivered again");
+    let link_id = &job.options.link.as_ref().unwrap().id;
+    let links = stores
+        .broker
+        .claim(&["links".to_owned()], 10, Duration::from_secs(5), "test")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = links.iter().map(|d| d.envelope.id.as_str()).collect();
+    assert_eq!(ids, [link_id.as_str()], "one link job");
+    assert_eq!(links[0].envelope.args, r#"{"n":7}"#);
+    let details: Vec<String> = record
+        .history
+        .iter()
+        .filter_map(|h| h.detail.clone())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("was enqueued already")),
+        "{details:?}"
+    );
+});
+
+// A job not started before its expiry — its own `expires`, or its task's
+// declared `expires_ms` — is `expired` and never runs.
+worker_case!(an_expired_job_never_runs, |stores| {
+    use xylem_core::{Client, EnqueueRequest};
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let client = Client::new(stores.clone());
+    let mut own = EnqueueRequest::new("echo", "{}");
+    own.expires_at = Some(xylem_core::time::now_ms() + 50);
+    let own = client.enqueue(own).await.unwrap();
+    let by_task = client
+        .enqueue(EnqueueRequest::new("expiring", "{}"))
+        .await
+        .unwrap();
+    assert!(by_task.expires_at.is_some(), "the task's default applies");
+    let fresh = client
+        .enqueue(EnqueueRequest::new("echo", "{}"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(EXPIRING_MS + 100)).await;
+    let worker = start(&stores, &tasks, config("expiry"));
+    for id in [&own.id, &by_task.id] {
+        let record = wait_terminal(&stores, id, Duration::from_secs(20)).await;
+        assert_eq!(record.state, TaskState::Expired, "{record:?}");
+        assert_eq!(tasks.runs_of(id), 0);
+    }
+    let record = wait_terminal(&stores, &fresh.id, Duration::from_secs(20)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    worker.stop().await;
+});
+
+// A job's visibility timeout is its lease: a job asking for 10 s keeps its
+// worker through a 3 s store outage of lease extensions, where the
+// worker's own 1 s lease would have let a second worker run it again.
+worker_case!(a_visibility_timeout_is_the_jobs_lease, |stores| {
+    use xylem_core::{Client, EnqueueRequest};
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let (faulty, wrapped) = FaultyBroker::wrap(&stores);
+    let mut req = EnqueueRequest::new("sleep", r#"{"ms":3000}"#);
+    req.options.visibility_timeout_ms = Some(10_000);
+    let job = Client::new(stores.clone()).enqueue(req).await.unwrap();
+    let mut cfg = config("visibility-1");
+    cfg.lease = Duration::from_secs(1);
+    let first = start(&wrapped, &tasks, cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tasks.runs_of(&job.id) == 0 {
+        assert!(Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the keeper take the 10 s lease, then cut extensions off.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    faulty.fail(Outage::Complete, Duration::from_millis(3000));
+    cfg.name = "visibility-2".to_owned();
+    let second = start(&stores, &tasks, cfg);
+    let record = wait_terminal(&stores, &job.id, Duration::from_secs(30)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    first.stop().await;
+    second.stop().await;
+    assert_eq!(tasks.runs_of(&job.id), 1, "no other worker took it");
+});
+
+// Every option a running task gives `enqueue` reaches its child's
+// envelope (limits capped by the parent's), and a unique child enqueued
+// twice is one job: the second call returns its id, marked duplicate.
+worker_case!(a_task_sets_every_option_of_its_children, |stores| {
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let parent = enqueue(&stores, "spawn-options", "{}").await;
+    // The worker serves `default` only: the child stays in `children`,
+    // where the test claims it to read its envelope.
+    let mut cfg = config("child-options");
+    cfg.queues = vec!["default".to_owned()];
+    let worker = start(&stores, &tasks, cfg);
+    let record = wait_terminal(&stores, &parent.id, Duration::from_secs(20)).await;
+    worker.stop().await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    let result = record.result.unwrap();
+    assert_eq!(result["first"], result["again"]);
+    assert_eq!(result["first_duplicate"], false);
+    assert_eq!(result["again_duplicate"], true);
+    let child = result["first"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let claimed = stores
+        .broker
+        .claim(&["children".to_owned()], 10, Duration::from_secs(5), "test")
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one child");
+    let e = claimed.into_iter().next().unwrap().envelope;
+    assert_eq!(e.id, child);
+    assert_eq!(e.queue, "children");
+    assert_eq!(e.max_retries, 7);
+    assert!(e.priority <= 3);
+    assert!(e.expires_at.is_some() && e.not_before.is_some());
+    let o = &e.options;
+    assert_eq!(
+        (o.retry_backoff_ms, o.retry_backoff_max_ms, o.retry_jitter),
+        (Some(5), Some(50), Some(false))
+    );
+    assert_eq!(
+        (o.soft_time_limit_ms, o.hard_time_limit_ms),
+        (Some(1000), Some(2000))
+    );
+    assert_eq!(
+        (o.fuel, o.max_memory_bytes),
+        (Some(1_000_000), Some(1 << 20))
+    );
+    assert_eq!(o.visibility_timeout_ms, Some(5000));
+    assert_eq!(o.ignore_result, Some(true));
+    assert!(
+        o.link
+            .as_ref()
+            .is_some_and(|c| c.task == "echo" && !c.id.is_empty())
+    );
+    assert!(o.link_error.as_ref().is_some_and(|c| !c.id.is_empty()));
+    assert_eq!(e.lineage.as_ref().unwrap().root, parent.id);
 });

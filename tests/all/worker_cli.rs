@@ -1099,6 +1099,14 @@ async fn task_cancel_stops_a_loop_in_another_process_and_a_queued_job() {
     let _ = worker.wait();
 }
 
+/// Four worker processes on one SQLite file hold a 20/s rate limit
+/// together (as on Redis and PostgreSQL: `redis/cluster.rs`,
+/// `postgres/cluster.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_hold_a_rate_limit_on_sqlite() {
+    xylem_tests::scenarios::four_workers_hold_a_rate_limit(&Env::new().url).await;
+}
+
 /// `xylem queues pause|resume|purge` against a worker process.
 #[tokio::test]
 async fn queues_pause_resume_and_purge_from_the_cli() {
@@ -1279,4 +1287,86 @@ fn enqueue_unique_for_prints_the_first_id() {
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["duplicate"], true);
     assert_eq!(doc["id"], first.trim());
+}
+
+/// The options from the command line: `--link` (with arguments) fires
+/// with the result, `--ignore-result` drops the value, a link to an
+/// unknown task is refused, `xylem tasks --json` shows effective defaults
+/// and the operator's `--rate-limit` (a malformed one refused).
+#[tokio::test]
+async fn enqueue_options_and_effective_defaults_from_the_cli() {
+    let env = Env::new();
+    let hello = plugin("hello");
+    let out = env.xylem(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--rate-limit",
+        "hello.greet=20/d",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("20/d"));
+    env.ok(&[
+        "plugin",
+        "push",
+        hello.to_str().unwrap(),
+        "--rate-limit",
+        "hello.greet=50/s",
+    ]);
+    let tasks: serde_json::Value = serde_json::from_str(&env.ok(&["tasks", "--json"])).unwrap();
+    let greet = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "hello.greet")
+        .unwrap();
+    let effective = &greet["effective"];
+    assert_eq!(effective["queue"], "default", "{greet}");
+    assert_eq!(effective["max_retries"], 3, "{greet}");
+    assert_eq!(effective["hard_time_limit_ms"], 300_000, "{greet}");
+    assert_eq!(effective["rate_limit"], "50/s", "{greet}");
+    assert_eq!(effective["retry_jitter"], true, "{greet}");
+    let table = env.ok(&["tasks"]);
+    assert!(
+        table.contains("rate 50/s") && table.contains("RETRIES"),
+        "{table}"
+    );
+
+    let out = env.xylem(&["enqueue", "hello.greet", "--link", "no.such-task"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task `no.such-task`"));
+
+    let mut worker = env.worker("options", &[]);
+    let doc: serde_json::Value = serde_json::from_str(&env.enqueue(&[
+        "hello.greet",
+        "--args",
+        r#"{"name":"Ada"}"#,
+        "--link",
+        r#"hello.echo:{"to":"ops"}"#,
+        "--ignore-result",
+        "--visibility-timeout",
+        "2m",
+        "--no-jitter",
+        "--expires",
+        "1h",
+        "--json",
+    ]))
+    .unwrap();
+    let id = doc["id"].as_str().unwrap();
+    let link = doc["options"]["link"]["id"].as_str().unwrap();
+    assert_eq!(doc["options"]["visibility_timeout_ms"], 120_000, "{doc}");
+    assert_eq!(doc["options"]["retry_jitter"], false, "{doc}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["task", "wait", id, "--json", "--timeout", "60s"])).unwrap();
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    assert!(shown.get("result").is_none_or(|r| r.is_null()), "{shown}");
+    let linked: serde_json::Value =
+        serde_json::from_str(&env.ok(&["task", "wait", link, "--json", "--timeout", "60s"]))
+            .unwrap();
+    assert_eq!(
+        linked["result"],
+        serde_json::json!({"to": "ops", "result": "Hello, Ada!"}),
+        "{linked}"
+    );
+    terminate(&mut worker);
 }

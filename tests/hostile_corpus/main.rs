@@ -108,6 +108,10 @@ fn hostile_corpus() -> Vec<HostileCase> {
         },
         case("hostile.bad-enqueue", json!({}), &["succeeded"]),
         HostileCase {
+            alone_ends_as: Some(&["plugin-error"]),
+            ..case("hostile.callback-flood", json!({}), &["succeeded"])
+        },
+        HostileCase {
             soft_timeout_ms: Some(300),
             ..case("hostile.polite-loop", json!({}), &["plugin-error"])
         },
@@ -219,6 +223,36 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
                 "{} ended as {ended} after {took} ms, expected one of {:?} within 20 s: {:?}",
                 case.task, case.ends_as, r.error
             ));
+        }
+    }
+    // Callbacks' arguments count against the run's child-argument quota
+    // (1 MiB by default: at most 16 children with 64 KiB links), and a
+    // unique key of 100 KB is refused.
+    if let Some(pos) = corpus
+        .iter()
+        .position(|c| c.task == "hostile.callback-flood")
+    {
+        let r = client
+            .wait(&hostile[pos], Duration::from_secs(60))
+            .await
+            .unwrap();
+        if let Some(result) = &r.result {
+            let made = result[0].as_u64().unwrap_or(u64::MAX);
+            assert!(
+                made <= 16,
+                "{made} children with 64 KiB callbacks: {result}"
+            );
+            assert!(
+                result[1].as_str().unwrap_or_default().contains("quota"),
+                "{result}"
+            );
+            assert!(
+                result[2]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("unique key"),
+                "{result}"
+            );
         }
     }
     // The bomb and its descendants, however deep, stay within the quota.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use xylem_core::spec::EffectiveOptions;
 use xylem_core::{Outcome, TaskOptions};
 
 /// `1.5 MiB`.
@@ -36,7 +37,6 @@ pub(crate) fn count(n: u64) -> String {
 
 /// A task's declared defaults on one line, e.g. `retries=3 timeout=30s`.
 pub(crate) fn options(o: &TaskOptions) -> String {
-    let ms = |v: u64| humantime::format_duration(Duration::from_millis(v)).to_string();
     let mut parts = Vec::new();
     if let Some(q) = &o.queue {
         parts.push(format!("queue={q}"));
@@ -68,11 +68,64 @@ pub(crate) fn options(o: &TaskOptions) -> String {
     if let Some(r) = &o.rate_limit {
         parts.push(format!("rate={r}"));
     }
+    if o.retry_jitter == Some(false) {
+        parts.push("no-jitter".to_owned());
+    }
+    if let Some(t) = o.visibility_timeout_ms {
+        parts.push(format!("visibility-timeout={}", ms(t)));
+    }
+    if let Some(t) = o.expires_ms {
+        parts.push(format!("expires={}", ms(t)));
+    }
+    if let Some(t) = o.unique_for_ms {
+        parts.push(format!("unique-for={}", ms(t)));
+    }
+    if o.ignore_result == Some(true) {
+        parts.push("ignore-result".to_owned());
+    }
     if parts.is_empty() {
         "(host defaults)".to_owned()
     } else {
         parts.join(" ")
     }
+}
+
+/// Milliseconds as a duration (`5m`, `1s 500ms`).
+pub(crate) fn ms(v: u64) -> String {
+    humantime::format_duration(Duration::from_millis(v)).to_string()
+}
+
+/// The effective options `xylem tasks` does not give a column of: backoff,
+/// and whatever is set beyond the host's defaults.
+pub(crate) fn extras(e: &EffectiveOptions) -> String {
+    let mut parts = vec![format!(
+        "backoff {}..{}{}",
+        ms(e.retry_backoff_ms),
+        ms(e.retry_backoff_max_ms),
+        if e.retry_jitter { "" } else { " (no jitter)" }
+    )];
+    if let Some(t) = e.soft_time_limit_ms {
+        parts.push(format!("soft-timeout {}", ms(t)));
+    }
+    if let Some(r) = &e.rate_limit {
+        parts.push(format!("rate {r}"));
+    }
+    if let Some(c) = &e.concurrency {
+        parts.push(format!("concurrency {c}"));
+    }
+    if let Some(t) = e.visibility_timeout_ms {
+        parts.push(format!("visibility-timeout {}", ms(t)));
+    }
+    if let Some(t) = e.expires_ms {
+        parts.push(format!("expires {}", ms(t)));
+    }
+    if let Some(t) = e.unique_for_ms {
+        parts.push(format!("unique-for {}", ms(t)));
+    }
+    if e.ignore_result {
+        parts.push("ignore-result".to_owned());
+    }
+    parts.join(", ")
 }
 
 /// The resource line of an outcome.

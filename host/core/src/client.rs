@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::args_schema::ArgsSchema;
+use crate::callback::Callback;
 use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
 use crate::record::{TaskRecord, TaskState};
 use crate::store::{StoreError, Stores, TaskRoute};
@@ -41,6 +42,11 @@ pub enum ClientError {
     /// No such job.
     #[error("no job with id {0}")]
     NoSuchJob(String),
+    /// The job is unique (its own option or its task's) and an equal job
+    /// was enqueued within the TTL: nothing was enqueued. Only
+    /// [`Client::enqueue`] says this; [`Client::submit`] returns the id.
+    #[error("an equal unique job was enqueued already ({0}); nothing was enqueued")]
+    Duplicate(String),
     /// The wait timed out.
     #[error("timed out after {waited:?}; the job is still {state}")]
     Timeout {
@@ -160,8 +166,36 @@ pub fn validate_options(options: &JobOptions) -> Result<(), ClientError> {
             "a memory cap of {bytes} bytes is below one WebAssembly page (64 KiB): no task can run in it"
         ));
     }
+    if let Some(ms) = options.visibility_timeout_ms
+        && !(MIN_VISIBILITY_TIMEOUT_MS..=MAX_VISIBILITY_TIMEOUT_MS).contains(&ms)
+    {
+        return refuse(format!(
+            "a visibility timeout of {ms} ms is out of range: 1 s to 24 h (a shorter lease cannot be renewed in time)"
+        ));
+    }
+    for callback in [&options.link, &options.link_error].into_iter().flatten() {
+        check_name("callback task", &callback.task)?;
+        if let Some(queue) = &callback.queue {
+            validate_queue_name(queue)?;
+        }
+        if let Some(p) = callback.priority
+            && p > 9
+        {
+            return refuse(format!("callback priority must be 0-9, not {p}"));
+        }
+        callback.check_args().map_err(ClientError::InvalidOption)?;
+    }
     Ok(())
 }
+
+/// Longest unique key, in bytes (it names a lock in the store).
+pub const MAX_UNIQUE_KEY_LEN: usize = 256;
+
+/// Shortest visibility timeout (lease) a job may ask for: the worker's own
+/// lease has the same floor.
+pub const MIN_VISIBILITY_TIMEOUT_MS: u64 = 1000;
+/// Longest visibility timeout: a day.
+pub const MAX_VISIBILITY_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +220,9 @@ pub struct EnqueueRequest {
     pub headers: Vec<(String, String)>,
     /// Parent job id, for a child task.
     pub parent: Option<String>,
+    /// Not enqueued while an equal job was enqueued within the TTL
+    /// (default: the task's `unique_for_ms`, keyed by task, queue, args).
+    pub unique: Option<Unique>,
 }
 
 impl EnqueueRequest {
@@ -309,6 +346,15 @@ impl Client {
     /// Validates a request and builds its envelope (the task's declared
     /// defaults filled in), without enqueueing it.
     pub async fn prepare(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
+        Ok(self.prepare_unique(req).await?.0)
+    }
+
+    /// [`prepare`](Self::prepare), and the uniqueness the job is enqueued
+    /// under (its own, else its task's default), if any.
+    pub(crate) async fn prepare_unique(
+        &self,
+        req: EnqueueRequest,
+    ) -> Result<(Envelope, Option<Unique>), ClientError> {
         validate_task_name(&req.task)?;
         if let Some(queue) = &req.queue {
             validate_queue_name(queue)?;
@@ -339,40 +385,104 @@ impl Client {
             .or(defaults.max_retries)
             .unwrap_or(DEFAULT_MAX_RETRIES);
         envelope.not_before = req.not_before;
-        envelope.expires_at = req.expires_at;
+        envelope.expires_at = req.expires_at.or_else(|| {
+            defaults.expires_ms.map(|ms| {
+                envelope
+                    .enqueued_at
+                    .saturating_add(Millis::try_from(ms).unwrap_or(Millis::MAX))
+            })
+        });
         envelope.options = req.options;
         envelope.headers = req.headers;
         envelope.parent = req.parent;
-        Ok(envelope)
+        for callback in [&mut envelope.options.link, &mut envelope.options.link_error]
+            .into_iter()
+            .flatten()
+        {
+            self.prepare_callback(callback).await?;
+        }
+        let unique = req.unique.or_else(|| {
+            defaults.unique_for_ms.map(|ms| Unique {
+                key: None,
+                ttl: Duration::from_millis(ms),
+            })
+        });
+        if let Some(unique) = &unique {
+            if unique.ttl.is_zero() {
+                return Err(ClientError::InvalidOption(
+                    "a unique job needs a TTL above zero".to_owned(),
+                ));
+            }
+            if let Some(key) = &unique.key
+                && (key.is_empty() || key.len() > MAX_UNIQUE_KEY_LEN)
+            {
+                return Err(ClientError::InvalidOption(format!(
+                    "a unique key must be 1 to {MAX_UNIQUE_KEY_LEN} bytes, not {}",
+                    key.len()
+                )));
+            }
+        }
+        Ok((envelope, unique))
+    }
+
+    /// A callback's task must exist now (a typo is better refused at
+    /// enqueue than found when the job ends); its id is chosen here.
+    async fn prepare_callback(&self, callback: &mut Callback) -> Result<(), ClientError> {
+        self.route(&callback.task).await?;
+        if callback.id.is_empty() {
+            callback.id = uuid::Uuid::now_v7().to_string();
+        }
+        Ok(())
     }
 
     /// Validates and enqueues a job: its record and its queue entry are
     /// written in one atomic step ([`Broker::enqueue`](crate::Broker::enqueue)),
-    /// so a job never has one without the other.
+    /// so a job never has one without the other. A unique job (its own
+    /// option or its task's) with an equal one within the TTL is refused
+    /// with [`ClientError::Duplicate`]; [`submit`](Self::submit) returns
+    /// that as a value instead.
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Envelope, ClientError> {
-        let envelope = self.prepare(req).await?;
-        self.stores
-            .broker
-            .enqueue(std::slice::from_ref(&envelope))
-            .await?;
-        tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
-        Ok(envelope)
+        match self.submit(req).await? {
+            UniqueOutcome::Enqueued(envelope) => Ok(*envelope),
+            UniqueOutcome::Duplicate(first) => Err(ClientError::Duplicate(first)),
+        }
     }
 
-    /// Enqueues `req` unless an equal job was enqueued within
-    /// `unique.ttl` (see [`crate::unique`]): then nothing is enqueued and
-    /// the first job's id comes back as [`UniqueOutcome::Duplicate`].
+    /// Validates and enqueues a job, unless it is unique (its own option or
+    /// its task's) and an equal job was enqueued within the TTL (see
+    /// [`crate::unique`]): then nothing is enqueued and the first job's id
+    /// comes back as [`UniqueOutcome::Duplicate`].
+    pub async fn submit(&self, req: EnqueueRequest) -> Result<UniqueOutcome, ClientError> {
+        let (envelope, unique) = self.prepare_unique(req).await?;
+        match unique {
+            Some(unique) => self.enqueue_once(envelope, &unique).await,
+            None => {
+                self.stores
+                    .broker
+                    .enqueue(std::slice::from_ref(&envelope))
+                    .await?;
+                tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
+                Ok(UniqueOutcome::Enqueued(Box::new(envelope)))
+            }
+        }
+    }
+
+    /// [`submit`](Self::submit) with `unique` as the request's uniqueness.
     pub async fn enqueue_unique(
         &self,
-        req: EnqueueRequest,
+        mut req: EnqueueRequest,
         unique: &Unique,
     ) -> Result<UniqueOutcome, ClientError> {
-        if unique.ttl.is_zero() {
-            return Err(ClientError::InvalidOption(
-                "a unique job needs a TTL above zero".to_owned(),
-            ));
-        }
-        let envelope = self.prepare(req).await?;
+        req.unique = Some(unique.clone());
+        self.submit(req).await
+    }
+
+    /// Enqueues a prepared unique job if it takes its key's lock.
+    pub(crate) async fn enqueue_once(
+        &self,
+        envelope: Envelope,
+        unique: &Unique,
+    ) -> Result<UniqueOutcome, ClientError> {
         let lock = crate::unique::lock_name(
             unique.key.as_deref(),
             &envelope.task,
@@ -415,10 +525,17 @@ impl Client {
     ) -> Result<Vec<Envelope>, ClientError> {
         let mut envelopes = Vec::with_capacity(requests.len());
         for (index, req) in requests.into_iter().enumerate() {
-            let envelope = self.prepare(req).await.map_err(|e| ClientError::InBatch {
+            let in_batch = |e| ClientError::InBatch {
                 index,
                 source: Box::new(e),
-            })?;
+            };
+            let (envelope, unique) = self.prepare_unique(req).await.map_err(in_batch)?;
+            if unique.is_some() {
+                return Err(in_batch(ClientError::InvalidOption(format!(
+                    "`{}` is a unique job: enqueue it on its own (a batch is written whole, a unique job only if no equal one exists)",
+                    envelope.task
+                ))));
+            }
             envelopes.push(envelope);
         }
         let mut enqueued = 0;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::callback::Callback;
 use crate::lineage::{ChildQuotaOverrides, Lineage};
 use crate::time::{Millis, now_ms};
 use crate::{Limits, TaskOptions};
@@ -19,6 +20,9 @@ pub struct JobOptions {
     /// Retry backoff cap in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_backoff_max_ms: Option<u64>,
+    /// Whether retry delays are jittered (±25 %).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_jitter: Option<bool>,
     /// Soft time limit in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soft_time_limit_ms: Option<u64>,
@@ -31,6 +35,18 @@ pub struct JobOptions {
     /// Memory cap in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory_bytes: Option<u64>,
+    /// The job's lease, in ms (see [`TaskOptions::visibility_timeout_ms`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout_ms: Option<u64>,
+    /// Keep the job's state but not its result value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_result: Option<bool>,
+    /// Enqueued with the result when the job succeeds ([`Callback`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<Callback>,
+    /// Enqueued with the error when the job fails for good (dead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_error: Option<Callback>,
     /// Overrides of the child-job quota (root jobs; children keep their
     /// root's). Nested rather than flattened: serde's flatten decodes
     /// through a buffer, which every store call would pay for.
@@ -51,6 +67,25 @@ impl JobOptions {
             ..TaskOptions::default()
         };
         limits.with_options(&own)
+    }
+
+    /// Whether the result value is dropped: this job's choice, else its
+    /// task's, else no.
+    pub fn ignores_result(&self, task: &TaskOptions) -> bool {
+        self.ignore_result.or(task.ignore_result).unwrap_or(false)
+    }
+
+    /// Whether retry delays are jittered: this job's choice, else its
+    /// task's, else yes.
+    pub fn retry_jitter(&self, task: &TaskOptions) -> bool {
+        self.retry_jitter.or(task.retry_jitter).unwrap_or(true)
+    }
+
+    /// The job's lease, if it or its task sets one (else the worker's).
+    pub fn visibility_timeout(&self, task: &TaskOptions) -> Option<std::time::Duration> {
+        self.visibility_timeout_ms
+            .or(task.visibility_timeout_ms)
+            .map(std::time::Duration::from_millis)
     }
 }
 

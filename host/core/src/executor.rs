@@ -126,8 +126,9 @@ pub struct RunRequest {
     pub cancel: CancelToken,
 }
 
-/// Options a running task gave for a child task it enqueues.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Options a running task gave for a child task it enqueues: every
+/// option an enqueue takes (limits are capped by the parent's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChildOptions {
     /// Queue for the child.
     pub queue: Option<String>,
@@ -137,6 +138,21 @@ pub struct ChildOptions {
     pub delay_ms: Option<u64>,
     /// Retries for the child.
     pub max_retries: Option<u32>,
+    /// Expire if not started this long after enqueue, in ms.
+    pub expires_ms: Option<u64>,
+    /// Backoff, limits, visibility timeout, ignore-result, callbacks.
+    pub options: crate::JobOptions,
+    /// Not enqueued again while an equal job was, within the TTL.
+    pub unique: Option<crate::unique::Unique>,
+}
+
+/// What an enqueue from a task did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildEnqueued {
+    /// The child's id — or, for a duplicate unique job, the first job's.
+    pub id: String,
+    /// True when nothing was enqueued because of a unique equal job.
+    pub duplicate: bool,
 }
 
 /// What the job system does when a running task calls the host. The
@@ -157,7 +173,7 @@ pub trait HostCalls: Send + Sync + fmt::Debug {
         name: &str,
         _args: &str,
         _options: ChildOptions,
-    ) -> Result<String, ChildEnqueueError> {
+    ) -> Result<ChildEnqueued, ChildEnqueueError> {
         Err(ChildEnqueueError::Unavailable(format!(
             "cannot enqueue `{name}`: child tasks need a job store (run this task through a worker)"
         )))

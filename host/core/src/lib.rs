@@ -6,6 +6,7 @@
 //! storage adapters implement the store traits.
 
 pub mod args_schema;
+pub mod callback;
 pub mod cancel;
 pub mod client;
 pub mod codec;
@@ -31,7 +32,8 @@ pub mod worker;
 pub use client::{Client, ClientError, EnqueueRequest};
 pub use envelope::{Envelope, JobOptions};
 pub use executor::{
-    CancelToken, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest, TaskInfo,
+    CancelToken, ChildEnqueued, ChildOptions, Executor, HostCalls, NoHostCalls, RunRequest,
+    TaskInfo,
 };
 pub use limits::{Limits, LimitsError};
 pub use lineage::{ChildEnqueueError, ChildQuota, ChildQuotaOverrides, Lineage};

@@ -362,7 +362,7 @@ pub fn conflict_cleared() -> StoreError {
 pub const REPLAY_DETAIL: &str = "replayed from the dead-letter queue";
 
 /// The envelope a dead job is replayed with: a fresh first attempt,
-/// runnable at `run_at`. The one replay reset: every adapter requeues this
+/// runnable at `run_at`, its `link_error` callback under a new id. The one replay reset: every adapter requeues this
 /// envelope and writes [`replay_transition`] of it to the record.
 pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
     let mut envelope = dead.clone();
@@ -370,6 +370,10 @@ pub fn replay_envelope(dead: &Envelope, run_at: Millis) -> Envelope {
     envelope.not_before = Some(run_at);
     envelope.unresolved = 0;
     envelope.rate_slot = None;
+    // Its error callback fired when it died; a new failure is news again.
+    if let Some(callback) = &mut envelope.options.link_error {
+        callback.id = uuid::Uuid::now_v7().to_string();
+    }
     envelope
 }
 

@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
 
 pub(crate) use exports::xylem::task::handler::TaskError as WitTaskError;
 pub(crate) use xylem::task::types::{
-    EnqueueError as WitEnqueueError, EnqueueOptions as WitEnqueueOptions, Level as WitLevel,
-    TaskInfo as WitTaskInfo, TaskOptions as WitTaskOptions, TaskSpec as WitTaskSpec,
+    Callback as WitCallback, EnqueueError as WitEnqueueError, EnqueueOptions as WitEnqueueOptions,
+    Enqueued as WitEnqueued, Level as WitLevel, TaskInfo as WitTaskInfo,
+    TaskOptions as WitTaskOptions, TaskSpec as WitTaskSpec,
 };

@@ -2,10 +2,12 @@
 
 use std::time::Instant;
 
-use xylem_core::{ChildEnqueueError, ChildOptions, LogLevel, Progress};
+use xylem_core::callback::Callback;
+use xylem_core::unique::Unique;
+use xylem_core::{ChildEnqueueError, ChildOptions, JobOptions, LogLevel, Progress};
 
 use crate::bindings::xylem::task::{host, types};
-use crate::bindings::{WitEnqueueError, WitEnqueueOptions, WitLevel};
+use crate::bindings::{WitCallback, WitEnqueueError, WitEnqueueOptions, WitEnqueued, WitLevel};
 use crate::state::JobState;
 
 /// Longest single log message kept; longer ones are cut.
@@ -90,30 +92,83 @@ impl host::Host for JobState {
         name: String,
         args: String,
         options: Option<WitEnqueueOptions>,
-    ) -> Result<String, WitEnqueueError> {
-        self.charge_fuel(ENQUEUE_FUEL + text_fuel(&args) + text_fuel(&name));
+    ) -> Result<WitEnqueued, WitEnqueueError> {
+        let option_bytes = options.as_ref().map_or(0, option_text_fuel);
+        self.charge_fuel(ENQUEUE_FUEL + text_fuel(&args) + text_fuel(&name) + option_bytes);
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&args) {
             return Err(WitEnqueueError::InvalidArguments(format!(
                 "args for `{name}` are not valid JSON: {e}"
             )));
         }
-        let options = options
-            .map(|o| ChildOptions {
-                queue: o.queue,
-                priority: o.priority,
-                delay_ms: o.delay_ms,
-                max_retries: o.max_retries,
-            })
-            .unwrap_or_default();
+        let options = options.map(child_options).unwrap_or_default();
         let host = self.host.clone();
         let parent = self.info.clone();
         host.enqueue(&parent, &name, &args, options)
             .await
+            .map(|done| WitEnqueued {
+                id: done.id,
+                duplicate: done.duplicate,
+            })
             .map_err(|e| match e {
                 ChildEnqueueError::QuotaExceeded(m) => WitEnqueueError::QuotaExceeded(m),
                 ChildEnqueueError::UnknownTask(m) => WitEnqueueError::UnknownTask(m),
                 ChildEnqueueError::InvalidArguments(m) => WitEnqueueError::InvalidArguments(m),
                 ChildEnqueueError::Unavailable(m) => WitEnqueueError::Unavailable(m),
             })
+    }
+}
+
+/// Fuel for the text an enqueue's options carry (queue, unique key,
+/// callbacks' task, arguments and queue).
+fn option_text_fuel(o: &WitEnqueueOptions) -> u64 {
+    let callback = |c: &Option<WitCallback>| {
+        c.as_ref().map_or(0, |c| {
+            text_fuel(&c.task)
+                + c.args.as_deref().map_or(0, text_fuel)
+                + c.queue.as_deref().map_or(0, text_fuel)
+        })
+    };
+    o.queue.as_deref().map_or(0, text_fuel)
+        + o.unique
+            .as_ref()
+            .and_then(|u| u.key.as_deref())
+            .map_or(0, text_fuel)
+        + callback(&o.link)
+        + callback(&o.link_error)
+}
+
+/// The options of a child job, as the job system takes them.
+fn child_options(o: WitEnqueueOptions) -> ChildOptions {
+    let callback = |c: WitCallback| Callback {
+        id: String::new(),
+        task: c.task,
+        args: c.args,
+        queue: c.queue,
+        priority: c.priority,
+    };
+    ChildOptions {
+        queue: o.queue,
+        priority: o.priority,
+        delay_ms: o.delay_ms,
+        max_retries: o.max_retries,
+        expires_ms: o.expires_ms,
+        options: JobOptions {
+            retry_backoff_ms: o.retry_backoff_ms,
+            retry_backoff_max_ms: o.retry_backoff_max_ms,
+            retry_jitter: o.retry_jitter,
+            soft_time_limit_ms: o.soft_time_limit_ms,
+            hard_time_limit_ms: o.hard_time_limit_ms,
+            fuel: o.fuel,
+            max_memory_bytes: o.max_memory_bytes,
+            visibility_timeout_ms: o.visibility_timeout_ms,
+            ignore_result: o.ignore_result,
+            link: o.link.map(callback),
+            link_error: o.link_error.map(callback),
+            child_quota: Default::default(),
+        },
+        unique: o.unique.map(|u| Unique {
+            key: u.key,
+            ttl: std::time::Duration::from_millis(u.ttl_ms),
+        }),
     }
 }

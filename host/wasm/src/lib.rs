@@ -31,7 +31,7 @@ pub use runtime::{LoadError, Runtime, RuntimeConfig};
 pub use shared::WeakKey;
 
 /// The WIT package (and version) this host speaks: `wit/task.wit`.
-pub const WIT_PACKAGE: &str = "xylem:task@0.2.0";
+pub const WIT_PACKAGE: &str = "xylem:task@0.3.0";
 
 /// The world a plugin must be a component of.
-pub const WIT_WORLD: &str = "xylem:task/plugin@0.2.0";
+pub const WIT_WORLD: &str = "xylem:task/plugin@0.3.0";

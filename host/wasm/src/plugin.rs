@@ -51,12 +51,11 @@ impl Plugin {
         let tasks = run::describe(&runtime, &pre).await?;
         let mut schemas = HashMap::new();
         for spec in &tasks {
-            // A rate limit the workers could not apply is refused now.
-            if let Some(limit) = &spec.options.rate_limit {
-                limit
-                    .parse::<xylem_core::rate_limit::RateLimit>()
-                    .map_err(|e| LoadError::Describe(format!("task `{}`: {e}", spec.name)))?;
-            }
+            // Defaults no job could run under (a rate limit the workers
+            // could not apply, a zero time limit, ...) are refused now.
+            spec.options
+                .check()
+                .map_err(|e| LoadError::Describe(format!("task `{}`: {e}", spec.name)))?;
             if let Some(schema) = &spec.args_schema {
                 // A schema no argument could be checked against is refused
                 // now, at push, rather than at every enqueue.

@@ -32,6 +32,9 @@ pub enum PushError {
     /// A concurrency limit that does not parse.
     #[error(transparent)]
     Concurrency(#[from] xylem_core::concurrency::ConcurrencyLimitError),
+    /// A rate limit that does not parse.
+    #[error(transparent)]
+    RateLimit(#[from] xylem_core::rate_limit::RateLimitError),
 }
 
 /// The operator's child-job quota for some tasks of a plugin being pushed.
@@ -44,6 +47,9 @@ pub struct PushQuota {
     /// Concurrency limits (`xylem_core::concurrency`) by task: at most
     /// this many of its jobs running at once across the workers.
     pub concurrency: Vec<(String, String)>,
+    /// Rate limits (`xylem_core::rate_limit`) by task, replacing what the
+    /// plugin declares.
+    pub rate_limits: Vec<(String, String)>,
 }
 
 /// Validates `bytes` as a plugin (compiles it, checks the WIT world, calls
@@ -68,10 +74,14 @@ pub async fn push_plugin_with_quota(
     for (_, limit) in &quota.concurrency {
         limit.parse::<xylem_core::concurrency::ConcurrencyLimit>()?;
     }
+    for (_, limit) in &quota.rate_limits {
+        limit.parse::<xylem_core::rate_limit::RateLimit>()?;
+    }
     for task in quota
         .tasks
         .iter()
         .chain(quota.concurrency.iter().map(|(t, _)| t))
+        .chain(quota.rate_limits.iter().map(|(t, _)| t))
     {
         if plugin.task(task).is_none() {
             let known: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
@@ -88,6 +98,9 @@ pub async fn push_plugin_with_quota(
         }
         if let Some((_, limit)) = quota.concurrency.iter().find(|(t, _)| *t == spec.name) {
             spec.concurrency = Some(limit.clone());
+        }
+        if let Some((_, limit)) = quota.rate_limits.iter().find(|(t, _)| *t == spec.name) {
+            spec.rate_limit = Some(limit.clone());
         }
     }
     store.put_plugin(plugin.digest(), bytes, &specs).await?;
@@ -202,6 +215,7 @@ impl TaskRegistry for PluginRegistry {
                     r.digest.clone(),
                     r.spec.child_quota,
                     r.spec.concurrency.clone(),
+                    r.spec.rate_limit.clone(),
                 )
             });
             (found, operator)
@@ -225,11 +239,14 @@ impl TaskRegistry for PluginRegistry {
             ))
         })?;
         let spec = match route {
-            Some((digest, child_quota, concurrency)) if digest == plugin.digest() => TaskSpec {
-                child_quota,
-                concurrency,
-                ..declared
-            },
+            Some((digest, child_quota, concurrency, rate_limit)) if digest == plugin.digest() => {
+                TaskSpec {
+                    child_quota,
+                    concurrency,
+                    rate_limit,
+                    ..declared
+                }
+            }
             _ => declared,
         };
         Ok(Resolved {

@@ -107,6 +107,11 @@ fn from_wit_options(o: WitTaskOptions) -> TaskOptions {
         fuel: o.fuel,
         max_memory_bytes: o.max_memory_bytes,
         rate_limit: o.rate_limit,
+        retry_jitter: o.retry_jitter,
+        visibility_timeout_ms: o.visibility_timeout_ms,
+        expires_ms: o.expires_ms,
+        unique_for_ms: o.unique_for_ms,
+        ignore_result: o.ignore_result,
     }
 }
 
@@ -119,6 +124,7 @@ fn from_wit_spec(spec: WitTaskSpec) -> TaskSpec {
         // The operator's to set, at push; never the plugin's.
         child_quota: Default::default(),
         concurrency: None,
+        rate_limit: None,
     }
 }
 

@@ -3,32 +3,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `xylem:task/host@0.2.0`
+// Imported Functions from `xylem:task/host@0.3.0`
 
-__attribute__((__import_module__("xylem:task/host@0.2.0"), __import_name__("log")))
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("log")))
 extern void __wasm_import_xylem_task_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("xylem:task/host@0.2.0"), __import_name__("progress")))
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("progress")))
 extern void __wasm_import_xylem_task_host_progress(float, int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("xylem:task/host@0.2.0"), __import_name__("heartbeat")))
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("heartbeat")))
 extern void __wasm_import_xylem_task_host_heartbeat(void);
 
-__attribute__((__import_module__("xylem:task/host@0.2.0"), __import_name__("cancelled")))
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("cancelled")))
 extern int32_t __wasm_import_xylem_task_host_cancelled(void);
 
-__attribute__((__import_module__("xylem:task/host@0.2.0"), __import_name__("enqueue")))
-extern void __wasm_import_xylem_task_host_enqueue(uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t, uint8_t *, size_t, int32_t, int32_t, int32_t, int64_t, int32_t, int32_t, uint8_t *);
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("enqueue")))
+extern void __wasm_import_xylem_task_host_enqueue(uint8_t *, uint8_t *);
 
-// Exported Functions from `xylem:task/handler@0.2.0`
+// Exported Functions from `xylem:task/handler@0.3.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_xylem:task/handler@0.2.0#describe")))
+__attribute__((__weak__, __export_name__("cabi_post_xylem:task/handler@0.3.0#describe")))
 void __wasm_export_exports_xylem_task_handler_describe_post_return(uint8_t * arg0) {
   size_t len = *((size_t*) (arg0 + sizeof(void*)));
   if (len > 0) {
     uint8_t *ptr = *((uint8_t **) (arg0 + 0));
     for (size_t i = 0; i < len; i++) {
-      uint8_t *base = ptr + i * (128+12*sizeof(void*));
+      uint8_t *base = ptr + i * (176+14*sizeof(void*));
       (void) base;
       if ((*((size_t*) (base + sizeof(void*)))) > 0) {
         free(*((uint8_t **) (base + 0)));
@@ -66,13 +66,13 @@ void __wasm_export_exports_xylem_task_handler_describe_post_return(uint8_t * arg
           break;
         }
       }
-      switch ((int32_t) (int32_t) *((uint8_t*) (base + (120+10*sizeof(void*))))) {
+      switch ((int32_t) (int32_t) *((uint8_t*) (base + (168+12*sizeof(void*))))) {
         case 0: {
           break;
         }
         case 1: {
-          if ((*((size_t*) (base + (120+12*sizeof(void*))))) > 0) {
-            free(*((uint8_t **) (base + (120+11*sizeof(void*)))));
+          if ((*((size_t*) (base + (168+14*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (base + (168+13*sizeof(void*)))));
           }
           break;
         }
@@ -82,7 +82,7 @@ void __wasm_export_exports_xylem_task_handler_describe_post_return(uint8_t * arg
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_xylem:task/handler@0.2.0#run")))
+__attribute__((__weak__, __export_name__("cabi_post_xylem:task/handler@0.3.0#run")))
 void __wasm_export_exports_xylem_task_handler_run_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -177,6 +177,11 @@ void plugin_option_u64_free(plugin_option_u64_t *ptr) {
   }
 }
 
+void plugin_option_bool_free(plugin_option_bool_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
 void xylem_task_types_task_options_free(xylem_task_types_task_options_t *ptr) {
   plugin_option_string_free(&ptr->queue);
   plugin_option_u8_free(&ptr->priority);
@@ -188,6 +193,11 @@ void xylem_task_types_task_options_free(xylem_task_types_task_options_t *ptr) {
   plugin_option_u64_free(&ptr->fuel);
   plugin_option_u64_free(&ptr->max_memory_bytes);
   plugin_option_string_free(&ptr->rate_limit);
+  plugin_option_bool_free(&ptr->retry_jitter);
+  plugin_option_u64_free(&ptr->visibility_timeout_ms);
+  plugin_option_u64_free(&ptr->expires_ms);
+  plugin_option_u64_free(&ptr->unique_for_ms);
+  plugin_option_bool_free(&ptr->ignore_result);
 }
 
 void xylem_task_types_task_spec_free(xylem_task_types_task_spec_t *ptr) {
@@ -240,11 +250,51 @@ void xylem_task_types_enqueue_error_free(xylem_task_types_enqueue_error_t *ptr) 
   }
 }
 
+void xylem_task_types_callback_free(xylem_task_types_callback_t *ptr) {
+  plugin_string_free(&ptr->task);
+  plugin_option_string_free(&ptr->args);
+  plugin_option_string_free(&ptr->queue);
+  plugin_option_u8_free(&ptr->priority);
+}
+
+void xylem_task_types_unique_free(xylem_task_types_unique_t *ptr) {
+  plugin_option_string_free(&ptr->key);
+}
+
+void xylem_task_types_option_unique_free(xylem_task_types_option_unique_t *ptr) {
+  if (ptr->is_some) {
+    xylem_task_types_unique_free(&ptr->val);
+  }
+}
+
+void xylem_task_types_option_callback_free(xylem_task_types_option_callback_t *ptr) {
+  if (ptr->is_some) {
+    xylem_task_types_callback_free(&ptr->val);
+  }
+}
+
 void xylem_task_types_enqueue_options_free(xylem_task_types_enqueue_options_t *ptr) {
   plugin_option_string_free(&ptr->queue);
   plugin_option_u8_free(&ptr->priority);
   plugin_option_u64_free(&ptr->delay_ms);
   plugin_option_u32_free(&ptr->max_retries);
+  plugin_option_u64_free(&ptr->retry_backoff_ms);
+  plugin_option_u64_free(&ptr->retry_backoff_max_ms);
+  plugin_option_bool_free(&ptr->retry_jitter);
+  plugin_option_u64_free(&ptr->soft_time_limit_ms);
+  plugin_option_u64_free(&ptr->hard_time_limit_ms);
+  plugin_option_u64_free(&ptr->fuel);
+  plugin_option_u64_free(&ptr->max_memory_bytes);
+  plugin_option_u64_free(&ptr->visibility_timeout_ms);
+  plugin_option_u64_free(&ptr->expires_ms);
+  xylem_task_types_option_unique_free(&ptr->unique);
+  plugin_option_bool_free(&ptr->ignore_result);
+  xylem_task_types_option_callback_free(&ptr->link);
+  xylem_task_types_option_callback_free(&ptr->link_error);
+}
+
+void xylem_task_types_enqueued_free(xylem_task_types_enqueued_t *ptr) {
+  plugin_string_free(&ptr->id);
 }
 
 void xylem_task_host_enqueue_options_free(xylem_task_host_enqueue_options_t *ptr) {
@@ -255,15 +305,19 @@ void xylem_task_host_enqueue_error_free(xylem_task_host_enqueue_error_t *ptr) {
   xylem_task_types_enqueue_error_free(ptr);
 }
 
+void xylem_task_host_enqueued_free(xylem_task_host_enqueued_t *ptr) {
+  xylem_task_types_enqueued_free(ptr);
+}
+
 void xylem_task_host_option_enqueue_options_free(xylem_task_host_option_enqueue_options_t *ptr) {
   if (ptr->is_some) {
     xylem_task_host_enqueue_options_free(&ptr->val);
   }
 }
 
-void xylem_task_host_result_string_enqueue_error_free(xylem_task_host_result_string_enqueue_error_t *ptr) {
+void xylem_task_host_result_enqueued_enqueue_error_free(xylem_task_host_result_enqueued_enqueue_error_t *ptr) {
   if (!ptr->is_err) {
-    plugin_string_free(&ptr->val.ok);
+    xylem_task_host_enqueued_free(&ptr->val.ok);
   } else {
     xylem_task_host_enqueue_error_free(&ptr->val.err);
   }
@@ -361,118 +415,231 @@ bool xylem_task_host_cancelled(void) {
   return ret;
 }
 
-bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem_task_host_enqueue_options_t *maybe_options, plugin_string_t *ret, xylem_task_host_enqueue_error_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem_task_host_enqueue_options_t *maybe_options, xylem_task_host_enqueued_t *ret, xylem_task_host_enqueue_error_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(200+30*sizeof(void*))];
   xylem_task_host_option_enqueue_options_t options;
   options.is_some = maybe_options != NULL;if (maybe_options) {
     options.val = *maybe_options;
   }
-  int32_t option17;
-  int32_t option18;
-  uint8_t * option19;
-  size_t option20;
-  int32_t option21;
-  int32_t option22;
-  int32_t option23;
-  int64_t option24;
-  int32_t option25;
-  int32_t option26;
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((size_t*)(ptr + sizeof(void*))) = (*name).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*name).ptr;
+  *((size_t*)(ptr + (3*sizeof(void*)))) = (*args).len;
+  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*args).ptr;
   if ((options).is_some) {
     const xylem_task_host_enqueue_options_t *payload0 = &(options).val;
-    int32_t option;
-    uint8_t * option3;
-    size_t option4;
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 1;
     if (((*payload0).queue).is_some) {
       const plugin_string_t *payload2 = &((*payload0).queue).val;
-      option = 1;
-      option3 = (uint8_t *) (*payload2).ptr;
-      option4 = (*payload2).len;
+      *((int8_t*)(ptr + (8+4*sizeof(void*)))) = 1;
+      *((size_t*)(ptr + (8+6*sizeof(void*)))) = (*payload2).len;
+      *((uint8_t **)(ptr + (8+5*sizeof(void*)))) = (uint8_t *) (*payload2).ptr;
     } else {
-      option = 0;
-      option3 = 0;
-      option4 = 0;
+      *((int8_t*)(ptr + (8+4*sizeof(void*)))) = 0;
     }
-    int32_t option7;
-    int32_t option8;
     if (((*payload0).priority).is_some) {
-      const uint8_t *payload6 = &((*payload0).priority).val;
-      option7 = 1;
-      option8 = (int32_t) (*payload6);
+      const uint8_t *payload4 = &((*payload0).priority).val;
+      *((int8_t*)(ptr + (8+7*sizeof(void*)))) = 1;
+      *((int8_t*)(ptr + (9+7*sizeof(void*)))) = (int32_t) (*payload4);
     } else {
-      option7 = 0;
-      option8 = 0;
+      *((int8_t*)(ptr + (8+7*sizeof(void*)))) = 0;
     }
-    int32_t option11;
-    int64_t option12;
     if (((*payload0).delay_ms).is_some) {
-      const uint64_t *payload10 = &((*payload0).delay_ms).val;
-      option11 = 1;
-      option12 = (int64_t) (*payload10);
+      const uint64_t *payload6 = &((*payload0).delay_ms).val;
+      *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (16+8*sizeof(void*)))) = (int64_t) (*payload6);
     } else {
-      option11 = 0;
-      option12 = 0;
+      *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 0;
     }
-    int32_t option15;
-    int32_t option16;
     if (((*payload0).max_retries).is_some) {
-      const uint32_t *payload14 = &((*payload0).max_retries).val;
-      option15 = 1;
-      option16 = (int32_t) (*payload14);
+      const uint32_t *payload8 = &((*payload0).max_retries).val;
+      *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 1;
+      *((int32_t*)(ptr + (28+8*sizeof(void*)))) = (int32_t) (*payload8);
     } else {
-      option15 = 0;
-      option16 = 0;
+      *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 0;
     }
-    option17 = 1;
-    option18 = option;
-    option19 = option3;
-    option20 = option4;
-    option21 = option7;
-    option22 = option8;
-    option23 = option11;
-    option24 = option12;
-    option25 = option15;
-    option26 = option16;
+    if (((*payload0).retry_backoff_ms).is_some) {
+      const uint64_t *payload10 = &((*payload0).retry_backoff_ms).val;
+      *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (40+8*sizeof(void*)))) = (int64_t) (*payload10);
+    } else {
+      *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).retry_backoff_max_ms).is_some) {
+      const uint64_t *payload12 = &((*payload0).retry_backoff_max_ms).val;
+      *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (56+8*sizeof(void*)))) = (int64_t) (*payload12);
+    } else {
+      *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).retry_jitter).is_some) {
+      const bool *payload14 = &((*payload0).retry_jitter).val;
+      *((int8_t*)(ptr + (64+8*sizeof(void*)))) = 1;
+      *((int8_t*)(ptr + (65+8*sizeof(void*)))) = *payload14;
+    } else {
+      *((int8_t*)(ptr + (64+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).soft_time_limit_ms).is_some) {
+      const uint64_t *payload16 = &((*payload0).soft_time_limit_ms).val;
+      *((int8_t*)(ptr + (72+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (80+8*sizeof(void*)))) = (int64_t) (*payload16);
+    } else {
+      *((int8_t*)(ptr + (72+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).hard_time_limit_ms).is_some) {
+      const uint64_t *payload18 = &((*payload0).hard_time_limit_ms).val;
+      *((int8_t*)(ptr + (88+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (96+8*sizeof(void*)))) = (int64_t) (*payload18);
+    } else {
+      *((int8_t*)(ptr + (88+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).fuel).is_some) {
+      const uint64_t *payload20 = &((*payload0).fuel).val;
+      *((int8_t*)(ptr + (104+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (112+8*sizeof(void*)))) = (int64_t) (*payload20);
+    } else {
+      *((int8_t*)(ptr + (104+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).max_memory_bytes).is_some) {
+      const uint64_t *payload22 = &((*payload0).max_memory_bytes).val;
+      *((int8_t*)(ptr + (120+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (128+8*sizeof(void*)))) = (int64_t) (*payload22);
+    } else {
+      *((int8_t*)(ptr + (120+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).visibility_timeout_ms).is_some) {
+      const uint64_t *payload24 = &((*payload0).visibility_timeout_ms).val;
+      *((int8_t*)(ptr + (136+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (144+8*sizeof(void*)))) = (int64_t) (*payload24);
+    } else {
+      *((int8_t*)(ptr + (136+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).expires_ms).is_some) {
+      const uint64_t *payload26 = &((*payload0).expires_ms).val;
+      *((int8_t*)(ptr + (152+8*sizeof(void*)))) = 1;
+      *((int64_t*)(ptr + (160+8*sizeof(void*)))) = (int64_t) (*payload26);
+    } else {
+      *((int8_t*)(ptr + (152+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).unique).is_some) {
+      const xylem_task_types_unique_t *payload28 = &((*payload0).unique).val;
+      *((int8_t*)(ptr + (168+8*sizeof(void*)))) = 1;
+      if (((*payload28).key).is_some) {
+        const plugin_string_t *payload30 = &((*payload28).key).val;
+        *((int8_t*)(ptr + (176+8*sizeof(void*)))) = 1;
+        *((size_t*)(ptr + (176+10*sizeof(void*)))) = (*payload30).len;
+        *((uint8_t **)(ptr + (176+9*sizeof(void*)))) = (uint8_t *) (*payload30).ptr;
+      } else {
+        *((int8_t*)(ptr + (176+8*sizeof(void*)))) = 0;
+      }
+      *((int64_t*)(ptr + (184+10*sizeof(void*)))) = (int64_t) ((*payload28).ttl_ms);
+    } else {
+      *((int8_t*)(ptr + (168+8*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).ignore_result).is_some) {
+      const bool *payload32 = &((*payload0).ignore_result).val;
+      *((int8_t*)(ptr + (192+10*sizeof(void*)))) = 1;
+      *((int8_t*)(ptr + (193+10*sizeof(void*)))) = *payload32;
+    } else {
+      *((int8_t*)(ptr + (192+10*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).link).is_some) {
+      const xylem_task_types_callback_t *payload34 = &((*payload0).link).val;
+      *((int8_t*)(ptr + (192+11*sizeof(void*)))) = 1;
+      *((size_t*)(ptr + (192+13*sizeof(void*)))) = ((*payload34).task).len;
+      *((uint8_t **)(ptr + (192+12*sizeof(void*)))) = (uint8_t *) ((*payload34).task).ptr;
+      if (((*payload34).args).is_some) {
+        const plugin_string_t *payload36 = &((*payload34).args).val;
+        *((int8_t*)(ptr + (192+14*sizeof(void*)))) = 1;
+        *((size_t*)(ptr + (192+16*sizeof(void*)))) = (*payload36).len;
+        *((uint8_t **)(ptr + (192+15*sizeof(void*)))) = (uint8_t *) (*payload36).ptr;
+      } else {
+        *((int8_t*)(ptr + (192+14*sizeof(void*)))) = 0;
+      }
+      if (((*payload34).queue).is_some) {
+        const plugin_string_t *payload38 = &((*payload34).queue).val;
+        *((int8_t*)(ptr + (192+17*sizeof(void*)))) = 1;
+        *((size_t*)(ptr + (192+19*sizeof(void*)))) = (*payload38).len;
+        *((uint8_t **)(ptr + (192+18*sizeof(void*)))) = (uint8_t *) (*payload38).ptr;
+      } else {
+        *((int8_t*)(ptr + (192+17*sizeof(void*)))) = 0;
+      }
+      if (((*payload34).priority).is_some) {
+        const uint8_t *payload40 = &((*payload34).priority).val;
+        *((int8_t*)(ptr + (192+20*sizeof(void*)))) = 1;
+        *((int8_t*)(ptr + (193+20*sizeof(void*)))) = (int32_t) (*payload40);
+      } else {
+        *((int8_t*)(ptr + (192+20*sizeof(void*)))) = 0;
+      }
+    } else {
+      *((int8_t*)(ptr + (192+11*sizeof(void*)))) = 0;
+    }
+    if (((*payload0).link_error).is_some) {
+      const xylem_task_types_callback_t *payload42 = &((*payload0).link_error).val;
+      *((int8_t*)(ptr + (192+21*sizeof(void*)))) = 1;
+      *((size_t*)(ptr + (192+23*sizeof(void*)))) = ((*payload42).task).len;
+      *((uint8_t **)(ptr + (192+22*sizeof(void*)))) = (uint8_t *) ((*payload42).task).ptr;
+      if (((*payload42).args).is_some) {
+        const plugin_string_t *payload44 = &((*payload42).args).val;
+        *((int8_t*)(ptr + (192+24*sizeof(void*)))) = 1;
+        *((size_t*)(ptr + (192+26*sizeof(void*)))) = (*payload44).len;
+        *((uint8_t **)(ptr + (192+25*sizeof(void*)))) = (uint8_t *) (*payload44).ptr;
+      } else {
+        *((int8_t*)(ptr + (192+24*sizeof(void*)))) = 0;
+      }
+      if (((*payload42).queue).is_some) {
+        const plugin_string_t *payload46 = &((*payload42).queue).val;
+        *((int8_t*)(ptr + (192+27*sizeof(void*)))) = 1;
+        *((size_t*)(ptr + (192+29*sizeof(void*)))) = (*payload46).len;
+        *((uint8_t **)(ptr + (192+28*sizeof(void*)))) = (uint8_t *) (*payload46).ptr;
+      } else {
+        *((int8_t*)(ptr + (192+27*sizeof(void*)))) = 0;
+      }
+      if (((*payload42).priority).is_some) {
+        const uint8_t *payload48 = &((*payload42).priority).val;
+        *((int8_t*)(ptr + (192+30*sizeof(void*)))) = 1;
+        *((int8_t*)(ptr + (193+30*sizeof(void*)))) = (int32_t) (*payload48);
+      } else {
+        *((int8_t*)(ptr + (192+30*sizeof(void*)))) = 0;
+      }
+    } else {
+      *((int8_t*)(ptr + (192+21*sizeof(void*)))) = 0;
+    }
   } else {
-    option17 = 0;
-    option18 = 0;
-    option19 = 0;
-    option20 = 0;
-    option21 = 0;
-    option22 = 0;
-    option23 = 0;
-    option24 = 0;
-    option25 = 0;
-    option26 = 0;
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_xylem_task_host_enqueue((uint8_t *) (*name).ptr, (*name).len, (uint8_t *) (*args).ptr, (*args).len, option17, option18, option19, option20, option21, option22, option23, option24, option25, option26, ptr);
-  xylem_task_host_result_string_enqueue_error_t result;
-  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+  uint8_t *ptr49 = (uint8_t *) &ret_area;
+  __wasm_import_xylem_task_host_enqueue(ptr, ptr49);
+  xylem_task_host_result_enqueued_enqueue_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr49 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      result.val.ok = (xylem_task_types_enqueued_t) {
+        (plugin_string_t) (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + sizeof(void*)))), (*((size_t*) (ptr49 + (2*sizeof(void*))))) },
+        (bool) (int32_t) *((uint8_t*) (ptr49 + (3*sizeof(void*)))),
+      };
       break;
     }
     case 1: {
       result.is_err = true;
       xylem_task_types_enqueue_error_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr49 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.quota_exceeded = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.quota_exceeded = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + (2*sizeof(void*))))), (*((size_t*) (ptr49 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.unknown_task = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.unknown_task = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + (2*sizeof(void*))))), (*((size_t*) (ptr49 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_arguments = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.invalid_arguments = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + (2*sizeof(void*))))), (*((size_t*) (ptr49 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.unavailable = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.unavailable = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + (2*sizeof(void*))))), (*((size_t*) (ptr49 + (3*sizeof(void*))))) };
           break;
         }
       }
@@ -490,7 +657,7 @@ bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem
   }
 }
 
-__attribute__((__export_name__("xylem:task/handler@0.2.0#describe")))
+__attribute__((__export_name__("xylem:task/handler@0.3.0#describe")))
 uint8_t * __wasm_export_exports_xylem_task_handler_describe(void) {
   exports_xylem_task_handler_list_task_spec_t ret;
   exports_xylem_task_handler_describe(&ret);
@@ -500,7 +667,7 @@ uint8_t * __wasm_export_exports_xylem_task_handler_describe(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("xylem:task/handler@0.2.0#run")))
+__attribute__((__export_name__("xylem:task/handler@0.3.0#run")))
 uint8_t * __wasm_export_exports_xylem_task_handler_run(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, uint8_t * arg3, size_t arg4, int32_t arg5, int32_t arg6, uint8_t * arg7, size_t arg8, uint8_t * arg9, size_t arg10) {
   exports_xylem_task_handler_task_info_t arg11 = (xylem_task_types_task_info_t) {
     (plugin_string_t) (plugin_string_t) { (uint8_t*)(arg), (arg0) },

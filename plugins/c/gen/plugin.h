@@ -60,6 +60,11 @@ typedef struct {
   uint64_t val;
 } plugin_option_u64_t;
 
+typedef struct {
+  bool is_some;
+  bool val;
+} plugin_option_bool_t;
+
 // Default options a plugin declares for one of its tasks.
 // Every field is optional; an unset field takes the host's default,
 // and whoever enqueues a job may override any of them.
@@ -82,8 +87,21 @@ typedef struct xylem_task_types_task_options_t {
   plugin_option_u64_t   fuel;
   // Most linear memory one run may grow to, in bytes.
   plugin_option_u64_t   max_memory_bytes;
-  // Rate limit such as `100/s` or `5/m`.
+  // Rate limit such as `100/s` or `5/m`, optionally per header
+  // value: `10/s by tenant`.
   plugin_option_string_t   rate_limit;
+  // Spread each retry delay at random over ±25 % (default true).
+  plugin_option_bool_t   retry_jitter;
+  // How long a job stays with a worker that stops answering before
+  // another may take it (the lease; renewed while the job runs).
+  plugin_option_u64_t   visibility_timeout_ms;
+  // A job not started this long after enqueue is `expired`, never run.
+  plugin_option_u64_t   expires_ms;
+  // Every job of the task is unique for this long: an equal job
+  // (same task, queue and arguments) enqueued meanwhile is not.
+  plugin_option_u64_t   unique_for_ms;
+  // Keep the job's state but not its result value.
+  plugin_option_bool_t   ignore_result;
 } xylem_task_types_task_options_t;
 
 // One task a plugin implements.
@@ -157,19 +175,73 @@ typedef struct xylem_task_types_enqueue_error_t {
 // The job store could not be reached; trying again later may work.
 #define XYLEM_TASK_TYPES_ENQUEUE_ERROR_UNAVAILABLE 3
 
-// Options for a child task enqueued from inside a task.
+// A task enqueued when a job ends: `link` gets its result, `link-error`
+// its error (`{"id", "task", "attempt", "kind", "message"}`). Without
+// `args` the callback receives that value whole; with `args` (a JSON
+// object) it receives them plus `"result"` (or `"error"`).
+typedef struct xylem_task_types_callback_t {
+  plugin_string_t   task;
+  plugin_option_string_t   args;
+  plugin_option_string_t   queue;
+  plugin_option_u8_t   priority;
+} xylem_task_types_callback_t;
+
+// A unique job: not enqueued while an equal one was within `ttl-ms`.
+typedef struct xylem_task_types_unique_t {
+  // Equal means the same key; unset: the same task, queue and
+  // arguments (in canonical form).
+  plugin_option_string_t   key;
+  uint64_t   ttl_ms;
+} xylem_task_types_unique_t;
+
+typedef struct {
+  bool is_some;
+  xylem_task_types_unique_t val;
+} xylem_task_types_option_unique_t;
+
+typedef struct {
+  bool is_some;
+  xylem_task_types_callback_t val;
+} xylem_task_types_option_callback_t;
+
+// Options for a child task enqueued from inside a task: every option
+// an enqueue takes. Unset fields take the child task's defaults;
+// limits are capped by this run's own.
 typedef struct xylem_task_types_enqueue_options_t {
   plugin_option_string_t   queue;
   plugin_option_u8_t   priority;
   plugin_option_u64_t   delay_ms;
   plugin_option_u32_t   max_retries;
+  plugin_option_u64_t   retry_backoff_ms;
+  plugin_option_u64_t   retry_backoff_max_ms;
+  plugin_option_bool_t   retry_jitter;
+  plugin_option_u64_t   soft_time_limit_ms;
+  plugin_option_u64_t   hard_time_limit_ms;
+  plugin_option_u64_t   fuel;
+  plugin_option_u64_t   max_memory_bytes;
+  plugin_option_u64_t   visibility_timeout_ms;
+  plugin_option_u64_t   expires_ms;
+  xylem_task_types_option_unique_t   unique;
+  plugin_option_bool_t   ignore_result;
+  xylem_task_types_option_callback_t   link;
+  xylem_task_types_option_callback_t   link_error;
 } xylem_task_types_enqueue_options_t;
+
+// What `host.enqueue` did.
+typedef struct xylem_task_types_enqueued_t {
+  // The child's id; for a duplicate unique job, the first job's.
+  plugin_string_t   id;
+  // True when nothing was enqueued: an equal unique job exists.
+  bool   duplicate;
+} xylem_task_types_enqueued_t;
 
 typedef xylem_task_types_level_t xylem_task_host_level_t;
 
 typedef xylem_task_types_enqueue_options_t xylem_task_host_enqueue_options_t;
 
 typedef xylem_task_types_enqueue_error_t xylem_task_host_enqueue_error_t;
+
+typedef xylem_task_types_enqueued_t xylem_task_host_enqueued_t;
 
 typedef struct {
   bool is_some;
@@ -179,10 +251,10 @@ typedef struct {
 typedef struct {
   bool is_err;
   union {
-    plugin_string_t ok;
+    xylem_task_host_enqueued_t ok;
     xylem_task_host_enqueue_error_t err;
   } val;
-} xylem_task_host_result_string_enqueue_error_t;
+} xylem_task_host_result_enqueued_enqueue_error_t;
 
 typedef xylem_task_types_task_info_t exports_xylem_task_handler_task_info_t;
 
@@ -203,7 +275,7 @@ typedef struct {
   } val;
 } exports_xylem_task_handler_result_string_task_error_t;
 
-// Imported Functions from `xylem:task/host@0.2.0`
+// Imported Functions from `xylem:task/host@0.3.0`
 // Appends a line to the job's log.
 extern void xylem_task_host_log(xylem_task_host_level_t level, plugin_string_t *message);
 // Records progress (0.0 to 100.0) with an optional message.
@@ -213,12 +285,13 @@ extern void xylem_task_host_heartbeat(void);
 // True once the soft time limit has passed or a cancel was requested:
 // a well-behaved task stops soon after.
 extern bool xylem_task_host_cancelled(void);
-// Enqueues a child task with JSON `args`; returns its job id. Every
-// call is charged to the run's child quota, and the child inherits
-// the run's limits (it can narrow them, never widen them).
-extern bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem_task_host_enqueue_options_t *maybe_options, plugin_string_t *ret, xylem_task_host_enqueue_error_t *err);
+// Enqueues a child task with JSON `args`; returns its job id (or a
+// unique equal job's). Every call is charged to the run's child quota,
+// and the child inherits the run's limits (it can narrow them, never
+// widen them).
+extern bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem_task_host_enqueue_options_t *maybe_options, xylem_task_host_enqueued_t *ret, xylem_task_host_enqueue_error_t *err);
 
-// Exported Functions from `xylem:task/handler@0.2.0`
+// Exported Functions from `xylem:task/handler@0.3.0`
 void exports_xylem_task_handler_describe(exports_xylem_task_handler_list_task_spec_t *ret);
 bool exports_xylem_task_handler_run(exports_xylem_task_handler_task_info_t *info, plugin_string_t *args, plugin_string_t *ret, exports_xylem_task_handler_task_error_t *err);
 
@@ -238,6 +311,8 @@ void plugin_option_u32_free(plugin_option_u32_t *ptr);
 
 void plugin_option_u64_free(plugin_option_u64_t *ptr);
 
+void plugin_option_bool_free(plugin_option_bool_t *ptr);
+
 void xylem_task_types_task_options_free(xylem_task_types_task_options_t *ptr);
 
 void xylem_task_types_task_spec_free(xylem_task_types_task_spec_t *ptr);
@@ -248,15 +323,27 @@ void xylem_task_types_task_error_free(xylem_task_types_task_error_t *ptr);
 
 void xylem_task_types_enqueue_error_free(xylem_task_types_enqueue_error_t *ptr);
 
+void xylem_task_types_callback_free(xylem_task_types_callback_t *ptr);
+
+void xylem_task_types_unique_free(xylem_task_types_unique_t *ptr);
+
+void xylem_task_types_option_unique_free(xylem_task_types_option_unique_t *ptr);
+
+void xylem_task_types_option_callback_free(xylem_task_types_option_callback_t *ptr);
+
 void xylem_task_types_enqueue_options_free(xylem_task_types_enqueue_options_t *ptr);
+
+void xylem_task_types_enqueued_free(xylem_task_types_enqueued_t *ptr);
 
 void xylem_task_host_enqueue_options_free(xylem_task_host_enqueue_options_t *ptr);
 
 void xylem_task_host_enqueue_error_free(xylem_task_host_enqueue_error_t *ptr);
 
+void xylem_task_host_enqueued_free(xylem_task_host_enqueued_t *ptr);
+
 void xylem_task_host_option_enqueue_options_free(xylem_task_host_option_enqueue_options_t *ptr);
 
-void xylem_task_host_result_string_enqueue_error_free(xylem_task_host_result_string_enqueue_error_t *ptr);
+void xylem_task_host_result_enqueued_enqueue_error_free(xylem_task_host_result_enqueued_enqueue_error_t *ptr);
 
 void exports_xylem_task_handler_task_info_free(exports_xylem_task_handler_task_info_t *ptr);
 

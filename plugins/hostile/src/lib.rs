@@ -5,7 +5,9 @@ use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::Value;
-use xylem_guest::{Context, EnqueueError, EnqueueOptions, Level, Task, TaskError, TaskResult};
+use xylem_guest::{
+    Callback, Context, EnqueueError, EnqueueOptions, Level, Task, TaskError, TaskResult, Unique,
+};
 
 /// Spins forever: only a time limit (or fuel) stops it.
 fn infinite_loop(_ctx: &Context, _args: Value) -> TaskResult<u64> {
@@ -271,6 +273,48 @@ fn enqueue_bomb(ctx: &Context, args: Bomb) -> TaskResult<(u64, String)> {
     Ok((made, "fan-out done".to_owned()))
 }
 
+/// Floods `enqueue` with options that carry bytes: children whose `link`
+/// callbacks hold 64 KiB of arguments each (they count against the run's
+/// child-argument quota like the child's own), and a unique key of 100 KB
+/// (refused). Returns how many children it made, and what stopped it.
+fn callback_flood(ctx: &Context, _args: Value) -> TaskResult<(u64, String, String)> {
+    let big = serde_json::json!({ "pad": "x".repeat(64 * 1024) });
+    let long_key = ctx
+        .enqueue(
+            "hostile.burn",
+            &Value::Null,
+            Some(EnqueueOptions {
+                unique: Some(Unique {
+                    key: Some("k".repeat(100_000)),
+                    ttl: std::time::Duration::from_secs(60),
+                }),
+                ..EnqueueOptions::default()
+            }),
+        )
+        .map_or_else(|e| e.to_string(), |id| format!("enqueued {id}"));
+    let mut made = 0;
+    loop {
+        let options = EnqueueOptions {
+            link: Some(Callback {
+                args: Some(big.clone()),
+                ..Callback::new("hostile.burn")
+            }),
+            link_error: Some(Callback::new("hostile.burn")),
+            ignore_result: Some(true),
+            ..EnqueueOptions::default()
+        };
+        match ctx.enqueue(
+            "hostile.burn",
+            &serde_json::json!({"rounds": 1}),
+            Some(options),
+        ) {
+            Ok(_) => made += 1,
+            Err(e @ EnqueueError::QuotaExceeded(_)) => return Ok((made, e.to_string(), long_key)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Tries each way of enqueueing badly and reports what the host said.
 fn bad_enqueue(ctx: &Context, _args: Value) -> TaskResult<Vec<String>> {
     let queue = |q: &str| {
@@ -361,6 +405,8 @@ fn tasks() -> Vec<Task> {
             .description("Calls progress() until its limits (or `calls`) stop it"),
         Task::new("hostile.enqueue-bomb", enqueue_bomb)
             .description("Enqueues copies of itself until refused (a fork bomb)"),
+        Task::new("hostile.callback-flood", callback_flood)
+            .description("Enqueues children whose callbacks carry 64 KiB each, until refused"),
         Task::new("hostile.bad-enqueue", bad_enqueue)
             .description("Enqueues an unknown task, bad names and bad arguments"),
         Task::new("hostile.schema", schema_task)

@@ -18,6 +18,12 @@ async fn kill_9_of_workers_mid_job_loses_nothing_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_hold_a_rate_limit_on_redis() {
+    let Some(url) = shared_url() else { return };
+    scenarios::four_workers_hold_a_rate_limit(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_share_one_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::four_workers_share_the_work(&url).await;

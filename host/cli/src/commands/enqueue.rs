@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use xylem_core::callback::Callback;
 use xylem_core::limits::{parse_duration, parse_size};
 use xylem_core::time::{ms, now_ms, parse_rfc3339};
+use xylem_core::unique::{Unique, UniqueOutcome};
 use xylem_core::{ChildQuotaOverrides, Client, ClientError, EnqueueRequest, JobOptions};
 
 use super::task::{print_record, record_exit_code};
@@ -102,6 +104,29 @@ pub(crate) struct JobFlags {
     #[arg(long, allow_hyphen_values = true,
           value_parser = |s: &str| not_negative("a memory cap", s))]
     memory: Option<String>,
+    /// Retry at exactly the backoff delays (default: each spread at random
+    /// over ±25 %, so jobs failing together do not retry together).
+    #[arg(long)]
+    no_jitter: bool,
+    /// How long the job stays with a worker that stops answering before
+    /// another worker may take it (its lease, renewed while it runs; 1s to
+    /// 24h; default: the task's, else the worker's --lease).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| not_negative("a visibility timeout", s))]
+    visibility_timeout: Option<String>,
+    /// Keep the job's state but not its result value.
+    #[arg(long)]
+    ignore_result: bool,
+    /// When the job succeeds, enqueue TASK with its result: `TASK` gets the
+    /// result as its arguments; `TASK:{"k":"v"}` gets those plus
+    /// `"result"`. Refused now if TASK does not exist.
+    #[arg(long, value_name = "TASK[:ARGS]")]
+    link: Option<String>,
+    /// When the job fails for good (dead), enqueue TASK with its error
+    /// (`{"id","task","attempt","kind","message"}`; with ARGS, under
+    /// `"error"`).
+    #[arg(long, value_name = "TASK[:ARGS]")]
+    link_error: Option<String>,
     /// This job's child-job quota (default: its task's, set at push, else
     /// the worker's).
     #[command(flatten)]
@@ -204,6 +229,11 @@ const BATCH_KEYS: &[&str] = &[
     "soft_timeout",
     "fuel",
     "memory",
+    "no_jitter",
+    "visibility_timeout",
+    "ignore_result",
+    "link",
+    "link_error",
     "max_children",
     "max_child_args",
     "max_depth",
@@ -255,8 +285,13 @@ impl JobFlags {
             retry_backoff_max_ms: millis("a backoff", &self.backoff_max)?,
             soft_time_limit_ms: millis("a timeout", &self.soft_timeout)?,
             hard_time_limit_ms: millis("a timeout", &self.timeout)?,
+            retry_jitter: self.no_jitter.then_some(false),
             fuel: self.fuel,
             max_memory_bytes: memory,
+            visibility_timeout_ms: millis("a visibility timeout", &self.visibility_timeout)?,
+            ignore_result: self.ignore_result.then_some(true),
+            link: callback("--link", &self.link)?,
+            link_error: callback("--link-error", &self.link_error)?,
             child_quota: self.quota.overrides()?,
         };
         xylem_core::client::validate_options(&req.options)?;
@@ -338,6 +373,13 @@ async fn run_batch(store_url: &str, file: &str, json: bool) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--link` / `--link-error`: `TASK` or `TASK:{json object}`.
+fn callback(flag: &str, text: &Option<String>) -> anyhow::Result<Option<Callback>> {
+    text.as_deref()
+        .map(|t| Callback::parse(t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
+}
+
 fn millis(what: &str, text: &Option<String>) -> anyhow::Result<Option<u64>> {
     text.as_deref()
         .map(|t| duration(what, t).map(|d| d.as_millis() as u64))
@@ -359,30 +401,24 @@ pub(crate) async fn run(store_url: &str, a: EnqueueArgs) -> anyhow::Result<ExitC
 
     let store = crate::store::open(store_url).await?;
     let client = Client::new(store.stores.clone());
-    let (id, doc) = match &a.unique_for {
-        None => {
-            let envelope = client.enqueue(req).await?;
+    let mut req = req;
+    if let Some(ttl) = &a.unique_for {
+        req.unique = Some(Unique {
+            key: a.unique_key.clone(),
+            ttl: duration("a unique period", ttl)?,
+        });
+    }
+    // `submit`: unique by this request or by the task's declared default.
+    let (id, doc) = match client.submit(req).await? {
+        UniqueOutcome::Enqueued(envelope) => {
             (envelope.id.clone(), serde_json::to_value(&envelope)?)
         }
-        Some(ttl) => {
-            let unique = xylem_core::unique::Unique {
-                key: a.unique_key.clone(),
-                ttl: duration("a unique period", ttl)?,
-            };
-            match client.enqueue_unique(req, &unique).await? {
-                xylem_core::unique::UniqueOutcome::Enqueued(envelope) => {
-                    (envelope.id.clone(), serde_json::to_value(&envelope)?)
-                }
-                xylem_core::unique::UniqueOutcome::Duplicate(first) => {
-                    if !a.json {
-                        eprintln!(
-                            "not enqueued: an equal job was enqueued within {ttl}; its id follows"
-                        );
-                    }
-                    let doc = serde_json::json!({ "id": first, "duplicate": true });
-                    (first, doc)
-                }
+        UniqueOutcome::Duplicate(first) => {
+            if !a.json {
+                eprintln!("not enqueued: an equal unique job was enqueued already; its id follows");
             }
+            let doc = serde_json::json!({ "id": first, "duplicate": true });
+            (first, doc)
         }
     };
     if !a.wait {

@@ -167,6 +167,22 @@ pub(crate) struct PushQuotaFlags {
     /// `api.call='2 by tenant'` (repeatable).
     #[arg(long, value_name = "TASK=LIMIT", value_parser = parse_concurrency)]
     concurrency: Vec<(String, String)>,
+    /// At most N starts of TASK per second, minute or hour across every
+    /// worker, optionally per header value: `api.call=20/s`,
+    /// `api.call='5/s by tenant'` (repeatable); replaces the limit the
+    /// plugin declares.
+    #[arg(long, value_name = "TASK=LIMIT", value_parser = parse_rate_limit)]
+    rate_limit: Vec<(String, String)>,
+}
+
+fn parse_rate_limit(text: &str) -> Result<(String, String), String> {
+    let (task, limit) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: write TASK=LIMIT, e.g. api.call=20/s or 'api.call=5/s by tenant'")
+    })?;
+    limit
+        .parse::<xylem_core::rate_limit::RateLimit>()
+        .map_err(|e| e.to_string())?;
+    Ok((task.trim().to_owned(), limit.trim().to_owned()))
 }
 
 fn parse_concurrency(text: &str) -> Result<(String, String), String> {
@@ -191,6 +207,7 @@ impl PushQuotaFlags {
             quota,
             tasks: self.tasks,
             concurrency: self.concurrency,
+            rate_limits: self.rate_limit,
         })
     }
 }

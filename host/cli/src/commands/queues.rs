@@ -45,12 +45,22 @@ pub(crate) enum PurgeState {
     Delayed,
 }
 
+/// `xylem tasks`: each task with its effective defaults — what a job gets
+/// when its enqueue sets nothing (declared by the plugin, else the host's).
 #[allow(clippy::print_stdout)]
 pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
     let routes = store.stores.plugins.routes().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&routes)?);
+        let doc: Vec<serde_json::Value> = routes
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["effective"] = serde_json::to_value(r.spec.effective()).unwrap_or_default();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     if routes.is_empty() {
@@ -60,22 +70,38 @@ pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCod
     let rows: Vec<Vec<String>> = routes
         .iter()
         .map(|r| {
+            let e = r.spec.effective();
             vec![
                 r.task.clone(),
                 r.digest[..12].to_owned(),
-                match &r.spec.concurrency {
-                    Some(limit) => {
-                        format!("{}, concurrency {limit}", format::options(&r.spec.options))
-                    }
-                    None => format::options(&r.spec.options),
-                },
+                e.queue.clone(),
+                e.priority.to_string(),
+                e.max_retries.to_string(),
+                format::ms(e.hard_time_limit_ms),
+                format::count(e.fuel),
+                format::bytes(e.max_memory_bytes),
+                format::extras(&e),
                 r.spec.description.clone().unwrap_or_default(),
             ]
         })
         .collect();
     println!(
         "{}",
-        format::table(&["TASK", "PLUGIN", "DEFAULTS", "DESCRIPTION"], &rows)
+        format::table(
+            &[
+                "TASK",
+                "PLUGIN",
+                "QUEUE",
+                "PRI",
+                "RETRIES",
+                "TIMEOUT",
+                "FUEL",
+                "MEMORY",
+                "ALSO",
+                "DESCRIPTION"
+            ],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

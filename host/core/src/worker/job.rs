@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ResolveError, Resolved, RunningJob, WorkerShared};
+use super::{ResolveError, Resolved, RunningJob, WorkerShared, callbacks};
 use crate::client::{ClientError, EnqueueRequest};
 use crate::concurrency::ConcurrencyLimit;
-use crate::executor::{CancelToken, ChildOptions, HostCalls, RunRequest, TaskInfo};
+use crate::executor::{CancelToken, ChildEnqueued, ChildOptions, HostCalls, RunRequest, TaskInfo};
 use crate::lineage::{ChildEnqueueError, Lineage, RunChildren, TREE_QUOTA_TTL, tree_quota_key};
 use crate::rate_limit::RateLimit;
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
 use crate::store::{Completed, Completion, Delivery, Nack, Settle};
 use crate::time::{format_ms, now_ms};
-use crate::{Envelope, Failure, FailureKind, Outcome, Progress, Usage};
+use crate::{Envelope, Failure, FailureKind, Outcome, Progress, TaskOptions, Usage};
 
 /// How many times a job whose task no plugin provides is put back to wait
 /// before it is dead-lettered as `unknown-task`; with [`unresolved_delay`]
@@ -73,22 +73,48 @@ impl HostCalls for WorkerHostCalls {
         name: &str,
         args: &str,
         options: ChildOptions,
-    ) -> Result<String, ChildEnqueueError> {
+    ) -> Result<ChildEnqueued, ChildEnqueueError> {
         // Charged before anything else, so refused calls count too: a
         // loop of bad enqueues ends at the quota like a loop of good ones.
+        // Callbacks' arguments are stored with the child: they count too.
+        let callback_bytes: usize = [&options.options.link, &options.options.link_error]
+            .into_iter()
+            .flatten()
+            .map(|c| c.args.as_ref().map_or(0, String::len))
+            .sum();
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .charge(&self.lineage.quota, self.lineage.depth, args.len() as u64)?;
+            .charge(
+                &self.lineage.quota,
+                self.lineage.depth,
+                (args.len() + callback_bytes) as u64,
+            )?;
         let mut req = EnqueueRequest::new(name, args);
         req.queue = options.queue;
         req.priority = options.priority;
         req.max_retries = options.max_retries;
         req.parent = Some(parent.id.clone());
+        req.unique = options.unique;
         if let Some(delay) = options.delay_ms {
             req = req.delay(Duration::from_millis(delay.min(MAX_CHILD_DELAY_MS)));
         }
-        let mut envelope = self.shared.client.prepare(req).await.map_err(child_error)?;
+        if let Some(expires) = options.expires_ms {
+            req.expires_at = Some(now_ms().saturating_add(
+                crate::time::Millis::try_from(expires.min(MAX_CHILD_DELAY_MS)).unwrap_or(0),
+            ));
+        }
+        // A child's child quota is its tree's: it cannot set its own.
+        req.options = crate::JobOptions {
+            child_quota: Default::default(),
+            ..options.options
+        };
+        let (mut envelope, unique) = self
+            .shared
+            .client
+            .prepare_unique(req)
+            .await
+            .map_err(child_error)?;
         self.lineage.adopt(&mut envelope);
         let quotas = &self.shared.stores.quotas;
         let tree = tree_quota_key(&self.lineage.root);
@@ -103,14 +129,39 @@ impl HostCalls for WorkerHostCalls {
                 self.lineage.root
             )));
         }
-        self.shared
-            .stores
-            .broker
-            .enqueue(std::slice::from_ref(&envelope))
-            .await
-            .map_err(|e| ChildEnqueueError::Unavailable(e.to_string()))?;
+        let first = match unique {
+            Some(unique) => match self
+                .shared
+                .client
+                .enqueue_once(envelope.clone(), &unique)
+                .await
+                .map_err(child_error)?
+            {
+                crate::unique::UniqueOutcome::Enqueued(_) => None,
+                crate::unique::UniqueOutcome::Duplicate(first) => Some(first),
+            },
+            None => {
+                self.shared
+                    .stores
+                    .broker
+                    .enqueue(std::slice::from_ref(&envelope))
+                    .await
+                    .map_err(|e| ChildEnqueueError::Unavailable(e.to_string()))?;
+                None
+            }
+        };
+        if let Some(first) = first {
+            tracing::debug!(first = %first, task = %envelope.task, "unique child: an equal job exists");
+            return Ok(ChildEnqueued {
+                id: first,
+                duplicate: true,
+            });
+        }
         tracing::debug!(child = %envelope.id, task = %envelope.task, depth = self.lineage.depth, "child enqueued");
-        Ok(envelope.id)
+        Ok(ChildEnqueued {
+            id: envelope.id,
+            duplicate: false,
+        })
     }
 }
 
@@ -141,7 +192,8 @@ pub(super) async fn process(
     let job = Arc::new(RunningJob::new(
         lease,
         CancelToken::new(),
-        shared.now() + shared.config.lease,
+        shared.now(),
+        shared.config.lease,
     ));
     shared.running().insert(envelope.id.clone(), job.clone());
     let completion = run(&shared, &envelope, lease, &job).await;
@@ -201,9 +253,13 @@ async fn run(
             );
         }
         Err(ResolveError::UnknownTask(reason)) => {
-            return unresolved(shared, envelope, lease, reason);
+            let completion = unresolved(shared, envelope, lease, reason);
+            return ended(shared, job, envelope, &TaskOptions::default(), completion).await;
         }
     };
+    if let Some(lease_for) = envelope.options.visibility_timeout(&resolved.spec.options) {
+        job.set_lease_for(lease_for);
+    }
     if let Some(waiting) = concurrency_limited(shared, envelope, lease, job, &resolved).await {
         return waiting;
     }
@@ -252,7 +308,34 @@ async fn run(
         outcome.progress = Some(progress);
     }
     let cancelled = job.cancel_requested.load(Ordering::Acquire);
-    decide(shared, envelope, lease, &resolved, outcome, cancelled)
+    let completion = decide(shared, envelope, lease, &resolved, outcome, cancelled);
+    ended(shared, job, envelope, &resolved.spec.options, completion).await
+}
+
+/// What every ended run goes through before its completion is written:
+/// its callback fired (`link` or `link_error`), and a succeeded job's
+/// result dropped if it ignores results (after its `link` had it).
+async fn ended(
+    shared: &WorkerShared,
+    job: &RunningJob,
+    envelope: &Envelope,
+    task: &TaskOptions,
+    mut completion: Completion,
+) -> Completion {
+    callbacks::fire(shared, job, envelope, task, &mut completion).await;
+    if completion.transition.state == TaskState::Succeeded
+        && envelope.options.ignores_result(task)
+        && let Some(outcome) = &mut completion.transition.outcome
+        && outcome.result.take().is_some()
+    {
+        let note = "result not kept (ignore_result)";
+        let detail = &mut completion.transition.detail;
+        *detail = Some(match detail.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note.to_owned(),
+        });
+    }
+    completion
 }
 
 /// Resolves the task; if no plugin provides it, refreshes the registry
@@ -295,7 +378,7 @@ async fn concurrency_limited(
         match shared
             .stores
             .locks
-            .acquire(&slot, &envelope.id, shared.config.lease)
+            .acquire(&slot, &envelope.id, job.lease_for())
             .await
         {
             Ok(true) => {
@@ -331,11 +414,7 @@ async fn rate_limited(
     lease: u64,
     resolved: &Resolved,
 ) -> Option<Completion> {
-    let text = resolved.spec.options.rate_limit.as_deref()?;
-    if envelope.rate_slot.is_some() {
-        // Its slot was reserved when it was sent to wait for it.
-        return None;
-    }
+    let text = resolved.spec.effective_rate_limit()?;
     let limit: RateLimit = match text.parse() {
         Ok(limit) => limit,
         Err(e) => {
@@ -345,11 +424,15 @@ async fn rate_limited(
             return None;
         }
     };
+    if envelope.rate_slot.is_some() {
+        // Its slot was reserved when it was sent to wait for it.
+        return None;
+    }
     let now = now_ms();
+    let mut next = envelope.clone();
     let interval = limit.interval();
     let key = limit.key(&envelope.task, &envelope.headers);
     let forget = (interval * 2).max(Duration::from_secs(60));
-    let mut next = envelope.clone();
     let (delay, why) = match shared
         .stores
         .rate_limits
@@ -502,8 +585,9 @@ fn decide(
             .retry_backoff_max_ms
             .or(defaults.retry_backoff_max_ms)
             .map_or(DEFAULT_BACKOFF_MAX, Duration::from_millis);
+        let jitter = envelope.options.retry_jitter(defaults);
         let delay = failure.retry_delay_ms.map_or_else(
-            || backoff(envelope.attempt, base, max),
+            || backoff(envelope.attempt, base, max, jitter),
             Duration::from_millis,
         );
         let mut next = envelope.clone();

@@ -20,6 +20,7 @@
 //! jobs finish within the grace period, then cancels the rest and releases
 //! them to their queue.
 
+mod callbacks;
 mod cancel_watch;
 mod completer;
 mod job;
@@ -172,18 +173,55 @@ pub(crate) struct RunningJob {
     /// The concurrency-limit slot (a lock) it holds, if its task has a
     /// limit: renewed with the lease, released once its outcome is written.
     pub(crate) concurrency_slot: Mutex<Option<String>>,
+    /// The length of its lease, in ms: the worker's, or the job's
+    /// visibility timeout once its task is known.
+    lease_for_ms: AtomicU64,
+    /// When the lease was last extended (or taken), in ms since
+    /// `WorkerShared::epoch`; 0: extend at the next tick.
+    extended_at_ms: AtomicU64,
 }
 
 impl RunningJob {
-    pub(crate) fn new(lease: u64, cancel: CancelToken, held_until: Duration) -> Self {
+    /// A job claimed at `now` for `lease_for`.
+    pub(crate) fn new(lease: u64, cancel: CancelToken, now: Duration, lease_for: Duration) -> Self {
         Self {
             lease,
             cancel,
             cancel_requested: AtomicBool::new(false),
-            held_until_ms: AtomicU64::new(held_until.as_millis() as u64),
+            held_until_ms: AtomicU64::new((now + lease_for).as_millis() as u64),
             pending_progress: Mutex::new(None),
             concurrency_slot: Mutex::new(None),
+            lease_for_ms: AtomicU64::new(lease_for.as_millis() as u64),
+            extended_at_ms: AtomicU64::new(now.as_millis() as u64),
         }
+    }
+
+    /// The length of the job's lease.
+    pub(crate) fn lease_for(&self) -> Duration {
+        Duration::from_millis(self.lease_for_ms.load(Ordering::Acquire))
+    }
+
+    /// Gives the job a lease of its own length (its visibility timeout),
+    /// taken at the lease keeper's next tick.
+    pub(crate) fn set_lease_for(&self, lease_for: Duration) {
+        if lease_for != self.lease_for() {
+            self.lease_for_ms
+                .store(lease_for.as_millis() as u64, Ordering::Release);
+            self.extended_at_ms.store(0, Ordering::Release);
+        }
+    }
+
+    /// Whether the lease is due for extension at `now`: a third of it has
+    /// passed since the last one.
+    pub(crate) fn lease_due(&self, now: Duration) -> bool {
+        let last = Duration::from_millis(self.extended_at_ms.load(Ordering::Acquire));
+        last.is_zero() || now.saturating_sub(last) >= self.lease_for() / 3
+    }
+
+    /// Notes an extension asked for at `asked_at`.
+    pub(crate) fn extended(&self, asked_at: Duration) {
+        self.extended_at_ms
+            .store(asked_at.as_millis().max(1) as u64, Ordering::Release);
     }
 
     pub(crate) fn held_until(&self) -> Duration {
