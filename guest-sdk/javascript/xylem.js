@@ -23,6 +23,7 @@ import {
   log as hostLog,
   progress as hostProgress,
   heartbeat as hostHeartbeat,
+  enqueue as hostEnqueue,
 } from 'xylem:task/host@0.3.0';
 
 /** The job can never succeed: it ends `failed`, without a retry. */
@@ -44,6 +45,54 @@ export const progress = (percent, message) => hostProgress(percent, message);
 
 /** Tells the worker this job is alive (long loops). */
 export const heartbeat = () => hostHeartbeat();
+
+/** `enqueue` was refused; nothing was enqueued. `kind`: quota-exceeded,
+ * unknown-task, invalid-arguments or unavailable. */
+export class EnqueueRefused extends Error {
+  constructor(kind, message) {
+    super(`${kind}: ${message}`);
+    this.kind = kind;
+  }
+}
+
+/** The enqueue options that are u64 in the WIT. */
+const WIDE_ENQUEUE = [
+  'delayMs', 'retryBackoffMs', 'retryBackoffMaxMs', 'softTimeLimitMs', 'hardTimeLimitMs', 'fuel',
+  'maxMemoryBytes', 'visibilityTimeoutMs', 'expiresMs',
+];
+
+/** `'task'` or `{ task, args, queue, priority }` as the WIT `callback`. */
+function callback(spec) {
+  if (typeof spec === 'string') return { task: spec };
+  return { ...spec, args: spec.args === undefined ? undefined : JSON.stringify(spec.args) };
+}
+
+/**
+ * Enqueues a child job; returns `{ id, duplicate }` (`duplicate`: a `unique`
+ * equal job exists, nothing was enqueued, the id is that job's). `options`
+ * are the WIT enqueue-options in camelCase (`queue`, `delayMs`, `expiresMs`,
+ * `unique: { key, ttlMs }`, `link: 'task'` or `{ task, args }`, `linkError`).
+ * Throws `EnqueueRefused` when the host says no.
+ */
+export function enqueue(task, args = {}, options = undefined) {
+  let wit;
+  if (options) {
+    wit = { ...options };
+    for (const key of WIDE_ENQUEUE) {
+      if (typeof wit[key] === 'number') wit[key] = BigInt(Math.trunc(wit[key]));
+    }
+    if (wit.unique) wit.unique = { key: wit.unique.key, ttlMs: BigInt(Math.trunc(wit.unique.ttlMs)) };
+    for (const key of ['link', 'linkError']) if (wit[key]) wit[key] = callback(wit[key]);
+  }
+  try {
+    const done = hostEnqueue(task, JSON.stringify(args), wit);
+    return { id: done.id, duplicate: done.duplicate };
+  } catch (e) {
+    const refusal = e?.payload;
+    if (refusal?.tag) throw new EnqueueRefused(refusal.tag, refusal.val);
+    throw e;
+  }
+}
 
 /** The task options that are u64 in the WIT: BigInt for the bindings. */
 const WIDE = [

@@ -30,6 +30,8 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host
 from wit_world.imports.types import (
+    Callback,
+    EnqueueOptions,
     Level,
     RetryRequest,
     TaskError_Fail,
@@ -37,9 +39,21 @@ from wit_world.imports.types import (
     TaskError_Retry,
     TaskOptions,
     TaskSpec,
+    Unique,
 )
 
-__all__ = ["Handler", "Reject", "Retry", "Level", "log", "progress", "heartbeat", "task"]
+__all__ = [
+    "Handler",
+    "Reject",
+    "Retry",
+    "EnqueueRefused",
+    "Level",
+    "log",
+    "progress",
+    "heartbeat",
+    "enqueue",
+    "task",
+]
 
 
 class Reject(Exception):
@@ -90,6 +104,81 @@ def task(name, description=None, args_schema=None, **options):
         return fn
 
     return register
+
+
+# The WIT `enqueue-options` fields, in their order.
+_ENQUEUE_OPTION_NAMES = (
+    "queue",
+    "priority",
+    "delay_ms",
+    "max_retries",
+    "retry_backoff_ms",
+    "retry_backoff_max_ms",
+    "retry_jitter",
+    "soft_time_limit_ms",
+    "hard_time_limit_ms",
+    "fuel",
+    "max_memory_bytes",
+    "visibility_timeout_ms",
+    "expires_ms",
+    "unique",
+    "ignore_result",
+    "link",
+    "link_error",
+)
+
+
+class EnqueueRefused(Exception):
+    """`enqueue` was refused; nothing was enqueued. `kind` is one of
+    `quota-exceeded`, `unknown-task`, `invalid-arguments`, `unavailable`."""
+
+    def __init__(self, kind, message):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def _callback(spec):
+    """`"task"` or `{"task": ..., "args": {...}, "queue": ..., "priority": ...}`."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return Callback(spec, None, None, None)
+    args = spec.get("args")
+    return Callback(
+        spec["task"],
+        None if args is None else json.dumps(args),
+        spec.get("queue"),
+        spec.get("priority"),
+    )
+
+
+def enqueue(task, args=None, **options):
+    """Enqueues a child job; returns `(id, duplicate)` — `duplicate` is
+    True when a `unique` equal job exists (nothing was enqueued; the id is
+    that job's). `options` are the WIT `enqueue-options` by name
+    (`queue="emails"`, `delay_ms=5000`, `expires_ms=...`,
+    `unique={"key": None, "ttl_ms": 60000}`, `link="task"` or
+    `link={"task": ..., "args": {...}}`, `link_error=...`). Raises
+    `EnqueueRefused` when the host says no."""
+    unknown = set(options) - set(_ENQUEUE_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown enqueue options {sorted(unknown)} (known: {_ENQUEUE_OPTION_NAMES})")
+    values = dict(options)
+    unique = values.get("unique")
+    if unique is not None:
+        values["unique"] = Unique(unique.get("key"), unique["ttl_ms"])
+    for name in ("link", "link_error"):
+        values[name] = _callback(values.get(name))
+    wit_options = EnqueueOptions(*[values.get(n) for n in _ENQUEUE_OPTION_NAMES]) if options else None
+    try:
+        done = host.enqueue(task, json.dumps({} if args is None else args), wit_options)
+    except Err as e:
+        refusal = e.value
+        kind = type(refusal).__name__.split("_", 1)[-1]
+        kind = "".join("-" + c.lower() if c.isupper() else c for c in kind).lstrip("-")
+        raise EnqueueRefused(kind, refusal.value) from None
+    return done.id, done.duplicate
 
 
 def log(message, level=Level.INFO):

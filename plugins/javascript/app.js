@@ -1,9 +1,9 @@
-// The `hello` example in JavaScript: js.greet, js.echo, js.flaky — the same
+// The `hello` example in JavaScript: js.greet, js.echo, js.flaky, js.fanout — the same
 // tasks as plugins/hello (Rust: hello.*), c/ (c.*) and python/ (py.*), under
 // names of their own so that all four can be pushed side by side.
 //
 // Build:  xylem plugin build plugins/javascript   (runs `npm install` here first)
-import { plugin, Reject, log } from './xylem.js';
+import { plugin, Reject, enqueue, log } from './xylem.js';
 
 export const handler = plugin({
   'js.greet': {
@@ -32,5 +32,13 @@ export const handler = plugin({
       }
       return `succeeded on attempt ${attempt}`;
     },
+  },
+  'js.fanout': {
+    description: 'Enqueues js.greet for each of `names`, unique per name, linked to js.echo',
+    run: ({ names = [] }) =>
+      names.map((name) => {
+        const done = enqueue('js.greet', { name }, { unique: { ttlMs: 60000 }, link: 'js.echo' });
+        return [done.id, done.duplicate];
+      }),
   },
 });

@@ -1,4 +1,4 @@
-"""The `hello` example in Python: py.greet, py.echo, py.flaky — the same
+"""The `hello` example in Python: py.greet, py.echo, py.flaky, py.fanout — the same
 tasks as plugins/hello (Rust: hello.*), c/ (c.*) and javascript/ (js.*),
 under names of their own so that all four can be pushed side by side.
 
@@ -6,7 +6,7 @@ Build:  xylem plugin build plugins/python
 (needs componentize-py: pip install componentize-py==0.25.1)
 """
 
-from xylem import Handler, Reject, log, task  # noqa: F401 - Handler is the export
+from xylem import Handler, Reject, enqueue, log, task  # noqa: F401 - Handler is the export
 
 __all__ = ["Handler"]
 
@@ -39,3 +39,11 @@ def flaky(info, args):
     if info.attempt <= fail_times:
         raise RuntimeError(f"attempt {info.attempt} of a task set to fail {fail_times} time(s)")
     return f"succeeded on attempt {info.attempt}"
+
+
+@task("py.fanout", description="Enqueues py.greet for each of `names`, unique per name, linked to py.echo")
+def fanout(info, args):
+    return [
+        list(enqueue("py.greet", {"name": name}, unique={"key": None, "ttl_ms": 60_000}, link="py.echo"))
+        for name in args.get("names", [])
+    ]

@@ -55,6 +55,8 @@ async fn answers_like_hello(dir: &str, prefix: &str) {
     let plugin = load(&component).await;
     let mut names: Vec<_> = plugin.tasks().iter().map(|t| t.name.clone()).collect();
     names.sort();
+    // Python and JavaScript add a fan-out (child jobs with options).
+    names.retain(|n| n != &task("fanout"));
     assert_eq!(names, [task("echo"), task("flaky"), task("greet")], "{dir}");
     let flaky = plugin
         .tasks()
@@ -249,18 +251,38 @@ async fn four_languages_run_side_by_side_in_one_worker() {
             "{{\"task\":\"py.greet\",\"args\":{{\"name\":\"p{i}\"}}}}\n"
         ));
     }
+    // Child jobs from Python and JavaScript, with options: each fan-out
+    // enqueues a unique greeting per name (the repeated name is a
+    // duplicate) with a link to its echo task.
+    for task in ["py.fanout", "js.fanout"] {
+        lines.push_str(&format!(
+            "{{\"task\":\"{task}\",\"args\":{{\"names\":[\"a\",\"b\",\"a\"]}}}}\n"
+        ));
+    }
     std::fs::write(&jobs, lines).unwrap();
     assert_eq!(
         env.ok(&["enqueue", "--batch", jobs.to_str().unwrap()])
             .lines()
             .count(),
-        67
+        69
     );
     let mut worker = env.worker("w", &["--concurrency", "32"]);
+    // 69 enqueued, 2 greetings and 2 links per fan-out.
     let done = env
-        .wait_succeeded(67, std::time::Duration::from_secs(300))
+        .wait_succeeded(69 + 8, std::time::Duration::from_secs(300))
         .await;
     xylem_tests::scenarios::terminate(&mut worker);
+    for fanout in done.iter().filter(|r| r.task.ends_with(".fanout")) {
+        let children = fanout.result.clone().unwrap();
+        assert_eq!(children[0][1], false, "{children}");
+        assert_eq!(children[1][1], false, "{children}");
+        assert_eq!(
+            children[2][1], true,
+            "the repeat is a duplicate: {children}"
+        );
+        assert_eq!(children[2][0], children[0][0], "{children}");
+        assert_ne!(children[0][0], children[1][0], "{children}");
+    }
     let retried: Vec<_> = done.iter().filter(|r| r.attempt != 1).collect();
     assert!(retried.is_empty(), "no attempt failed: {retried:?}");
     let mut by_task = std::collections::BTreeMap::new();
@@ -272,8 +294,12 @@ async fn four_languages_run_side_by_side_in_one_worker() {
         [
             ("c.greet", 1),
             ("hello.greet", 1),
-            ("js.greet", 1),
-            ("py.greet", 64)
+            ("js.echo", 2),
+            ("js.fanout", 1),
+            ("js.greet", 3),
+            ("py.echo", 2),
+            ("py.fanout", 1),
+            ("py.greet", 66)
         ]
     );
 }

@@ -84,8 +84,13 @@ impl Callback {
 
     /// Parses the CLI's spelling: `TASK` or `TASK:{"json":"object"}`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        // Task names may hold ':' too; the arguments start at `:{`.
-        let (task, args) = match text.find(":{") {
+        // Task names may hold ':' too; the arguments start at `:{` (or
+        // `:[`, refused below with the reason).
+        let at = [text.find(":{"), text.find(":[")]
+            .into_iter()
+            .flatten()
+            .min();
+        let (task, args) = match at {
             Some(at) => (&text[..at], Some(text[at + 1..].to_owned())),
             None => (text, None),
         };
