@@ -1,5 +1,5 @@
 //! The coordination contract on every store: group member counters and
-//! a chord claimed once, locks owned and taken over after expiry, quotas
+//! a chord claimed once, canvas definitions written once, locks owned and taken over after expiry, quotas
 //! never passed by concurrent takers.
 
 use std::time::Duration;
@@ -196,4 +196,31 @@ coordination_case!(an_expired_quota_starts_again, |s| {
             .unwrap()
     );
     assert_eq!(s.quotas().quota_used(&q).await.unwrap(), 2);
+});
+
+coordination_case!(a_canvas_definition_is_written_once, |s| {
+    let id = xylem_tests::unique_name("canvas");
+    assert_eq!(s.canvases().get_canvas(&id).await.unwrap(), None);
+    assert!(s.canvases().put_canvas(&id, r#"{"v":1}"#).await.unwrap());
+    assert!(
+        !s.canvases().put_canvas(&id, r#"{"v":2}"#).await.unwrap(),
+        "a second write is refused"
+    );
+    assert_eq!(
+        s.canvases().get_canvas(&id).await.unwrap().as_deref(),
+        Some(r#"{"v":1}"#)
+    );
+    // Eight writers racing: one wins.
+    let race = xylem_tests::unique_name("canvas");
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, race) = (s.clone(), race.clone());
+            tokio::spawn(async move { s.canvases().put_canvas(&race, &i.to_string()).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1);
 });

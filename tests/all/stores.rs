@@ -14,8 +14,8 @@ use std::sync::Arc;
 use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
-    Broker, Cancellation, DeadLetters, GroupStore, LockStore, PluginStore, QueueControl,
-    QuotaStore, RateLimits, ResultBackend, Statistics,
+    Broker, Cancellation, CanvasStore, DeadLetters, GroupStore, LockStore, PluginStore,
+    QueueControl, QuotaStore, RateLimits, ResultBackend, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -68,6 +68,7 @@ pub(crate) trait Adapter:
     + ResultBackend
     + PluginStore
     + GroupStore
+    + CanvasStore
     + LockStore
     + QuotaStore
     + Cancellation
@@ -85,6 +86,7 @@ impl<T> Adapter for T where
         + ResultBackend
         + PluginStore
         + GroupStore
+        + CanvasStore
         + LockStore
         + QuotaStore
         + Cleanup
@@ -139,6 +141,8 @@ impl<T: Adapter> AdapterObj for T {
 pub(crate) trait CoordinationObj: Send + Sync {
     /// As a group store.
     fn groups(&self) -> &dyn GroupStore;
+    /// As a canvas store.
+    fn canvases(&self) -> &dyn CanvasStore;
     /// As a lock store.
     fn locks(&self) -> &dyn LockStore;
     /// As a quota store.
@@ -147,6 +151,9 @@ pub(crate) trait CoordinationObj: Send + Sync {
 
 impl<T: Adapter> CoordinationObj for T {
     fn groups(&self) -> &dyn GroupStore {
+        self
+    }
+    fn canvases(&self) -> &dyn CanvasStore {
         self
     }
     fn locks(&self) -> &dyn LockStore {

@@ -167,6 +167,22 @@ impl Executor for NativeExecutor {
                     .0 -= 1;
                 Outcome::success(args, Usage::default())
             }
+            // A number plus one: the number is the input whole, or under
+            // "result" or "n".
+            "inc" => {
+                let n = args
+                    .as_i64()
+                    .or_else(|| args["result"].as_i64())
+                    .or_else(|| args["n"].as_i64())
+                    .unwrap_or(0);
+                Outcome::success(serde_json::json!(n + 1), Usage::default())
+            }
+            // The sum of a list of numbers (a group's results).
+            "sum" => {
+                let list = args.as_array().cloned().unwrap_or_default();
+                let total: i64 = list.iter().filter_map(serde_json::Value::as_i64).sum();
+                Outcome::success(serde_json::json!(total), Usage::default())
+            }
             "fail" => Outcome::failure(
                 Failure::new(FailureKind::PluginError, "always fails"),
                 Usage::default(),
@@ -255,6 +271,8 @@ impl TaskRegistry for NativeRegistry {
                 | "per-tenant"
                 | "exclusive"
                 | "fail"
+                | "inc"
+                | "sum"
                 | "spawn-options"
                 | "expiring"
         ) || (task == "late" && tasks.late_pushed.load(Ordering::Acquire));
@@ -778,6 +796,8 @@ async fn declare_native_tasks(stores: &Stores) {
         "fail",
         "sleep",
         "spawn-options",
+        "inc",
+        "sum",
     ]
     .into_iter()
     .map(TaskSpec::new)
@@ -1560,3 +1580,199 @@ worker_case!(a_task_sets_every_option_of_its_children, |stores| {
     assert!(o.link_error.as_ref().is_some_and(|c| !c.id.is_empty()));
     assert_eq!(e.lineage.as_ref().unwrap().root, parent.id);
 });
+
+// ---- canvas: chain, group, chord ------------------------------------------
+
+mod canvas_support {
+    use xylem_core::canvas::{Canvas, Node};
+
+    pub(crate) fn inc(n: i64) -> Node {
+        Node::task("inc", Some(format!(r#"{{"n":{n}}}"#)))
+    }
+
+    pub(crate) fn bare(task: &str) -> Node {
+        Node::task(task, None)
+    }
+
+    /// The job id of the task node at `path`.
+    pub(crate) fn job_at(canvas: &Canvas, path: &[u32]) -> String {
+        match canvas.node(path) {
+            Some(Node::Task(c)) => c.id.clone(),
+            other => panic!("no task at {path:?}: {other:?}"),
+        }
+    }
+}
+use canvas_support::{bare, inc, job_at};
+
+// A chain passes each result on; a chord gathers its members' results in
+// order and calls back once, with four workers racing; nesting works.
+worker_case!(chains_groups_and_chords_run_to_their_end, |stores| {
+    use xylem_core::Client;
+    use xylem_core::canvas::{Canvas, Node, NodeState};
+    declare_native_tasks(&stores).await;
+    let tasks = Arc::new(NativeTasks::default());
+    let client = Client::new(stores.clone());
+    let chain = Canvas::new(Node::chain(vec![inc(0), bare("inc"), bare("inc")])).unwrap();
+    let chord = Canvas::new(Node::chord((0..10).map(inc).collect(), bare("sum"))).unwrap();
+    // A chain of a group (of a task and a chain) and a sum.
+    let nested = Canvas::new(Node::chain(vec![
+        Node::group(vec![inc(1), Node::chain(vec![inc(10), bare("inc")])]),
+        bare("sum"),
+    ]))
+    .unwrap();
+    for canvas in [&chain, &chord, &nested] {
+        client.enqueue_canvas(canvas).await.unwrap();
+    }
+    let workers: Vec<Running> = (0..4)
+        .map(|i| start(&stores, &tasks, config(&format!("canvas-{i}"))))
+        .collect();
+    let last = wait_fired(&stores, &job_at(&chain, &[2]), Duration::from_secs(30)).await;
+    assert_eq!(last.result, Some(serde_json::json!(3)));
+    let callback = job_at(&chord, &[10]);
+    let sum = wait_fired(&stores, &callback, Duration::from_secs(30)).await;
+    assert_eq!(sum.result, Some(serde_json::json!(55)), "1 + 2 + ... + 10");
+    let total = wait_fired(&stores, &job_at(&nested, &[1]), Duration::from_secs(30)).await;
+    assert_eq!(total.result, Some(serde_json::json!(2 + 12)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for w in workers {
+        w.stop().await;
+    }
+    assert_eq!(tasks.runs_of(&callback), 1, "the chord called back once");
+    // The states, from the records; the definition from the store.
+    let stored = client.canvas(&chord.id).await.unwrap();
+    assert_eq!(stored, chord);
+    let mut records = std::collections::HashMap::new();
+    for (_, c) in stored.root.tasks(&[]) {
+        if let Some(r) = stores.results.get(&c.id).await.unwrap() {
+            records.insert(c.id.clone(), r);
+        }
+    }
+    assert_eq!(
+        xylem_core::canvas::node_state(&stored.root, &records),
+        NodeState::Succeeded
+    );
+});
+
+// A failed step stops its chain (nothing after it is enqueued) and fires
+// the canvas's link_error with the step's error; a chord told to include
+// member errors calls back with the error in the failed member's place.
+worker_case!(
+    a_failed_step_stops_its_chain_and_a_chord_can_carry_errors,
+    |stores| {
+        use xylem_core::Client;
+        use xylem_core::callback::Callback;
+        use xylem_core::canvas::{Canvas, MemberErrors, Node, NodeState};
+        declare_native_tasks(&stores).await;
+        let tasks = Arc::new(NativeTasks::default());
+        let client = Client::new(stores.clone());
+        let failing = Canvas::new(Node::chain(vec![inc(0), bare("fail"), bare("inc")]))
+            .unwrap()
+            .with_link_error(Callback::new("echo"))
+            .unwrap();
+        let carrying = Canvas::new(Node::Chord {
+            id: String::new(),
+            members: vec![inc(1), bare("fail")],
+            callback: Box::new(bare("echo")),
+            member_errors: MemberErrors::Include,
+        })
+        .unwrap();
+        client.enqueue_canvas(&failing).await.unwrap();
+        client.enqueue_canvas(&carrying).await.unwrap();
+        let worker = start(&stores, &tasks, config("canvas-fail"));
+        let failed = wait_terminal(&stores, &job_at(&failing, &[1]), Duration::from_secs(30)).await;
+        assert_eq!(failed.state, TaskState::Dead);
+        let error_id = failing.link_error.as_ref().unwrap().id.clone();
+        let error = wait_fired(&stores, &error_id, Duration::from_secs(30)).await;
+        let error = error.result.unwrap();
+        assert_eq!(error["task"], "fail");
+        assert_eq!(error["message"], "always fails");
+        let called = wait_fired(&stores, &job_at(&carrying, &[2]), Duration::from_secs(30)).await;
+        let list = called.result.unwrap();
+        assert_eq!(list[0], 2);
+        assert_eq!(list[1]["kind"], "plugin-error", "{list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        worker.stop().await;
+        let after = job_at(&failing, &[2]);
+        assert!(
+            stores.results.get(&after).await.unwrap().is_none(),
+            "the step after the failure never started"
+        );
+        let mut records = std::collections::HashMap::new();
+        for (_, c) in failing.root.tasks(&[]) {
+            if let Some(r) = stores.results.get(&c.id).await.unwrap() {
+                records.insert(c.id.clone(), r);
+            }
+        }
+        assert_eq!(
+            xylem_core::canvas::node_state(&failing.root, &records),
+            NodeState::Failed
+        );
+        let last = failed
+            .history
+            .last()
+            .unwrap()
+            .detail
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            last.contains("failed here") && last.contains(&error_id),
+            "{last}"
+        );
+    }
+);
+
+// Members whose outcome cannot be written (an outage longer than the
+// lease) run again and advance the chord again: its callback is still
+// enqueued once.
+worker_case!(
+    a_chord_calls_back_once_through_redelivered_members,
+    |stores| {
+        use xylem_core::Client;
+        use xylem_core::canvas::{Canvas, Node};
+        declare_native_tasks(&stores).await;
+        let tasks = Arc::new(NativeTasks::default());
+        let (faulty, wrapped) = FaultyBroker::wrap(&stores);
+        let chord = Canvas::new(Node::chord(
+            (0..6).map(inc).collect(),
+            Node::Task(xylem_core::callback::Callback {
+                queue: Some("callbacks".to_owned()),
+                ..xylem_core::callback::Callback::new("sum")
+            }),
+        ))
+        .unwrap();
+        Client::new(stores.clone())
+            .enqueue_canvas(&chord)
+            .await
+            .unwrap();
+        faulty.fail(Outage::Complete, Duration::from_millis(3500));
+        let mut cfg = config("canvas-redelivery");
+        cfg.lease = Duration::from_secs(1);
+        cfg.queues = vec!["default".to_owned()];
+        let worker = start(&wrapped, &tasks, cfg);
+        for i in 0..6 {
+            let r = wait_terminal(&stores, &job_at(&chord, &[i]), Duration::from_secs(30)).await;
+            assert_eq!(r.state, TaskState::Succeeded);
+        }
+        worker.stop().await;
+        let redelivered = (0..6)
+            .filter(|i| tasks.runs_of(&job_at(&chord, &[*i])) > 1)
+            .count();
+        assert!(
+            redelivered > 0,
+            "no member ran twice: the test proved nothing"
+        );
+        let calls = stores
+            .broker
+            .claim(
+                &["callbacks".to_owned()],
+                10,
+                Duration::from_secs(5),
+                "test",
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = calls.iter().map(|d| d.envelope.id.as_str()).collect();
+        assert_eq!(ids, [job_at(&chord, &[6]).as_str()], "one callback");
+        assert_eq!(calls[0].envelope.args, "[1,2,3,4,5,6]");
+    }
+);

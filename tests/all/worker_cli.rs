@@ -1370,3 +1370,95 @@ async fn enqueue_options_and_effective_defaults_from_the_cli() {
     );
     terminate(&mut worker);
 }
+
+/// `xylem chain|group|chord|canvas` against a worker process: results flow
+/// through a chain, a chord calls back with its members' results in order,
+/// a nested canvas from a file runs, a failed step stops its chain (exit 1,
+/// `canvas show` names it), an unknown task is refused before anything is
+/// written.
+#[tokio::test]
+async fn canvases_from_the_cli() {
+    let env = Env::new();
+    env.push("hello");
+    let mut worker = env.worker("canvas", &[]);
+    let out = env.ok(&[
+        "chain",
+        r#"hello.greet:{"name":"Ada"}"#,
+        "hello.echo",
+        "--wait",
+        "--wait-timeout",
+        "60s",
+    ]);
+    assert_eq!(out.trim(), r#""Hello, Ada!""#);
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "chord",
+        r#"hello.greet:{"name":"Ada"}"#,
+        r#"hello.greet:{"name":"Grace"}"#,
+        "--callback",
+        r#"hello.echo:{"from":"chord"}"#,
+        "--wait",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(doc["state"], "succeeded", "{doc}");
+    assert_eq!(
+        doc["result"],
+        serde_json::json!({"from": "chord", "result": ["Hello, Ada!", "Hello, Grace!"]})
+    );
+    let file = env.dir.join("canvas.json");
+    std::fs::write(
+        &file,
+        r#"{"kind": "chain", "steps": [
+            {"kind": "group", "members": [
+                {"kind": "task", "task": "hello.greet", "args": {"name": "Ada"}},
+                {"kind": "chain", "steps": [
+                    {"kind": "task", "task": "hello.greet", "args": {"name": "Grace"}},
+                    {"kind": "task", "task": "hello.echo"}
+                ]}
+            ]},
+            {"kind": "task", "task": "hello.echo", "args": {"note": "all greeted"}}
+        ]}"#,
+    )
+    .unwrap();
+    let out = env.ok(&["canvas", "submit", file.to_str().unwrap(), "--wait"]);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"note": "all greeted", "result": ["Hello, Ada!", "Hello, Grace!"]})
+    );
+
+    // The second step rejects its input (an empty name): not retried, the
+    // chain stops there.
+    let out = env.xylem(&[
+        "chain",
+        r#"hello.greet:{"name":"Ada"}"#,
+        r#"hello.greet:{"name":""}"#,
+        "hello.echo",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["state"], "failed", "{doc}");
+    let id = doc["id"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["canvas", "show", id, "--json"])).unwrap();
+    let states: Vec<&str> = shown["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "dead", "pending"], "{shown}");
+    assert_eq!(shown["tasks"][1]["error"]["kind"], "rejected", "{shown}");
+    let tree = env.ok(&["canvas", "show", id]);
+    assert!(
+        tree.contains("chain  failed") && tree.contains("rejected"),
+        "{tree}"
+    );
+
+    let out = env.xylem(&["chain", "hello.greet", "no.such-task"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task `no.such-task`"));
+    terminate(&mut worker);
+}

@@ -35,6 +35,15 @@ enum Command {
     Worker(commands::worker::WorkerArgs),
     /// Queue a job.
     Enqueue(Box<commands::enqueue::EnqueueArgs>),
+    /// Run tasks one after another, each result the next one's input.
+    Chain(commands::canvas::ChainArgs),
+    /// Run tasks side by side; the result is the list of theirs.
+    Group(commands::canvas::GroupArgs),
+    /// Run tasks side by side, then a callback with the list of results.
+    Chord(commands::canvas::ChordArgs),
+    /// Nested canvases from a file (submit); a canvas's tree and states (show).
+    #[command(subcommand)]
+    Canvas(commands::canvas::CanvasCommand),
     /// Inspect jobs: show, wait, ls.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -117,6 +126,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Worker(args) => commands::worker::run(store, args).await,
             Command::Enqueue(args) => commands::enqueue::run(store, *args).await,
+            Command::Chain(args) => commands::canvas::chain(store, args).await,
+            Command::Group(args) => commands::canvas::group(store, args).await,
+            Command::Chord(args) => commands::canvas::chord(store, args).await,
+            Command::Canvas(cmd) => commands::canvas::run(store, cmd).await,
             Command::Task(cmd) => commands::task::run(store, cmd).await,
             Command::Tasks { json } => commands::queues::tasks(store, json).await,
             Command::Queues { command, json } => match command {

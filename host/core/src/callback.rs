@@ -34,8 +34,13 @@ pub struct Callback {
     /// Its task.
     pub task: String,
     /// Its own arguments (a JSON object as text), if any: see the module
-    /// documentation for how the result joins them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// documentation for how the result joins them. Read from JSON as
+    /// text or as the object itself (a canvas file writes the object).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "args_text"
+    )]
     pub args: Option<String>,
     /// Its queue (default: the task's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +48,15 @@ pub struct Callback {
     /// Its priority (default: the task's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
+}
+
+/// `args` as JSON text, given as text or as a JSON value.
+fn args_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text),
+        Some(other) => Some(other.to_string()),
+    })
 }
 
 /// Which end a callback is for.
@@ -176,6 +190,14 @@ mod tests {
         assert_eq!(args["error"]["message"], "boom");
         assert_eq!(args["error"]["kind"], "plugin-error");
         assert_eq!(args["error"]["task"], "a.b");
+    }
+
+    #[test]
+    fn args_read_as_text_or_as_an_object() {
+        let text: Callback = serde_json::from_str(r#"{"task":"t","args":"{\"a\":1}"}"#).unwrap();
+        let object: Callback = serde_json::from_str(r#"{"task":"t","args":{"a":1}}"#).unwrap();
+        assert_eq!(text.args.as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(object, text);
     }
 
     #[test]

@@ -555,6 +555,28 @@ impl Client {
         Ok(envelopes)
     }
 
+    /// Enqueues a canvas (`crate::canvas`): writes its definition, creates
+    /// its groups and enqueues its first jobs; returns their ids. Every
+    /// task it names must exist. The workers take it from there.
+    pub async fn enqueue_canvas(
+        &self,
+        canvas: &crate::canvas::Canvas,
+    ) -> Result<Vec<String>, ClientError> {
+        crate::canvas::start_canvas(self, canvas).await
+    }
+
+    /// A canvas's definition.
+    pub async fn canvas(&self, id: &str) -> Result<crate::canvas::Canvas, ClientError> {
+        let text = self
+            .stores
+            .canvases
+            .get_canvas(id)
+            .await?
+            .ok_or_else(|| ClientError::NoSuchJob(format!("{id} (no such canvas)")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Store(StoreError::Corrupt(format!("canvas {id}: {e}"))))
+    }
+
     /// A job's record.
     pub async fn get(&self, id: &str) -> Result<TaskRecord, ClientError> {
         self.stores

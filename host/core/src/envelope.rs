@@ -138,6 +138,10 @@ pub struct Envelope {
     /// reserving again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_slot: Option<Millis>,
+    /// For the job of a canvas's task node: which canvas and node
+    /// (`crate::canvas`); its end moves the canvas on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canvas: Option<crate::canvas::CanvasRef>,
     /// For a job enqueued by a running task: its root, depth, the tree's
     /// child quota and the limits it may not exceed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +190,7 @@ impl Envelope {
             enqueued_at: now_ms(),
             unresolved: 0,
             rate_slot: None,
+            canvas: None,
             lineage: None,
         }
     }

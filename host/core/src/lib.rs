@@ -8,6 +8,7 @@
 pub mod args_schema;
 pub mod callback;
 pub mod cancel;
+pub mod canvas;
 pub mod client;
 pub mod codec;
 pub mod concurrency;

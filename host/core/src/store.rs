@@ -661,6 +661,8 @@ pub struct Stores {
     pub plugins: Arc<dyn PluginStore>,
     /// Group counters (canvas).
     pub groups: Arc<dyn GroupStore>,
+    /// Canvas definitions.
+    pub canvases: Arc<dyn CanvasStore>,
     /// Locks.
     pub locks: Arc<dyn LockStore>,
     /// Quota counters (child jobs of a tree).
@@ -689,6 +691,7 @@ impl Stores {
             + ResultBackend
             + PluginStore
             + GroupStore
+            + CanvasStore
             + LockStore
             + QuotaStore
             + Cancellation
@@ -703,6 +706,7 @@ impl Stores {
             results: adapter.clone(),
             plugins: adapter.clone(),
             groups: adapter.clone(),
+            canvases: adapter.clone(),
             locks: adapter.clone(),
             quotas: adapter.clone(),
             cancellation: adapter.clone(),
@@ -750,6 +754,18 @@ pub trait GroupStore: Send + Sync {
 
     /// True for exactly one caller per group: who runs the chord callback.
     async fn claim_chord(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// Canvas definitions (`crate::canvas`): written once when a canvas is
+/// enqueued, read by the workers that move it on and by `xylem canvas
+/// show`. Opaque JSON text, as every store keeps it.
+#[async_trait]
+pub trait CanvasStore: Send + Sync {
+    /// Writes canvas `id`'s definition unless one exists; true if written.
+    async fn put_canvas(&self, id: &str, definition: &str) -> StoreResult<bool>;
+
+    /// Canvas `id`'s definition.
+    async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>>;
 }
 
 /// Counters with a ceiling, shared by every worker: quotas that span many

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use xylem_core::codec::sql_int;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::store::{
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+};
 use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
 
@@ -218,5 +220,30 @@ impl RateLimits for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)
+    }
+}
+
+#[async_trait]
+impl CanvasStore for PostgresStore {
+    async fn put_canvas(&self, id: &str, definition: &str) -> StoreResult<bool> {
+        sqlx::query(
+            "INSERT INTO canvases (id, definition, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(definition)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db)
+    }
+
+    async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT definition FROM canvases WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
     }
 }

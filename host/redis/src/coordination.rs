@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::store::{
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+};
 use xylem_core::time::Millis;
 use xylem_core::time::ms;
 
@@ -181,5 +183,21 @@ impl RateLimits for RedisStore {
             .map_err(backend)?;
         slot.parse()
             .map_err(|_| xylem_core::store::StoreError::Corrupt(format!("a rate slot of `{slot}`")))
+    }
+}
+
+#[async_trait]
+impl CanvasStore for RedisStore {
+    async fn put_canvas(&self, id: &str, definition: &str) -> StoreResult<bool> {
+        let key = format!("{}:canvas:{id}", self.keys.prefix());
+        let written: bool = self.conn().set_nx(key, definition).await.map_err(backend)?;
+        Ok(written)
+    }
+
+    async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>> {
+        self.conn()
+            .get(format!("{}:canvas:{id}", self.keys.prefix()))
+            .await
+            .map_err(backend)
     }
 }

@@ -25,6 +25,7 @@
 //! | `P:group:{id}`, `P:group:{id}:results` | hashes | a group's `size` and `claimed`; member index → result JSON |
 //! | `P:lock:{name}` | string | the lock's owner, with a millisecond expiry |
 //! | `P:quota:{key}` | string | a quota counter (descendants of a root job), with a millisecond expiry |
+//! | `P:canvas:{id}` | string | a canvas definition (JSON), written once |
 //! | `P:rate:{key}` | string | a rate limiter's next free start slot (ms), expiring a while after it |
 //! | `P:paused` | set | paused queues (`xylem queues pause`) |
 //! | `P:cancel:{id}` | string | a cancel request for a running job (`xylem task cancel`), lapsing after a day |

@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use xylem_core::codec::sql_int;
-use xylem_core::store::{GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult};
+use xylem_core::store::{
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+};
 use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
 
@@ -230,6 +232,38 @@ impl RateLimits for SqliteStore {
                 params![key, now, ms(interval), ms(ttl)],
                 |r| r.get(0),
             )
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CanvasStore for SqliteStore {
+    async fn put_canvas(&self, id: &str, definition: &str) -> StoreResult<bool> {
+        let (id, definition) = (id.to_owned(), definition.to_owned());
+        self.with_conn(move |conn| {
+            exec(
+                conn,
+                "INSERT INTO canvases (id, definition, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO NOTHING",
+                params![id, definition, now_ms()],
+            )
+            .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT definition FROM canvases WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
             .map_err(backend)
         })
         .await

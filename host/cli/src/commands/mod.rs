@@ -1,6 +1,7 @@
 //! One module per `xylem` subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod canvas;
 pub(crate) mod demo;
 pub(crate) mod dlq;
 pub(crate) mod enqueue;

@@ -175,24 +175,31 @@ pub(crate) struct PushQuotaFlags {
     rate_limit: Vec<(String, String)>,
 }
 
-fn parse_rate_limit(text: &str) -> Result<(String, String), String> {
-    let (task, limit) = text.split_once('=').ok_or_else(|| {
-        format!("`{text}`: write TASK=LIMIT, e.g. api.call=20/s or 'api.call=5/s by tenant'")
-    })?;
-    limit
-        .parse::<xylem_core::rate_limit::RateLimit>()
-        .map_err(|e| e.to_string())?;
+/// `TASK=LIMIT` with a limit that parses as `L`; `examples` for the message.
+fn parse_task_limit<L>(text: &str, examples: &str) -> Result<(String, String), String>
+where
+    L: std::str::FromStr,
+    L::Err: std::fmt::Display,
+{
+    let (task, limit) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: write TASK=LIMIT, e.g. {examples}"))?;
+    limit.parse::<L>().map_err(|e| e.to_string())?;
     Ok((task.trim().to_owned(), limit.trim().to_owned()))
 }
 
+fn parse_rate_limit(text: &str) -> Result<(String, String), String> {
+    parse_task_limit::<xylem_core::rate_limit::RateLimit>(
+        text,
+        "api.call=20/s or 'api.call=5/s by tenant'",
+    )
+}
+
 fn parse_concurrency(text: &str) -> Result<(String, String), String> {
-    let (task, limit) = text.split_once('=').ok_or_else(|| {
-        format!("`{text}`: write TASK=LIMIT, e.g. report.build=2 or 'api.call=2 by tenant'")
-    })?;
-    limit
-        .parse::<xylem_core::concurrency::ConcurrencyLimit>()
-        .map_err(|e| e.to_string())?;
-    Ok((task.trim().to_owned(), limit.trim().to_owned()))
+    parse_task_limit::<xylem_core::concurrency::ConcurrencyLimit>(
+        text,
+        "report.build=2 or 'api.call=2 by tenant'",
+    )
 }
 
 impl PushQuotaFlags {

@@ -11,11 +11,12 @@ use tokio::sync::Notify;
 
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
 use crate::store::{
-    Broker, CANCEL_REQUEST_TTL, Cancellation, ClaimPlan, Completed, Completion, DeadFilter,
-    DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack, PluginInfo,
-    PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits, ResultBackend,
-    Settle, Statistics, StoreError, StoreResult, TaskRoute, Withdrawn, check_batch_ids,
-    fallback_route, queued_detail, replay_envelope, replay_transition, running_detail,
+    Broker, CANCEL_REQUEST_TTL, Cancellation, CanvasStore, ClaimPlan, Completed, Completion,
+    DeadFilter, DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack,
+    PluginInfo, PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits,
+    ResultBackend, Settle, Statistics, StoreError, StoreResult, TaskRoute, Withdrawn,
+    check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
+    running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::{Envelope, Progress, TaskSpec};
@@ -45,6 +46,8 @@ struct Group {
 #[derive(Debug, Default)]
 struct State {
     groups: HashMap<String, Group>,
+    /// Canvas definitions by id.
+    canvases: HashMap<String, String>,
     locks: HashMap<String, (String, Millis)>,
     /// Quota counters: key → (used, expires at).
     quotas: HashMap<String, (u64, Millis)>,
@@ -632,6 +635,22 @@ impl PluginStore for MemoryStore {
 
     async fn routes_version(&self) -> StoreResult<u64> {
         Ok(self.lock().routes_version)
+    }
+}
+
+#[async_trait]
+impl CanvasStore for MemoryStore {
+    async fn put_canvas(&self, id: &str, definition: &str) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if state.canvases.contains_key(id) {
+            return Ok(false);
+        }
+        state.canvases.insert(id.to_owned(), definition.to_owned());
+        Ok(true)
+    }
+
+    async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(self.lock().canvases.get(id).cloned())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fires a finished job's callback (`crate::callback`): its `link` when it
-//! succeeded, its `link_error` when it is dead. Fired before the job's
+//! succeeded, its `link_error` when it is dead; and moves its canvas on
+//! (`crate::canvas`), if it is a canvas's task node. Fired before the job's
 //! outcome is written, under the callback's id chosen at enqueue: if the
 //! worker dies in between, the job runs again and its second firing finds
 //! the id in use — the callback is enqueued once. What happened is added
@@ -28,31 +29,16 @@ pub(super) async fn fire(
     task: &TaskOptions,
     completion: &mut Completion,
 ) {
-    let outcome = completion.transition.outcome.as_ref();
-    let (callback, trigger, value) = match completion.transition.state {
-        TaskState::Succeeded => match &envelope.options.link {
-            Some(callback) => (
-                callback,
-                Trigger::Success,
-                outcome
-                    .and_then(|o| o.result.clone())
-                    .unwrap_or(Value::Null),
-            ),
+    let (callback, trigger, value) = match end_value(envelope, completion) {
+        Some(Ok(result)) => match &envelope.options.link {
+            Some(callback) => (callback, Trigger::Success, result),
             None => return,
         },
-        TaskState::Dead => match &envelope.options.link_error {
-            Some(callback) => {
-                let failure = outcome.and_then(|o| o.error.clone()).unwrap_or_else(|| {
-                    Failure::new(
-                        FailureKind::PluginError,
-                        completion.transition.detail.clone().unwrap_or_default(),
-                    )
-                });
-                (callback, Trigger::Failure, error_value(envelope, &failure))
-            }
+        Some(Err(error)) => match &envelope.options.link_error {
+            Some(callback) => (callback, Trigger::Failure, error),
             None => return,
         },
-        _ => return,
+        None => return,
     };
     let note = match enqueue(shared, job, envelope, task, callback, trigger, value).await {
         Ok(Fired::Now) => format!(
@@ -81,6 +67,28 @@ pub(super) async fn fire(
         Some(before) => format!("{before}; {note}"),
         None => note,
     });
+}
+
+/// How a job ended, for what follows it: its result if it succeeded, its
+/// error object (`crate::callback::error_value`) if it is dead, nothing
+/// otherwise (waiting again, retrying, cancelled, expired).
+fn end_value(envelope: &Envelope, completion: &Completion) -> Option<Result<Value, Value>> {
+    let outcome = completion.transition.outcome.as_ref();
+    match completion.transition.state {
+        TaskState::Succeeded => Some(Ok(outcome
+            .and_then(|o| o.result.clone())
+            .unwrap_or(Value::Null))),
+        TaskState::Dead => {
+            let failure = outcome.and_then(|o| o.error.clone()).unwrap_or_else(|| {
+                Failure::new(
+                    FailureKind::PluginError,
+                    completion.transition.detail.clone().unwrap_or_default(),
+                )
+            });
+            Some(Err(error_value(envelope, &failure)))
+        }
+        _ => None,
+    }
 }
 
 /// Whether this firing enqueued the callback or found it enqueued.
@@ -157,4 +165,68 @@ async fn enqueue(
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// Moves the canvas of a finished job on (`crate::canvas::advance`), if it
+/// belongs to one, and notes what happened in its history. Transient store
+/// errors are tried again while the job's lease holds; past that the note
+/// says so and the job's next delivery (if any) tries again.
+pub(super) async fn advance_canvas(
+    shared: &WorkerShared,
+    job: &RunningJob,
+    envelope: &Envelope,
+    completion: &mut Completion,
+) {
+    let Some(at) = &envelope.canvas else { return };
+    let Some(value) = end_value(envelope, completion) else {
+        return;
+    };
+    let mut pause = Duration::from_millis(50);
+    let note = loop {
+        let step = async {
+            let text = shared
+                .stores
+                .canvases
+                .get_canvas(&at.canvas)
+                .await?
+                .ok_or_else(|| {
+                    ClientError::InvalidOption(format!("canvas {} is not in the store", at.canvas))
+                })?;
+            let canvas: crate::canvas::Canvas = serde_json::from_str(&text).map_err(|e| {
+                ClientError::InvalidOption(format!("canvas {} cannot be read: {e}", at.canvas))
+            })?;
+            crate::canvas::advance(&shared.client, &canvas, envelope, &at.path, value.clone()).await
+        };
+        match step.await {
+            Ok(crate::canvas::Advance::Started(ids)) => {
+                break format!("canvas {}: started {}", at.canvas, ids.join(", "));
+            }
+            Ok(crate::canvas::Advance::Waiting) => {
+                break format!("canvas {}: its group waits for other members", at.canvas);
+            }
+            Ok(crate::canvas::Advance::Done) => break format!("canvas {} finished", at.canvas),
+            Ok(crate::canvas::Advance::Failed { link_error, .. }) => {
+                break match link_error {
+                    Some(id) => format!("canvas {} failed here; its link_error is {id}", at.canvas),
+                    None => format!("canvas {} failed here", at.canvas),
+                };
+            }
+            Err(ClientError::Store(e))
+                if e.is_transient() && shared.now() + pause < job.held_until() =>
+            {
+                tracing::warn!(error = %e, retry_in = ?pause, "cannot move a canvas on; retrying while the job's lease holds");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::warn!(id = %envelope.id, canvas = %at.canvas, error = %e, "cannot move a canvas on");
+                break format!("canvas {}: NOT moved on: {e}", at.canvas);
+            }
+        }
+    };
+    let detail = &mut completion.transition.detail;
+    *detail = Some(match detail.take() {
+        Some(before) => format!("{before}; {note}"),
+        None => note,
+    });
 }

@@ -323,6 +323,7 @@ async fn ended(
     mut completion: Completion,
 ) -> Completion {
     callbacks::fire(shared, job, envelope, task, &mut completion).await;
+    callbacks::advance_canvas(shared, job, envelope, &mut completion).await;
     if completion.transition.state == TaskState::Succeeded
         && envelope.options.ignores_result(task)
         && let Some(outcome) = &mut completion.transition.outcome
