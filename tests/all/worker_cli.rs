@@ -1107,6 +1107,13 @@ async fn four_workers_hold_a_rate_limit_on_sqlite() {
     xylem_tests::scenarios::four_workers_hold_a_rate_limit(&Env::new().url).await;
 }
 
+/// A 100-member chord and a 10-step chain outlive their client and a
+/// `kill -9` of a worker on one SQLite file (as on Redis and PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canvases_survive_their_client_and_kill_9_on_sqlite() {
+    xylem_tests::scenarios::canvases_survive_their_client_and_kill_9(&Env::new().url).await;
+}
+
 /// `xylem queues pause|resume|purge` against a worker process.
 #[tokio::test]
 async fn queues_pause_resume_and_purge_from_the_cli() {

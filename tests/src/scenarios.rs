@@ -69,7 +69,8 @@ impl Cluster {
         cluster
     }
 
-    fn command(&self) -> Command {
+    /// `xylem --store URL` with the cluster's cache and log level.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(xylem_bin());
         cmd.arg("--store")
             .arg(&self.url)
@@ -328,6 +329,100 @@ pub async fn four_workers_hold_a_rate_limit(url: &str) {
         })
         .collect();
     assert!(names.len() >= 3, "the work was not shared: {names:?}");
+}
+
+/// Runs `xylem ARGS --json` for a canvas command; its definition.
+fn enqueue_canvas(cluster: &Cluster, args: &[String]) -> xylem_core::canvas::Canvas {
+    let out = cluster.command().args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "xylem {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_value(doc["canvas"].clone()).unwrap()
+}
+
+/// The job id of the task node at `path`.
+fn task_at(canvas: &xylem_core::canvas::Canvas, path: &[u32]) -> String {
+    match canvas.node(path) {
+        Some(xylem_core::canvas::Node::Task(c)) => c.id.clone(),
+        other => panic!("no task at {path:?}: {other:?}"),
+    }
+}
+
+/// Canvases outlive their client and `kill -9` of workers: a 100-member
+/// chord and a 10-step chain, each enqueued by a `xylem` process that
+/// exits at once; four workers race on the members, one is killed with
+/// `kill -9` while they finish and another takes its place. The chord
+/// calls back once, with all 100 results in member order; the chain's
+/// last step runs with its own arguments and the step before's result.
+pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
+    let cluster = Cluster::new(url).await;
+    let opts = ["--lease", "1s", "--concurrency", "8"];
+    let mut workers: Vec<Child> = (0..4)
+        .map(|i| cluster.worker(&format!("canvas{i}"), &opts))
+        .collect();
+    let mut chord_args = vec!["chord".to_owned()];
+    chord_args.extend((0..100).map(|i| format!(r#"hello.sleep:{{"ms":{}}}"#, 300 + i % 7)));
+    chord_args.extend(["--callback".to_owned(), "hello.echo".to_owned()]);
+    let chord = enqueue_canvas(&cluster, &chord_args);
+    let mut chain_args = vec!["chain".to_owned()];
+    chain_args.extend((0..10).map(|_| r#"hello.sleep:{"ms":150}"#.to_owned()));
+    let chain = enqueue_canvas(&cluster, &chain_args);
+
+    // Mid-way through the members (four waves of 32) and the chain.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill9(&mut workers[0]);
+    workers[0] = cluster.worker("canvas-replacement", &opts);
+
+    let stores = open_stores(url).await;
+    let callback = task_at(&chord, &[100]);
+    let last = task_at(&chain, &[9]);
+    let started = Instant::now();
+    let (called, ended) = loop {
+        let a = stores.results.get(&callback).await.unwrap();
+        let b = stores.results.get(&last).await.unwrap();
+        if let (Some(a), Some(b)) = (&a, &b)
+            && a.state.is_terminal()
+            && b.state.is_terminal()
+        {
+            break (a.clone(), b.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the canvases did not finish: callback {a:?}, last step {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for w in &mut workers {
+        terminate(w);
+    }
+    assert_eq!(called.state, TaskState::Succeeded, "{called:?}");
+    let expected: Vec<u64> = (0..100).map(|i| 300 + i % 7).collect();
+    assert_eq!(called.result, Some(serde_json::json!(expected)));
+    assert_eq!(ended.state, TaskState::Succeeded, "{ended:?}");
+    assert_eq!(ended.result, Some(serde_json::json!(150)));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ended.args).unwrap(),
+        serde_json::json!({"ms": 150, "result": 150})
+    );
+    // The kill landed on running work: some job ran twice.
+    let mut ran_twice = 0;
+    for (_, node) in chord
+        .root
+        .tasks(&[])
+        .into_iter()
+        .chain(chain.root.tasks(&[]))
+    {
+        if let Some(r) = stores.results.get(&node.id).await.unwrap() {
+            ran_twice += usize::from(count(&r, TaskState::Running) > 1);
+        }
+    }
+    assert!(
+        ran_twice > 0,
+        "the kill landed on no running job: the test proved nothing"
+    );
 }
 
 /// The server goes away mid-run and comes back: workers log the outage,

@@ -28,6 +28,12 @@ async fn four_workers_hold_a_rate_limit_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canvases_survive_their_client_and_kill_9_on_postgres() {
+    let Some(url) = shared_url() else { return };
+    scenarios::canvases_survive_their_client_and_kill_9(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_share_one_postgres() {
     let Some(url) = shared_url() else { return };
     scenarios::four_workers_share_the_work(&url).await;
