@@ -24,6 +24,7 @@ import {
   progress as hostProgress,
   heartbeat as hostHeartbeat,
   enqueue as hostEnqueue,
+  submitCanvas as hostSubmitCanvas,
 } from 'xylem:task/host@0.3.0';
 
 /** The job can never succeed: it ends `failed`, without a retry. */
@@ -87,6 +88,22 @@ export function enqueue(task, args = {}, options = undefined) {
   try {
     const done = hostEnqueue(task, JSON.stringify(args), wit);
     return { id: done.id, duplicate: done.duplicate };
+  } catch (e) {
+    const refusal = e?.payload;
+    if (refusal?.tag) throw new EnqueueRefused(refusal.tag, refusal.val);
+    throw e;
+  }
+}
+
+/**
+ * Enqueues a canvas — chains, groups and chords, nested — given as an
+ * object in the format of `xylem canvas submit` (docs/canvas.md); returns
+ * its id. Every task in it counts against this run's child quota. Throws
+ * `EnqueueRefused` when the host says no.
+ */
+export function submitCanvas(definition) {
+  try {
+    return hostSubmitCanvas(JSON.stringify(definition));
   } catch (e) {
     const refusal = e?.payload;
     if (refusal?.tag) throw new EnqueueRefused(refusal.tag, refusal.val);

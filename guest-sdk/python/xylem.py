@@ -52,6 +52,7 @@ __all__ = [
     "progress",
     "heartbeat",
     "enqueue",
+    "submit_canvas",
     "task",
 ]
 
@@ -174,11 +175,29 @@ def enqueue(task, args=None, **options):
     try:
         done = host.enqueue(task, json.dumps({} if args is None else args), wit_options)
     except Err as e:
-        refusal = e.value
-        kind = type(refusal).__name__.split("_", 1)[-1]
-        kind = "".join("-" + c.lower() if c.isupper() else c for c in kind).lstrip("-")
-        raise EnqueueRefused(kind, refusal.value) from None
+        raise _refused(e) from None
     return done.id, done.duplicate
+
+
+def submit_canvas(definition):
+    """Enqueues a canvas — chains, groups and chords, nested — given as a
+    dict in the format of `xylem canvas submit` (docs/canvas.md), e.g.
+    `{"kind": "chain", "steps": [{"kind": "task", "task": "a", "args": {...}},
+    {"kind": "task", "task": "b"}]}`; returns its id. Every task in it counts
+    against this run's child quota. Raises `EnqueueRefused`."""
+    try:
+        return host.submit_canvas(json.dumps(definition))
+    except Err as e:
+        raise _refused(e) from None
+
+
+def _refused(error):
+    """The host's `enqueue-error` (an `Err`) as `EnqueueRefused`: the
+    variant's name (`EnqueueError_QuotaExceeded`) as its WIT kind."""
+    refusal = error.value
+    kind = type(refusal).__name__.split("_", 1)[-1]
+    kind = "".join("-" + c.lower() if c.isupper() else c for c in kind).lstrip("-")
+    return EnqueueRefused(kind, refusal.value)
 
 
 def log(message, level=Level.INFO):

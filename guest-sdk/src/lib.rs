@@ -32,6 +32,7 @@
 // from the plugin crates that expand `export_plugin!`.
 extern crate self as xylem_guest;
 
+pub mod canvas;
 mod context;
 mod error;
 mod task;

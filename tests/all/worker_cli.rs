@@ -1464,6 +1464,34 @@ async fn canvases_from_the_cli() {
         "{tree}"
     );
 
+    // A canvas from inside a task (the host's submit-canvas, through the
+    // Rust SDK's ctx.chord): its callback runs after the task returned.
+    let out = env.ok(&[
+        "enqueue",
+        "hello.greet-all",
+        "--args",
+        r#"{"names":["Ada","Grace"]}"#,
+        "--wait",
+        "--json",
+    ]);
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let canvas = record["result"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let shown = loop {
+        let shown: serde_json::Value =
+            serde_json::from_str(&env.ok(&["canvas", "show", &canvas, "--json"])).unwrap();
+        if shown["state"] == "succeeded" {
+            break shown;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        shown["result"],
+        serde_json::json!(["Hello, Ada!", "Hello, Grace!"]),
+        "{shown}"
+    );
+
     let out = env.xylem(&["chain", "hello.greet", "no.such-task"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task `no.such-task`"));

@@ -112,6 +112,10 @@ fn hostile_corpus() -> Vec<HostileCase> {
             ..case("hostile.callback-flood", json!({}), &["succeeded"])
         },
         HostileCase {
+            alone_ends_as: Some(&["plugin-error"]),
+            ..case("hostile.canvas-bomb", json!({}), &["succeeded"])
+        },
+        HostileCase {
             soft_timeout_ms: Some(300),
             ..case("hostile.polite-loop", json!({}), &["plugin-error"])
         },
@@ -251,6 +255,25 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
                     .as_str()
                     .unwrap_or_default()
                     .contains("unique key"),
+                "{result}"
+            );
+        }
+    }
+    // Canvases count every task against the tree's quota up front: with
+    // 200 descendants allowed, two canvases of 100, then a refusal.
+    if let Some(pos) = corpus.iter().position(|c| c.task == "hostile.canvas-bomb") {
+        let r = client
+            .wait(&hostile[pos], Duration::from_secs(60))
+            .await
+            .unwrap();
+        if let Some(result) = &r.result {
+            let made = result[0].as_u64().unwrap_or(u64::MAX);
+            assert!(
+                made <= 2,
+                "{made} canvases of 100 under a tree quota of 200: {result}"
+            );
+            assert!(
+                result[1].as_str().unwrap_or_default().contains("quota"),
                 "{result}"
             );
         }

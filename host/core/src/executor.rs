@@ -178,6 +178,18 @@ pub trait HostCalls: Send + Sync + fmt::Debug {
             "cannot enqueue `{name}`: child tasks need a job store (run this task through a worker)"
         )))
     }
+
+    /// The task enqueues a canvas (`crate::canvas`, as JSON); returns its id.
+    async fn submit_canvas(
+        &self,
+        _parent: &TaskInfo,
+        _definition: &str,
+    ) -> Result<String, ChildEnqueueError> {
+        Err(ChildEnqueueError::Unavailable(
+            "cannot enqueue a canvas: child tasks need a job store (run this task through a worker)"
+                .to_owned(),
+        ))
+    }
 }
 
 /// Host calls that do nothing: for one-off runs and tests.

@@ -178,16 +178,28 @@ impl RunChildren {
         depth: u32,
         args_bytes: u64,
     ) -> Result<(), ChildEnqueueError> {
+        self.charge_many(quota, depth, 1, args_bytes)
+    }
+
+    /// [`charge`](Self::charge) for `children` at once (a canvas's tasks),
+    /// all or none.
+    pub fn charge_many(
+        &mut self,
+        quota: &ChildQuota,
+        depth: u32,
+        children: u32,
+        args_bytes: u64,
+    ) -> Result<(), ChildEnqueueError> {
         if depth > quota.max_depth {
             return Err(ChildEnqueueError::QuotaExceeded(format!(
                 "a child here would be {depth} levels below its root job, over the limit of {}",
                 quota.max_depth
             )));
         }
-        if self.count >= quota.per_run {
+        if self.count.saturating_add(children) > quota.per_run {
             return Err(ChildEnqueueError::QuotaExceeded(format!(
-                "this run already enqueued {} child jobs, its limit",
-                quota.per_run
+                "this run has enqueued {} child jobs; {children} more would pass its limit of {}",
+                self.count, quota.per_run
             )));
         }
         let bytes = self.args_bytes.saturating_add(args_bytes);
@@ -197,7 +209,7 @@ impl RunChildren {
                 quota.per_run_args_bytes
             )));
         }
-        self.count += 1;
+        self.count += children;
         self.args_bytes = bytes;
         Ok(())
     }
@@ -246,7 +258,7 @@ mod tests {
         run.charge(&quota, 3, 4).unwrap();
         assert!(matches!(
             run.charge(&quota, 3, 0),
-            Err(ChildEnqueueError::QuotaExceeded(m)) if m.contains("already enqueued 2")
+            Err(ChildEnqueueError::QuotaExceeded(m)) if m.contains("has enqueued 2 child jobs")
         ));
     }
 

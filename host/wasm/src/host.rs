@@ -109,12 +109,27 @@ impl host::Host for JobState {
                 id: done.id,
                 duplicate: done.duplicate,
             })
-            .map_err(|e| match e {
-                ChildEnqueueError::QuotaExceeded(m) => WitEnqueueError::QuotaExceeded(m),
-                ChildEnqueueError::UnknownTask(m) => WitEnqueueError::UnknownTask(m),
-                ChildEnqueueError::InvalidArguments(m) => WitEnqueueError::InvalidArguments(m),
-                ChildEnqueueError::Unavailable(m) => WitEnqueueError::Unavailable(m),
-            })
+            .map_err(wit_enqueue_error)
+    }
+
+    async fn submit_canvas(&mut self, definition: String) -> Result<String, WitEnqueueError> {
+        // Each of its tasks is then charged to the run's child quota.
+        self.charge_fuel(ENQUEUE_FUEL + text_fuel(&definition));
+        let host = self.host.clone();
+        let parent = self.info.clone();
+        host.submit_canvas(&parent, &definition)
+            .await
+            .map_err(wit_enqueue_error)
+    }
+}
+
+/// A refused child enqueue, as the WIT says it.
+fn wit_enqueue_error(e: ChildEnqueueError) -> WitEnqueueError {
+    match e {
+        ChildEnqueueError::QuotaExceeded(m) => WitEnqueueError::QuotaExceeded(m),
+        ChildEnqueueError::UnknownTask(m) => WitEnqueueError::UnknownTask(m),
+        ChildEnqueueError::InvalidArguments(m) => WitEnqueueError::InvalidArguments(m),
+        ChildEnqueueError::Unavailable(m) => WitEnqueueError::Unavailable(m),
     }
 }
 

@@ -20,6 +20,9 @@ extern int32_t __wasm_import_xylem_task_host_cancelled(void);
 __attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("enqueue")))
 extern void __wasm_import_xylem_task_host_enqueue(uint8_t *, uint8_t *);
 
+__attribute__((__import_module__("xylem:task/host@0.3.0"), __import_name__("submit-canvas")))
+extern void __wasm_import_xylem_task_host_submit_canvas(uint8_t *, size_t, uint8_t *);
+
 // Exported Functions from `xylem:task/handler@0.3.0`
 
 __attribute__((__weak__, __export_name__("cabi_post_xylem:task/handler@0.3.0#describe")))
@@ -318,6 +321,14 @@ void xylem_task_host_option_enqueue_options_free(xylem_task_host_option_enqueue_
 void xylem_task_host_result_enqueued_enqueue_error_free(xylem_task_host_result_enqueued_enqueue_error_t *ptr) {
   if (!ptr->is_err) {
     xylem_task_host_enqueued_free(&ptr->val.ok);
+  } else {
+    xylem_task_host_enqueue_error_free(&ptr->val.err);
+  }
+}
+
+void xylem_task_host_result_string_enqueue_error_free(xylem_task_host_result_string_enqueue_error_t *ptr) {
+  if (!ptr->is_err) {
+    plugin_string_free(&ptr->val.ok);
   } else {
     xylem_task_host_enqueue_error_free(&ptr->val.err);
   }
@@ -640,6 +651,54 @@ bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem
         }
         case 3: {
           variant.val.unavailable = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr49 + (2*sizeof(void*))))), (*((size_t*) (ptr49 + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool xylem_task_host_submit_canvas(plugin_string_t *definition, plugin_string_t *ret, xylem_task_host_enqueue_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_xylem_task_host_submit_canvas((uint8_t *) (*definition).ptr, (*definition).len, ptr);
+  xylem_task_host_result_string_enqueue_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      xylem_task_types_enqueue_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.quota_exceeded = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant.val.unknown_task = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.invalid_arguments = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.unavailable = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
       }

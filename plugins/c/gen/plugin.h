@@ -256,6 +256,14 @@ typedef struct {
   } val;
 } xylem_task_host_result_enqueued_enqueue_error_t;
 
+typedef struct {
+  bool is_err;
+  union {
+    plugin_string_t ok;
+    xylem_task_host_enqueue_error_t err;
+  } val;
+} xylem_task_host_result_string_enqueue_error_t;
+
 typedef xylem_task_types_task_info_t exports_xylem_task_handler_task_info_t;
 
 typedef xylem_task_types_task_spec_t exports_xylem_task_handler_task_spec_t;
@@ -290,6 +298,12 @@ extern bool xylem_task_host_cancelled(void);
 // and the child inherits the run's limits (it can narrow them, never
 // widen them).
 extern bool xylem_task_host_enqueue(plugin_string_t *name, plugin_string_t *args, xylem_task_host_enqueue_options_t *maybe_options, xylem_task_host_enqueued_t *ret, xylem_task_host_enqueue_error_t *err);
+// Enqueues a canvas — chains, groups and chords of tasks, nested — given
+// as JSON in the format of `xylem canvas submit` (docs/canvas.md);
+// returns its id. Every task in it counts as a child of this run
+// against the run's and the job tree's quotas, and runs under this
+// run's limits.
+extern bool xylem_task_host_submit_canvas(plugin_string_t *definition, plugin_string_t *ret, xylem_task_host_enqueue_error_t *err);
 
 // Exported Functions from `xylem:task/handler@0.3.0`
 void exports_xylem_task_handler_describe(exports_xylem_task_handler_list_task_spec_t *ret);
@@ -344,6 +358,8 @@ void xylem_task_host_enqueued_free(xylem_task_host_enqueued_t *ptr);
 void xylem_task_host_option_enqueue_options_free(xylem_task_host_option_enqueue_options_t *ptr);
 
 void xylem_task_host_result_enqueued_enqueue_error_free(xylem_task_host_result_enqueued_enqueue_error_t *ptr);
+
+void xylem_task_host_result_string_enqueue_error_free(xylem_task_host_result_string_enqueue_error_t *ptr);
 
 void exports_xylem_task_handler_task_info_free(exports_xylem_task_handler_task_info_t *ptr);
 

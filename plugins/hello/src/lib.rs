@@ -4,9 +4,12 @@
 //! - `hello.echo` any JSON → the same JSON (also the benchmark's no-op task)
 //! - `hello.flaky` `{"fail_times": N}` → fails on its first N attempts, then succeeds
 //! - `hello.sleep` `{"ms": N}` → sleeps N ms (heart-beating, reporting progress), then returns N
+//! - `hello.greet-all` `{"names": [...]}` → enqueues a chord from inside the task: a greeting
+//!   per name, then `hello.echo` with the list; returns the canvas id
 
 use serde::Deserialize;
 use serde_json::Value;
+use xylem_guest::canvas::Node;
 use xylem_guest::{Context, Task, TaskError, TaskResult};
 
 #[derive(Deserialize)]
@@ -66,6 +69,22 @@ fn sleep(ctx: &Context, args: Sleep) -> TaskResult<u64> {
     Ok(args.ms)
 }
 
+#[derive(Deserialize)]
+struct Names {
+    names: Vec<String>,
+}
+
+/// A canvas from task code: a chord of greetings whose callback echoes
+/// the list. The workers run it after this task has returned.
+fn greet_all(ctx: &Context, args: Names) -> TaskResult<String> {
+    let members = args
+        .names
+        .iter()
+        .map(|name| Node::task_with("hello.greet", serde_json::json!({ "name": name })))
+        .collect();
+    Ok(ctx.chord(members, Node::task("hello.echo"))?)
+}
+
 fn tasks() -> Vec<Task> {
     vec![
         Task::new("hello.greet", greet).description("Returns a greeting for `name`"),
@@ -75,6 +94,8 @@ fn tasks() -> Vec<Task> {
             .max_retries(5),
         Task::new("hello.sleep", sleep)
             .description("Sleeps `ms` milliseconds (reporting progress), then returns it"),
+        Task::new("hello.greet-all", greet_all)
+            .description("Enqueues a chord: a greeting per name, then hello.echo with the list"),
     ]
 }
 

@@ -315,6 +315,27 @@ fn callback_flood(ctx: &Context, _args: Value) -> TaskResult<(u64, String, Strin
     }
 }
 
+/// Submits canvases of 100 tasks each until the host says no: a fork bomb
+/// through canvases. Every task counts against the run's and the tree's
+/// quotas, all at once. Returns how many canvases it made, and why it
+/// stopped.
+fn canvas_bomb(ctx: &Context, _args: Value) -> TaskResult<(u64, String)> {
+    let members: Vec<xylem_guest::canvas::Node> = (0..100)
+        .map(|_| {
+            xylem_guest::canvas::Node::task_with("hostile.burn", serde_json::json!({"rounds": 1}))
+        })
+        .collect();
+    let canvas = xylem_guest::canvas::Node::group(members);
+    let mut made = 0;
+    loop {
+        match ctx.submit_canvas(&canvas) {
+            Ok(_) => made += 1,
+            Err(e @ EnqueueError::QuotaExceeded(_)) => return Ok((made, e.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Tries each way of enqueueing badly and reports what the host said.
 fn bad_enqueue(ctx: &Context, _args: Value) -> TaskResult<Vec<String>> {
     let queue = |q: &str| {
@@ -405,6 +426,8 @@ fn tasks() -> Vec<Task> {
             .description("Calls progress() until its limits (or `calls`) stop it"),
         Task::new("hostile.enqueue-bomb", enqueue_bomb)
             .description("Enqueues copies of itself until refused (a fork bomb)"),
+        Task::new("hostile.canvas-bomb", canvas_bomb)
+            .description("Submits canvases of 100 tasks until refused"),
         Task::new("hostile.callback-flood", callback_flood)
             .description("Enqueues children whose callbacks carry 64 KiB each, until refused"),
         Task::new("hostile.bad-enqueue", bad_enqueue)

@@ -80,8 +80,9 @@ async fn start(
             canvas: canvas.id.clone(),
             path,
         });
-        if let Some(lineage) = parent.and_then(|p| p.lineage.as_ref()) {
-            // A canvas enqueued by task code stays in its tree.
+        if let Some(lineage) = &canvas.lineage {
+            // A canvas enqueued by task code is in that task's job tree
+            // (its nodes were counted against the quotas when it was).
             lineage.adopt(&mut envelope);
         }
         match client

@@ -240,6 +240,10 @@ pub struct Canvas {
     /// Enqueued with the error of the node that failed the canvas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_error: Option<Callback>,
+    /// For a canvas enqueued by a running task: the job tree its jobs join
+    /// (depth, quota, the limits they may not exceed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<crate::Lineage>,
     /// When it was enqueued.
     pub created_at: Millis,
 }
@@ -253,6 +257,7 @@ impl Canvas {
             root,
             headers: Vec::new(),
             link_error: None,
+            lineage: None,
             created_at: crate::time::now_ms(),
         })
     }

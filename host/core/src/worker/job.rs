@@ -163,6 +163,65 @@ impl HostCalls for WorkerHostCalls {
             duplicate: false,
         })
     }
+
+    async fn submit_canvas(
+        &self,
+        parent: &TaskInfo,
+        definition: &str,
+    ) -> Result<String, ChildEnqueueError> {
+        self.start_child_canvas(parent, definition).await
+    }
+}
+
+impl WorkerHostCalls {
+    /// A canvas from task code: every task in it a child of this run —
+    /// charged to the run's quota (count, and the definition's bytes) and
+    /// the tree's, all at once — in this run's job tree.
+    async fn start_child_canvas(
+        &self,
+        parent: &TaskInfo,
+        definition: &str,
+    ) -> Result<String, ChildEnqueueError> {
+        let root: crate::canvas::Node = serde_json::from_str(definition).map_err(|e| {
+            ChildEnqueueError::InvalidArguments(format!(
+                "not a canvas (see docs/canvas.md for the format): {e}"
+            ))
+        })?;
+        let mut canvas =
+            crate::canvas::Canvas::new(root).map_err(ChildEnqueueError::InvalidArguments)?;
+        let tasks = u32::try_from(canvas.root.tasks(&[]).len()).unwrap_or(u32::MAX);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge_many(
+                &self.lineage.quota,
+                self.lineage.depth,
+                tasks,
+                definition.len() as u64,
+            )?;
+        let tree = tree_quota_key(&self.lineage.root);
+        let per_tree = self.lineage.quota.per_tree;
+        if !self
+            .shared
+            .stores
+            .quotas
+            .take_quota(&tree, u64::from(tasks), per_tree, TREE_QUOTA_TTL)
+            .await
+            .map_err(|e| ChildEnqueueError::Unavailable(e.to_string()))?
+        {
+            return Err(ChildEnqueueError::QuotaExceeded(format!(
+                "the tree of jobs under root job {} cannot take {tasks} more descendants (its limit is {per_tree})",
+                self.lineage.root
+            )));
+        }
+        canvas.headers.clone_from(&parent.headers);
+        canvas.lineage = Some(self.lineage.clone());
+        crate::canvas::start_canvas(&self.shared.client, &canvas)
+            .await
+            .map_err(child_error)?;
+        tracing::debug!(canvas = %canvas.id, tasks, "canvas enqueued by a task");
+        Ok(canvas.id)
+    }
 }
 
 /// Longest delay a task may give a child: a year.
