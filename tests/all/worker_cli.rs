@@ -1434,6 +1434,20 @@ async fn canvases_from_the_cli() {
         serde_json::json!({"note": "all greeted", "result": ["Hello, Ada!", "Hello, Grace!"]})
     );
 
+    // The same tree in YAML.
+    let yaml = env.dir.join("canvas.yaml");
+    std::fs::write(
+        &yaml,
+        "kind: chord\nmembers:\n  - {kind: task, task: hello.greet, args: {name: Ada}}\n  - kind: chain\n    steps:\n      - {kind: task, task: hello.greet, args: {name: Grace}}\n      - {kind: task, task: hello.echo}\ncallback:\n  kind: chain\n  steps:\n    - {kind: task, task: hello.echo}\n    - {kind: task, task: hello.echo, args: {note: chord with a chain callback}}\n",
+    )
+    .unwrap();
+    let out = env.ok(&["canvas", "submit", yaml.to_str().unwrap(), "--wait"]);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"note": "chord with a chain callback", "result": ["Hello, Ada!", "Hello, Grace!"]})
+    );
+
     // The second step rejects its input (an empty name): not retried, the
     // chain stops there.
     let out = env.xylem(&[

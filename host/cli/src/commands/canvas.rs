@@ -75,8 +75,9 @@ pub(crate) struct ChordArgs {
 /// `xylem canvas ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CanvasCommand {
-    /// Enqueue a canvas from a JSON file (`-`: standard input): nested
-    /// chains, groups and chords (see docs/canvas.md for the format).
+    /// Enqueue a canvas from a JSON or YAML (`.yaml`, `.yml`) file (`-`:
+    /// standard input): nested chains, groups and chords (see
+    /// docs/canvas.md for the format).
     Submit {
         /// The file.
         file: String,
@@ -144,12 +145,27 @@ pub(crate) async fn run(store_url: &str, command: CanvasCommand) -> anyhow::Resu
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
             };
-            let node: Node = serde_json::from_str(&text)
-                .with_context(|| format!("{file} is not a canvas (see docs/canvas.md)"))?;
+            let node = parse_canvas_file(&file, &text)?;
             submit(store_url, node, flags).await
         }
         CanvasCommand::Show { id, json } => show(store_url, &id, json).await,
     }
+}
+
+/// A canvas file: YAML for `.yaml`/`.yml`, JSON otherwise (standard
+/// input: JSON, else YAML).
+fn parse_canvas_file(file: &str, text: &str) -> anyhow::Result<Node> {
+    let yaml = file.ends_with(".yaml") || file.ends_with(".yml");
+    let parsed = if yaml {
+        yaml_serde::from_str::<Node>(text).map_err(anyhow::Error::from)
+    } else if file == "-" {
+        serde_json::from_str::<Node>(text)
+            .or_else(|_| yaml_serde::from_str::<Node>(text))
+            .map_err(anyhow::Error::from)
+    } else {
+        serde_json::from_str::<Node>(text).map_err(anyhow::Error::from)
+    };
+    parsed.with_context(|| format!("{file} is not a canvas (see docs/canvas.md for the format)"))
 }
 
 /// Enqueues `root` as a canvas; prints its id (or, with --wait, its end).
