@@ -1641,12 +1641,7 @@ worker_case!(chains_groups_and_chords_run_to_their_end, |stores| {
     // The states, from the records; the definition from the store.
     let stored = client.canvas(&chord.id).await.unwrap();
     assert_eq!(stored, chord);
-    let mut records = std::collections::HashMap::new();
-    for (_, c) in stored.root.tasks(&[]) {
-        if let Some(r) = stores.results.get(&c.id).await.unwrap() {
-            records.insert(c.id.clone(), r);
-        }
-    }
+    let records = xylem_core::canvas::records(&stores, &stored).await.unwrap();
     assert_eq!(
         xylem_core::canvas::node_state(&stored.root, &records),
         NodeState::Succeeded
@@ -1697,12 +1692,9 @@ worker_case!(
             stores.results.get(&after).await.unwrap().is_none(),
             "the step after the failure never started"
         );
-        let mut records = std::collections::HashMap::new();
-        for (_, c) in failing.root.tasks(&[]) {
-            if let Some(r) = stores.results.get(&c.id).await.unwrap() {
-                records.insert(c.id.clone(), r);
-            }
-        }
+        let records = xylem_core::canvas::records(&stores, &failing)
+            .await
+            .unwrap();
         assert_eq!(
             xylem_core::canvas::node_state(&failing.root, &records),
             NodeState::Failed

@@ -122,6 +122,21 @@ fn hostile_corpus() -> Vec<HostileCase> {
     ]
 }
 
+/// The result of the corpus job of `task`, if it ran and succeeded.
+async fn hostile_result(
+    client: &xylem_core::Client,
+    corpus: &[HostileCase],
+    ids: &[String],
+    task: &str,
+) -> Option<serde_json::Value> {
+    let pos = corpus.iter().position(|c| c.task == task)?;
+    let record = client
+        .wait(&ids[pos], Duration::from_secs(60))
+        .await
+        .unwrap();
+    record.result
+}
+
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -232,51 +247,37 @@ async fn hostile_corpus_in_one_worker(env: &Env, stores: xylem_core::Stores) {
     // Callbacks' arguments count against the run's child-argument quota
     // (1 MiB by default: at most 16 children with 64 KiB links), and a
     // unique key of 100 KB is refused.
-    if let Some(pos) = corpus
-        .iter()
-        .position(|c| c.task == "hostile.callback-flood")
+    if let Some(result) = hostile_result(&client, &corpus, &hostile, "hostile.callback-flood").await
     {
-        let r = client
-            .wait(&hostile[pos], Duration::from_secs(60))
-            .await
-            .unwrap();
-        if let Some(result) = &r.result {
-            let made = result[0].as_u64().unwrap_or(u64::MAX);
-            assert!(
-                made <= 16,
-                "{made} children with 64 KiB callbacks: {result}"
-            );
-            assert!(
-                result[1].as_str().unwrap_or_default().contains("quota"),
-                "{result}"
-            );
-            assert!(
-                result[2]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("unique key"),
-                "{result}"
-            );
-        }
+        let made = result[0].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            made <= 16,
+            "{made} children with 64 KiB callbacks: {result}"
+        );
+        assert!(
+            result[1].as_str().unwrap_or_default().contains("quota"),
+            "{result}"
+        );
+        assert!(
+            result[2]
+                .as_str()
+                .unwrap_or_default()
+                .contains("unique key"),
+            "{result}"
+        );
     }
     // Canvases count every task against the tree's quota up front: with
     // 200 descendants allowed, two canvases of 100, then a refusal.
-    if let Some(pos) = corpus.iter().position(|c| c.task == "hostile.canvas-bomb") {
-        let r = client
-            .wait(&hostile[pos], Duration::from_secs(60))
-            .await
-            .unwrap();
-        if let Some(result) = &r.result {
-            let made = result[0].as_u64().unwrap_or(u64::MAX);
-            assert!(
-                made <= 2,
-                "{made} canvases of 100 under a tree quota of 200: {result}"
-            );
-            assert!(
-                result[1].as_str().unwrap_or_default().contains("quota"),
-                "{result}"
-            );
-        }
+    if let Some(result) = hostile_result(&client, &corpus, &hostile, "hostile.canvas-bomb").await {
+        let made = result[0].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            made <= 2,
+            "{made} canvases of 100 under a tree quota of 200: {result}"
+        );
+        assert!(
+            result[1].as_str().unwrap_or_default().contains("quota"),
+            "{result}"
+        );
     }
     // The bomb and its descendants, however deep, stay within the quota.
     let deadline = Instant::now() + Duration::from_secs(60);
