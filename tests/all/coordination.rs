@@ -1,5 +1,6 @@
 //! The coordination contract on every store: group member counters and
-//! a chord claimed once, canvas definitions written once, locks owned and taken over after expiry, quotas
+//! a chord claimed once, canvas definitions written once, schedules
+//! written by version and listed when due, locks owned and taken over after expiry, quotas
 //! never passed by concurrent takers.
 
 use std::time::Duration;
@@ -224,3 +225,77 @@ coordination_case!(a_canvas_definition_is_written_once, |s| {
     }
     assert_eq!(wins, 1);
 });
+
+coordination_case!(schedules_are_written_by_version_and_listed_when_due, |s| {
+    use xylem_core::schedule::{Schedule, Spec};
+    let store = s.schedules();
+    let every = Spec::Every { every_ms: 60_000 };
+    let a = Schedule::new("a-report", "hello.echo", every.clone(), 1_000).unwrap();
+    assert_eq!(a.next_run, Some(61_000));
+    assert_eq!(store.put_schedule(&a).await.unwrap(), Some(1));
+    assert_eq!(
+        store.put_schedule(&a).await.unwrap(),
+        None,
+        "the name is taken"
+    );
+    let mut read = store.get_schedule("a-report").await.unwrap().unwrap();
+    assert_eq!(read.version, 1);
+    // Two writers of version 1: one wins, the other is told to read again.
+    read.args = r#"{"v":2}"#.to_owned();
+    assert_eq!(store.put_schedule(&read).await.unwrap(), Some(2));
+    assert_eq!(store.put_schedule(&read).await.unwrap(), None);
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, mut edit) = (s.clone(), store_copy(&read, 2, i));
+            tokio::spawn(async move {
+                edit.next_run = Some(100_000 + i);
+                s.schedules().put_schedule(&edit).await.unwrap()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap().is_some());
+    }
+    assert_eq!(wins, 1, "one of eight racing edits of version 2 wins");
+    let mut b = Schedule::new("b-sync", "hello.echo", every, 0).unwrap();
+    b.next_run = Some(50_000);
+    store.put_schedule(&b).await.unwrap();
+    let mut off = Schedule::new("c-off", "hello.echo", Spec::At { at: 10 }, 0).unwrap();
+    off.enabled = false;
+    store.put_schedule(&off).await.unwrap();
+    // Due: enabled, next run at or before now, earliest first.
+    let due: Vec<String> = store
+        .due_schedules(200_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(due, ["b-sync", "a-report"]);
+    assert_eq!(store.due_schedules(60_000, 10).await.unwrap().len(), 1);
+    assert_eq!(store.due_schedules(200_000, 1).await.unwrap().len(), 1);
+    let names: Vec<String> = store
+        .list_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["a-report", "b-sync", "c-off"]);
+    assert!(store.remove_schedule("b-sync").await.unwrap());
+    assert!(!store.remove_schedule("b-sync").await.unwrap());
+    assert_eq!(store.due_schedules(200_000, 10).await.unwrap().len(), 1);
+});
+
+/// `read` as a writer that read version `version` would send it.
+fn store_copy(
+    read: &xylem_core::schedule::Schedule,
+    version: u64,
+    writer: i64,
+) -> xylem_core::schedule::Schedule {
+    let mut copy = read.clone();
+    copy.version = version;
+    copy.args = format!("{{\"writer\":{writer}}}");
+    copy
+}

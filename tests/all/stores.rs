@@ -15,7 +15,7 @@ use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
     Broker, Cancellation, CanvasStore, DeadLetters, GroupStore, LockStore, PluginStore,
-    QueueControl, QuotaStore, RateLimits, ResultBackend, Statistics,
+    QueueControl, QuotaStore, RateLimits, ResultBackend, ScheduleStore, Statistics,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -69,6 +69,7 @@ pub(crate) trait Adapter:
     + PluginStore
     + GroupStore
     + CanvasStore
+    + ScheduleStore
     + LockStore
     + QuotaStore
     + Cancellation
@@ -87,6 +88,7 @@ impl<T> Adapter for T where
         + PluginStore
         + GroupStore
         + CanvasStore
+        + ScheduleStore
         + LockStore
         + QuotaStore
         + Cleanup
@@ -143,6 +145,8 @@ pub(crate) trait CoordinationObj: Send + Sync {
     fn groups(&self) -> &dyn GroupStore;
     /// As a canvas store.
     fn canvases(&self) -> &dyn CanvasStore;
+    /// As a schedule store.
+    fn schedules(&self) -> &dyn ScheduleStore;
     /// As a lock store.
     fn locks(&self) -> &dyn LockStore;
     /// As a quota store.
@@ -154,6 +158,9 @@ impl<T: Adapter> CoordinationObj for T {
         self
     }
     fn canvases(&self) -> &dyn CanvasStore {
+        self
+    }
+    fn schedules(&self) -> &dyn ScheduleStore {
         self
     }
     fn locks(&self) -> &dyn LockStore {

@@ -23,6 +23,7 @@ pub mod queue_control;
 pub mod rate_limit;
 pub mod record;
 pub mod retry;
+pub mod schedule;
 pub mod spec;
 pub mod store;
 pub mod store_url;

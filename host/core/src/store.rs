@@ -663,6 +663,8 @@ pub struct Stores {
     pub groups: Arc<dyn GroupStore>,
     /// Canvas definitions.
     pub canvases: Arc<dyn CanvasStore>,
+    /// Schedules (beat).
+    pub schedules: Arc<dyn ScheduleStore>,
     /// Locks.
     pub locks: Arc<dyn LockStore>,
     /// Quota counters (child jobs of a tree).
@@ -692,6 +694,7 @@ impl Stores {
             + PluginStore
             + GroupStore
             + CanvasStore
+            + ScheduleStore
             + LockStore
             + QuotaStore
             + Cancellation
@@ -707,6 +710,7 @@ impl Stores {
             plugins: adapter.clone(),
             groups: adapter.clone(),
             canvases: adapter.clone(),
+            schedules: adapter.clone(),
             locks: adapter.clone(),
             quotas: adapter.clone(),
             cancellation: adapter.clone(),
@@ -766,6 +770,36 @@ pub trait CanvasStore: Send + Sync {
 
     /// Canvas `id`'s definition.
     async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>>;
+}
+
+/// Schedules (`crate::schedule`), as data: every beat process reads the
+/// due ones and moves each on with a compare-and-set on its version, so
+/// two beats never both advance one tick.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Writes `schedule`: creates it when its `version` is 0 and no
+    /// schedule has its name; else replaces it if the stored version is
+    /// `schedule.version`. Returns the new version, or `None` (nothing
+    /// written) when the name exists (creating) or the version moved on
+    /// (someone else wrote it since it was read).
+    async fn put_schedule(&self, schedule: &crate::schedule::Schedule) -> StoreResult<Option<u64>>;
+
+    /// Schedule `name`.
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<crate::schedule::Schedule>>;
+
+    /// Every schedule, by name.
+    async fn list_schedules(&self) -> StoreResult<Vec<crate::schedule::Schedule>>;
+
+    /// Deletes schedule `name`; true if it existed.
+    async fn remove_schedule(&self, name: &str) -> StoreResult<bool>;
+
+    /// Enabled schedules whose next run is at or before `now`, earliest
+    /// first, at most `limit`.
+    async fn due_schedules(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::schedule::Schedule>>;
 }
 
 /// Counters with a ceiling, shared by every worker: quotas that span many

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use xylem_core::codec::sql_int;
+use xylem_core::codec::{from_json, to_json};
+use xylem_core::schedule::Schedule;
 use xylem_core::store::{
-    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, ScheduleStore,
+    StoreResult,
 };
 use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
@@ -245,5 +248,77 @@ impl CanvasStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for PostgresStore {
+    async fn put_schedule(&self, schedule: &Schedule) -> StoreResult<Option<u64>> {
+        let mut written = schedule.clone();
+        written.version = schedule.version + 1;
+        let doc = to_json(&written)?;
+        // A new schedule is an insert that loses to an existing name; an
+        // edit, an update of the version it read (`$6`).
+        let shared = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(written.name.clone())
+                .bind(written.enabled)
+                .bind(written.next_run)
+                .bind(sql_int(written.version))
+                .bind(doc.clone())
+        };
+        let query = if schedule.version == 0 {
+            shared(
+                "INSERT INTO schedules (name, enabled, next_run, version, doc)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+            )
+        } else {
+            shared(
+                "UPDATE schedules SET enabled = $2, next_run = $3, version = $4, doc = $5
+                 WHERE name = $1 AND version = $6",
+            )
+            .bind(sql_int(schedule.version))
+        };
+        let done = query.execute(&self.pool).await.map_err(db)?;
+        Ok((done.rows_affected() == 1).then_some(written.version))
+    }
+
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM schedules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        let docs: Vec<String> = sqlx::query_scalar("SELECT doc FROM schedules ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn remove_schedule(&self, name: &str) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM schedules WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db)
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> StoreResult<Vec<Schedule>> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT doc FROM schedules WHERE enabled AND next_run <= $1
+             ORDER BY next_run, name LIMIT $2",
+        )
+        .bind(now)
+        .bind(sql_int(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        docs.iter().map(|d| from_json(d)).collect()
     }
 }

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
+use xylem_core::codec::{from_json, to_json};
+use xylem_core::schedule::Schedule;
 use xylem_core::store::{
-    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, ScheduleStore,
+    StoreResult,
 };
 use xylem_core::time::Millis;
 use xylem_core::time::ms;
 
-use crate::scripts::{COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED, QUOTA_TAKE, RESERVE_SLOT};
+use crate::scripts::{
+    COMPLETE_MEMBER, LOCK_ACQUIRE, LOCK_OWNED, QUOTA_TAKE, RESERVE_SLOT, SCHEDULE_PUT,
+};
 use crate::{RedisStore, backend, corrupt, value};
 
 impl RedisStore {
@@ -199,5 +204,89 @@ impl CanvasStore for RedisStore {
             .get(format!("{}:canvas:{id}", self.keys.prefix()))
             .await
             .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for RedisStore {
+    async fn put_schedule(&self, schedule: &Schedule) -> StoreResult<Option<u64>> {
+        let mut written = schedule.clone();
+        written.version = schedule.version + 1;
+        let due = match (written.enabled, written.next_run) {
+            (true, Some(at)) => at.to_string(),
+            _ => String::new(),
+        };
+        let version: u64 = SCHEDULE_PUT
+            .prepare_invoke()
+            .arg(self.keys.prefix())
+            .arg(&written.name)
+            .arg(schedule.version)
+            .arg(to_json(&written)?)
+            .arg(due)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok((version != 0).then_some(version))
+    }
+
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let doc: Option<String> = self
+            .conn()
+            .hget(format!("{}:schedules", self.keys.prefix()), name)
+            .await
+            .map_err(backend)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        let docs: HashMap<String, String> = self
+            .conn()
+            .hgetall(format!("{}:schedules", self.keys.prefix()))
+            .await
+            .map_err(backend)?;
+        let mut schedules: Vec<Schedule> = docs
+            .values()
+            .map(|d| from_json(d))
+            .collect::<StoreResult<_>>()?;
+        schedules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(schedules)
+    }
+
+    async fn remove_schedule(&self, name: &str) -> StoreResult<bool> {
+        let prefix = self.keys.prefix();
+        let (removed, _, _): (i64, i64, i64) = redis::pipe()
+            .atomic()
+            .hdel(format!("{prefix}:schedules"), name)
+            .hdel(format!("{prefix}:schedules:version"), name)
+            .zrem(format!("{prefix}:schedules:due"), name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(removed == 1)
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> StoreResult<Vec<Schedule>> {
+        let prefix = self.keys.prefix();
+        let names: Vec<String> = self
+            .conn()
+            .zrangebyscore_limit(
+                format!("{prefix}:schedules:due"),
+                "-inf",
+                now,
+                0,
+                isize::try_from(limit).unwrap_or(isize::MAX),
+            )
+            .await
+            .map_err(backend)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(format!("{prefix}:schedules"))
+            .arg(&names)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        docs.into_iter().flatten().map(|d| from_json(&d)).collect()
     }
 }

@@ -26,6 +26,7 @@
 //! | `P:lock:{name}` | string | the lock's owner, with a millisecond expiry |
 //! | `P:quota:{key}` | string | a quota counter (descendants of a root job), with a millisecond expiry |
 //! | `P:canvas:{id}` | string | a canvas definition (JSON), written once |
+//! | `P:schedules`, `P:schedules:version`, `P:schedules:due` | hash, hash, sorted set | schedule documents and versions by name; enabled schedules by next run (ms) |
 //! | `P:rate:{key}` | string | a rate limiter's next free start slot (ms), expiring a while after it |
 //! | `P:paused` | set | paused queues (`xylem queues pause`) |
 //! | `P:cancel:{id}` | string | a cancel request for a running job (`xylem task cancel`), lapsing after a day |

@@ -728,3 +728,23 @@ return 1
 "#,
     )
 });
+
+/// ARGV: prefix, name, the version read (0: create), the new document,
+/// its next run (`''` for none, or a disabled schedule). Writes schedule
+/// `name` if its stored version is the one read (absent, for 0); returns
+/// the new version, or 0 when nothing was written.
+pub(crate) static SCHEDULE_PUT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local docs, versions, due = P .. ':schedules', P .. ':schedules:version', P .. ':schedules:due'
+local name, read = ARGV[2], tonumber(ARGV[3])
+local stored = tonumber(redis.call('HGET', versions, name) or '0')
+local exists = redis.call('HEXISTS', docs, name) == 1
+if (read == 0 and exists) or (read ~= 0 and (not exists or stored ~= read)) then return 0 end
+redis.call('HSET', docs, name, ARGV[4])
+redis.call('HSET', versions, name, read + 1)
+if ARGV[5] == '' then redis.call('ZREM', due, name) else redis.call('ZADD', due, ARGV[5], name) end
+return read + 1
+"#,
+    )
+});

@@ -6,8 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use xylem_core::codec::sql_int;
+use xylem_core::codec::{from_json, to_json};
+use xylem_core::schedule::Schedule;
 use xylem_core::store::{
-    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, StoreResult,
+    CanvasStore, GroupStatus, GroupStore, LockStore, QuotaStore, RateLimits, ScheduleStore,
+    StoreResult,
 };
 use xylem_core::time::Millis;
 use xylem_core::time::{ms, now_ms};
@@ -267,5 +270,100 @@ impl CanvasStore for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn put_schedule(&self, schedule: &Schedule) -> StoreResult<Option<u64>> {
+        let mut written = schedule.clone();
+        written.version = schedule.version + 1;
+        let doc = to_json(&written)?;
+        let (name, enabled, next_run) = (written.name.clone(), written.enabled, written.next_run);
+        let (read, version) = (sql_int(schedule.version), sql_int(written.version));
+        self.with_conn(move |conn| {
+            let changed = if read == 0 {
+                exec(
+                    conn,
+                    "INSERT INTO schedules (name, enabled, next_run, version, doc)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                    params![name, enabled, next_run, version, doc],
+                )
+            } else {
+                exec(
+                    conn,
+                    "UPDATE schedules SET enabled = ?2, next_run = ?3, version = ?4, doc = ?5
+                     WHERE name = ?1 AND version = ?6",
+                    params![name, enabled, next_run, version, doc, read],
+                )
+            };
+            changed.map_err(backend)
+        })
+        .await
+        .map(|changed| (changed == 1).then_some(written.version))
+    }
+
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let name = name.to_owned();
+        let doc = self
+            .with_conn(move |conn| {
+                conn.query_row(
+                    "SELECT doc FROM schedules WHERE name = ?1",
+                    params![name],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(backend)
+            })
+            .await?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.schedule_docs("SELECT doc FROM schedules ORDER BY name", None)
+            .await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            exec(conn, "DELETE FROM schedules WHERE name = ?1", params![name])
+                .map(|n| n == 1)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> StoreResult<Vec<Schedule>> {
+        self.schedule_docs(
+            "SELECT doc FROM schedules WHERE enabled = 1 AND next_run <= ?1
+             ORDER BY next_run, name LIMIT ?2",
+            Some((now, sql_int(limit))),
+        )
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Schedules read by `sql` (bound to `due`: now and a limit, if given).
+    async fn schedule_docs(
+        &self,
+        sql: &'static str,
+        due: Option<(Millis, i64)>,
+    ) -> StoreResult<Vec<Schedule>> {
+        let docs: Vec<String> = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+                let text = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+                let rows: Result<Vec<String>, _> = match due {
+                    Some((now, limit)) => stmt
+                        .query_map(params![now, limit], text)
+                        .and_then(Iterator::collect),
+                    None => stmt.query_map([], text).and_then(Iterator::collect),
+                };
+                rows.map_err(backend)
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
     }
 }

@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::record::{TaskFilter, TaskRecord, TaskState, Transition};
+use crate::schedule::Schedule;
 use crate::store::{
     Broker, CANCEL_REQUEST_TTL, Cancellation, CanvasStore, ClaimPlan, Completed, Completion,
     DeadFilter, DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack,
     PluginInfo, PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits,
-    ResultBackend, Settle, Statistics, StoreError, StoreResult, TaskRoute, Withdrawn,
-    check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
+    ResultBackend, ScheduleStore, Settle, Statistics, StoreError, StoreResult, TaskRoute,
+    Withdrawn, check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
     running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
@@ -48,6 +49,8 @@ struct State {
     groups: HashMap<String, Group>,
     /// Canvas definitions by id.
     canvases: HashMap<String, String>,
+    /// Schedules by name.
+    schedules: std::collections::BTreeMap<String, crate::schedule::Schedule>,
     locks: HashMap<String, (String, Millis)>,
     /// Quota counters: key → (used, expires at).
     quotas: HashMap<String, (u64, Millis)>,
@@ -635,6 +638,50 @@ impl PluginStore for MemoryStore {
 
     async fn routes_version(&self) -> StoreResult<u64> {
         Ok(self.lock().routes_version)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for MemoryStore {
+    async fn put_schedule(&self, schedule: &Schedule) -> StoreResult<Option<u64>> {
+        let mut state = self.lock();
+        let stored = state.schedules.get(&schedule.name).map(|s| s.version);
+        let fits = match stored {
+            None => schedule.version == 0,
+            Some(version) => schedule.version != 0 && version == schedule.version,
+        };
+        if !fits {
+            return Ok(None);
+        }
+        let mut written = schedule.clone();
+        written.version = schedule.version + 1;
+        state.schedules.insert(written.name.clone(), written);
+        Ok(Some(schedule.version + 1))
+    }
+
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        Ok(self.lock().schedules.get(name).cloned())
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        Ok(self.lock().schedules.values().cloned().collect())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.lock().schedules.remove(name).is_some())
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: usize) -> StoreResult<Vec<Schedule>> {
+        let mut due: Vec<Schedule> = self
+            .lock()
+            .schedules
+            .values()
+            .filter(|s| s.enabled && s.next_run.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|s| (s.next_run, s.name.clone()));
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

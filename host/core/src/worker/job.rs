@@ -182,6 +182,15 @@ impl WorkerHostCalls {
         parent: &TaskInfo,
         definition: &str,
     ) -> Result<String, ChildEnqueueError> {
+        // Sized before it is parsed: a definition over the run's argument
+        // quota is refused without the host reading it.
+        if definition.len() as u64 > self.lineage.quota.per_run_args_bytes {
+            return Err(ChildEnqueueError::QuotaExceeded(format!(
+                "a canvas of {} bytes is over this run's child-argument quota of {} bytes",
+                definition.len(),
+                self.lineage.quota.per_run_args_bytes
+            )));
+        }
         let root: crate::canvas::Node = serde_json::from_str(definition).map_err(|e| {
             ChildEnqueueError::InvalidArguments(format!(
                 "not a canvas (see docs/canvas.md for the format): {e}"

@@ -124,7 +124,7 @@ fn version(conn: &Connection) -> usize {
 
 /// What the migrations after [`ADOPTED`] add, in the form `layout` lists
 /// it.
-const ADDED_SINCE_ADOPTED: [&str; 4] = [
+const ADDED_SINCE_ADOPTED: [&str; 7] = [
     "table compiled: digest TEXT notnull=1 default=NULL pk=1, \
      engine TEXT notnull=1 default=NULL pk=2, artifact BLOB notnull=1 default=NULL pk=0",
     "table cancel_requests: id TEXT notnull=1 default=NULL pk=1, \
@@ -132,6 +132,12 @@ const ADDED_SINCE_ADOPTED: [&str; 4] = [
     "table paused_queues: queue TEXT notnull=1 default=NULL pk=1",
     "table rate_slots: key TEXT notnull=1 default=NULL pk=1, \
      next_at INTEGER notnull=1 default=NULL pk=0, forget_at INTEGER notnull=1 default=NULL pk=0",
+    "table canvases: id TEXT notnull=1 default=NULL pk=1, \
+     definition TEXT notnull=1 default=NULL pk=0, created_at INTEGER notnull=1 default=NULL pk=0",
+    "table schedules: name TEXT notnull=1 default=NULL pk=1, \
+     enabled INTEGER notnull=1 default=NULL pk=0, next_run INTEGER notnull=0 default=NULL pk=0, \
+     version INTEGER notnull=1 default=NULL pk=0, doc TEXT notnull=1 default=NULL pk=0",
+    "index CREATE INDEX schedules_due ON schedules (next_run) WHERE enabled = 1",
 ];
 
 /// The migrations up to [`ADOPTED`] add up to exactly the tables the code
