@@ -88,6 +88,7 @@ macro_rules! worker_case {
 
 mod stores;
 
+mod beat;
 mod contract;
 mod coordination;
 mod worker;

@@ -4,6 +4,7 @@
 //! schedule as stored, with optimistic concurrency
 //! ([`crate::store::ScheduleStore`]).
 
+pub mod beat;
 mod model;
 pub mod spec;
 
