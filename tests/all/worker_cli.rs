@@ -1511,3 +1511,110 @@ async fn canvases_from_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task `no.such-task`"));
     terminate(&mut worker);
 }
+
+/// `xylem schedule` and two `xylem beat` processes on one store: an
+/// every-second schedule fires about once a second — never twice a tick,
+/// whichever beat gets there — its jobs run, `schedule next` prints the
+/// coming times, a bad expression or an unknown task is refused, a
+/// disabled schedule stops firing.
+#[tokio::test]
+async fn two_beats_fire_a_schedule_once_per_tick() {
+    let env = Env::new();
+    env.push("hello");
+    let out = env.xylem(&[
+        "schedule",
+        "add",
+        "bad",
+        "--task",
+        "hello.echo",
+        "--cron",
+        "61 * * * *",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("61 * * * *"));
+    let out = env.xylem(&[
+        "schedule", "add", "typo", "--task", "no.such", "--every", "1m",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task `no.such`"));
+    env.ok(&[
+        "schedule",
+        "add",
+        "ping",
+        "--task",
+        "hello.echo",
+        "--args",
+        r#"{"ping":1}"#,
+        "--every",
+        "1s",
+    ]);
+    env.ok(&[
+        "schedule",
+        "add",
+        "paris",
+        "--task",
+        "hello.greet",
+        "--args",
+        r#"{"name":"P"}"#,
+        "--cron",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Paris",
+    ]);
+    let next: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "next", "paris", "--count", "3", "--json"]))
+            .unwrap();
+    assert_eq!(next.as_array().unwrap().len(), 3, "{next}");
+    assert!(
+        next[0]["local"].as_str().unwrap().contains("02:30:00"),
+        "{next}"
+    );
+
+    let mut worker = env.worker("w", &[]);
+    let mut beats: Vec<_> = (0..2)
+        .map(|i| {
+            env.command()
+                .args(["beat", "--interval", "100ms"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("beat {i}: {e}"))
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    env.ok(&["schedule", "disable", "ping"]);
+    let elapsed = started.elapsed().as_secs();
+    for b in &mut beats {
+        terminate(b);
+    }
+    let store = env.store().await;
+    let filter = TaskFilter {
+        task: Some("hello.echo".to_owned()),
+        limit: 1000,
+        ..Default::default()
+    };
+    let fired = store.list(&filter).await.unwrap();
+    assert!(
+        (3..=elapsed as usize + 1).contains(&fired.len()),
+        "{} jobs in {elapsed} s of an every-second schedule under two beats",
+        fired.len()
+    );
+    let done = env
+        .wait_succeeded(fired.len(), Duration::from_secs(60))
+        .await;
+    assert!(
+        done.iter()
+            .any(|r| r.result == Some(serde_json::json!({"ping": 1})))
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "ls", "--json"])).unwrap();
+    let ping = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ping")
+        .unwrap();
+    assert_eq!(ping["enabled"], false, "{ping}");
+    assert!(ping["last_run"].is_i64(), "{ping}");
+    terminate(&mut worker);
+}

@@ -44,6 +44,11 @@ enum Command {
     /// Nested canvases from a file (submit); a canvas's tree and states (show).
     #[command(subcommand)]
     Canvas(commands::canvas::CanvasCommand),
+    /// Schedules kept in the store: add, ls, show, rm, enable, disable, next.
+    #[command(subcommand)]
+    Schedule(commands::schedule::ScheduleCommand),
+    /// Fire due schedules (any number of beats may run; each tick fires once).
+    Beat(commands::schedule::BeatArgs),
     /// Inspect jobs: show, wait, ls.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -130,6 +135,8 @@ fn main() -> ExitCode {
             Command::Group(args) => commands::canvas::group(store, args).await,
             Command::Chord(args) => commands::canvas::chord(store, args).await,
             Command::Canvas(cmd) => commands::canvas::run(store, cmd).await,
+            Command::Schedule(cmd) => commands::schedule::run(store, cmd).await,
+            Command::Beat(args) => commands::schedule::beat(store, args).await,
             Command::Task(cmd) => commands::task::run(store, cmd).await,
             Command::Tasks { json } => commands::queues::tasks(store, json).await,
             Command::Queues { command, json } => match command {

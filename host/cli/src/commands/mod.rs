@@ -8,6 +8,7 @@ pub(crate) mod enqueue;
 pub(crate) mod plugin;
 pub(crate) mod queues;
 pub(crate) mod run;
+pub(crate) mod schedule;
 pub(crate) mod task;
 pub(crate) mod throughput;
 pub(crate) mod worker;
