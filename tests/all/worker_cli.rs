@@ -1618,3 +1618,29 @@ async fn two_beats_fire_a_schedule_once_per_tick() {
     assert!(ping["last_run"].is_i64(), "{ping}");
     terminate(&mut worker);
 }
+
+/// `xylem worker --beat`: one process fires the schedules and runs their
+/// jobs.
+#[tokio::test]
+async fn a_worker_with_beat_fires_and_runs_schedules() {
+    let env = Env::new();
+    env.push("hello");
+    env.ok(&[
+        "schedule",
+        "add",
+        "tick",
+        "--task",
+        "hello.echo",
+        "--args",
+        r#"{"tick":true}"#,
+        "--every",
+        "1s",
+    ]);
+    let mut worker = env.worker("beating", &["--beat"]);
+    let done = env.wait_succeeded(2, Duration::from_secs(30)).await;
+    terminate(&mut worker);
+    assert!(
+        done.iter()
+            .all(|r| r.result == Some(serde_json::json!({"tick": true})))
+    );
+}

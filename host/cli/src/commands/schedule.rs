@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use xylem_core::Client;
 use xylem_core::limits::parse_duration;
-use xylem_core::schedule::beat::fire_due;
 use xylem_core::schedule::{MissedRuns, Schedule, Spec};
 use xylem_core::time::{format_ms, now_ms, parse_rfc3339};
 
@@ -308,23 +307,6 @@ pub(crate) async fn beat(store_url: &str, a: BeatArgs) -> anyhow::Result<ExitCod
     let shutdown = super::worker::ShutdownSignal::install();
     let store = crate::store::open(store_url).await?;
     let client = Client::new(store.stores.clone());
-    tracing::info!(?interval, "beat started");
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        match fire_due(&client, now_ms(), 100).await {
-            Ok(fired) => {
-                for (schedule, tick, id) in &fired.jobs {
-                    tracing::info!(%schedule, tick = %format_ms(*tick), job = %id, "fired");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read due schedules; trying again"),
-        }
-        tokio::select! {
-            () = &mut stop => break,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
-    tracing::info!("beat stopped");
+    xylem_core::schedule::beat::run(client, interval, shutdown.wait()).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,10 @@ use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 /// Ctrl-C / SIGTERM.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    /// Also run a beat in this process: fire due schedules (for small
+    /// deployments; any number of beats may run, each tick fires once).
+    #[arg(long)]
+    beat: bool,
     /// Queues to consume, comma-separated (default: all queues).
     #[arg(long, short, value_delimiter = ',')]
     queue: Vec<String>,
@@ -134,7 +138,20 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
     tracing::info!(store = %store.describe, "connected");
     let worker = Worker::new(store.stores.clone(), registry, config)?;
+    let beat = args.beat.then(|| {
+        let client = xylem_core::Client::new(store.stores.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let interval = std::time::Duration::from_millis(500);
+        let task = tokio::spawn(xylem_core::schedule::beat::run(client, interval, async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    });
     let stats = worker.run(shutdown).await;
+    if let Some((stop, task)) = beat {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     tracing::info!(
         succeeded = stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
         retried = stats.retried.load(std::sync::atomic::Ordering::Relaxed),

@@ -119,6 +119,32 @@ pub async fn fire_due(client: &Client, now: Millis, limit: usize) -> Result<Fire
     Ok(fired)
 }
 
+/// Fires due schedules every `interval` until `stop` resolves: `xylem
+/// beat`, and `xylem worker --beat`.
+pub async fn run(
+    client: Client,
+    interval: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tracing::info!(?interval, "beat started");
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        match fire_due(&client, crate::time::now_ms(), 100).await {
+            Ok(fired) => {
+                for (schedule, tick, id) in &fired.jobs {
+                    tracing::info!(%schedule, tick = %format_ms(*tick), job = %id, "fired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due schedules; trying again"),
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    tracing::info!("beat stopped");
+}
+
 /// Enqueues `schedule`'s job for `tick` under the tick's id.
 async fn fire(client: &Client, schedule: &Schedule, tick: Millis) -> Result<String, ClientError> {
     let mut req = EnqueueRequest::new(&schedule.task, &schedule.args);
