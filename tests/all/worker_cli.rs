@@ -417,6 +417,9 @@ fn the_demo_runs_to_its_table() {
         "memory-limit-exceeded",
         "rejected",
         "dead",
+        // The chord's callback echoes both greetings; the schedule fired.
+        r#"["Hello, Ada!","Hello, Grace!"]"#,
+        r#"{"from":"a schedule"}"#,
     ] {
         assert!(
             stdout.contains(needle),

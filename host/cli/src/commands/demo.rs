@@ -8,7 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use xylem_core::{Client, EnqueueRequest, JobOptions, TaskRecord, Worker, WorkerConfig};
+use xylem_core::canvas::{Canvas, Node};
+use xylem_core::schedule::{Schedule, Spec, beat};
+use xylem_core::{
+    Client, ClientError, EnqueueRequest, JobOptions, TaskRecord, Worker, WorkerConfig,
+};
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
 use crate::format;
@@ -61,6 +65,20 @@ const LANGUAGES: [Language; 3] = [
         what: "a greeting, in JavaScript",
     },
 ];
+
+/// Waits for job `id` to finish; a job enqueued later by the workers (a
+/// chord's callback, a schedule's tick) may not exist yet.
+async fn wait_for(client: &Client, id: &str) -> anyhow::Result<TaskRecord> {
+    let started = std::time::Instant::now();
+    loop {
+        match client.wait(id, Duration::from_secs(120)).await {
+            Err(ClientError::NoSuchJob(_)) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
 
 fn step(text: &str) {
     eprintln!("\n==> {text}");
@@ -255,11 +273,58 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ids.push((what, envelope.id));
     }
 
+    // A chord (docs/canvas.md): two greetings, then an echo of both; its
+    // callback's job is the row.
+    let chord = Canvas::new(Node::chord(
+        vec![
+            Node::task("hello.greet", Some(json!({"name": "Ada"}).to_string())),
+            Node::task("hello.greet", Some(json!({"name": "Grace"}).to_string())),
+        ],
+        Node::task("hello.echo", None),
+    ))
+    .map_err(anyhow::Error::msg)?;
+    client.enqueue_canvas(&chord).await?;
+    if let Some(Node::Task(callback)) = chord.node(&[2]) {
+        eprintln!(
+            "    {}  {:<20} a chord: two greetings, then an echo of both",
+            format::short_id(&chord.id),
+            "chord"
+        );
+        ids.push(("a chord: greetings, then an echo", callback.id.clone()));
+    }
+    // A schedule (docs/schedules.md) fired by a beat in this process; its
+    // first tick's job is the row.
+    let mut schedule = Schedule::new(
+        "demo-every-second",
+        "hello.echo",
+        Spec::Every { every_ms: 1000 },
+        xylem_core::time::now_ms(),
+    )?;
+    schedule.args = json!({"from": "a schedule"}).to_string();
+    store.stores.schedules.put_schedule(&schedule).await?;
+    let (stop_beat, beat_stopped) = tokio::sync::oneshot::channel::<()>();
+    let beat = tokio::spawn(beat::run(
+        client.clone(),
+        Duration::from_millis(200),
+        async {
+            let _ = beat_stopped.await;
+        },
+    ));
+    if let Some(tick) = schedule.next_run {
+        eprintln!("    schedule demo-every-second: hello.echo every 1 s (a beat fires it)");
+        ids.push((
+            "fired by a schedule, every 1 s",
+            beat::tick_job_id(&schedule.name, tick),
+        ));
+    }
+
     step("Waiting for every job to finish");
     let mut records: Vec<(&str, TaskRecord)> = Vec::new();
     for (what, id) in &ids {
-        records.push((what, client.wait(id, Duration::from_secs(120)).await?));
+        records.push((what, wait_for(&client, id).await?));
     }
+    let _ = stop_beat.send(());
+    let _ = beat.await;
     let _ = stop.send(());
     let _ = worker.await;
 
