@@ -467,6 +467,23 @@ impl Client {
         }
     }
 
+    /// Enqueues a prepared job under the id it was given, once: `true` if
+    /// enqueued now, `false` if the id is in use already (an earlier
+    /// delivery, worker or beat enqueued it). The rule callbacks, canvases
+    /// and schedules fire exactly once by.
+    pub async fn enqueue_by_id(&self, envelope: &Envelope) -> Result<bool, StoreError> {
+        match self
+            .stores
+            .broker
+            .enqueue(std::slice::from_ref(envelope))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Duplicate(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// [`submit`](Self::submit) with `unique` as the request's uniqueness.
     pub async fn enqueue_unique(
         &self,

@@ -8,7 +8,6 @@ use super::model::{Canvas, CanvasRef, MemberErrors, Node, Path, child_path};
 use crate::Envelope;
 use crate::callback::{Callback, Trigger};
 use crate::client::{Client, ClientError, EnqueueRequest};
-use crate::store::StoreError;
 
 /// What a finished task node did to its canvas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,15 +84,8 @@ async fn start(
             // (its nodes were counted against the quotas when it was).
             lineage.adopt(&mut envelope);
         }
-        match client
-            .stores()
-            .broker
-            .enqueue(std::slice::from_ref(&envelope))
-            .await
-        {
-            Ok(()) | Err(StoreError::Duplicate(_)) => ids.push(envelope.id),
-            Err(e) => return Err(e.into()),
-        }
+        client.enqueue_by_id(&envelope).await?;
+        ids.push(envelope.id);
     }
     Ok(ids)
 }
@@ -238,16 +230,9 @@ async fn fail(
         ))
         .await?;
     envelope.id.clone_from(&callback.id);
-    match client
-        .stores()
-        .broker
-        .enqueue(std::slice::from_ref(&envelope))
-        .await
-    {
-        Ok(()) | Err(StoreError::Duplicate(_)) => Ok(Advance::Failed {
-            at: at.to_vec(),
-            link_error: Some(envelope.id),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    client.enqueue_by_id(&envelope).await?;
+    Ok(Advance::Failed {
+        at: at.to_vec(),
+        link_error: Some(envelope.id),
+    })
 }

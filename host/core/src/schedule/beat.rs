@@ -158,15 +158,8 @@ async fn fire(client: &Client, schedule: &Schedule, tick: Millis) -> Result<Stri
     req.headers.push((TICK_HEADER.to_owned(), format_ms(tick)));
     let mut envelope = client.prepare(req).await?;
     envelope.id = tick_job_id(&schedule.name, tick);
-    match client
-        .stores()
-        .broker
-        .enqueue(std::slice::from_ref(&envelope))
-        .await
-    {
-        Ok(()) | Err(StoreError::Duplicate(_)) => Ok(envelope.id),
-        Err(e) => Err(e.into()),
-    }
+    client.enqueue_by_id(&envelope).await?;
+    Ok(envelope.id)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::callback::{Callback, Trigger, error_value};
 use crate::client::{ClientError, EnqueueRequest};
 use crate::lineage::{Lineage, TREE_QUOTA_TTL, tree_quota_key};
 use crate::record::TaskState;
-use crate::store::{Completion, StoreError};
+use crate::store::Completion;
 use crate::{Envelope, Failure, FailureKind, TaskOptions};
 
 /// Enqueues the callback `completion` calls for, if any, and notes it in
@@ -145,16 +145,11 @@ async fn enqueue(
                     )));
                 }
             }
-            shared
-                .stores
-                .broker
-                .enqueue(std::slice::from_ref(&envelope))
-                .await?;
-            Ok::<_, ClientError>(())
+            Ok::<_, ClientError>(shared.client.enqueue_by_id(&envelope).await?)
         };
         match attempt.await {
-            Ok(()) => return Ok(Fired::Now),
-            Err(ClientError::Store(StoreError::Duplicate(_))) => return Ok(Fired::Before),
+            Ok(true) => return Ok(Fired::Now),
+            Ok(false) => return Ok(Fired::Before),
             Err(ClientError::Store(e))
                 if e.is_transient() && shared.now() + pause < job.held_until() =>
             {
