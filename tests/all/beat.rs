@@ -18,6 +18,7 @@ worker_case!(two_beats_fire_each_tick_once, |stores| {
         Schedule::new("every-minute", "echo", Spec::Every { every_ms: 60_000 }, 0).unwrap();
     schedule.args = r#"{"from":"beat"}"#.to_owned();
     schedule.missed = MissedRuns::RunAll;
+    schedule.max_retries = Some(7);
     stores
         .schedules
         .put_schedule(&schedule)
@@ -40,6 +41,10 @@ worker_case!(two_beats_fire_each_tick_once, |stores| {
         .unwrap()
         .expect("the tick's job");
     assert_eq!(record.args, r#"{"from":"beat"}"#);
+    assert_eq!(
+        record.max_retries, 7,
+        "the schedule's options go with its jobs"
+    );
     let stats: u64 = stores
         .statistics
         .queue_stats()

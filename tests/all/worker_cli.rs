@@ -1110,6 +1110,13 @@ async fn four_workers_hold_a_rate_limit_on_sqlite() {
     xylem_tests::scenarios::four_workers_hold_a_rate_limit(&Env::new().url).await;
 }
 
+/// Three beat processes on one SQLite file fire each second once, with no
+/// gap through a `kill -9` of one (as on Redis and PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_beats_fire_each_tick_once_on_sqlite() {
+    xylem_tests::scenarios::three_beats_fire_each_tick_once(&Env::new().url).await;
+}
+
 /// A 100-member chord and a 10-step chain outlive their client and a
 /// `kill -9` of a worker on one SQLite file (as on Redis and PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1620,6 +1627,253 @@ async fn two_beats_fire_a_schedule_once_per_tick() {
     assert_eq!(ping["enabled"], false, "{ping}");
     assert!(ping["last_run"].is_i64(), "{ping}");
     terminate(&mut worker);
+}
+
+/// `xylem schedule apply FILE`: YAML or TOML, every entry checked before
+/// anything is written, a diff shown, `--dry-run` writes nothing, a second
+/// apply changes nothing, an edit keeps the rest of the schedule,
+/// `--prune` removes what the file does not name. And `schedule add`
+/// takes the jobs' options as `enqueue` does.
+#[tokio::test]
+async fn schedule_files_apply_idempotently() {
+    let env = Env::new();
+    env.push("hello");
+    env.ok(&[
+        "schedule",
+        "add",
+        "legacy",
+        "--task",
+        "hello.echo",
+        "--every",
+        "1h",
+        "--max-retries",
+        "2",
+        "--header",
+        "team=ops",
+        "--expires",
+        "1m",
+        "--timeout",
+        "20s",
+        "-p",
+        "3",
+    ]);
+    let legacy: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "show", "legacy"])).unwrap();
+    assert_eq!(legacy["max_retries"], 2, "{legacy}");
+    assert_eq!(
+        legacy["headers"],
+        serde_json::json!([["team", "ops"]]),
+        "{legacy}"
+    );
+    assert_eq!(legacy["expires_ms"], 60_000, "{legacy}");
+    assert_eq!(legacy["options"]["hard_time_limit_ms"], 20_000, "{legacy}");
+    assert_eq!(legacy["priority"], 3, "{legacy}");
+
+    let yaml = env.dir.join("schedules.yaml");
+    let write_yaml = |nightly_cron: &str, ping_priority: u8| {
+        std::fs::write(
+            &yaml,
+            format!(
+                r#"# the team's schedules
+schedules:
+  - name: nightly
+    task: hello.greet
+    args: {{name: night}}
+    cron: "{nightly_cron}"
+    tz: Europe/Paris
+    max_retries: 5
+    timeout: 30s
+    expires: 10m
+    headers: {{tenant: acme}}
+    missed: run-all
+  - name: ping
+    task: hello.echo
+    args: {{ping: 1}}
+    every: 30s
+    priority: {ping_priority}
+    enabled: false
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let names = |env: &Env| -> Vec<String> {
+        let listed: serde_json::Value =
+            serde_json::from_str(&env.ok(&["schedule", "ls", "--json"])).unwrap();
+        let mut names: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    write_yaml("0 2 * * *", 5);
+    let file = yaml.to_str().unwrap();
+    let out = env.ok(&["schedule", "apply", file, "--dry-run"]);
+    assert!(
+        out.contains("+ nightly: cron 0 2 * * * (Europe/Paris)"),
+        "{out}"
+    );
+    assert!(out.contains("+ ping: every 30s"), "{out}");
+    assert_eq!(names(&env), ["legacy"], "a dry run writes nothing");
+
+    let out = env.ok(&["schedule", "apply", file]);
+    assert!(out.contains("+ nightly") && out.contains("+ ping"), "{out}");
+    assert_eq!(names(&env), ["legacy", "nightly", "ping"]);
+    let nightly: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "show", "nightly"])).unwrap();
+    assert_eq!(nightly["args"], r#"{"name":"night"}"#, "{nightly}");
+    assert_eq!(nightly["headers"], serde_json::json!([["tenant", "acme"]]));
+    assert_eq!(nightly["max_retries"], 5);
+    assert_eq!(nightly["expires_ms"], 600_000);
+    assert_eq!(nightly["missed"], "run_all");
+    let ping: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "show", "ping"])).unwrap();
+    assert_eq!(ping["enabled"], false, "{ping}");
+
+    // Again: nothing to do.
+    let out = env.xylem(&["schedule", "apply", file]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("= nightly") && stdout.contains("= ping"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("0 added, 0 changed, 2 unchanged, 0 removed"),
+        "{stderr}"
+    );
+
+    // The same schedules in TOML are the same.
+    let toml = env.dir.join("schedules.toml");
+    std::fs::write(
+        &toml,
+        r#"[[schedules]]
+name = "nightly"
+task = "hello.greet"
+args = { name = "night" }
+cron = "0 2 * * *"
+tz = "Europe/Paris"
+max_retries = 5
+timeout = "30s"
+expires = "10m"
+headers = { tenant = "acme" }
+missed = "run-all"
+
+[[schedules]]
+name = "ping"
+task = "hello.echo"
+args = { ping = 1 }
+every = "30s"
+priority = 5
+enabled = false
+"#,
+    )
+    .unwrap();
+    let out = env.xylem(&["schedule", "apply", toml.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 changed, 2 unchanged"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An edit: the diff names each field; the version moves on.
+    write_yaml("0 3 * * *", 7);
+    let out = env.ok(&["schedule", "apply", file]);
+    assert!(
+        out.contains("~ nightly:")
+            && out.contains("spec: cron 0 2 * * * (Europe/Paris) → cron 0 3 * * * (Europe/Paris)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ ping:") && out.contains("priority: 5 → 7"),
+        "{out}"
+    );
+    let edited: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "show", "nightly"])).unwrap();
+    assert!(
+        edited["version"].as_u64() > nightly["version"].as_u64(),
+        "{edited}"
+    );
+    assert_eq!(edited["max_retries"], 5);
+
+    // Prune: shown, then done.
+    let out = env.ok(&["schedule", "apply", file, "--prune", "--dry-run"]);
+    assert!(out.contains("- legacy"), "{out}");
+    assert_eq!(names(&env), ["legacy", "nightly", "ping"]);
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "apply", file, "--prune", "--json"])).unwrap();
+    let actions: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["keep", "keep", "remove"], "{plan}");
+    assert_eq!(names(&env), ["nightly", "ping"]);
+
+    // Bad files: refused whole, with the entry and the fault named.
+    for (text, fault) in [
+        (
+            "schedules:
+  - name: a
+    task: hello.echo
+    cronn: '* * * * *'
+",
+            "unknown key `cronn`",
+        ),
+        (
+            "schedules:
+  - name: a
+    task: hello.echo
+    cron: '61 * * * *'
+",
+            "minute field `61`",
+        ),
+        (
+            "schedules:
+  - name: a
+    task: no.such
+    every: 1m
+",
+            "unknown task `no.such`",
+        ),
+        (
+            "schedules:
+  - name: a
+    task: hello.echo
+    every: 1m
+  - name: a
+    task: hello.echo
+    every: 2m
+",
+            "used twice",
+        ),
+        (
+            "schedules:
+  - name: fine
+    task: hello.echo
+    every: 1m
+  - name: b
+    task: hello.echo
+",
+            "give one of cron, every or at",
+        ),
+    ] {
+        std::fs::write(&yaml, text).unwrap();
+        let out = env.xylem(&["schedule", "apply", file]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(fault),
+            "{fault}: {stderr}"
+        );
+        assert_eq!(names(&env), ["nightly", "ping"], "nothing applied: {fault}");
+    }
 }
 
 /// `xylem worker --beat`: one process fires the schedules and runs their

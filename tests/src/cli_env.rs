@@ -33,6 +33,15 @@ pub struct Env {
     pub url: String,
 }
 
+/// A passing test's folder is removed; a failing one's is kept to look at.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Default for Env {
     fn default() -> Self {
         Self::new()

@@ -446,3 +446,137 @@ pub async fn server_restart(url: &str, restart: impl FnOnce()) {
         "the workers did not notice the outage:\n{logs}"
     );
 }
+
+/// Three `xylem beat` processes on one store and an every-second schedule
+/// for 20 s: each second's tick is enqueued exactly once (its job id is
+/// the tick's), with no gap. Half-way, the beat that fired last — the one
+/// a lock-based beat would call the holder — is killed with `kill -9`:
+/// still no gap, since the others never stopped looking.
+pub async fn three_beats_fire_each_tick_once(url: &str) {
+    let cluster = Cluster::new(url).await;
+    let name = "every-second";
+    let out = cluster
+        .command()
+        .args([
+            "schedule",
+            "add",
+            name,
+            "--task",
+            "hello.echo",
+            "--every",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let beat = |i: usize| {
+        let log = std::fs::File::create(cluster.log_path(&format!("beat{i}"))).unwrap();
+        cluster
+            .command()
+            .arg("beat")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut beats: Vec<Child> = (0..3).map(beat).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The holder: whichever beat logged the latest fire.
+    let last_fire = |i: usize| {
+        let log = std::fs::read_to_string(cluster.log_path(&format!("beat{i}"))).unwrap();
+        log.lines()
+            .filter(|l| l.contains("fired"))
+            .filter_map(|l| {
+                l.split("tick=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .max()
+    };
+    let holder = (0..3).max_by_key(|i| last_fire(*i)).unwrap();
+    assert!(last_fire(holder).is_some(), "no beat fired in 10 s");
+    kill9(&mut beats[holder]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let out = cluster
+        .command()
+        .args(["schedule", "disable", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, b) in beats.iter_mut().enumerate() {
+        if i != holder {
+            terminate(b);
+        }
+    }
+
+    let stores = open_stores(url).await;
+    let schedule = stores.schedules.get_schedule(name).await.unwrap().unwrap();
+    let last = schedule.last_run.expect("it fired");
+    let ticks: Vec<i64> = (1..)
+        .map(|k| schedule.anchor + k * 1000)
+        .take_while(|t| *t <= last)
+        .collect();
+    assert!(ticks.len() >= 17, "{} ticks fired in 20 s", ticks.len());
+    let mut missing = Vec::new();
+    for tick in &ticks {
+        let id = xylem_core::schedule::beat::tick_job_id(name, *tick);
+        if stores.results.get(&id).await.unwrap().is_none() {
+            missing.push(xylem_core::time::format_ms(*tick));
+        }
+    }
+    assert!(missing.is_empty(), "ticks with no job: {missing:?}");
+    let jobs = stores
+        .results
+        .list(&TaskFilter {
+            task: Some("hello.echo".to_owned()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.len(),
+        ticks.len(),
+        "{} jobs for {} ticks: a tick enqueued twice",
+        jobs.len(),
+        ticks.len()
+    );
+    eprintln!(
+        "three beats, 20 s, beat {holder} killed at 10 s: {} ticks, each enqueued once, no gap",
+        ticks.len()
+    );
+}
+
+/// Removes what a scenario left on a shared server or disk: the Redis key
+/// prefix, the PostgreSQL schema, the SQLite file's temp folder.
+pub async fn remove_data(url: &str) {
+    use crate::cleanup::Cleanup;
+    if url.starts_with("redis://") {
+        xylem_redis::RedisStore::connect(url)
+            .await
+            .unwrap()
+            .cleanup_later()
+            .await;
+    } else if url.starts_with("sqlite://") {
+        xylem_sqlite::SqliteStore::open_url(url)
+            .unwrap()
+            .cleanup_later()
+            .await;
+    } else {
+        xylem_postgres::PostgresStore::connect(url)
+            .await
+            .unwrap()
+            .cleanup_later()
+            .await;
+    }
+}

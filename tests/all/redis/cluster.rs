@@ -15,24 +15,35 @@ fn shared_url() -> Option<String> {
 async fn kill_9_of_workers_mid_job_loses_nothing_on_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::kill_9_mid_job(&url).await;
+    scenarios::remove_data(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_beats_fire_each_tick_once_on_redis() {
+    let Some(url) = shared_url() else { return };
+    scenarios::three_beats_fire_each_tick_once(&url).await;
+    scenarios::remove_data(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_hold_a_rate_limit_on_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::four_workers_hold_a_rate_limit(&url).await;
+    scenarios::remove_data(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canvases_survive_their_client_and_kill_9_on_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::canvases_survive_their_client_and_kill_9(&url).await;
+    scenarios::remove_data(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_share_one_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::four_workers_share_the_work(&url).await;
+    scenarios::remove_data(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,18 @@ pub(crate) struct JobFlags {
     #[arg(long, allow_hyphen_values = true,
           value_parser = |s: &str| not_negative("an expiry", s))]
     expires: Option<String>,
+    /// How each run goes: retries, limits, callbacks, headers.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) run: RunFlags,
+}
+
+/// How each run of a job goes, whenever it is enqueued: the flags `xylem
+/// enqueue` and `xylem schedule add` share, and the keys of a `--batch`
+/// line or a schedule file.
+#[derive(Debug, Default, Clone, Args, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct RunFlags {
     /// Retries before the job is dead-lettered.
     #[arg(long, allow_negative_numbers = true,
           value_parser = |s: &str| count::<u32>("max retries", s))]
@@ -140,7 +152,7 @@ pub(crate) struct JobFlags {
 
 /// `--priority`: 0 to 9, and a clear word for anything else (negative
 /// numbers included, which clap would otherwise take for a flag).
-fn parse_priority(text: &str) -> Result<u8, String> {
+pub(crate) fn parse_priority(text: &str) -> Result<u8, String> {
     match text.trim().parse::<i64>() {
         Ok(p @ 0..=9) => Ok(p as u8),
         Ok(p) => Err(format!("priority must be 0-9, not {p}")),
@@ -150,7 +162,7 @@ fn parse_priority(text: &str) -> Result<u8, String> {
 
 /// A duration or size flag: refuses a negative value by name (`what`,
 /// e.g. "a delay") instead of clap's "unexpected argument".
-fn not_negative(what: &str, text: &str) -> Result<String, String> {
+pub(crate) fn not_negative(what: &str, text: &str) -> Result<String, String> {
     if text.trim_start().starts_with('-') {
         return Err(format!("{what} cannot be negative"));
     }
@@ -168,7 +180,7 @@ fn count<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, String> {
 }
 
 /// Parses a duration option, refusing a negative one by name.
-fn duration(what: &str, text: &str) -> anyhow::Result<Duration> {
+pub(crate) fn duration(what: &str, text: &str) -> anyhow::Result<Duration> {
     not_negative(what, text).map_err(anyhow::Error::msg)?;
     Ok(parse_duration(text)?)
 }
@@ -213,15 +225,8 @@ impl ChildQuotaFlags {
     }
 }
 
-/// The keys a `--batch` line may have.
-const BATCH_KEYS: &[&str] = &[
-    "task",
-    "args",
-    "queue",
-    "priority",
-    "delay",
-    "eta",
-    "expires",
+/// The keys of [`RunFlags`] in a `--batch` line or a schedule file.
+pub(crate) const RUN_KEYS: &[&str] = &[
     "max_retries",
     "backoff",
     "backoff_max",
@@ -242,22 +247,20 @@ const BATCH_KEYS: &[&str] = &[
     "header",
 ];
 
+/// The keys a `--batch` line may have besides [`RUN_KEYS`].
+const BATCH_KEYS: &[&str] = &[
+    "task", "args", "queue", "priority", "delay", "eta", "expires",
+];
+
 impl JobFlags {
     /// The request for `task` with `args` and these options.
     fn request(&self, task: &str, args: String) -> anyhow::Result<EnqueueRequest> {
         // The same rules as `Client::prepare`, checked here too so a bad
         // line of a batch is caught before the store is opened.
         xylem_core::client::validate_task_name(task)?;
-        if let Some(q) = &self.queue {
-            xylem_core::client::validate_queue_name(q)?;
-        }
-        if let Some(p) = self.priority {
-            anyhow::ensure!(p <= 9, "priority must be 0-9, not {p}");
-        }
         let mut req = EnqueueRequest::new(task, args);
-        req.queue = self.queue.clone();
-        req.priority = self.priority;
-        req.max_retries = self.max_retries;
+        req.queue = checked_queue(&self.queue)?;
+        req.priority = checked_priority(self.priority)?;
         if let Some(delay) = &self.delay {
             req = req.delay(duration("a delay", delay)?);
         }
@@ -267,6 +270,32 @@ impl JobFlags {
         if let Some(expires) = &self.expires {
             req.expires_at = Some(now_ms() + ms(duration("an expiry", expires)?));
         }
+        self.run.apply(&mut req)?;
+        Ok(req)
+    }
+}
+
+/// `--queue`, checked by core's name rule.
+pub(crate) fn checked_queue(queue: &Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(q) = queue {
+        xylem_core::client::validate_queue_name(q)?;
+    }
+    Ok(queue.clone())
+}
+
+/// `--priority` (also from a file, where clap's parser did not run).
+pub(crate) fn checked_priority(priority: Option<u8>) -> anyhow::Result<Option<u8>> {
+    if let Some(p) = priority {
+        anyhow::ensure!(p <= 9, "priority must be 0-9, not {p}");
+    }
+    Ok(priority)
+}
+
+impl RunFlags {
+    /// Sets `req`'s retries, headers and options from these flags, checked
+    /// by the rules `Client::prepare` applies.
+    pub(crate) fn apply(&self, req: &mut EnqueueRequest) -> anyhow::Result<()> {
+        req.max_retries = self.max_retries;
         for header in &self.headers {
             let (k, v) = header
                 .split_once('=')
@@ -295,7 +324,7 @@ impl JobFlags {
             child_quota: self.quota.overrides()?,
         };
         xylem_core::client::validate_options(&req.options)?;
-        Ok(req)
+        Ok(())
     }
 }
 
@@ -303,8 +332,15 @@ impl JobFlags {
 fn batch_line(line: &str) -> anyhow::Result<EnqueueRequest> {
     let mut object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(line).context("not a JSON object")?;
-    if let Some(key) = object.keys().find(|k| !BATCH_KEYS.contains(&k.as_str())) {
-        anyhow::bail!("unknown key `{key}` (known: {})", BATCH_KEYS.join(", "));
+    if let Some(key) = object
+        .keys()
+        .find(|k| !BATCH_KEYS.contains(&k.as_str()) && !RUN_KEYS.contains(&k.as_str()))
+    {
+        anyhow::bail!(
+            "unknown key `{key}` (known: {}, {})",
+            BATCH_KEYS.join(", "),
+            RUN_KEYS.join(", ")
+        );
     }
     let task = match object.remove("task") {
         Some(serde_json::Value::String(task)) => task,

@@ -17,9 +17,10 @@ use crate::client::{Client, ClientError, EnqueueRequest};
 use crate::store::StoreError;
 use crate::time::{Millis, format_ms};
 
-/// A tick older than this is "missed" (the beat was not running) for the
-/// `skip` policy.
-pub const MISSED_AFTER_MS: Millis = 60_000;
+/// A tick at most this old is *late*, not missed: it fires, whatever the
+/// missed-run policy (a beat that paused for a few seconds loses no tick).
+/// Older ticks were missed (no beat ran) and follow the policy.
+pub const MISSED_AFTER_MS: Millis = 10_000;
 
 /// Headers every fired job carries.
 pub const SCHEDULE_HEADER: &str = "xylem-schedule";
@@ -50,31 +51,57 @@ pub fn tick_job_id(schedule: &str, tick: Millis) -> String {
         .to_string()
 }
 
-/// The ticks of `schedule` due at `now`, by its missed-run policy.
+/// The ticks of `schedule` due at `now`, oldest first: every *late* tick
+/// (in the last [`MISSED_AFTER_MS`], 10 s), and the *missed* ones before them by
+/// the policy — `run_all` each (the first [`MAX_CATCH_UP`]), `run_once`
+/// the latest of them unless a late tick fires anyway, `skip` none.
 pub fn due_ticks(schedule: &Schedule, now: Millis) -> Vec<Millis> {
     let Some(first) = schedule.next_run.filter(|at| *at <= now) else {
         return Vec::new();
     };
-    let mut ticks = vec![first];
-    while ticks.len() < MAX_CATCH_UP {
-        match schedule
-            .spec
-            .next_after(*ticks.last().unwrap_or(&first), schedule.anchor)
-        {
-            Ok(Some(next)) if next <= now => ticks.push(next),
-            _ => break,
+    let spec = &schedule.spec;
+    let late_from = now - MISSED_AFTER_MS;
+    // Ticks in (from, until], oldest first, at most `cap`.
+    let walk = |from: Millis, until: Millis, cap: usize| {
+        let mut ticks = Vec::new();
+        let mut at = from;
+        while ticks.len() < cap {
+            match spec.next_after(at, schedule.anchor) {
+                Ok(Some(next)) if next <= until => {
+                    ticks.push(next);
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        ticks
+    };
+    let late = if first > late_from {
+        let mut late = vec![first];
+        late.extend(walk(first, now, MAX_CATCH_UP - 1));
+        late
+    } else {
+        walk(late_from, now, MAX_CATCH_UP)
+    };
+    let mut missed = Vec::new();
+    if first <= late_from {
+        match schedule.missed {
+            MissedRuns::Skip => {}
+            MissedRuns::RunOnce if late.is_empty() => missed.extend(
+                spec.last_at_or_before(late_from, schedule.anchor)
+                    .ok()
+                    .flatten()
+                    .filter(|t| *t >= first),
+            ),
+            MissedRuns::RunOnce => {}
+            MissedRuns::RunAll => {
+                missed.push(first);
+                missed.extend(walk(first, late_from, MAX_CATCH_UP - 1));
+            }
         }
     }
-    match schedule.missed {
-        MissedRuns::RunAll => ticks,
-        MissedRuns::RunOnce => ticks.last().copied().into_iter().collect(),
-        MissedRuns::Skip => ticks
-            .last()
-            .copied()
-            .filter(|t| now - t <= MISSED_AFTER_MS)
-            .into_iter()
-            .collect(),
-    }
+    missed.extend(late);
+    missed
 }
 
 /// Fires every schedule due at `now` (at most `limit`), then moves each on.
@@ -153,6 +180,9 @@ async fn fire(client: &Client, schedule: &Schedule, tick: Millis) -> Result<Stri
     req.max_retries = schedule.max_retries;
     req.options = schedule.options.clone();
     req.headers.clone_from(&schedule.headers);
+    req.expires_at = schedule
+        .expires_ms
+        .map(|ms| tick.saturating_add(Millis::try_from(ms).unwrap_or(Millis::MAX)));
     req.headers
         .push((SCHEDULE_HEADER.to_owned(), schedule.name.clone()));
     req.headers.push((TICK_HEADER.to_owned(), format_ms(tick)));
@@ -209,6 +239,48 @@ mod tests {
             [5 * 3_600_000]
         );
         assert!(due_ticks(&every_minute(MissedRuns::RunAll, now + 1), now).is_empty());
+    }
+
+    #[test]
+    fn late_ticks_fire_each_and_long_outages_are_bounded() {
+        let every_second = |missed, next_run| {
+            let mut s = Schedule::new("s", "t", Spec::Every { every_ms: 1_000 }, 0).unwrap();
+            s.missed = missed;
+            s.next_run = Some(next_run);
+            s
+        };
+        // Every beat stalled for 3 s: the three ticks are late, not
+        // missed — each fires, under every policy.
+        for policy in [MissedRuns::Skip, MissedRuns::RunOnce, MissedRuns::RunAll] {
+            assert_eq!(
+                due_ticks(&every_second(policy, 100_000), 102_500),
+                [100_000, 101_000, 102_000],
+                "{policy:?}"
+            );
+        }
+        // An hour with no beat: the last 10 s fire; the hour before them is
+        // skipped, stood for by those (run_once), or caught up from its
+        // start, its first 100 ticks (run_all).
+        let now = 3_600_000 + 500;
+        let last_ten: Vec<Millis> = (3_591..=3_600).map(|s| s * 1_000).collect();
+        assert_eq!(
+            due_ticks(&every_second(MissedRuns::Skip, 1_000), now),
+            last_ten
+        );
+        assert_eq!(
+            due_ticks(&every_second(MissedRuns::RunOnce, 1_000), now),
+            last_ten
+        );
+        let all = due_ticks(&every_second(MissedRuns::RunAll, 1_000), now);
+        assert_eq!(all.len(), 100 + 10);
+        assert_eq!(all[..3], [1_000, 2_000, 3_000]);
+        assert_eq!(all[100..], last_ten[..]);
+        // A daily cron schedule whose tick went by 5 hours ago, no beat
+        // since: run_once fires that tick, found without walking.
+        let mut daily = Schedule::new("d", "t", Spec::cron("0 4 * * *", None).unwrap(), 0).unwrap();
+        let tick = 20 * 86_400_000 + 4 * 3_600_000;
+        daily.next_run = Some(tick - 3 * 86_400_000);
+        assert_eq!(due_ticks(&daily, tick + 5 * 3_600_000), [tick]);
     }
 
     #[test]

@@ -6,13 +6,17 @@ use super::spec::Spec;
 use crate::JobOptions;
 use crate::time::Millis;
 
-/// What a schedule does about the ticks it missed while no beat ran.
+/// What a schedule does about the ticks it missed while no beat ran —
+/// ticks over 10 s old when a beat looks ([`super::beat::MISSED_AFTER_MS`]).
+/// A tick less late than that is not missed: it fires whatever the policy,
+/// so a beat that stalls for a few seconds loses no tick.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MissedRuns {
-    /// Fire nothing for them; carry on from the next tick after now.
+    /// Fire nothing for them; carry on from the next tick.
     Skip,
-    /// Fire once for all of them, then carry on.
+    /// Fire once for all of them (the latest), unless a tick of the last 10 s
+    /// fires anyway; then carry on.
     #[default]
     RunOnce,
     /// Fire each of them (at most [`MAX_CATCH_UP`]), then carry on.
@@ -47,6 +51,9 @@ pub struct Schedule {
     /// The fired jobs' other options.
     #[serde(default)]
     pub options: JobOptions,
+    /// A fired job expires if it has not started this long after its tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
     /// When it fires.
     pub spec: Spec,
     /// Whether it fires.
@@ -97,6 +104,7 @@ impl Schedule {
             max_retries: None,
             headers: Vec::new(),
             options: JobOptions::default(),
+            expires_ms: None,
             spec,
             enabled: true,
             missed: MissedRuns::default(),

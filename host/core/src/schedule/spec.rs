@@ -155,6 +155,37 @@ impl Spec {
         Ok(times)
     }
 
+    /// The last fire time at or before `at` (`None`: none since the
+    /// anchor), found without walking every tick in between — a beat down
+    /// for a year under an every-second schedule asks this once.
+    pub fn last_at_or_before(
+        &self,
+        at: Millis,
+        anchor: Millis,
+    ) -> Result<Option<Millis>, SpecError> {
+        match self {
+            Self::At { at: once } => Ok((*once <= at).then_some(*once)),
+            Self::Every { every_ms } => {
+                let every = Millis::try_from(*every_ms).unwrap_or(Millis::MAX).max(1);
+                if at <= anchor {
+                    return Ok(None);
+                }
+                Ok(Some(anchor + (at - anchor) / every * every).filter(|t| *t > anchor))
+            }
+            Self::Cron { expr, tz } => {
+                let cron = parse_cron(expr)?;
+                let start = jiff::Timestamp::from_millisecond(at)
+                    .map_err(|e| SpecError::Time(e.to_string()))?
+                    .to_zoned(zone(tz)?);
+                match cron.find_previous_occurrence(&start, true) {
+                    Ok(last) => Ok(Some(last.timestamp().as_millisecond())),
+                    Err(croner::errors::CronError::TimeSearchLimitExceeded) => Ok(None),
+                    Err(e) => Err(SpecError::Time(e.to_string())),
+                }
+            }
+        }
+    }
+
     /// The spec's time zone (UTC for intervals and one-shots).
     pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, SpecError> {
         match self {
@@ -167,8 +198,55 @@ impl Spec {
 fn parse_cron(expr: &str) -> Result<croner::Cron, SpecError> {
     croner::Cron::from_str(expr).map_err(|e| SpecError::Cron {
         expr: expr.to_owned(),
-        why: e.to_string(),
+        why: field_at_fault(expr).unwrap_or_else(|| e.to_string()),
     })
+}
+
+/// A cron field: its name and what it accepts.
+const FIELDS: [(&str, &str); 6] = [
+    ("second", "0-59"),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31, L, W (15W), ?"),
+    ("month", "1-12 or JAN-DEC"),
+    (
+        "day-of-week",
+        "0-7 (0 and 7 are Sunday) or SUN-SAT, L (5L), # (MON#2), ?",
+    ),
+];
+
+/// Which field of a refused expression is at fault, said with the range
+/// that field accepts: each field is tried alone (the others `*`) by
+/// croner itself, so this knows nothing of cron syntax but the field
+/// order. `None` when no single field is at fault.
+fn field_at_fault(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if expr.trim_start().starts_with('@') {
+        return Some(format!(
+            "unknown shorthand `{}` (known: @yearly, @annually, @monthly, @weekly, @daily, @hourly)",
+            expr.trim()
+        ));
+    }
+    let names = match fields.len() {
+        5 => &FIELDS[1..],
+        6 => &FIELDS[..],
+        n => {
+            return Some(format!(
+                "{n} fields; a cron expression has 5 (minute hour day-of-month month day-of-week) or 6 (second first)"
+            ));
+        }
+    };
+    for (at, ((name, accepts), text)) in names.iter().zip(&fields).enumerate() {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|i| if i == at { *text } else { "*" })
+            .collect();
+        if let Err(e) = croner::Cron::from_str(&alone.join(" ")) {
+            return Some(format!(
+                "the {name} field `{text}` is not valid ({e}); it accepts {accepts}, with ranges (a-b), steps (*/n), lists (a,b)"
+            ));
+        }
+    }
+    None
 }
 
 fn zone(name: &str) -> Result<jiff::tz::TimeZone, SpecError> {
