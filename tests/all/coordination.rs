@@ -299,3 +299,85 @@ fn store_copy(
     copy.args = format!("{{\"writer\":{writer}}}");
     copy
 }
+
+coordination_case!(
+    workflow_runs_are_written_by_version_listed_and_found_when_due,
+    |s| {
+        use xylem_core::store::RunFilter;
+        use xylem_core::workflow::{Call, Run, RunState};
+        let store = s.workflows();
+        let mut a = Run::new("run-a", "order.process", "sha-1", r#"{"order":1}"#, 1_000);
+        assert_eq!(store.put_run(&a).await.unwrap(), Some(1));
+        assert_eq!(store.put_run(&a).await.unwrap(), None, "the id is taken");
+        let mut read = store.get_run("run-a").await.unwrap().unwrap();
+        assert_eq!((read.version, &read.input), (1, &a.input));
+        // A step's write: history grown, waiting with no timer.
+        read.history.push(Call::Now { value: 5 });
+        read.state = RunState::Waiting;
+        read.wake_at = None;
+        assert_eq!(store.put_run(&read).await.unwrap(), Some(2));
+        assert_eq!(
+            store.put_run(&read).await.unwrap(),
+            None,
+            "version 1 is gone"
+        );
+        // Eight engines racing for version 2: one wins.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, mut edit) = (s.clone(), read.clone());
+                tokio::spawn(async move {
+                    edit.version = 2;
+                    edit.wake_at = Some(10_000 + i);
+                    s.workflows().put_run(&edit).await.unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for racer in racers {
+            wins += usize::from(racer.await.unwrap().is_some());
+        }
+        assert_eq!(wins, 1, "one of eight racing writes of version 2 wins");
+        let got = store.get_run("run-a").await.unwrap().unwrap();
+        assert_eq!(got.history, [Call::Now { value: 5 }]);
+
+        a = Run::new("run-b", "order.process", "sha-1", "{}", 2_000);
+        a.wake_at = Some(500);
+        store.put_run(&a).await.unwrap();
+        let mut done = Run::new("run-c", "report.build", "sha-2", "{}", 3_000);
+        done.state = RunState::Succeeded;
+        done.wake_at = None;
+        store.put_run(&done).await.unwrap();
+        // Due: a wake time at or before now, earliest first.
+        let due: Vec<String> = store
+            .due_runs(20_000, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, ["run-b", "run-a"]);
+        assert_eq!(store.due_runs(600, 10).await.unwrap().len(), 1);
+        assert_eq!(store.due_runs(20_000, 1).await.unwrap().len(), 1);
+        // Listed newest first, by workflow and by state.
+        let ids = |runs: Vec<Run>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_runs(&RunFilter::default()).await.unwrap()),
+            ["run-c", "run-b", "run-a"]
+        );
+        let by_workflow = RunFilter {
+            workflow: Some("order.process".to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(store.list_runs(&by_workflow).await.unwrap()),
+            ["run-b", "run-a"]
+        );
+        let by_state = RunFilter {
+            state: Some(RunState::Succeeded),
+            limit: 5,
+            ..Default::default()
+        };
+        assert_eq!(ids(store.list_runs(&by_state).await.unwrap()), ["run-c"]);
+        assert!(store.get_run("nope").await.unwrap().is_none());
+    }
+);

@@ -92,6 +92,7 @@ mod beat;
 mod contract;
 mod coordination;
 mod worker;
+mod workflows;
 
 mod postgres;
 mod redis;

@@ -15,7 +15,7 @@ use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
     Broker, Cancellation, CanvasStore, DeadLetters, GroupStore, LockStore, PluginStore,
-    QueueControl, QuotaStore, RateLimits, ResultBackend, ScheduleStore, Statistics,
+    QueueControl, QuotaStore, RateLimits, ResultBackend, ScheduleStore, Statistics, WorkflowStore,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -70,6 +70,7 @@ pub(crate) trait Adapter:
     + GroupStore
     + CanvasStore
     + ScheduleStore
+    + WorkflowStore
     + LockStore
     + QuotaStore
     + Cancellation
@@ -89,6 +90,7 @@ impl<T> Adapter for T where
         + GroupStore
         + CanvasStore
         + ScheduleStore
+        + WorkflowStore
         + LockStore
         + QuotaStore
         + Cleanup
@@ -147,6 +149,8 @@ pub(crate) trait CoordinationObj: Send + Sync {
     fn canvases(&self) -> &dyn CanvasStore;
     /// As a schedule store.
     fn schedules(&self) -> &dyn ScheduleStore;
+    /// As a workflow-run store.
+    fn workflows(&self) -> &dyn WorkflowStore;
     /// As a lock store.
     fn locks(&self) -> &dyn LockStore;
     /// As a quota store.
@@ -161,6 +165,9 @@ impl<T: Adapter> CoordinationObj for T {
         self
     }
     fn schedules(&self) -> &dyn ScheduleStore {
+        self
+    }
+    fn workflows(&self) -> &dyn WorkflowStore {
         self
     }
     fn locks(&self) -> &dyn LockStore {

@@ -30,6 +30,7 @@ pub mod store_url;
 pub mod time;
 pub mod unique;
 pub mod worker;
+pub mod workflow;
 
 pub use client::{Client, ClientError, EnqueueRequest};
 pub use envelope::{Envelope, JobOptions};

@@ -665,6 +665,8 @@ pub struct Stores {
     pub canvases: Arc<dyn CanvasStore>,
     /// Schedules (beat).
     pub schedules: Arc<dyn ScheduleStore>,
+    /// Workflow runs.
+    pub workflows: Arc<dyn WorkflowStore>,
     /// Locks.
     pub locks: Arc<dyn LockStore>,
     /// Quota counters (child jobs of a tree).
@@ -695,6 +697,7 @@ impl Stores {
             + GroupStore
             + CanvasStore
             + ScheduleStore
+            + WorkflowStore
             + LockStore
             + QuotaStore
             + Cancellation
@@ -711,6 +714,7 @@ impl Stores {
             groups: adapter.clone(),
             canvases: adapter.clone(),
             schedules: adapter.clone(),
+            workflows: adapter.clone(),
             locks: adapter.clone(),
             quotas: adapter.clone(),
             cancellation: adapter.clone(),
@@ -800,6 +804,52 @@ pub trait ScheduleStore: Send + Sync {
         now: Millis,
         limit: usize,
     ) -> StoreResult<Vec<crate::schedule::Schedule>>;
+}
+
+/// Which runs `WorkflowStore::list_runs` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<crate::workflow::RunState>,
+    /// At most this many, newest first (0: [`crate::record::DEFAULT_LIST_LIMIT`]).
+    pub limit: usize,
+}
+
+impl RunFilter {
+    /// The limit to apply: `limit`, or the listing default.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            crate::record::DEFAULT_LIST_LIMIT
+        } else {
+            self.limit
+        }
+    }
+}
+
+/// Workflow runs, each kept whole as a versioned document: written by
+/// compare-and-set on the version read (as schedules are), found by id,
+/// listed, and found when due. Every rule about what a run's document
+/// holds — history, outcomes, leases, timers — lives in
+/// `crate::workflow`, once.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Writes `run`: creates it when its `version` is 0 and no run has its
+    /// id; else replaces it if the stored version is `run.version`.
+    /// Returns the new version, or `None` (nothing written) when the id
+    /// exists (creating) or the version moved on.
+    async fn put_run(&self, run: &crate::workflow::Run) -> StoreResult<Option<u64>>;
+
+    /// Run `id`.
+    async fn get_run(&self, id: &str) -> StoreResult<Option<crate::workflow::Run>>;
+
+    /// Runs by `filter`, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<crate::workflow::Run>>;
+
+    /// Runs whose `wake_at` is at or before `now`, earliest first, at most
+    /// `limit`.
+    async fn due_runs(&self, now: Millis, limit: usize) -> StoreResult<Vec<crate::workflow::Run>>;
 }
 
 /// Counters with a ceiling, shared by every worker: quotas that span many

@@ -74,6 +74,7 @@ mod hot;
 mod plugins;
 mod queue_control;
 mod results;
+mod workflows;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -27,6 +27,7 @@
 //! | `P:quota:{key}` | string | a quota counter (descendants of a root job), with a millisecond expiry |
 //! | `P:canvas:{id}` | string | a canvas definition (JSON), written once |
 //! | `P:schedules`, `P:schedules:version`, `P:schedules:due` | hash, hash, sorted set | schedule documents and versions by name; enabled schedules by next run (ms) |
+//! | `P:runs`, `P:runs:version`, `P:runs:due`, `P:runs:newest` | hash, hash, sorted set, sorted set | workflow run documents and versions by id; runs by wake time (ms); runs by start (ms), for listings |
 //! | `P:rate:{key}` | string | a rate limiter's next free start slot (ms), expiring a while after it |
 //! | `P:paused` | set | paused queues (`xylem queues pause`) |
 //! | `P:cancel:{id}` | string | a cancel request for a running job (`xylem task cancel`), lapsing after a day |

@@ -15,11 +15,12 @@ use crate::store::{
     Broker, CANCEL_REQUEST_TTL, Cancellation, CanvasStore, ClaimPlan, Completed, Completion,
     DeadFilter, DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack,
     PluginInfo, PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits,
-    ResultBackend, ScheduleStore, Settle, Statistics, StoreError, StoreResult, TaskRoute,
-    Withdrawn, check_batch_ids, fallback_route, queued_detail, replay_envelope, replay_transition,
-    running_detail,
+    ResultBackend, RunFilter, ScheduleStore, Settle, Statistics, StoreError, StoreResult,
+    TaskRoute, Withdrawn, WorkflowStore, check_batch_ids, fallback_route, queued_detail,
+    replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
+use crate::workflow::Run;
 use crate::{Envelope, Progress, TaskSpec};
 
 mod queue;
@@ -51,6 +52,7 @@ struct State {
     canvases: HashMap<String, String>,
     /// Schedules by name.
     schedules: std::collections::BTreeMap<String, crate::schedule::Schedule>,
+    runs: std::collections::BTreeMap<String, crate::workflow::Run>,
     locks: HashMap<String, (String, Millis)>,
     /// Quota counters: key → (used, expires at).
     quotas: HashMap<String, (u64, Millis)>,
@@ -680,6 +682,56 @@ impl ScheduleStore for MemoryStore {
             .cloned()
             .collect();
         due.sort_by_key(|s| (s.next_run, s.name.clone()));
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for MemoryStore {
+    async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
+        let mut state = self.lock();
+        let stored = state.runs.get(&run.id).map(|r| r.version);
+        let fits = match stored {
+            None => run.version == 0,
+            Some(version) => run.version != 0 && version == run.version,
+        };
+        if !fits {
+            return Ok(None);
+        }
+        let mut written = run.clone();
+        written.version = run.version + 1;
+        state.runs.insert(written.id.clone(), written);
+        Ok(Some(run.version + 1))
+    }
+
+    async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
+        Ok(self.lock().runs.get(id).cloned())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        let mut runs: Vec<Run> = self
+            .lock()
+            .runs
+            .values()
+            .filter(|r| filter.workflow.as_ref().is_none_or(|w| *w == r.workflow))
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        runs.truncate(filter.effective_limit());
+        Ok(runs)
+    }
+
+    async fn due_runs(&self, now: Millis, limit: usize) -> StoreResult<Vec<Run>> {
+        let mut due: Vec<Run> = self
+            .lock()
+            .runs
+            .values()
+            .filter(|r| r.wake_at.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|r| (r.wake_at, r.id.clone()));
         due.truncate(limit);
         Ok(due)
     }

@@ -7,8 +7,6 @@
 //! to the job's history entry, including why a callback could not be
 //! enqueued (its task removed since, say): never silently dropped.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use super::{RunningJob, WorkerShared};
@@ -111,55 +109,53 @@ async fn enqueue(
     req.priority = callback.priority;
     req.headers = parent.headers.clone();
     req.parent = Some(parent.id.clone());
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let attempt = async {
-            let mut envelope = shared.client.prepare(req.clone()).await?;
-            envelope.id = callback.id.clone();
-            // A callback of a job in a tree (enqueued by task code) is in
-            // the tree too: its depth, quota and limits — so links cannot
-            // grow a tree past its quota.
-            if let Some(lineage) = &parent.lineage {
-                let child = Lineage::child_of(parent, lineage.quota, parent.limits(task));
-                if child.depth > child.quota.max_depth {
-                    return Err(ClientError::InvalidOption(format!(
-                        "it would be {} levels below its root, over the tree's limit of {}",
-                        child.depth, child.quota.max_depth
-                    )));
-                }
-                child.adopt(&mut envelope);
-                let taken = shared
-                    .stores
-                    .quotas
-                    .take_quota(
-                        &tree_quota_key(&child.root),
-                        1,
-                        child.quota.per_tree,
-                        TREE_QUOTA_TTL,
-                    )
-                    .await?;
-                if !taken {
-                    return Err(ClientError::InvalidOption(format!(
-                        "the tree under root job {} has used its quota of {} descendants",
-                        child.root, child.quota.per_tree
-                    )));
-                }
+    let req = &req;
+    let attempt = move || async move {
+        let mut envelope = shared.client.prepare(req.clone()).await?;
+        envelope.id = callback.id.clone();
+        // A callback of a job in a tree (enqueued by task code) is in
+        // the tree too: its depth, quota and limits — so links cannot
+        // grow a tree past its quota.
+        if let Some(lineage) = &parent.lineage {
+            let child = Lineage::child_of(parent, lineage.quota, parent.limits(task));
+            if child.depth > child.quota.max_depth {
+                return Err(ClientError::InvalidOption(format!(
+                    "it would be {} levels below its root, over the tree's limit of {}",
+                    child.depth, child.quota.max_depth
+                )));
             }
-            Ok::<_, ClientError>(shared.client.enqueue_by_id(&envelope).await?)
-        };
-        match attempt.await {
-            Ok(true) => return Ok(Fired::Now),
-            Ok(false) => return Ok(Fired::Before),
-            Err(ClientError::Store(e))
-                if e.is_transient() && shared.now() + pause < job.held_until() =>
-            {
-                tracing::warn!(error = %e, retry_in = ?pause, "cannot enqueue a callback; retrying while the job's lease holds");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+            child.adopt(&mut envelope);
+            let taken = shared
+                .stores
+                .quotas
+                .take_quota(
+                    &tree_quota_key(&child.root),
+                    1,
+                    child.quota.per_tree,
+                    TREE_QUOTA_TTL,
+                )
+                .await?;
+            if !taken {
+                return Err(ClientError::InvalidOption(format!(
+                    "the tree under root job {} has used its quota of {} descendants",
+                    child.root, child.quota.per_tree
+                )));
             }
-            Err(e) => return Err(e.to_string()),
         }
+        Ok::<_, ClientError>(shared.client.enqueue_by_id(&envelope).await?)
+    };
+    match super::held::while_lease_holds(shared, job, "enqueue a callback", transient, attempt)
+        .await
+    {
+        Ok(true) => Ok(Fired::Now),
+        Ok(false) => Ok(Fired::Before),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// A store error that may pass.
+fn transient(e: &ClientError) -> bool {
+    matches!(e, ClientError::Store(e) if e.is_transient())
 }
 
 /// Moves the canvas of a finished job on (`crate::canvas::advance`), if it
@@ -176,47 +172,38 @@ pub(super) async fn advance_canvas(
     let Some(value) = end_value(envelope, completion) else {
         return;
     };
-    let mut pause = Duration::from_millis(50);
-    let note = loop {
-        let step = async {
-            let text = shared
-                .stores
-                .canvases
-                .get_canvas(&at.canvas)
-                .await?
-                .ok_or_else(|| {
-                    ClientError::InvalidOption(format!("canvas {} is not in the store", at.canvas))
-                })?;
-            let canvas: crate::canvas::Canvas = serde_json::from_str(&text).map_err(|e| {
-                ClientError::InvalidOption(format!("canvas {} cannot be read: {e}", at.canvas))
+    let value = &value;
+    let step = move || async move {
+        let text = shared
+            .stores
+            .canvases
+            .get_canvas(&at.canvas)
+            .await?
+            .ok_or_else(|| {
+                ClientError::InvalidOption(format!("canvas {} is not in the store", at.canvas))
             })?;
-            crate::canvas::advance(&shared.client, &canvas, envelope, &at.path, value.clone()).await
-        };
-        match step.await {
-            Ok(crate::canvas::Advance::Started(ids)) => {
-                break format!("canvas {}: started {}", at.canvas, ids.join(", "));
-            }
-            Ok(crate::canvas::Advance::Waiting) => {
-                break format!("canvas {}: its group waits for other members", at.canvas);
-            }
-            Ok(crate::canvas::Advance::Done) => break format!("canvas {} finished", at.canvas),
-            Ok(crate::canvas::Advance::Failed { link_error, .. }) => {
-                break match link_error {
-                    Some(id) => format!("canvas {} failed here; its link_error is {id}", at.canvas),
-                    None => format!("canvas {} failed here", at.canvas),
-                };
-            }
-            Err(ClientError::Store(e))
-                if e.is_transient() && shared.now() + pause < job.held_until() =>
-            {
-                tracing::warn!(error = %e, retry_in = ?pause, "cannot move a canvas on; retrying while the job's lease holds");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                tracing::warn!(id = %envelope.id, canvas = %at.canvas, error = %e, "cannot move a canvas on");
-                break format!("canvas {}: NOT moved on: {e}", at.canvas);
-            }
+        let canvas: crate::canvas::Canvas = serde_json::from_str(&text).map_err(|e| {
+            ClientError::InvalidOption(format!("canvas {} cannot be read: {e}", at.canvas))
+        })?;
+        crate::canvas::advance(&shared.client, &canvas, envelope, &at.path, value.clone()).await
+    };
+    let advanced =
+        super::held::while_lease_holds(shared, job, "move a canvas on", transient, step).await;
+    let note = match advanced {
+        Ok(crate::canvas::Advance::Started(ids)) => {
+            format!("canvas {}: started {}", at.canvas, ids.join(", "))
+        }
+        Ok(crate::canvas::Advance::Waiting) => {
+            format!("canvas {}: its group waits for other members", at.canvas)
+        }
+        Ok(crate::canvas::Advance::Done) => format!("canvas {} finished", at.canvas),
+        Ok(crate::canvas::Advance::Failed { link_error, .. }) => match link_error {
+            Some(id) => format!("canvas {} failed here; its link_error is {id}", at.canvas),
+            None => format!("canvas {} failed here", at.canvas),
+        },
+        Err(e) => {
+            tracing::warn!(id = %envelope.id, canvas = %at.canvas, error = %e, "cannot move a canvas on");
+            format!("canvas {}: NOT moved on: {e}", at.canvas)
         }
     };
     let detail = &mut completion.transition.detail;
@@ -224,4 +211,62 @@ pub(super) async fn advance_canvas(
         Some(before) => format!("{before}; {note}"),
         None => note,
     });
+}
+
+/// Gives the workflow run an activity's job belongs to (its
+/// `xylem-workflow-run` header) the job's end — its result, or its
+/// failure when dead or cancelled — before the job's own end is written,
+/// so a job delivered again delivers again (a no-op for the run).
+pub(super) async fn deliver_to_workflow(
+    shared: &WorkerShared,
+    job: &RunningJob,
+    envelope: &Envelope,
+    completion: &Completion,
+) {
+    use crate::workflow::engine::{RUN_HEADER, STEP_HEADER};
+    let header = |name: &str| {
+        envelope
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(run), Some(Ok(seq))) = (
+        header(RUN_HEADER),
+        header(STEP_HEADER).map(|s| s.parse::<u32>()),
+    ) else {
+        return;
+    };
+    let at = crate::time::now_ms();
+    let outcome = match (completion.transition.state, end_value(envelope, completion)) {
+        (TaskState::Succeeded, Some(Ok(value))) => crate::workflow::StepOutcome::Ok {
+            value: value.to_string(),
+            at,
+        },
+        (TaskState::Dead, Some(Err(error))) => crate::workflow::StepOutcome::Err {
+            kind: error["kind"].as_str().unwrap_or("dead").to_owned(),
+            message: error["message"].as_str().unwrap_or_default().to_owned(),
+            at,
+        },
+        (state @ (TaskState::Cancelled | TaskState::Expired), _) => {
+            crate::workflow::StepOutcome::Err {
+                kind: state.as_str().to_owned(),
+                message: completion.transition.detail.clone().unwrap_or_default(),
+                at,
+            }
+        }
+        _ => return,
+    };
+    let (to, what) = (run.as_str(), &outcome);
+    let delivered = super::held::while_lease_holds(
+        shared,
+        job,
+        "give a workflow run its activity's end",
+        crate::store::StoreError::is_transient,
+        move || crate::workflow::deliver(&shared.client, to, seq, what.clone()),
+    )
+    .await;
+    if let Err(e) = delivered {
+        tracing::warn!(%run, seq, error = %e, "cannot give a workflow run its activity's end; the job will be delivered again");
+    }
 }

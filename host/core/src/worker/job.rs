@@ -15,7 +15,7 @@ use crate::lineage::{ChildEnqueueError, Lineage, RunChildren, TREE_QUOTA_TTL, tr
 use crate::rate_limit::RateLimit;
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
-use crate::store::{Completed, Completion, Delivery, Nack, Settle};
+use crate::store::{Completed, Completion, Delivery, Nack, Settle, StoreError};
 use crate::time::{format_ms, now_ms};
 use crate::{Envelope, Failure, FailureKind, Outcome, Progress, TaskOptions, Usage};
 
@@ -392,6 +392,7 @@ async fn ended(
 ) -> Completion {
     callbacks::fire(shared, job, envelope, task, &mut completion).await;
     callbacks::advance_canvas(shared, job, envelope, &mut completion).await;
+    callbacks::deliver_to_workflow(shared, job, envelope, &completion).await;
     if completion.transition.state == TaskState::Succeeded
         && envelope.options.ignores_result(task)
         && let Some(outcome) = &mut completion.transition.outcome
@@ -716,27 +717,22 @@ fn decide(
 /// cannot pass, the job is left to be delivered again when its lease runs
 /// out — never lost.
 async fn finish(shared: &WorkerShared, job: &RunningJob, completion: Completion) {
-    let mut pause = Duration::from_millis(50);
     let state = completion.transition.state;
-    loop {
-        match shared.completer.complete(completion.clone()).await {
-            Ok(done) => {
-                count(shared, state, &completion.settle, done);
-                return;
-            }
-            Err(e) if e.is_transient() && shared.now() + pause < job.held_until() => {
-                tracing::warn!(error = %e, retry_in = ?pause, "cannot record the job's outcome; retrying while its lease holds");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    "cannot record the job's outcome; it will be delivered again when its lease runs out"
-                );
-                return;
-            }
-        }
+    let to_write = &completion;
+    let written = super::held::while_lease_holds(
+        shared,
+        job,
+        "record the job's outcome",
+        StoreError::is_transient,
+        move || shared.completer.complete(to_write.clone()),
+    )
+    .await;
+    match written {
+        Ok(done) => count(shared, state, &completion.settle, done),
+        Err(e) => tracing::error!(
+            error = %e,
+            "cannot record the job's outcome; it will be delivered again when its lease runs out"
+        ),
     }
 }
 

@@ -23,6 +23,7 @@
 mod callbacks;
 mod cancel_watch;
 mod completer;
+mod held;
 mod job;
 mod lease_keeper;
 mod queues;

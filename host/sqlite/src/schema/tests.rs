@@ -124,7 +124,7 @@ fn version(conn: &Connection) -> usize {
 
 /// What the migrations after [`ADOPTED`] add, in the form `layout` lists
 /// it.
-const ADDED_SINCE_ADOPTED: [&str; 7] = [
+const ADDED_SINCE_ADOPTED: [&str; 10] = [
     "table compiled: digest TEXT notnull=1 default=NULL pk=1, \
      engine TEXT notnull=1 default=NULL pk=2, artifact BLOB notnull=1 default=NULL pk=0",
     "table cancel_requests: id TEXT notnull=1 default=NULL pk=1, \
@@ -138,6 +138,12 @@ const ADDED_SINCE_ADOPTED: [&str; 7] = [
      enabled INTEGER notnull=1 default=NULL pk=0, next_run INTEGER notnull=0 default=NULL pk=0, \
      version INTEGER notnull=1 default=NULL pk=0, doc TEXT notnull=1 default=NULL pk=0",
     "index CREATE INDEX schedules_due ON schedules (next_run) WHERE enabled = 1",
+    "table workflow_runs: id TEXT notnull=1 default=NULL pk=1, \
+     workflow TEXT notnull=1 default=NULL pk=0, state TEXT notnull=1 default=NULL pk=0, \
+     wake_at INTEGER notnull=0 default=NULL pk=0, created_at INTEGER notnull=1 default=NULL pk=0, \
+     version INTEGER notnull=1 default=NULL pk=0, doc TEXT notnull=1 default=NULL pk=0",
+    "index CREATE INDEX workflow_runs_due ON workflow_runs (wake_at) WHERE wake_at IS NOT NULL",
+    "index CREATE INDEX workflow_runs_newest ON workflow_runs (created_at DESC, id DESC)",
 ];
 
 /// The migrations up to [`ADOPTED`] add up to exactly the tables the code

@@ -1,0 +1,488 @@
+//! The engine: starts runs, and steps due ones — leased to one engine at
+//! a time by compare-and-set on the run's version, run from the top
+//! against a [`Replayer`], the calls made anew carried out (activities
+//! enqueued as ordinary jobs, children started, closed sets' steps
+//! cancelled), and the run written back with where it now stands. A step
+//! whose write loses (an activity ended meanwhile, another engine took the
+//! run after this one's lease lapsed) is simply taken again later: every
+//! effect is idempotent by id.
+//!
+//! Step outcomes reach a run through [`deliver`]: the worker calls it when
+//! an activity's job ends for good, and the engine when a child run ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::model::{Call, Lease, ParentStep, Run, RunError, RunState, StepOutcome};
+use super::replay::{Effect, Interrupt, Replayer, step_job_id};
+use crate::client::{Client, ClientError, EnqueueRequest};
+use crate::store::StoreError;
+use crate::time::{Millis, ms};
+
+/// Header naming the run an activity's job belongs to.
+pub const RUN_HEADER: &str = "xylem-workflow-run";
+/// Header naming the call of that run the job answers.
+pub const STEP_HEADER: &str = "xylem-workflow-step";
+
+/// How a step of a run's code ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEnd {
+    /// The workflow returned: its result, or its own failure message.
+    Returned(Result<String, String>),
+    /// A call stopped it (it waits, or it diverged from its history).
+    Interrupted(Interrupt),
+    /// The code trapped or broke a limit; the reason.
+    Trapped(String),
+}
+
+/// A workflow's code, ready to run a step (the Wasm runtime implements
+/// it; tests use Rust closures).
+#[async_trait]
+pub trait WorkflowCode: Send + Sync {
+    /// Runs the run's workflow from the top, every host call through
+    /// `replayer`, until it returns or is interrupted.
+    async fn step(&self, replayer: &mut Replayer) -> StepEnd;
+}
+
+/// Where workflows' code comes from.
+#[async_trait]
+pub trait WorkflowCatalog: Send + Sync {
+    /// The plugin version that serves `workflow` now (new runs are pinned
+    /// to it), or `None` if no plugin declares it.
+    async fn current(&self, workflow: &str) -> Result<Option<String>, String>;
+    /// The code of `workflow` in plugin version `plugin`.
+    async fn code(&self, workflow: &str, plugin: &str) -> Result<Arc<dyn WorkflowCode>, String>;
+}
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No plugin declares the workflow.
+    #[error("unknown workflow `{0}` (push a plugin that declares it)")]
+    UnknownWorkflow(String),
+    /// The input is not JSON.
+    #[error("the input is not JSON: {0}")]
+    Input(String),
+    /// A run with this id exists.
+    #[error("a run with id `{0}` exists")]
+    Duplicate(String),
+    /// The catalog failed.
+    #[error("{0}")]
+    Catalog(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts and steps runs.
+#[derive(Clone)]
+pub struct Engine {
+    client: Client,
+    catalog: Arc<dyn WorkflowCatalog>,
+    name: String,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine named `name` (leases are taken in its name for `lease`).
+    pub fn new(
+        client: Client,
+        catalog: Arc<dyn WorkflowCatalog>,
+        name: &str,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            client,
+            catalog,
+            name: name.to_owned(),
+            lease,
+        }
+    }
+
+    /// Starts a run of `workflow` with `input`, pinned to the plugin
+    /// version that serves it now; due at once.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: &str,
+        id: Option<String>,
+        now: Millis,
+    ) -> Result<Run, StartError> {
+        serde_json::from_str::<serde_json::Value>(input)
+            .map_err(|e| StartError::Input(e.to_string()))?;
+        let plugin = self
+            .catalog
+            .current(workflow)
+            .await
+            .map_err(StartError::Catalog)?
+            .ok_or_else(|| StartError::UnknownWorkflow(workflow.to_owned()))?;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let run = Run::new(&id, workflow, plugin, input, now);
+        match self.client.stores().workflows.put_run(&run).await? {
+            Some(version) => Ok(Run { version, ..run }),
+            None => Err(StartError::Duplicate(id)),
+        }
+    }
+
+    /// Steps every run due at `now` (at most `limit`); returns how many
+    /// steps were written.
+    pub async fn tick(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        let due = self.client.stores().workflows.due_runs(now, limit).await?;
+        let mut stepped = 0;
+        for run in due {
+            if self.step(run, now).await? {
+                stepped += 1;
+            }
+        }
+        Ok(stepped)
+    }
+
+    /// Steps until `stop` resolves, looking every `interval`.
+    pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            if let Err(e) = self.tick(crate::time::now_ms(), 32).await {
+                tracing::warn!(error = %e, "cannot step workflow runs; trying again");
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One step of `run`: lease, replay, effects, write. False if another
+    /// engine had it or wrote first.
+    pub async fn step(&self, run: Run, now: Millis) -> Result<bool, StoreError> {
+        let store = &self.client.stores().workflows;
+        if run.state.is_final() {
+            // A final run is never due; clear a stray wake time.
+            let mut quiet = run;
+            quiet.wake_at = None;
+            return Ok(store.put_run(&quiet).await?.is_some());
+        }
+        if run
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.until > now && l.owner != self.name)
+        {
+            return Ok(false);
+        }
+        let until = now + ms(self.lease);
+        let mut leased = run;
+        leased.state = RunState::Running;
+        leased.lease = Some(Lease {
+            owner: self.name.clone(),
+            until,
+        });
+        leased.wake_at = Some(until);
+        let Some(version) = store.put_run(&leased).await? else {
+            return Ok(false);
+        };
+        leased.version = version;
+
+        let end = match self.catalog.code(&leased.workflow, &leased.plugin).await {
+            Ok(code) => {
+                let mut replayer = Replayer::new(leased.clone(), now);
+                let end = code.step(&mut replayer).await;
+                let (next, effects, wake) = replayer.finish();
+                for effect in effects {
+                    if let Err(e) = self.carry_out(&next, effect, now).await {
+                        // Left leased: the lease lapses and the step is taken
+                        // again (effects are idempotent by id).
+                        tracing::warn!(run = %next.id, error = %e, "cannot carry out a workflow step; it will be retried");
+                        return Ok(false);
+                    }
+                }
+                (next, end, wake)
+            }
+            Err(why) => (leased.clone(), StepEnd::Trapped(why), None),
+        };
+        let (mut next, end, wake) = end;
+        next.lease = None;
+        next.updated_at = now;
+        match end {
+            StepEnd::Returned(Ok(result)) => {
+                next.state = RunState::Succeeded;
+                next.result = Some(result);
+                next.wake_at = None;
+            }
+            StepEnd::Returned(Err(message)) => fail(&mut next, "failed", message),
+            StepEnd::Interrupted(Interrupt::Suspend) => {
+                next.state = RunState::Waiting;
+                next.wake_at = wake;
+            }
+            StepEnd::Interrupted(e @ Interrupt::Nondeterministic { .. }) => {
+                fail(&mut next, "nondeterministic", e.to_string());
+            }
+            StepEnd::Interrupted(Interrupt::Misuse(why)) => fail(&mut next, "misuse", why),
+            StepEnd::Trapped(why) => fail(&mut next, "trap", why),
+        }
+        if next.cancel_requested.is_some() && next.state == RunState::Failed {
+            next.state = RunState::Cancelled;
+        }
+        // A child's end goes to its parent first: if this write then
+        // loses, the child is stepped again and delivers again (a no-op).
+        if next.state.is_final()
+            && let Some(parent) = &next.parent
+        {
+            let outcome = match (&next.result, &next.error) {
+                (Some(value), _) if next.state == RunState::Succeeded => StepOutcome::Ok {
+                    value: value.clone(),
+                    at: now,
+                },
+                (_, error) => StepOutcome::Err {
+                    kind: next.state.as_str().to_owned(),
+                    message: error
+                        .as_ref()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default(),
+                    at: now,
+                },
+            };
+            deliver(&self.client, &parent.run, parent.seq, outcome).await?;
+        }
+        Ok(store.put_run(&next).await?.is_some())
+    }
+
+    /// Carries out one effect of a step of `run`.
+    async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), ClientError> {
+        match effect {
+            Effect::Activity {
+                seq,
+                task,
+                args,
+                options,
+            } => {
+                let call = &run.history[seq as usize];
+                let mut req = EnqueueRequest::new(&task, &args);
+                req.queue = options.queue;
+                req.priority = options.priority;
+                req.max_retries = options.max_retries;
+                req.options.retry_backoff_ms = options.retry_backoff_ms;
+                req.options.hard_time_limit_ms = options.hard_time_limit_ms;
+                req.options.fuel = options.fuel;
+                req.headers = options.headers;
+                req.headers.push((RUN_HEADER.to_owned(), run.id.clone()));
+                req.headers.push((STEP_HEADER.to_owned(), seq.to_string()));
+                let mut envelope = match self.client.prepare(req).await {
+                    Ok(envelope) => envelope,
+                    // Refused (an unknown task, bad options): the step
+                    // fails, the workflow sees it and decides.
+                    Err(ClientError::Store(e)) => return Err(ClientError::Store(e)),
+                    Err(e) => {
+                        let outcome = StepOutcome::Err {
+                            kind: "refused".to_owned(),
+                            message: e.to_string(),
+                            at: now,
+                        };
+                        deliver(&self.client, &run.id, seq, outcome).await?;
+                        return Ok(());
+                    }
+                };
+                envelope.id = step_job_id(run, seq, call);
+                self.client.enqueue_by_id(&envelope).await?;
+            }
+            Effect::Child {
+                seq,
+                workflow,
+                input,
+            } => {
+                let call = &run.history[seq as usize];
+                let id = step_job_id(run, seq, call);
+                match self.start(&workflow, &input, Some(id.clone()), now).await {
+                    Ok(_) | Err(StartError::Duplicate(_)) => {}
+                    Err(StartError::Store(e)) => return Err(ClientError::Store(e)),
+                    Err(e) => {
+                        let outcome = StepOutcome::Err {
+                            kind: "refused".to_owned(),
+                            message: e.to_string(),
+                            at: now,
+                        };
+                        deliver(&self.client, &run.id, seq, outcome).await?;
+                        return Ok(());
+                    }
+                }
+                // Name the parent (the child was created without one, or
+                // by an earlier try).
+                adopt(
+                    &self.client,
+                    &id,
+                    ParentStep {
+                        run: run.id.clone(),
+                        seq,
+                    },
+                )
+                .await?;
+            }
+            Effect::Cancel { seq } => {
+                let call = &run.history[seq as usize];
+                let id = step_job_id(run, seq, call);
+                let child = match call {
+                    Call::Submit { step, .. } => matches!(**step, Call::Child { .. }),
+                    other => matches!(other, Call::Child { .. }),
+                };
+                if child {
+                    request_cancel(&self.client, &id, "its parent cancelled it").await?;
+                } else {
+                    crate::cancel::cancel(self.client.stores(), &[id]).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fail(run: &mut Run, kind: &str, message: String) {
+    run.state = RunState::Failed;
+    run.error = Some(RunError {
+        kind: kind.to_owned(),
+        message,
+    });
+    run.wake_at = None;
+}
+
+/// Gives call `seq` of run `run` its outcome, once (a second delivery is a
+/// no-op), and makes the run due. Retried on a lost compare-and-set.
+pub async fn deliver(
+    client: &Client,
+    run: &str,
+    seq: u32,
+    outcome: StepOutcome,
+) -> Result<(), StoreError> {
+    edit(client, run, |r| {
+        if r.state.is_final() || r.outcomes.contains_key(&seq) {
+            return false;
+        }
+        r.outcomes.insert(seq, outcome.clone());
+        wake(r);
+        true
+    })
+    .await
+}
+
+/// Sends an event on `topic` to run `run` (`xylem workflow signal`).
+pub async fn signal(
+    client: &Client,
+    run: &str,
+    topic: &str,
+    payload: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    edit(client, run, |r| {
+        r.events.push(super::model::Event {
+            topic: topic.to_owned(),
+            payload: payload.to_owned(),
+            at: now,
+            taken_by: None,
+        });
+        wake(r);
+        true
+    })
+    .await
+}
+
+/// Asks run `run` to cancel: it sees `cancelled()` turn true and may
+/// compensate; if it then fails, it ends `cancelled`.
+pub async fn request_cancel(client: &Client, run: &str, reason: &str) -> Result<(), StoreError> {
+    edit(client, run, |r| {
+        if r.state.is_final() || r.cancel_requested.is_some() {
+            return false;
+        }
+        r.cancel_requested = Some(reason.to_owned());
+        wake(r);
+        true
+    })
+    .await
+}
+
+/// Rewinds run `run` to call `to` (`xylem workflow rewind`, and retry of
+/// a failed run from its last good step): the history is cut there, the
+/// outcomes and events of the calls cut are forgotten, and the run is due
+/// again; steps made again are new jobs (its `epoch` moves on). Refused
+/// past the history's end.
+pub async fn rewind(client: &Client, run: &str, to: u32) -> Result<(), StoreError> {
+    let mut past_end = false;
+    edit(client, run, |r| {
+        if to as usize > r.history.len() {
+            past_end = true;
+            return false;
+        }
+        r.history.truncate(to as usize);
+        r.outcomes.retain(|seq, _| *seq < to);
+        for event in &mut r.events {
+            if event.taken_by.is_some_and(|seq| seq >= to) {
+                event.taken_by = None;
+            }
+        }
+        r.epoch += 1;
+        r.result = None;
+        r.error = None;
+        r.lease = None;
+        r.state = RunState::Running;
+        r.wake_at = Some(crate::time::now_ms());
+        true
+    })
+    .await?;
+    if past_end {
+        return Err(StoreError::Invalid(format!(
+            "run {run} has fewer than {to} calls in its history"
+        )));
+    }
+    Ok(())
+}
+
+/// Makes a run due now. A run an engine holds stays leased: that
+/// engine's write of its step loses to this one, and it (or, once the
+/// lease lapses, another) steps the run again at its next look.
+fn wake(run: &mut Run) {
+    if !run.state.is_final() {
+        run.state = RunState::Running;
+        run.wake_at = Some(crate::time::now_ms());
+    }
+}
+
+async fn adopt(client: &Client, run: &str, parent: ParentStep) -> Result<(), StoreError> {
+    edit(client, run, |r| {
+        if r.parent.as_ref() == Some(&parent) {
+            return false;
+        }
+        r.parent = Some(parent.clone());
+        true
+    })
+    .await
+}
+
+/// Read, change, compare-and-set, again while another writer wins; a run
+/// that does not exist is left alone.
+async fn edit(
+    client: &Client,
+    id: &str,
+    mut change: impl FnMut(&mut Run) -> bool,
+) -> Result<(), StoreError> {
+    let store = &client.stores().workflows;
+    for _ in 0..64 {
+        let Some(mut run) = store.get_run(id).await? else {
+            return Ok(());
+        };
+        if !change(&mut run) {
+            return Ok(());
+        }
+        if store.put_run(&run).await?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Invalid(format!(
+        "run {id} keeps changing under this write; giving up"
+    )))
+}

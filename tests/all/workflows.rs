@@ -1,0 +1,403 @@
+//! The workflow engine on every store, with a real worker running the
+//! activities as ordinary jobs (native task code, as in `worker.rs`) and
+//! workflow code written as Rust closures over the [`Replayer`]: two
+//! engines stepping the same runs; each activity runs once; durable sleep;
+//! join sets; events with a timeout; child runs; cancel with compensation;
+//! rewind; a diverging replay stopped as nondeterministic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use xylem_core::store::Stores;
+use xylem_core::time::now_ms;
+use xylem_core::workflow::{
+    ActivityOptions, Call, Engine, Interrupt, Replayer, Run, RunState, StepEnd, WorkflowCatalog,
+    WorkflowCode, step_job_id,
+};
+use xylem_core::{Client, TaskSpec};
+
+use crate::worker::{NativeTasks, config, start};
+
+type Body = dyn Fn(&mut Replayer) -> Result<String, Interrupt> + Send + Sync;
+
+/// A workflow written as a Rust function of the replayer: what a Wasm
+/// workflow's host calls amount to.
+struct Closure(Box<Body>);
+
+#[async_trait]
+impl WorkflowCode for Closure {
+    async fn step(&self, replayer: &mut Replayer) -> StepEnd {
+        match (self.0)(replayer) {
+            Ok(result) => StepEnd::Returned(Ok(result)),
+            Err(Interrupt::Misuse(message)) if message.starts_with("workflow: ") => {
+                StepEnd::Returned(Err(message["workflow: ".len()..].to_owned()))
+            }
+            Err(interrupt) => StepEnd::Interrupted(interrupt),
+        }
+    }
+}
+
+/// The workflow's own failure (what `run` returning an error is).
+fn failed(message: &str) -> Interrupt {
+    Interrupt::Misuse(format!("workflow: {message}"))
+}
+
+/// Workflows by name, all on plugin version `v1`; replaceable mid-test.
+#[derive(Default)]
+struct Catalog(Mutex<HashMap<String, Arc<Closure>>>);
+
+impl Catalog {
+    fn define(
+        &self,
+        name: &str,
+        body: impl Fn(&mut Replayer) -> Result<String, Interrupt> + Send + Sync + 'static,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), Arc::new(Closure(Box::new(body))));
+    }
+}
+
+#[async_trait]
+impl WorkflowCatalog for Catalog {
+    async fn current(&self, workflow: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .contains_key(workflow)
+            .then(|| "v1".to_owned()))
+    }
+
+    async fn code(&self, workflow: &str, _plugin: &str) -> Result<Arc<dyn WorkflowCode>, String> {
+        let code = self.0.lock().unwrap().get(workflow).cloned();
+        code.map(|c| c as Arc<dyn WorkflowCode>)
+            .ok_or_else(|| format!("no workflow {workflow}"))
+    }
+}
+
+fn opts() -> ActivityOptions {
+    ActivityOptions {
+        max_retries: Some(0),
+        ..Default::default()
+    }
+}
+
+/// An activity that must succeed (its failure fails the workflow).
+fn must(r: &mut Replayer, task: &str, args: &str) -> Result<String, Interrupt> {
+    r.activity(task, args, opts())?
+        .map_err(|(kind, message)| failed(&format!("{task}: {kind}: {message}")))
+}
+
+struct Setup {
+    stores: Stores,
+    catalog: Arc<Catalog>,
+    engines: [Engine; 2],
+}
+
+async fn setup(stores: Stores) -> Setup {
+    stores
+        .plugins
+        .put_plugin(
+            "wf-native",
+            b"wf",
+            &["echo", "fail", "sleep"].map(TaskSpec::new),
+        )
+        .await
+        .unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let client = Client::new(stores.clone());
+    let lease = Duration::from_secs(5);
+    let engines = [
+        Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+        Engine::new(client, catalog.clone(), "engine-b", lease),
+    ];
+    Setup {
+        stores,
+        catalog,
+        engines,
+    }
+}
+
+/// Steps with both engines at once until run `id` is final.
+async fn drive(s: &Setup, id: &str, within: Duration) -> Run {
+    let deadline = Instant::now() + within;
+    loop {
+        let (a, b) = tokio::join!(
+            s.engines[0].tick(now_ms(), 16),
+            s.engines[1].tick(now_ms(), 16)
+        );
+        a.unwrap();
+        b.unwrap();
+        let run = s.stores.workflows.get_run(id).await.unwrap().unwrap();
+        if run.state.is_final() {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end: {run:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn order(r: &mut Replayer) -> Result<String, Interrupt> {
+    let input = r.run().input.clone();
+    let valid = must(r, "echo", &format!(r#"{{"validated":{input}}}"#))?;
+    let charged = must(r, "echo", &format!(r#"{{"charged":{valid}}}"#))?;
+    r.sleep(300)?;
+    must(r, "echo", &format!(r#"{{"shipped":{charged}}}"#))
+}
+
+worker_case!(
+    an_order_runs_its_activities_once_under_two_engines,
+    |stores| {
+        let s = setup(stores).await;
+        s.catalog.define("order.process", order);
+        let tasks = Arc::new(NativeTasks::default());
+        let worker = start(&s.stores, &tasks, config("wf-worker"));
+        let run = s.engines[0]
+            .start("order.process", r#"{"order":7}"#, None, now_ms())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        assert_eq!(
+            done.result.as_deref(),
+            Some(r#"{"shipped":{"charged":{"validated":{"order":7}}}}"#)
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "the sleep was slept"
+        );
+        // validate, charge, sleep, ship — each activity's job ran once.
+        assert_eq!(done.history.len(), 4, "{:#?}", done.history);
+        for (seq, call) in done.history.iter().enumerate() {
+            if matches!(call, Call::Activity { .. }) {
+                let job = step_job_id(&done, seq as u32, call);
+                assert_eq!(tasks.runs_of(&job), 1, "activity {seq} ran once");
+            }
+        }
+        assert!(
+            s.engines[0]
+                .start("nope", "{}", None, now_ms())
+                .await
+                .is_err()
+        );
+        worker.stop().await;
+    }
+);
+
+worker_case!(join_sets_children_and_events_with_a_timeout, |stores| {
+    let s = setup(stores).await;
+    s.catalog.define("child.double", |r| {
+        let n: i64 = r.run().input.parse().unwrap_or(0);
+        let echoed = must(r, "echo", &(n * 2).to_string())?;
+        Ok(echoed)
+    });
+    s.catalog.define("fan.out", |r| {
+        let set = r.join_set()?;
+        for n in 1..=3 {
+            r.submit(
+                set,
+                Call::Activity {
+                    task: "echo".to_owned(),
+                    args: n.to_string(),
+                    options: opts(),
+                },
+            )?;
+        }
+        r.submit(
+            set,
+            Call::Child {
+                workflow: "child.double".to_owned(),
+                input: "21".to_owned(),
+            },
+        )?;
+        let mut total = 0i64;
+        while let Some((_, result)) = r.await_next(set)? {
+            total += result
+                .map_err(|(_, m)| failed(&m))?
+                .parse::<i64>()
+                .unwrap_or(0);
+        }
+        let approval = r.await_event("approval", 60_000)?;
+        let late = r.await_event("never", 200)?;
+        Ok(format!(
+            r#"{{"total":{total},"approval":{},"late":{}}}"#,
+            approval.unwrap_or_else(|| "null".to_owned()),
+            late.is_some()
+        ))
+    });
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&s.stores, &tasks, config("wf-worker"));
+    let client = Client::new(s.stores.clone());
+    let run = s.engines[0]
+        .start("fan.out", "{}", None, now_ms())
+        .await
+        .unwrap();
+    // Wait until it waits for the approval, then send it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        s.engines[0].tick(now_ms(), 16).await.unwrap();
+        let now = s.stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+        if now
+            .history
+            .iter()
+            .any(|c| matches!(c, Call::AwaitEvent { topic, .. } if topic == "approval"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{now:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    xylem_core::workflow::signal(&client, &run.id, "approval", r#"{"by":"ada"}"#, now_ms())
+        .await
+        .unwrap();
+    let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+    assert_eq!(
+        done.result.as_deref(),
+        Some(r#"{"total":48,"approval":{"by":"ada"},"late":false}"#),
+        "1 + 2 + 3 + the child's 42; the approval; the second wait timed out"
+    );
+    let children = s
+        .stores
+        .workflows
+        .list_runs(&xylem_core::store::RunFilter {
+            workflow: Some("child.double".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(
+        children[0].parent.as_ref().map(|p| p.run.as_str()),
+        Some(run.id.as_str())
+    );
+    worker.stop().await;
+});
+
+worker_case!(
+    cancel_lets_a_run_compensate_and_rewind_runs_steps_again,
+    |stores| {
+        let s = setup(stores).await;
+        s.catalog.define("booking", |r| {
+            must(r, "echo", r#""reserved""#)?;
+            let approved = r.await_event("approval", 3_600_000)?;
+            if r.cancelled()? {
+                must(r, "echo", r#""released""#)?;
+                return Err(failed("cancelled: the reservation was released"));
+            }
+            Ok(approved.unwrap_or_default())
+        });
+        s.catalog.define("flaky", |r| {
+            let first = must(r, "echo", "1")?;
+            let second = r.activity("fail", "{}", opts())?;
+            Ok(format!("{first}:{}", second.is_ok()))
+        });
+        let tasks = Arc::new(NativeTasks::default());
+        let worker = start(&s.stores, &tasks, config("wf-worker"));
+        let client = Client::new(s.stores.clone());
+
+        let run = s.engines[0]
+            .start("booking", "{}", None, now_ms())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s
+            .stores
+            .workflows
+            .get_run(&run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .iter()
+            .any(|c| matches!(c, Call::AwaitEvent { .. }))
+        {
+            s.engines[1].tick(now_ms(), 16).await.unwrap();
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        xylem_core::workflow::request_cancel(&client, &run.id, "customer left")
+            .await
+            .unwrap();
+        let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(done.state, RunState::Cancelled, "{done:#?}");
+        assert!(
+            done.history
+                .iter()
+                .any(|c| matches!(c, Call::Activity { args, .. } if args == r#""released""#)),
+            "it compensated: {:#?}",
+            done.history
+        );
+
+        // A failed step, then a rewind to before it: the step runs again (a
+        // new job), the run goes on from there.
+        let run = s.engines[0]
+            .start("flaky", "{}", None, now_ms())
+            .await
+            .unwrap();
+        let first = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(first.result.as_deref(), Some("1:false"));
+        let failed_job = step_job_id(&first, 1, &first.history[1]);
+        xylem_core::workflow::rewind(&client, &run.id, 1)
+            .await
+            .unwrap();
+        let again = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(again.result.as_deref(), Some("1:false"));
+        let new_job = step_job_id(&again, 1, &again.history[1]);
+        assert_ne!(failed_job, new_job);
+        assert_eq!(
+            (tasks.runs_of(&failed_job), tasks.runs_of(&new_job)),
+            (1, 1)
+        );
+        assert_eq!(
+            (
+                tasks.runs_of(&step_job_id(&first, 0, &first.history[0])),
+                tasks.runs_of(&step_job_id(&again, 0, &again.history[0])),
+            ),
+            (1, 0),
+            "the step before the rewind point is not run again"
+        );
+        assert!(
+            xylem_core::workflow::rewind(&client, &run.id, 99)
+                .await
+                .is_err()
+        );
+        worker.stop().await;
+    }
+);
+
+worker_case!(
+    a_diverging_replay_is_stopped_as_nondeterministic,
+    |stores| {
+        let s = setup(stores).await;
+        s.catalog
+            .define("shifty", |r| must(r, "echo", r#""first""#));
+        let tasks = Arc::new(NativeTasks::default());
+        let run = s.engines[0]
+            .start("shifty", "{}", None, now_ms())
+            .await
+            .unwrap();
+        // One step: the activity is asked for (no worker yet: it waits).
+        s.engines[0].tick(now_ms(), 16).await.unwrap();
+        // The code changes under the run (what pinning a version prevents).
+        s.catalog
+            .define("shifty", |r| must(r, "echo", r#""second""#));
+        let worker = start(&s.stores, &tasks, config("wf-worker"));
+        let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(done.state, RunState::Failed);
+        let error = done.error.unwrap();
+        assert_eq!(error.kind, "nondeterministic");
+        assert!(
+            error.message.contains(r#"activity echo("first")"#)
+                && error.message.contains(r#"activity echo("second")"#),
+            "{}",
+            error.message
+        );
+        worker.stop().await;
+    }
+);
