@@ -36,6 +36,8 @@ pub mod canvas;
 mod context;
 mod error;
 mod task;
+#[cfg(feature = "workflow")]
+pub mod workflow;
 
 pub use context::{Callback, Context, EnqueueError, EnqueueOptions, Enqueued, Level, Unique};
 pub use error::{TaskError, TaskResult};
@@ -62,6 +64,48 @@ pub mod bindings {
         default_bindings_module: "xylem_guest::bindings",
         runtime_path: "xylem_guest::wit_bindgen::rt",
     });
+}
+
+/// The generated bindings of the `xylem:workflow` world `workflow-plugin`
+/// (feature `workflow`); reached through [`export_workflows!`].
+#[cfg(feature = "workflow")]
+#[doc(hidden)]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod workflow_bindings {
+    wit_bindgen::generate!({
+        world: "workflow-plugin",
+        path: "../wit/workflow",
+        pub_export_macro: true,
+        export_macro_name: "__export_workflow_world",
+        default_bindings_module: "xylem_guest::workflow_bindings",
+        runtime_path: "xylem_guest::wit_bindgen::rt",
+    });
+}
+
+/// Exports a workflow plugin whose workflows are returned by the function
+/// `$workflows` (a `fn() -> Vec<workflow::Workflow>`); feature `workflow`.
+#[cfg(feature = "workflow")]
+#[macro_export]
+macro_rules! export_workflows {
+    ($workflows:path) => {
+        #[doc(hidden)]
+        struct __XylemWorkflows;
+
+        impl $crate::workflow_bindings::exports::xylem::workflow::workflow::Guest for __XylemWorkflows {
+            fn describe() -> ::std::vec::Vec<$crate::workflow_bindings::xylem::workflow::types::WorkflowSpec> {
+                $crate::workflow::__private::describe(&$workflows())
+            }
+
+            fn run(
+                name: ::std::string::String,
+                input: ::std::string::String,
+            ) -> ::std::result::Result<::std::string::String, ::std::string::String> {
+                $crate::workflow::__private::run(&$workflows(), &name, &input)
+            }
+        }
+
+        $crate::workflow_bindings::__export_workflow_world!(__XylemWorkflows with_types_in $crate::workflow_bindings);
+    };
 }
 
 /// Exports a plugin whose tasks are returned by the function `$tasks`

@@ -28,14 +28,15 @@ struct Closure(Box<Body>);
 
 #[async_trait]
 impl WorkflowCode for Closure {
-    async fn step(&self, replayer: &mut Replayer) -> StepEnd {
-        match (self.0)(replayer) {
+    async fn step(&self, mut replayer: Replayer) -> (Replayer, StepEnd) {
+        let end = match (self.0)(&mut replayer) {
             Ok(result) => StepEnd::Returned(Ok(result)),
             Err(Interrupt::Misuse(message)) if message.starts_with("workflow: ") => {
                 StepEnd::Returned(Err(message["workflow: ".len()..].to_owned()))
             }
             Err(interrupt) => StepEnd::Interrupted(interrupt),
-        }
+        };
+        (replayer, end)
     }
 }
 
@@ -399,5 +400,117 @@ worker_case!(
             error.message
         );
         worker.stop().await;
+    }
+);
+
+/// The workflows of one Wasm workflow plugin, as the engine's catalog.
+struct WasmCatalog(xylem_wasm::WorkflowPlugin);
+
+#[async_trait]
+impl WorkflowCatalog for WasmCatalog {
+    async fn current(&self, workflow: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .0
+            .workflows()
+            .iter()
+            .any(|(name, _)| name == workflow)
+            .then(|| self.0.digest().to_owned()))
+    }
+
+    async fn code(&self, workflow: &str, plugin: &str) -> Result<Arc<dyn WorkflowCode>, String> {
+        if plugin != self.0.digest() {
+            return Err(format!("plugin {plugin} is not loaded"));
+        }
+        self.0
+            .code(workflow)
+            .ok_or_else(|| format!("no workflow {workflow}"))
+    }
+}
+
+worker_case!(
+    the_order_workflow_runs_as_wasm_with_wasm_activities,
+    |stores| {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = xylem_tests::runtime(dir.path());
+        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
+        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
+            .await
+            .unwrap();
+        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let worker =
+            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+
+        let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
+        let plugin = runtime.load_workflow(&bytes).await.unwrap();
+        let names: Vec<&str> = plugin.workflows().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["order.process", "order.clock"]);
+        let catalog = Arc::new(WasmCatalog(plugin));
+        let client = Client::new(stores.clone());
+        let lease = Duration::from_secs(5);
+        let s = Setup {
+            stores: stores.clone(),
+            catalog: Arc::new(Catalog::default()),
+            engines: [
+                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+                Engine::new(client, catalog, "engine-b", lease),
+            ],
+        };
+        let run = s.engines[0]
+            .start(
+                "order.process",
+                r#"{"id":"A-1","amount_cents":1250,"ship_after_ms":400}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let done = drive(&s, &run.id, Duration::from_secs(60)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        let result: serde_json::Value =
+            serde_json::from_str(done.result.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            result,
+            serde_json::json!({"order": "A-1", "receipt": "rcpt-A-1", "shipped": true})
+        );
+        assert_eq!(done.query_state.as_deref(), Some(r#"{"step":"shipped"}"#));
+        let activities: Vec<&str> = done
+            .history
+            .iter()
+            .filter_map(|c| match c {
+                Call::Activity { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(activities, ["order.validate", "order.charge", "order.ship"]);
+        for (seq, call) in done.history.iter().enumerate() {
+            if matches!(call, Call::Activity { .. }) {
+                let job = step_job_id(&done, seq as u32, call);
+                let record = stores.results.get(&job).await.unwrap().unwrap();
+                assert_eq!(record.attempt, 1, "{job} ran once");
+            }
+        }
+
+        // WASI's clock and random read the run's values: the same in every
+        // replay, whatever time it is; the recorded `now` moves.
+        let run = s.engines[0]
+            .start("order.clock", "{}", None, now_ms())
+            .await
+            .unwrap();
+        let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        let seen: serde_json::Value =
+            serde_json::from_str(done.result.as_deref().unwrap()).unwrap();
+        assert_eq!(seen["wasi_ms"], seen["wasi_again"], "{seen}");
+        assert_eq!(seen["wasi_ms"].as_i64(), Some(done.clock), "{seen}");
+        assert_eq!(seen["map"], 1);
+        let _ = stop.send(());
+        worker.await.unwrap();
     }
 );

@@ -22,6 +22,7 @@ mod run;
 mod runtime;
 mod shared;
 mod state;
+mod workflow;
 
 pub use build::{BuildError, Language, build_plugin};
 pub use cache::CacheStats;
@@ -29,6 +30,7 @@ pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};
 pub use runtime::{LoadError, Runtime, RuntimeConfig};
 pub use shared::WeakKey;
+pub use workflow::{WORKFLOW_WORLD, WorkflowPlugin};
 
 /// The WIT package (and version) this host speaks: `wit/task.wit`.
 pub const WIT_PACKAGE: &str = "xylem:task@0.3.0";

@@ -126,6 +126,7 @@ fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<Pa
 pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<JobState>,
+    pub(crate) workflow_linker: Linker<crate::workflow::WorkflowState>,
     cache: ComponentCache,
     shared_key: Option<SharedKey>,
     stop_ticker: Arc<AtomicBool>,
@@ -194,6 +195,8 @@ impl Runtime {
         PluginWorld::add_to_linker::<_, HasSelf<JobState>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
+        let workflow_linker = crate::workflow::linker(&engine)?;
+
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, config.epoch_tick, stop_ticker.clone())?;
 
@@ -203,6 +206,7 @@ impl Runtime {
                 shared_key,
                 engine,
                 linker,
+                workflow_linker,
                 stop_ticker,
             }),
         })
@@ -309,7 +313,7 @@ impl Runtime {
 impl Runtime {
     /// The compiled component: from the local cache, the store, or the
     /// compiler, in that order.
-    async fn compiled(
+    pub(crate) async fn compiled(
         &self,
         bytes: &[u8],
         digest: &str,
@@ -405,8 +409,9 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadE
 
 /// The interfaces a plugin may import: Xylem's own and the WASI ones the
 /// host links (each sandboxed: no host file, no socket, no environment).
-const PROVIDED: [&str; 7] = [
+const PROVIDED: [&str; 8] = [
     "xylem:task/",
+    "xylem:workflow/",
     "wasi:io/",
     "wasi:cli/",
     "wasi:clocks/",

@@ -35,6 +35,10 @@ pub enum StepEnd {
     Interrupted(Interrupt),
     /// The code trapped or broke a limit; the reason.
     Trapped(String),
+    /// The code could not be run now (no room for an instance, its plugin
+    /// not loadable here): the run is left leased and stepped again once
+    /// the lease lapses.
+    Unavailable(String),
 }
 
 /// A workflow's code, ready to run a step (the Wasm runtime implements
@@ -42,8 +46,9 @@ pub enum StepEnd {
 #[async_trait]
 pub trait WorkflowCode: Send + Sync {
     /// Runs the run's workflow from the top, every host call through
-    /// `replayer`, until it returns or is interrupted.
-    async fn step(&self, replayer: &mut Replayer) -> StepEnd;
+    /// `replayer`, until it returns or is interrupted; gives the replayer
+    /// back with how the step ended.
+    async fn step(&self, replayer: Replayer) -> (Replayer, StepEnd);
 }
 
 /// Where workflows' code comes from.
@@ -193,8 +198,11 @@ impl Engine {
 
         let end = match self.catalog.code(&leased.workflow, &leased.plugin).await {
             Ok(code) => {
-                let mut replayer = Replayer::new(leased.clone(), now);
-                let end = code.step(&mut replayer).await;
+                let (replayer, end) = code.step(Replayer::new(leased.clone(), now)).await;
+                if let StepEnd::Unavailable(why) = &end {
+                    tracing::warn!(run = %leased.id, %why, "cannot run a workflow step here now; it will be retried");
+                    return Ok(false);
+                }
                 let (next, effects, wake) = replayer.finish();
                 for effect in effects {
                     if let Err(e) = self.carry_out(&next, effect, now).await {
@@ -206,7 +214,10 @@ impl Engine {
                 }
                 (next, end, wake)
             }
-            Err(why) => (leased.clone(), StepEnd::Trapped(why), None),
+            Err(why) => {
+                tracing::warn!(run = %leased.id, %why, "no code for a workflow run here; it will be retried");
+                return Ok(false);
+            }
         };
         let (mut next, end, wake) = end;
         next.lease = None;
@@ -227,6 +238,7 @@ impl Engine {
             }
             StepEnd::Interrupted(Interrupt::Misuse(why)) => fail(&mut next, "misuse", why),
             StepEnd::Trapped(why) => fail(&mut next, "trap", why),
+            StepEnd::Unavailable(_) => unreachable!("returned above"),
         }
         if next.cancel_requested.is_some() && next.state == RunState::Failed {
             next.state = RunState::Cancelled;

@@ -14,6 +14,13 @@ use sha2::{Digest, Sha256};
 use super::model::{ActivityOptions, Call, Run, StepOutcome};
 use crate::time::Millis;
 
+/// Most calls one run's history may hold: past it a call fails the run
+/// (a loop of host calls must not grow a run without bound; a long-lived
+/// workflow starts a new run instead).
+pub const MAX_HISTORY: usize = 10_000;
+/// Most bytes of text (arguments, input, payload, state) one call may carry.
+pub const MAX_CALL_BYTES: usize = 1024 * 1024;
+
 /// Why the code must stop where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Interrupt {
@@ -144,6 +151,7 @@ impl Replayer {
                 made: call.describe(),
             }),
             None => {
+                check_budget(&self.run.history, &call)?;
                 self.run.history.push(call.clone());
                 Ok((seq, call, true))
             }
@@ -304,6 +312,7 @@ impl Replayer {
                         None => return Err(Interrupt::Suspend),
                     }
                 };
+                check_budget(&self.run.history, &Call::AwaitNext { set, got })?;
                 self.run.history.push(Call::AwaitNext { set, got });
                 got
             }
@@ -492,6 +501,36 @@ impl Replayer {
     }
 }
 
+/// Refuses a new call past the history's length or size budget.
+fn check_budget(history: &[Call], call: &Call) -> Result<(), Interrupt> {
+    if history.len() >= MAX_HISTORY {
+        return Err(Interrupt::Misuse(format!(
+            "the run has made {MAX_HISTORY} calls, the most one run may make; \
+             end it and start a new run to go on"
+        )));
+    }
+    let bytes = call_bytes(call);
+    if bytes > MAX_CALL_BYTES {
+        return Err(Interrupt::Misuse(format!(
+            "{} carries {bytes} bytes, over the {MAX_CALL_BYTES} a call may carry",
+            call.describe().chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn call_bytes(call: &Call) -> usize {
+    match call {
+        Call::Activity { task, args, .. } => task.len() + args.len(),
+        Call::Child { workflow, input } => workflow.len() + input.len(),
+        Call::Submit { step, .. } => call_bytes(step),
+        Call::AwaitEvent { topic, .. } => topic.len(),
+        Call::Emit { topic, payload } => topic.len() + payload.len(),
+        Call::SetState { state } => state.len(),
+        _ => 0,
+    }
+}
+
 fn cancelled_error() -> (String, String) {
     (
         "cancelled".to_owned(),
@@ -612,6 +651,20 @@ mod tests {
             text.contains("activity validate({})") && text.contains("activity charge({})"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_run_cannot_grow_without_bound() {
+        let run = Run::new("r", "w", "sha", "{}", 0);
+        let mut r = Replayer::new(run, 0);
+        for _ in 0..MAX_HISTORY {
+            r.now().unwrap();
+        }
+        assert!(matches!(r.now(), Err(Interrupt::Misuse(m)) if m.contains("10000 calls")));
+        let run = Run::new("r", "w", "sha", "{}", 0);
+        let mut r = Replayer::new(run, 0);
+        let huge = "x".repeat(MAX_CALL_BYTES + 1);
+        assert!(matches!(r.set_state(&huge), Err(Interrupt::Misuse(m)) if m.contains("bytes")));
     }
 
     #[test]

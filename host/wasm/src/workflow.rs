@@ -1,0 +1,445 @@
+//! Workflow plugins: components of world `xylem:workflow/workflow-plugin`
+//! (`wit/workflow/workflow.wit`). [`Runtime::load_workflow`] compiles,
+//! checks and describes one; [`WorkflowPlugin::code`] gives the engine
+//! (`xylem_core::workflow::Engine`) what runs a step: a fresh instance per
+//! step, every `workflow-host` call answered by the step's
+//! [`Replayer`], stopped at the first interrupt (it traps out of the
+//! guest), under a fuel, memory and time budget.
+//!
+//! Determinism: WASI reaches a workflow only with the run's own values —
+//! the wall clock reads the run's start, the monotonic clock counts reads,
+//! random numbers come from a generator seeded by the run's id — and no
+//! file, socket or environment. So code that reads `SystemTime::now()` or
+//! draws a random number directly gets the same answer on every replay;
+//! `now` and `random` are the calls for values that must move.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use xylem_core::workflow::{ActivityOptions, Call, Interrupt, Replayer, StepEnd, WorkflowCode};
+
+use crate::limiter::MemoryLimiter;
+use crate::runtime::{LoadError, Runtime};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "workflow-plugin",
+        path: "../../wit/workflow",
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+use bindings::xylem::workflow::types as wit;
+use bindings::{WorkflowPlugin as World, WorkflowPluginPre};
+
+/// The world a workflow plugin must be a component of.
+pub const WORKFLOW_WORLD: &str = "xylem:workflow/workflow-plugin@0.1.0";
+
+/// Fuel of one step, replay included.
+const STEP_FUEL: u64 = 20_000_000_000;
+/// Time of one step.
+const STEP_TIME: Duration = Duration::from_secs(30);
+/// Memory of one step's instance.
+const STEP_MEMORY: u64 = 256 * 1024 * 1024;
+
+/// The store data of one step.
+pub(crate) struct WorkflowState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    replayer: Option<Replayer>,
+    interrupt: Option<Interrupt>,
+    deadline: Instant,
+    /// Lines logged this step: past `MAX_LOG_LINES`, dropped.
+    logged: u32,
+}
+
+/// Log lines one step may write (the rest are dropped).
+const MAX_LOG_LINES: u32 = 1_000;
+
+impl WasiView for WorkflowState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// WASI's wall clock in a workflow: the run's start, always.
+struct RunClock(Duration);
+
+impl HostWallClock for RunClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// WASI's monotonic clock in a workflow: a microsecond more at each read,
+/// so elapsed-time code moves forward the same way on every replay.
+#[derive(Default)]
+struct ReadCounter(AtomicU64);
+
+impl HostMonotonicClock for ReadCounter {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000, Ordering::Relaxed)
+    }
+}
+
+impl WorkflowState {
+    fn new(replayer: Option<Replayer>, clock: i64, seed_from: &str) -> Self {
+        let seed: [u8; 32] = Sha256::digest(seed_from.as_bytes()).into();
+        let seed_u128 = u128::from_be_bytes(seed[..16].try_into().unwrap_or_default());
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(RunClock(Duration::from_millis(
+                u64::try_from(clock).unwrap_or(0),
+            )))
+            .monotonic_clock(ReadCounter::default())
+            .secure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random_seed(seed_u128)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(STEP_MEMORY),
+            replayer,
+            interrupt: None,
+            deadline: Instant::now() + STEP_TIME,
+            logged: 0,
+        }
+    }
+
+    /// Answers a host call through the replayer; an interrupt is kept and
+    /// traps out of the guest.
+    fn replay<T>(
+        &mut self,
+        call: impl FnOnce(&mut Replayer) -> Result<T, Interrupt>,
+    ) -> wasmtime::Result<T> {
+        let Some(replayer) = self.replayer.as_mut() else {
+            return Err(wasmtime::Error::msg(
+                "describe() may not call the workflow host",
+            ));
+        };
+        call(replayer).map_err(|interrupt| {
+            let error = wasmtime::Error::msg(interrupt.to_string());
+            self.interrupt = Some(interrupt);
+            error
+        })
+    }
+}
+
+fn options(o: wit::ActivityOptions) -> ActivityOptions {
+    ActivityOptions {
+        queue: o.queue,
+        priority: o.priority,
+        max_retries: o.max_retries,
+        retry_backoff_ms: o.retry_backoff_ms,
+        hard_time_limit_ms: o.hard_time_limit_ms,
+        fuel: o.fuel,
+        headers: o.headers,
+    }
+}
+
+fn to_wit(result: Result<String, (String, String)>) -> Result<String, wit::Failure> {
+    result.map_err(|(kind, message)| wit::Failure { kind, message })
+}
+
+impl wit::Host for WorkflowState {}
+
+impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
+    fn activity(
+        &mut self,
+        task: String,
+        args: String,
+        o: wit::ActivityOptions,
+    ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        self.replay(|r| r.activity(&task, &args, options(o)))
+            .map(to_wit)
+    }
+
+    fn child_workflow(
+        &mut self,
+        name: String,
+        input: String,
+    ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        self.replay(|r| r.child(&name, &input)).map(to_wit)
+    }
+
+    fn join_set(&mut self) -> wasmtime::Result<u32> {
+        self.replay(Replayer::join_set)
+    }
+
+    fn submit_activity(
+        &mut self,
+        set: u32,
+        task: String,
+        args: String,
+        o: wit::ActivityOptions,
+    ) -> wasmtime::Result<u32> {
+        let step = Call::Activity {
+            task,
+            args,
+            options: options(o),
+        };
+        self.replay(|r| r.submit(set, step))
+    }
+
+    fn submit_child(&mut self, set: u32, name: String, input: String) -> wasmtime::Result<u32> {
+        let step = Call::Child {
+            workflow: name,
+            input,
+        };
+        self.replay(|r| r.submit(set, step))
+    }
+
+    fn await_next(&mut self, set: u32) -> wasmtime::Result<Option<wit::SetResult>> {
+        Ok(self
+            .replay(|r| r.await_next(set))?
+            .map(|(step, outcome)| wit::SetResult {
+                step,
+                outcome: to_wit(outcome),
+            }))
+    }
+
+    fn close_set(&mut self, set: u32) -> wasmtime::Result<()> {
+        self.replay(|r| r.close_set(set))
+    }
+
+    fn sleep(&mut self, ms: u64) -> wasmtime::Result<()> {
+        self.replay(|r| r.sleep(ms))
+    }
+
+    fn await_event(&mut self, topic: String, timeout_ms: u64) -> wasmtime::Result<Option<String>> {
+        self.replay(|r| r.await_event(&topic, timeout_ms))
+    }
+
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        self.replay(|r| r.now().map(|t| u64::try_from(t).unwrap_or(0)))
+    }
+
+    fn random(&mut self) -> wasmtime::Result<u64> {
+        self.replay(Replayer::random)
+    }
+
+    fn emit(&mut self, topic: String, payload: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.emit(&topic, &payload))
+    }
+
+    fn set_state(&mut self, state: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.set_state(&state))
+    }
+
+    fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        self.replay(Replayer::cancelled)
+    }
+
+    fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        // Not recorded; a replayed step's lines were logged the first time.
+        let Some(replayer) = &self.replayer else {
+            return Ok(());
+        };
+        if replayer.replaying() || self.logged >= MAX_LOG_LINES {
+            return Ok(());
+        }
+        self.logged += 1;
+        let run = replayer.run().id.clone();
+        let message: String = message.chars().take(8 * 1024).collect();
+        match level {
+            wit::Level::Error => tracing::error!(%run, "{message}"),
+            wit::Level::Warn => tracing::warn!(%run, "{message}"),
+            wit::Level::Info => tracing::info!(%run, "{message}"),
+            wit::Level::Debug | wit::Level::Trace => tracing::debug!(%run, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// The linker of workflow plugins: deterministic WASI and the workflow
+/// host.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<WorkflowState>, LoadError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+    World::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |state| state)
+        .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+    Ok(linker)
+}
+
+/// A loaded workflow plugin. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkflowPlugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    digest: String,
+    pre: WorkflowPluginPre<WorkflowState>,
+    workflows: Vec<(String, Option<String>)>,
+}
+
+impl std::fmt::Debug for WorkflowPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowPlugin")
+            .field("digest", &self.inner.digest)
+            .field("workflows", &self.inner.workflows)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Loads a workflow plugin from component bytes: compiled (or found in
+    /// the cache), linked against the `workflow-plugin` world, described.
+    pub async fn load_workflow(&self, bytes: &[u8]) -> Result<WorkflowPlugin, LoadError> {
+        let digest = crate::cache::digest(bytes);
+        let (component, _) = self.compiled(bytes, &digest, None).await?;
+        let instance_pre = self
+            .inner
+            .workflow_linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let pre = WorkflowPluginPre::new(instance_pre)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let mut store = step_store(self, WorkflowState::new(None, 0, &digest));
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
+        let specs = instance
+            .xylem_workflow_workflow()
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
+        let mut workflows = Vec::with_capacity(specs.len());
+        for spec in specs {
+            xylem_core::client::validate_task_name(&spec.name)
+                .map_err(|e| LoadError::Describe(format!("workflow `{}`: {e}", spec.name)))?;
+            if workflows.iter().any(|(n, _)| *n == spec.name) {
+                return Err(LoadError::Describe(format!(
+                    "workflow `{}` is declared twice",
+                    spec.name
+                )));
+            }
+            workflows.push((spec.name, spec.description));
+        }
+        if workflows.is_empty() {
+            return Err(LoadError::Describe("it declares no workflow".to_owned()));
+        }
+        Ok(WorkflowPlugin {
+            inner: Arc::new(Inner {
+                runtime: self.clone(),
+                digest,
+                pre,
+                workflows,
+            }),
+        })
+    }
+}
+
+/// A store for one step (or `describe`): memory limiter, fuel, and a time
+/// limit checked at each epoch tick.
+fn step_store(runtime: &Runtime, state: WorkflowState) -> Store<WorkflowState> {
+    let mut store = Store::new(&runtime.inner.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    let _ = store.set_fuel(STEP_FUEL);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        if Instant::now() >= ctx.data().deadline {
+            return Err(wasmtime::Error::msg(format!(
+                "a step may run {STEP_TIME:?} at most"
+            )));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+impl WorkflowPlugin {
+    /// Its sha256.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The workflows it declares (name, description).
+    pub fn workflows(&self) -> &[(String, Option<String>)] {
+        &self.inner.workflows
+    }
+
+    /// What runs a step of `workflow`, or `None` if it is not declared.
+    pub fn code(&self, workflow: &str) -> Option<Arc<dyn WorkflowCode>> {
+        self.inner
+            .workflows
+            .iter()
+            .any(|(n, _)| n == workflow)
+            .then(|| {
+                Arc::new(Code {
+                    plugin: self.clone(),
+                    workflow: workflow.to_owned(),
+                }) as Arc<dyn WorkflowCode>
+            })
+    }
+}
+
+/// One workflow of a plugin, as the engine runs it.
+struct Code {
+    plugin: WorkflowPlugin,
+    workflow: String,
+}
+
+#[async_trait]
+impl WorkflowCode for Code {
+    async fn step(&self, replayer: Replayer) -> (Replayer, StepEnd) {
+        let run = replayer.run();
+        let (input, clock, seed) = (run.input.clone(), run.clock, run.id.clone());
+        let inner = &self.plugin.inner;
+        let mut store = step_store(
+            &inner.runtime,
+            WorkflowState::new(Some(replayer), clock, &seed),
+        );
+        let result = match inner.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance
+                .xylem_workflow_workflow()
+                .call_run(&mut store, &self.workflow, &input)
+                .await
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => {
+                let replayer = store
+                    .into_data()
+                    .replayer
+                    .unwrap_or_else(|| unreachable!("a step's state keeps its replayer"));
+                return (
+                    replayer,
+                    StepEnd::Unavailable(format!("cannot instantiate: {e:#}")),
+                );
+            }
+        };
+        let state = store.into_data();
+        let end = match (result, state.interrupt) {
+            (Ok(returned), _) => StepEnd::Returned(returned),
+            (Err(_), Some(interrupt)) => StepEnd::Interrupted(interrupt),
+            (Err(trap), None) => StepEnd::Trapped(trap),
+        };
+        let replayer = state
+            .replayer
+            .unwrap_or_else(|| unreachable!("a step's state keeps its replayer"));
+        (replayer, end)
+    }
+}

@@ -1,0 +1,63 @@
+//! The seed's example workflow, `order.process`: validate → charge →
+//! a durable sleep → ship. Each step is an activity (a task of
+//! `plugins/order`); the sleep survives restarts of every process.
+//! `ship_after_ms` in the order sets the sleep (default a day).
+//!
+//! Also `order.clock`, which reads the clock and random numbers the ways a
+//! workflow must not rely on (WASI directly) beside the recorded ones: on
+//! every replay it sees the same values.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use xylem_guest::workflow::{Ctx, Workflow, WorkflowResult};
+
+fn process(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
+    let valid: Value = ctx.activity("order.validate", &order)?;
+    ctx.set_state(&serde_json::json!({ "step": "charging" }));
+    let charged: Value = ctx.activity("order.charge", &valid)?;
+    let wait = order["ship_after_ms"].as_u64().unwrap_or(86_400_000);
+    ctx.set_state(&serde_json::json!({ "step": "waiting to ship" }));
+    ctx.sleep(Duration::from_millis(wait));
+    let shipped: Value = ctx.activity("order.ship", &charged)?;
+    ctx.set_state(&serde_json::json!({ "step": "shipped" }));
+    Ok(shipped)
+}
+
+fn clock(ctx: &Ctx, _input: Value) -> WorkflowResult<Value> {
+    let wasi_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut map = std::collections::HashMap::new();
+    map.insert("k", 1);
+    let recorded_ms = ctx
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let drawn = ctx.random();
+    // A step between: the rest runs on a replay.
+    ctx.sleep(Duration::from_millis(200));
+    let wasi_again = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(serde_json::json!({
+        "wasi_ms": wasi_ms,
+        "wasi_again": wasi_again,
+        "recorded_ms": recorded_ms,
+        "random": drawn.to_string(),
+        "map": map.len(),
+    }))
+}
+
+fn workflows() -> Vec<Workflow> {
+    vec![
+        Workflow::new("order.process", process)
+            .description("validate → charge → sleep → ship"),
+        Workflow::new("order.clock", clock).description("clocks and random numbers, replayed"),
+    ]
+}
+
+xylem_guest::export_workflows!(workflows);
