@@ -1110,6 +1110,13 @@ async fn four_workers_hold_a_rate_limit_on_sqlite() {
     xylem_tests::scenarios::four_workers_hold_a_rate_limit(&Env::new().url).await;
 }
 
+/// The order workflow through `kill -9` of every worker, twice, on one
+/// SQLite file (as on Redis and PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_workflow_survives_kill_9_on_sqlite() {
+    xylem_tests::scenarios::order_workflow_survives_kill_9(&Env::new().url).await;
+}
+
 /// Three beat processes on one SQLite file fire each second once, with no
 /// gap through a `kill -9` of one (as on Redis and PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

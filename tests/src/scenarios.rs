@@ -580,3 +580,137 @@ pub async fn remove_data(url: &str) {
             .await;
     }
 }
+
+/// The seed's `order.process` workflow across processes: workers killed
+/// with `kill -9` during its durable sleep, and again during an activity;
+/// restarted, they finish the run exactly once, each activity succeeding
+/// once.
+pub async fn order_workflow_survives_kill_9(url: &str) {
+    let cluster = Cluster::new(url).await;
+    for name in ["order", "order-workflow"] {
+        let out = cluster
+            .command()
+            .args(["plugin", "push"])
+            .arg(crate::plugin(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let opts = ["--lease", "2s", "--concurrency", "4"];
+    let start_workers = |round: u32| -> Vec<Child> {
+        (0..2)
+            .map(|i| cluster.worker(&format!("w{round}-{i}"), &opts))
+            .collect()
+    };
+    let mut workers = start_workers(0);
+    let out = cluster
+        .command()
+        .args(["workflow", "start", "order.process", "--input"])
+        .arg(r#"{"id":"K-9","amount_cents":990,"ship_after_ms":3000,"ship_work_ms":3000}"#)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stores = open_stores(url).await;
+    let run_now = || async { stores.workflows.get_run(&id).await.unwrap().unwrap() };
+    let wait_for = |what: &'static str, done: fn(&xylem_core::workflow::Run) -> bool| {
+        let run_now = &run_now;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let run = run_now().await;
+                if done(&run) {
+                    return run;
+                }
+                assert!(Instant::now() < deadline, "never {what}: {run:#?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    use xylem_core::workflow::Call;
+    // Killed during the durable sleep: every worker, at once.
+    wait_for("slept", |r| {
+        r.history.iter().any(|c| matches!(c, Call::Sleep { .. }))
+            && r.state == xylem_core::workflow::RunState::Waiting
+    })
+    .await;
+    for w in &mut workers {
+        kill9(w);
+    }
+    let mut workers = start_workers(1);
+    // Killed during the shipment (3 s of work): every worker again.
+    let shipping = wait_for("shipping", |r| {
+        r.history
+            .iter()
+            .any(|c| matches!(c, Call::Activity { task, .. } if task == "order.ship"))
+    })
+    .await;
+    let (seq, call) = shipping
+        .history
+        .iter()
+        .enumerate()
+        .find(|(_, c)| matches!(c, Call::Activity { task, .. } if task == "order.ship"))
+        .unwrap();
+    let ship_job = xylem_core::workflow::step_job_id(&shipping, seq as u32, call);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stores
+        .results
+        .get(&ship_job)
+        .await
+        .unwrap()
+        .is_none_or(|r| r.state != TaskState::Running)
+    {
+        assert!(Instant::now() < deadline, "the shipment never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in &mut workers {
+        kill9(w);
+    }
+    let mut workers = start_workers(2);
+    let done = wait_for("finished", |r| r.state.is_final()).await;
+    for w in &mut workers {
+        terminate(w);
+    }
+    assert_eq!(
+        done.state,
+        xylem_core::workflow::RunState::Succeeded,
+        "{done:#?}"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(done.result.as_deref().unwrap()).unwrap(),
+        serde_json::json!({"order": "K-9", "receipt": "rcpt-K-9", "shipped": true})
+    );
+    let mut activities = Vec::new();
+    for (seq, call) in done.history.iter().enumerate() {
+        if let Call::Activity { task, .. } = call {
+            let job = xylem_core::workflow::step_job_id(&done, seq as u32, call);
+            let record = stores.results.get(&job).await.unwrap().unwrap();
+            assert_eq!(
+                record.state,
+                TaskState::Succeeded,
+                "{task}: {:#?}",
+                record.history
+            );
+            assert_eq!(
+                count(&record, TaskState::Succeeded),
+                1,
+                "{task} succeeded once"
+            );
+            activities.push(task.clone());
+        }
+    }
+    assert_eq!(activities, ["order.validate", "order.charge", "order.ship"]);
+    let ship = stores.results.get(&ship_job).await.unwrap().unwrap();
+    eprintln!(
+        "order.process through two kill -9 of every worker: succeeded once; the shipment ran {} time(s)",
+        count(&ship, TaskState::Running)
+    );
+}

@@ -49,6 +49,10 @@ enum Command {
     Schedule(commands::schedule::ScheduleCommand),
     /// Fire due schedules (any number of beats may run; each tick fires once).
     Beat(commands::schedule::BeatArgs),
+    /// Durable workflows: start, ls, show, signal, cancel, rewind, retry
+    /// (runs are stepped by `xylem worker`).
+    #[command(subcommand)]
+    Workflow(commands::workflow::WorkflowCommand),
     /// Inspect jobs: show, wait, ls.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
             Command::Canvas(cmd) => commands::canvas::run(store, cmd).await,
             Command::Schedule(cmd) => commands::schedule::run(store, cmd).await,
             Command::Beat(args) => commands::schedule::beat(store, args).await,
+            Command::Workflow(cmd) => commands::workflow::run(store, cmd).await,
             Command::Task(cmd) => commands::task::run(store, cmd).await,
             Command::Tasks { json } => commands::queues::tasks(store, json).await,
             Command::Queues { command, json } => match command {

@@ -23,6 +23,7 @@ mod runtime;
 mod shared;
 mod state;
 mod workflow;
+mod workflows;
 
 pub use build::{BuildError, Language, build_plugin};
 pub use cache::CacheStats;
@@ -31,6 +32,10 @@ pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugi
 pub use runtime::{LoadError, Runtime, RuntimeConfig};
 pub use shared::WeakKey;
 pub use workflow::{WORKFLOW_WORLD, WorkflowPlugin};
+pub use workflows::{
+    StoreWorkflows, WORKFLOW_ROUTE_PREFIX, current_version as current_workflow_version,
+    is_workflow_component, push_workflow_plugin,
+};
 
 /// The WIT package (and version) this host speaks: `wit/task.wit`.
 pub const WIT_PACKAGE: &str = "xylem:task@0.3.0";

@@ -166,7 +166,9 @@ impl TaskRegistry for PluginRegistry {
         if self.loaded.read().await.version == Some(version) {
             return Ok(());
         }
-        let routes = self.store.routes().await.map_err(|e| e.to_string())?;
+        let mut routes = self.store.routes().await.map_err(|e| e.to_string())?;
+        // Workflows are the engine's (`StoreWorkflows`), not tasks.
+        routes.retain(|r| !r.task.starts_with(crate::WORKFLOW_ROUTE_PREFIX));
         let mut plugins = self.loaded.read().await.plugins.clone();
         let mut failed = None;
         for route in &routes {

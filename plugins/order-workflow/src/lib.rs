@@ -1,7 +1,8 @@
 //! The seed's example workflow, `order.process`: validate → charge →
 //! a durable sleep → ship. Each step is an activity (a task of
 //! `plugins/order`); the sleep survives restarts of every process.
-//! `ship_after_ms` in the order sets the sleep (default a day).
+//! `ship_after_ms` in the order sets the sleep (default a day);
+//! `ship_work_ms`, how long shipping takes.
 //!
 //! Also `order.clock`, which reads the clock and random numbers the ways a
 //! workflow must not rely on (WASI directly) beside the recorded ones: on
@@ -19,7 +20,11 @@ fn process(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
     let wait = order["ship_after_ms"].as_u64().unwrap_or(86_400_000);
     ctx.set_state(&serde_json::json!({ "step": "waiting to ship" }));
     ctx.sleep(Duration::from_millis(wait));
-    let shipped: Value = ctx.activity("order.ship", &charged)?;
+    let mut shipment = charged;
+    if let Some(work) = order.get("ship_work_ms") {
+        shipment["work_ms"] = work.clone();
+    }
+    let shipped: Value = ctx.activity("order.ship", &shipment)?;
     ctx.set_state(&serde_json::json!({ "step": "shipped" }));
     Ok(shipped)
 }

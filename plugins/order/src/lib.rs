@@ -24,6 +24,10 @@ struct Charged {
     order: String,
     charged_cents: u64,
     receipt: String,
+    /// How long shipping takes, in ms (for tests that stop a worker
+    /// mid-shipment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    work_ms: Option<u64>,
 }
 
 fn validate(ctx: &Context, order: Order) -> TaskResult<Validated> {
@@ -40,11 +44,15 @@ fn charge(ctx: &Context, v: Validated) -> TaskResult<Charged> {
         receipt: format!("rcpt-{}", v.order.id),
         order: v.order.id,
         charged_cents: v.order.amount_cents,
+        work_ms: None,
     })
 }
 
 fn ship(ctx: &Context, c: Charged) -> TaskResult<serde_json::Value> {
     ctx.log_info(&format!("shipping {}", c.order));
+    if let Some(ms) = c.work_ms {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     Ok(serde_json::json!({ "order": c.order, "receipt": c.receipt, "shipped": true }))
 }
 

@@ -19,6 +19,13 @@ async fn kill_9_of_workers_mid_job_loses_nothing_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_workflow_survives_kill_9_on_redis() {
+    let Some(url) = shared_url() else { return };
+    scenarios::order_workflow_survives_kill_9(&url).await;
+    scenarios::remove_data(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_beats_fire_each_tick_once_on_redis() {
     let Some(url) = shared_url() else { return };
     scenarios::three_beats_fire_each_tick_once(&url).await;

@@ -12,6 +12,7 @@ pub(crate) mod schedule;
 pub(crate) mod task;
 pub(crate) mod throughput;
 pub(crate) mod worker;
+pub(crate) mod workflow;
 
 use xylem_wasm::{Runtime, RuntimeConfig};
 

@@ -230,6 +230,27 @@ async fn push(
     let bytes = read_component(&file, max_size).await?;
     let store = crate::store::open(store_url).await?;
     let runtime = super::wasm_runtime()?;
+    if xylem_wasm::is_workflow_component(&bytes) {
+        let plugin =
+            xylem_wasm::push_workflow_plugin(&runtime, store.stores.plugins.as_ref(), &bytes)
+                .await
+                .with_context(|| format!("{} was not pushed", file.display()))?;
+        let names: Vec<&str> = plugin.workflows().iter().map(|(n, _)| n.as_str()).collect();
+        if json {
+            let doc = serde_json::json!({ "digest": plugin.digest(), "workflows": names });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            println!(
+                "pushed sha256:{} (workflow plugin, {})",
+                plugin.digest(),
+                format::bytes(bytes.len() as u64)
+            );
+            for name in names {
+                println!("  workflow {name}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let plugin =
         xylem_wasm::push_plugin_with_quota(&runtime, store.stores.plugins.as_ref(), &bytes, &quota)
             .await

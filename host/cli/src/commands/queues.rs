@@ -50,7 +50,9 @@ pub(crate) enum PurgeState {
 #[allow(clippy::print_stdout)]
 pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
-    let routes = store.stores.plugins.routes().await?;
+    let mut routes = store.stores.plugins.routes().await?;
+    // Workflows are routed beside tasks; `xylem workflow` is theirs.
+    routes.retain(|r| !r.task.starts_with(xylem_wasm::WORKFLOW_ROUTE_PREFIX));
     if json {
         let doc: Vec<serde_json::Value> = routes
             .iter()

@@ -20,6 +20,10 @@ pub(crate) struct WorkerArgs {
     /// deployments; any number of beats may run, each tick fires once).
     #[arg(long)]
     beat: bool,
+    /// Do not step workflow runs in this process (by default every worker
+    /// does, each run leased to one at a time).
+    #[arg(long)]
+    no_workflows: bool,
     /// Queues to consume, comma-separated (default: all queues).
     #[arg(long, short, value_delimiter = ',')]
     queue: Vec<String>,
@@ -135,6 +139,28 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
             dir.clone(),
         ));
     }
+    let workflows = (!args.no_workflows).then(|| {
+        let catalog = Arc::new(xylem_wasm::StoreWorkflows::new(
+            runtime.clone(),
+            store.stores.plugins.clone(),
+        ));
+        let engine = xylem_core::workflow::Engine::new(
+            xylem_core::Client::new(store.stores.clone()),
+            catalog,
+            &config.name,
+            config.lease.max(std::time::Duration::from_secs(10)),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let interval = std::time::Duration::from_millis(100);
+        let task = tokio::spawn(async move {
+            engine
+                .run(interval, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        (stop, task)
+    });
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
     tracing::info!(store = %store.describe, "connected");
     let worker = Worker::new(store.stores.clone(), registry, config)?;
@@ -148,7 +174,7 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         (stop, task)
     });
     let stats = worker.run(shutdown).await;
-    if let Some((stop, task)) = beat {
+    for (stop, task) in beat.into_iter().chain(workflows) {
         let _ = stop.send(());
         let _ = task.await;
     }
