@@ -514,3 +514,111 @@ worker_case!(
         worker.await.unwrap();
     }
 );
+
+worker_case!(
+    a_deploy_does_not_disturb_runs_pinned_to_the_old_version,
+    |stores| {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = xylem_tests::runtime(dir.path());
+        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
+        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
+            .await
+            .unwrap();
+        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let worker =
+            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        let push = |name: &'static str| {
+            let (runtime, stores) = (runtime.clone(), stores.clone());
+            async move {
+                let bytes = std::fs::read(xylem_tests::plugin(name)).unwrap();
+                xylem_wasm::push_workflow_plugin(&runtime, stores.plugins.as_ref(), &bytes)
+                    .await
+                    .unwrap()
+                    .digest()
+                    .to_owned()
+            }
+        };
+        let v1 = push("order-workflow").await;
+        let catalog = Arc::new(xylem_wasm::StoreWorkflows::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let client = Client::new(stores.clone());
+        let lease = Duration::from_secs(5);
+        let s = Setup {
+            stores: stores.clone(),
+            catalog: Arc::new(Catalog::default()),
+            engines: [
+                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+                Engine::new(client, catalog, "engine-b", lease),
+            ],
+        };
+        let old = s.engines[0]
+            .start(
+                "order.process",
+                r#"{"id":"OLD","amount_cents":100,"ship_after_ms":1500}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(old.plugin, v1);
+        // The old run reaches its sleep on v1 ...
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            s.engines[0].tick(now_ms(), 16).await.unwrap();
+            let run = stores.workflows.get_run(&old.id).await.unwrap().unwrap();
+            if run.history.iter().any(|c| matches!(c, Call::Sleep { .. })) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{run:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // ... then v2, with the steps in another order, is deployed.
+        let v2 = push("order-workflow-v2").await;
+        assert_ne!(v1, v2);
+        let new = s.engines[0]
+            .start(
+                "order.process",
+                r#"{"id":"NEW","amount_cents":100,"ship_after_ms":100}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(new.plugin, v2, "new runs take the latest push");
+        let old = drive(&s, &old.id, Duration::from_secs(60)).await;
+        let new = drive(&s, &new.id, Duration::from_secs(60)).await;
+        let steps = |run: &Run| -> Vec<String> {
+            run.history
+                .iter()
+                .filter_map(|c| match c {
+                    Call::Activity { task, .. } => Some(task.clone()),
+                    Call::Sleep { .. } => Some("sleep".to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(old.state, RunState::Succeeded, "{old:#?}");
+        assert_eq!(old.plugin, v1, "the old run stayed on v1");
+        assert_eq!(
+            steps(&old),
+            ["order.validate", "order.charge", "sleep", "order.ship"]
+        );
+        assert_eq!(new.state, RunState::Succeeded, "{new:#?}");
+        assert_eq!(
+            steps(&new),
+            ["order.validate", "sleep", "order.charge", "order.ship"]
+        );
+        assert!(new.result.as_deref().unwrap().contains(r#""version":2"#));
+        let _ = stop.send(());
+        worker.await.unwrap();
+    }
+);
