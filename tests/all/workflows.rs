@@ -622,3 +622,121 @@ worker_case!(
         worker.await.unwrap();
     }
 );
+
+worker_case!(
+    an_upgrade_switches_a_run_only_if_its_history_replays,
+    |stores| {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = xylem_tests::runtime(dir.path());
+        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
+        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
+            .await
+            .unwrap();
+        let mut digests = Vec::new();
+        for name in ["order-workflow", "order-workflow-v2"] {
+            let bytes = std::fs::read(xylem_tests::plugin(name)).unwrap();
+            let plugin = runtime.load_workflow(&bytes).await.unwrap();
+            stores
+                .plugins
+                .put_plugin(
+                    plugin.digest(),
+                    &bytes,
+                    &[TaskSpec::new("workflow:order.process")],
+                )
+                .await
+                .unwrap();
+            digests.push(plugin.digest().to_owned());
+        }
+        let (v1, v2) = (digests[0].clone(), digests[1].clone());
+        let catalog = Arc::new(xylem_wasm::StoreWorkflows::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let client = Client::new(stores.clone());
+        let lease = Duration::from_secs(5);
+        let s = Setup {
+            stores: stores.clone(),
+            catalog: Arc::new(Catalog::default()),
+            engines: [
+                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+                Engine::new(client.clone(), catalog.clone(), "engine-b", lease),
+            ],
+        };
+        let start = |id: &'static str| {
+            let mut run = Run::new(
+                id,
+                "order.process",
+                &v1,
+                r#"{"id":"U","amount_cents":5,"ship_after_ms":200}"#,
+                now_ms(),
+            );
+            run.version = 0;
+            run
+        };
+        // Waiting on its first call (validate, the same in both versions): it
+        // replays on v2, so it moves.
+        stores.workflows.put_run(&start("early")).await.unwrap();
+        s.engines[0].tick(now_ms(), 16).await.unwrap();
+        xylem_core::workflow::upgrade(&client, catalog.as_ref(), "early", &v2)
+            .await
+            .unwrap();
+        assert_eq!(
+            stores
+                .workflows
+                .get_run("early")
+                .await
+                .unwrap()
+                .unwrap()
+                .plugin,
+            v2
+        );
+
+        // Past charge and asleep: v2 sleeps before charging, so it refuses,
+        // naming both calls, and the run stays on v1.
+        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let worker =
+            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        stores.workflows.put_run(&start("late")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            s.engines[0].tick(now_ms(), 16).await.unwrap();
+            let run = stores.workflows.get_run("late").await.unwrap().unwrap();
+            if run.history.iter().any(|c| matches!(c, Call::Sleep { .. })) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{run:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let refused = xylem_core::workflow::upgrade(&client, catalog.as_ref(), "late", &v2)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("does not replay") && refused.contains("nondeterministic"),
+            "{refused}"
+        );
+        assert_eq!(
+            stores
+                .workflows
+                .get_run("late")
+                .await
+                .unwrap()
+                .unwrap()
+                .plugin,
+            v1
+        );
+        let early = drive(&s, "early", Duration::from_secs(60)).await;
+        let late = drive(&s, "late", Duration::from_secs(60)).await;
+        assert!(early.result.unwrap().contains(r#""version":2"#));
+        assert!(!late.result.unwrap().contains("version"));
+        let _ = stop.send(());
+        worker.await.unwrap();
+    }
+);

@@ -73,6 +73,18 @@ pub(crate) enum WorkflowCommand {
         #[arg(long)]
         to: u32,
     },
+    /// Move a run to another version of its plugin: its history is replayed
+    /// against the new code first, and the run is switched only if every
+    /// recorded call comes back the same (else nothing changes and the
+    /// divergence is shown). Runs otherwise stay on the version they
+    /// started with.
+    Upgrade {
+        /// The run's id.
+        run: String,
+        /// The version: a digest or a prefix of one (see `xylem plugin ls`).
+        #[arg(long)]
+        to: String,
+    },
     /// Run a failed run again from its last good step (rewinds to the
     /// call that failed it, or its end).
     Retry {
@@ -160,6 +172,31 @@ pub(crate) async fn run(store_url: &str, command: WorkflowCommand) -> anyhow::Re
             get(&client, &run).await?;
             xylem_core::workflow::rewind(&client, &run, to).await?;
             eprintln!("rewound run {run} to call {to}");
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkflowCommand::Upgrade { run, to } => {
+            let digests: Vec<String> = stores
+                .plugins
+                .plugins()
+                .await?
+                .into_iter()
+                .map(|p| p.digest)
+                .filter(|d| d.starts_with(to.trim_start_matches("sha256:")))
+                .collect();
+            let digest = match &digests[..] {
+                [one] => one.clone(),
+                [] => {
+                    anyhow::bail!("no stored plugin version matches `{to}` (see `xylem plugin ls`)")
+                }
+                _ => anyhow::bail!(
+                    "`{to}` matches {} versions: give more of the digest",
+                    digests.len()
+                ),
+            };
+            let runtime = super::wasm_runtime()?;
+            let catalog = xylem_wasm::StoreWorkflows::new(runtime, stores.plugins.clone());
+            xylem_core::workflow::upgrade(&client, &catalog, &run, &digest).await?;
+            eprintln!("run {run} now runs on version {}", &digest[..12]);
             Ok(ExitCode::SUCCESS)
         }
         WorkflowCommand::Retry { run } => {

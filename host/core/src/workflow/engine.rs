@@ -355,6 +355,96 @@ impl Engine {
     }
 }
 
+/// Why a run was not moved to another plugin version.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// No such run.
+    #[error("no workflow run `{0}`")]
+    NoRun(String),
+    /// The run has ended.
+    #[error("run {0} has ended ({1}): there is nothing to upgrade")]
+    Ended(String, &'static str),
+    /// The version has no code for the run's workflow.
+    #[error("{0}")]
+    Code(String),
+    /// The run's history does not replay on the version.
+    #[error(
+        "the run's history does not replay on version {digest}: {why}; the run stays on its version"
+    )]
+    Diverges {
+        /// The version tried.
+        digest: String,
+        /// Where and how it diverged.
+        why: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run kept changing under the upgrade.
+    #[error("run {0} kept changing while being upgraded: try again")]
+    Conflict(String),
+}
+
+/// Moves run `id` to plugin version `plugin` (`xylem workflow upgrade`):
+/// its whole history is replayed against that version's code first — no
+/// step is carried out — and the run is switched only if every recorded
+/// call comes back the same; else it stays where it is and the error says
+/// where the new code diverges.
+pub async fn upgrade(
+    client: &Client,
+    catalog: &dyn WorkflowCatalog,
+    id: &str,
+    plugin: &str,
+) -> Result<(), UpgradeError> {
+    let store = &client.stores().workflows;
+    for _ in 0..10 {
+        let run = store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| UpgradeError::NoRun(id.to_owned()))?;
+        if run.state.is_final() {
+            return Err(UpgradeError::Ended(id.to_owned(), run.state.as_str()));
+        }
+        if run.plugin == plugin {
+            return Ok(());
+        }
+        let code = catalog
+            .code(&run.workflow, plugin)
+            .await
+            .map_err(UpgradeError::Code)?;
+        let recorded = run.history.len();
+        let (replayer, end) = code
+            .step(Replayer::new(run.clone(), crate::time::now_ms()))
+            .await;
+        let made = replayer.calls_made();
+        let diverges = |why: String| UpgradeError::Diverges {
+            digest: plugin.to_owned(),
+            why,
+        };
+        match end {
+            StepEnd::Interrupted(e @ Interrupt::Nondeterministic { .. }) => {
+                return Err(diverges(e.to_string()));
+            }
+            StepEnd::Interrupted(Interrupt::Misuse(why)) | StepEnd::Trapped(why) => {
+                return Err(diverges(why));
+            }
+            StepEnd::Unavailable(why) => return Err(UpgradeError::Code(why)),
+            _ if made < recorded => {
+                return Err(diverges(format!(
+                    "it ends after {made} of the run's {recorded} recorded calls"
+                )));
+            }
+            _ => {}
+        }
+        let mut moved = run;
+        moved.plugin = plugin.to_owned();
+        if store.put_run(&moved).await?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(UpgradeError::Conflict(id.to_owned()))
+}
+
 fn fail(run: &mut Run, kind: &str, message: String) {
     run.state = RunState::Failed;
     run.error = Some(RunError {

@@ -132,6 +132,11 @@ impl Replayer {
         &self.run
     }
 
+    /// How many calls the code has made so far in this step.
+    pub fn calls_made(&self) -> usize {
+        self.cursor
+    }
+
     /// Whether the code is still replaying recorded calls.
     pub fn replaying(&self) -> bool {
         self.cursor < self.run.history.len()
