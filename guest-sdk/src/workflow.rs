@@ -158,6 +158,14 @@ impl Ctx {
         from_json(&text)
     }
 
+    /// A stub step: nothing runs it; its result is given from outside
+    /// (`xylem workflow complete RUN STEP --result JSON`) — a person's
+    /// approval, an outside system's answer. Waits for it.
+    pub fn stub<T: DeserializeOwned>(&self, name: &str, args: &impl Serialize) -> Result<T, StepError> {
+        let text = host::stub(name, &to_json(args))?;
+        from_json(&text)
+    }
+
     /// A join set: steps submitted to it run in parallel.
     pub fn join_set(&self) -> JoinSet {
         JoinSet(host::join_set())

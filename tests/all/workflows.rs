@@ -740,3 +740,45 @@ worker_case!(
         worker.await.unwrap();
     }
 );
+
+worker_case!(a_stub_step_waits_for_its_result_from_outside, |stores| {
+    let s = setup(stores).await;
+    s.catalog.define("expense", |r| {
+        let approval = r.stub("approval", r#"{"amount":120}"#)?;
+        match approval {
+            Ok(by) => must(r, "echo", &format!(r#"{{"approved_by":{by}}}"#)),
+            Err((_, why)) => Err(failed(&format!("refused: {why}"))),
+        }
+    });
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&s.stores, &tasks, config("wf-worker"));
+    let client = Client::new(s.stores.clone());
+    let run = s.engines[0]
+        .start("expense", "{}", None, now_ms())
+        .await
+        .unwrap();
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    let waiting = s.stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(
+        waiting.state,
+        RunState::Waiting,
+        "nothing runs a stub: {waiting:#?}"
+    );
+    let ok = |value: &str| xylem_core::workflow::StepOutcome::Ok {
+        value: value.to_owned(),
+        at: now_ms(),
+    };
+    // Only a stub may be completed; a stub only once.
+    let missing = xylem_core::workflow::complete(&client, &run.id, 7, ok("1")).await;
+    assert!(missing.unwrap_err().to_string().contains("not a stub"));
+    xylem_core::workflow::complete(&client, &run.id, 0, ok(r#""ada""#))
+        .await
+        .unwrap();
+    let again = xylem_core::workflow::complete(&client, &run.id, 0, ok(r#""bob""#)).await;
+    assert!(again.unwrap_err().to_string().contains("completed already"));
+    let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+    assert_eq!(done.result.as_deref(), Some(r#"{"approved_by":"ada"}"#));
+    worker.stop().await;
+});

@@ -183,6 +183,14 @@ impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
         self.replay(|r| r.child(&name, &input)).map(to_wit)
     }
 
+    fn stub(
+        &mut self,
+        name: String,
+        args: String,
+    ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        self.replay(|r| r.stub(&name, &args)).map(to_wit)
+    }
+
     fn join_set(&mut self) -> wasmtime::Result<u32> {
         self.replay(Replayer::join_set)
     }

@@ -73,6 +73,20 @@ pub(crate) enum WorkflowCommand {
         #[arg(long)]
         to: u32,
     },
+    /// Give a stub step its result (a person's approval, an outside
+    /// system's answer): the run goes on with it.
+    Complete {
+        /// The run's id.
+        run: String,
+        /// The stub's call number (see `workflow show`).
+        step: u32,
+        /// Its JSON result.
+        #[arg(long, conflicts_with = "error", required_unless_present = "error")]
+        result: Option<String>,
+        /// Fail the step with this message instead.
+        #[arg(long)]
+        error: Option<String>,
+    },
     /// Move a run to another version of its plugin: its history is replayed
     /// against the new code first, and the run is switched only if every
     /// recorded call comes back the same (else nothing changes and the
@@ -172,6 +186,31 @@ pub(crate) async fn run(store_url: &str, command: WorkflowCommand) -> anyhow::Re
             get(&client, &run).await?;
             xylem_core::workflow::rewind(&client, &run, to).await?;
             eprintln!("rewound run {run} to call {to}");
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkflowCommand::Complete {
+            run,
+            step,
+            result,
+            error,
+        } => {
+            let outcome = match (result, error) {
+                (Some(value), _) => {
+                    serde_json::from_str::<serde_json::Value>(&value)
+                        .context("--result is not JSON")?;
+                    StepOutcome::Ok {
+                        value,
+                        at: now_ms(),
+                    }
+                }
+                (None, message) => StepOutcome::Err {
+                    kind: "failed".to_owned(),
+                    message: message.unwrap_or_default(),
+                    at: now_ms(),
+                },
+            };
+            xylem_core::workflow::complete(&client, &run, step, outcome).await?;
+            eprintln!("completed step {step} of run {run}");
             Ok(ExitCode::SUCCESS)
         }
         WorkflowCommand::Upgrade { run, to } => {

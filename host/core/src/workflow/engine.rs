@@ -473,6 +473,69 @@ pub async fn deliver(
     .await
 }
 
+/// Why a stub step could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    /// No such run.
+    #[error("no workflow run `{0}`")]
+    NoRun(String),
+    /// The call is not a stub, or does not exist.
+    #[error("call {seq} of run {run} is not a stub step{}", .found.as_deref().map(|f| format!(" (it is `{f}`)")).unwrap_or_default())]
+    NotStub {
+        /// The run.
+        run: String,
+        /// The call.
+        seq: u32,
+        /// What the call is, if it exists.
+        found: Option<String>,
+    },
+    /// The stub has its result already.
+    #[error("stub step {seq} of run {run} was completed already")]
+    Done {
+        /// The run.
+        run: String,
+        /// The call.
+        seq: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Gives stub step `seq` of run `run` its result (`xylem workflow
+/// complete`): a person's or an outside system's answer.
+pub async fn complete(
+    client: &Client,
+    run: &str,
+    seq: u32,
+    outcome: StepOutcome,
+) -> Result<(), CompleteError> {
+    let found = client
+        .stores()
+        .workflows
+        .get_run(run)
+        .await?
+        .ok_or_else(|| CompleteError::NoRun(run.to_owned()))?;
+    match found.history.get(seq as usize) {
+        Some(Call::Stub { .. }) => {}
+        other => {
+            return Err(CompleteError::NotStub {
+                run: run.to_owned(),
+                seq,
+                found: other.map(Call::describe),
+            });
+        }
+    }
+    if found.outcomes.contains_key(&seq) {
+        return Err(CompleteError::Done {
+            run: run.to_owned(),
+            seq,
+        });
+    }
+    deliver(client, run, seq, outcome).await?;
+    Ok(())
+}
+
 /// Sends an event on `topic` to run `run` (`xylem workflow signal`).
 pub async fn signal(
     client: &Client,

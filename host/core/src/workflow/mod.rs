@@ -11,8 +11,8 @@ pub mod model;
 pub mod replay;
 
 pub use engine::{
-    Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog, WorkflowCode, deliver,
-    request_cancel, rewind, signal, upgrade,
+    CompleteError, Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog, WorkflowCode,
+    complete, deliver, request_cancel, rewind, signal, upgrade,
 };
 pub use model::{
     ActivityOptions, Call, Event, Lease, ParentStep, Run, RunError, RunState, StepOutcome,

@@ -90,6 +90,14 @@ pub enum Call {
         /// Its input (JSON text).
         input: String,
     },
+    /// A step nothing runs: its result is given from outside
+    /// (`engine::complete`).
+    Stub {
+        /// What it stands for, e.g. `approval`.
+        name: String,
+        /// What it was given (JSON text).
+        args: String,
+    },
     /// Open a join set (its id is this call's sequence number).
     JoinSet,
     /// Submit a step to a join set (its step id is this call's number).
@@ -188,6 +196,7 @@ impl Call {
         match self {
             Self::Activity { task, args, .. } => format!("activity {task}({args})"),
             Self::Child { workflow, input } => format!("child workflow {workflow}({input})"),
+            Self::Stub { name, args } => format!("stub {name}({args})"),
             Self::JoinSet => "join-set".to_owned(),
             Self::Submit { set, step } => format!("submit to set {set}: {}", step.describe()),
             Self::AwaitNext { set, .. } => format!("await-next of set {set}"),
