@@ -207,6 +207,15 @@ impl Ctx {
         host::cancelled()
     }
 
+    /// Ends this run and goes on in a new run of the same workflow with
+    /// `input`, on the latest version — how a long-lived workflow keeps its
+    /// history short (a run holds at most 10,000 calls). Use it as
+    /// `return ctx.continue_as_new(&next);`: the host stops the run here.
+    pub fn continue_as_new<T>(&self, input: &impl Serialize) -> WorkflowResult<T> {
+        host::continue_as_new(&to_json(input));
+        Err(WorkflowError("continue-as-new did not stop the run".to_owned()))
+    }
+
     /// Logs a line (not on replay).
     pub fn log_info(&self, message: &str) {
         host::log(wit::Level::Info, message);

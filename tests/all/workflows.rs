@@ -782,3 +782,42 @@ worker_case!(a_stub_step_waits_for_its_result_from_outside, |stores| {
     assert_eq!(done.result.as_deref(), Some(r#"{"approved_by":"ada"}"#));
     worker.stop().await;
 });
+
+worker_case!(continue_as_new_goes_on_in_a_fresh_run, |stores| {
+    let s = setup(stores).await;
+    s.catalog.define("counter", |r| {
+        let n: u64 = r.run().input.parse().unwrap_or(0);
+        must(r, "echo", &n.to_string())?;
+        if n < 3 {
+            r.continue_as_new(&(n + 1).to_string())?;
+        }
+        Ok(n.to_string())
+    });
+    let tasks = Arc::new(NativeTasks::default());
+    let worker = start(&s.stores, &tasks, config("wf-worker"));
+    let first = s.engines[0]
+        .start("counter", "0", None, now_ms())
+        .await
+        .unwrap();
+    let mut id = first.id.clone();
+    let mut chain = Vec::new();
+    let last = loop {
+        let run = drive(&s, &id, Duration::from_secs(30)).await;
+        assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+        assert!(run.history.len() <= 2, "each run's history stays short");
+        chain.push(run.input.clone());
+        match run.continued_as.clone() {
+            Some(next) => {
+                assert_eq!(
+                    run.result.as_deref(),
+                    Some(format!(r#"{{"continued_as":"{next}"}}"#).as_str())
+                );
+                id = next;
+            }
+            None => break run,
+        }
+    };
+    assert_eq!(chain, ["0", "1", "2", "3"]);
+    assert_eq!(last.result.as_deref(), Some("3"));
+    worker.stop().await;
+});

@@ -255,6 +255,10 @@ impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
         self.replay(|r| r.set_state(&state))
     }
 
+    fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.continue_as_new(&input))
+    }
+
     fn cancelled(&mut self) -> wasmtime::Result<bool> {
         self.replay(Replayer::cancelled)
     }

@@ -237,6 +237,26 @@ impl Engine {
                 fail(&mut next, "nondeterministic", e.to_string());
             }
             StepEnd::Interrupted(Interrupt::Misuse(why)) => fail(&mut next, "misuse", why),
+            StepEnd::Interrupted(Interrupt::ContinueAsNew(input)) => {
+                let seq = u32::try_from(next.history.len().saturating_sub(1)).unwrap_or(0);
+                let id = step_job_id(&next, seq, &next.history[seq as usize]);
+                // The new run first (its id is fixed: a second try finds it),
+                // answering the old run's parent, if any; then the old run
+                // ends pointing at it.
+                let plugin = match self.catalog.current(&next.workflow).await {
+                    Ok(Some(latest)) => latest,
+                    _ => next.plugin.clone(),
+                };
+                let mut successor = Run::new(&id, &next.workflow, plugin, &input, now);
+                successor.parent = next.parent.take();
+                if store.put_run(&successor).await?.is_none() {
+                    tracing::debug!(run = %next.id, successor = %id, "the next run was started already");
+                }
+                next.state = RunState::Succeeded;
+                next.result = Some(serde_json::json!({ "continued_as": id }).to_string());
+                next.continued_as = Some(id);
+                next.wake_at = None;
+            }
             StepEnd::Trapped(why) => fail(&mut next, "trap", why),
             StepEnd::Unavailable(_) => unreachable!("returned above"),
         }

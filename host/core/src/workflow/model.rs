@@ -158,6 +158,11 @@ pub enum Call {
         /// The state (JSON text).
         state: String,
     },
+    /// End the run and go on in a new one with this input.
+    ContinueAsNew {
+        /// The new run's input (JSON text).
+        input: String,
+    },
     /// Ask whether the run was asked to cancel.
     Cancelled {
         /// The answer.
@@ -210,6 +215,7 @@ impl Call {
             Self::Emit { topic, .. } => format!("emit {topic}"),
             Self::SetState { .. } => "set-state".to_owned(),
             Self::Cancelled { .. } => "cancelled".to_owned(),
+            Self::ContinueAsNew { input } => format!("continue-as-new({input})"),
         }
     }
 }
@@ -328,6 +334,9 @@ pub struct Run {
     /// Why it was asked to cancel, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
+    /// The run this one went on in (`continue-as-new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_as: Option<String>,
     /// Bumped by every rewind: a step made again after a rewind is a new
     /// job (see `replay::step_job_id`).
     #[serde(default)]
@@ -365,6 +374,7 @@ impl Run {
             wake_at: Some(now),
             lease: None,
             cancel_requested: None,
+            continued_as: None,
             epoch: 0,
             version: 0,
         }

@@ -43,6 +43,9 @@ pub enum Interrupt {
     /// A call the host cannot take (an unknown join set, say).
     #[error("{0}")]
     Misuse(String),
+    /// The run ends here and goes on in a new run with this input.
+    #[error("continues as a new run")]
+    ContinueAsNew(String),
 }
 
 /// What the engine must do for the calls a step made anew.
@@ -504,6 +507,15 @@ impl Replayer {
         Ok(())
     }
 
+    /// `continue-as-new`: recorded, then the run stops here
+    /// ([`Interrupt::ContinueAsNew`]).
+    pub fn continue_as_new(&mut self, input: &str) -> Result<(), Interrupt> {
+        self.record(Call::ContinueAsNew {
+            input: input.to_owned(),
+        })?;
+        Err(Interrupt::ContinueAsNew(input.to_owned()))
+    }
+
     /// `set-state`: the run's queryable state.
     pub fn set_state(&mut self, state: &str) -> Result<(), Interrupt> {
         self.record(Call::SetState {
@@ -541,6 +553,7 @@ fn call_bytes(call: &Call) -> usize {
         Call::AwaitEvent { topic, .. } => topic.len(),
         Call::Emit { topic, payload } => topic.len() + payload.len(),
         Call::SetState { state } => state.len(),
+        Call::ContinueAsNew { input } => input.len(),
         _ => 0,
     }
 }
