@@ -821,3 +821,77 @@ worker_case!(continue_as_new_goes_on_in_a_fresh_run, |stores| {
     assert_eq!(last.result.as_deref(), Some("3"));
     worker.stop().await;
 });
+
+worker_case!(
+    hostile_workflows_end_with_a_reason_and_hurt_no_other_run,
+    |stores| {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = xylem_wasm::Runtime::new(xylem_wasm::RuntimeConfig {
+            max_instances: 16,
+            cache_dir: Some(dir.path().join("components")),
+            workflow_step: xylem_wasm::WorkflowStepLimits {
+                fuel: 2_000_000_000,
+                time: Duration::from_secs(5),
+                memory: 64 * 1024 * 1024,
+            },
+            ..xylem_wasm::RuntimeConfig::default()
+        })
+        .unwrap();
+        for name in ["hostile-workflow", "order-workflow"] {
+            let bytes = std::fs::read(xylem_tests::plugin(name)).unwrap();
+            xylem_wasm::push_workflow_plugin(&runtime, stores.plugins.as_ref(), &bytes)
+                .await
+                .unwrap();
+        }
+        let catalog = Arc::new(xylem_wasm::StoreWorkflows::new(
+            runtime.clone(),
+            stores.plugins.clone(),
+        ));
+        let client = Client::new(stores.clone());
+        let lease = Duration::from_secs(30);
+        let s = Setup {
+            stores: stores.clone(),
+            catalog: Arc::new(Catalog::default()),
+            engines: [
+                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+                Engine::new(client, catalog, "engine-b", lease),
+            ],
+        };
+        let normal = s.engines[0]
+            .start("order.clock", "{}", None, now_ms())
+            .await
+            .unwrap();
+        let mut hostile = Vec::new();
+        for (workflow, kind, says) in [
+            ("hostile.spin", "trap", "fuel exhausted"),
+            ("hostile.flood", "misuse", "10000 calls"),
+            ("hostile.hog", "trap", "memory limit"),
+            ("hostile.huge", "misuse", "bytes"),
+            ("hostile.panic", "trap", "unreachable"),
+        ] {
+            let run = s.engines[0]
+                .start(workflow, "{}", None, now_ms())
+                .await
+                .unwrap();
+            hostile.push((run.id, workflow, kind, says));
+        }
+        let started = Instant::now();
+        let done = drive(&s, &normal.id, Duration::from_secs(60)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        for (id, workflow, kind, says) in hostile {
+            let run = drive(&s, &id, Duration::from_secs(60)).await;
+            assert_eq!(run.state, RunState::Failed, "{workflow}: {run:#?}");
+            let error = run.error.unwrap();
+            assert_eq!(error.kind, kind, "{workflow}: {}", error.message);
+            assert!(
+                error.message.contains(says),
+                "{workflow}: {}",
+                error.message
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "every hostile run ended within its budgets"
+        );
+    }
+);

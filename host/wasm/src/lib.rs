@@ -29,7 +29,7 @@ pub use build::{BuildError, Language, build_plugin};
 pub use cache::CacheStats;
 pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};
-pub use runtime::{LoadError, Runtime, RuntimeConfig};
+pub use runtime::{LoadError, Runtime, RuntimeConfig, WorkflowStepLimits};
 pub use shared::WeakKey;
 pub use workflow::{WORKFLOW_WORLD, WorkflowPlugin};
 pub use workflows::{

@@ -68,6 +68,30 @@ pub struct RuntimeConfig {
     /// is shared, each machine compiles once into its own cache. See
     /// `shared.rs` and `docs/sandbox.md`.
     pub shared_key: Option<Vec<u8>>,
+    /// Budget of one workflow step (replay included): fuel, time and
+    /// memory (`workflow.rs`).
+    pub workflow_step: WorkflowStepLimits,
+}
+
+/// What one workflow step may use.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowStepLimits {
+    /// Fuel (roughly, Wasm instructions).
+    pub fuel: u64,
+    /// Wall time.
+    pub time: Duration,
+    /// Linear memory, in bytes.
+    pub memory: u64,
+}
+
+impl Default for WorkflowStepLimits {
+    fn default() -> Self {
+        Self {
+            fuel: 20_000_000_000,
+            time: Duration::from_secs(30),
+            memory: 256 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -81,6 +105,7 @@ impl Default for RuntimeConfig {
                 .ok()
                 .filter(|key| !key.is_empty())
                 .map(String::into_bytes),
+            workflow_step: WorkflowStepLimits::default(),
         }
     }
 }
@@ -129,6 +154,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) workflow_linker: Linker<crate::workflow::WorkflowState>,
     cache: ComponentCache,
     shared_key: Option<SharedKey>,
+    pub(crate) workflow_step: WorkflowStepLimits,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -204,6 +230,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 cache: ComponentCache::new(&engine, config.cache_dir),
                 shared_key,
+                workflow_step: config.workflow_step,
                 engine,
                 linker,
                 workflow_linker,

@@ -4,7 +4,7 @@
 //! (`xylem_core::workflow::Engine`) what runs a step: a fresh instance per
 //! step, every `workflow-host` call answered by the step's
 //! [`Replayer`], stopped at the first interrupt (it traps out of the
-//! guest), under a fuel, memory and time budget.
+//! guest), under a fuel, memory and time budget (`WorkflowStepLimits`).
 //!
 //! Determinism: WASI reaches a workflow only with the run's own values —
 //! the wall clock reads the run's start, the monotonic clock counts reads,
@@ -42,13 +42,6 @@ use bindings::{WorkflowPlugin as World, WorkflowPluginPre};
 
 /// The world a workflow plugin must be a component of.
 pub const WORKFLOW_WORLD: &str = "xylem:workflow/workflow-plugin@0.1.0";
-
-/// Fuel of one step, replay included.
-const STEP_FUEL: u64 = 20_000_000_000;
-/// Time of one step.
-const STEP_TIME: Duration = Duration::from_secs(30);
-/// Memory of one step's instance.
-const STEP_MEMORY: u64 = 256 * 1024 * 1024;
 
 /// The store data of one step.
 pub(crate) struct WorkflowState {
@@ -101,7 +94,12 @@ impl HostMonotonicClock for ReadCounter {
 }
 
 impl WorkflowState {
-    fn new(replayer: Option<Replayer>, clock: i64, seed_from: &str) -> Self {
+    fn new(
+        limits: crate::WorkflowStepLimits,
+        replayer: Option<Replayer>,
+        clock: i64,
+        seed_from: &str,
+    ) -> Self {
         let seed: [u8; 32] = Sha256::digest(seed_from.as_bytes()).into();
         let seed_u128 = u128::from_be_bytes(seed[..16].try_into().unwrap_or_default());
         let wasi = WasiCtx::builder()
@@ -119,10 +117,10 @@ impl WorkflowState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(STEP_MEMORY),
+            limiter: MemoryLimiter::new(limits.memory),
             replayer,
             interrupt: None,
-            deadline: Instant::now() + STEP_TIME,
+            deadline: Instant::now() + limits.time,
             logged: 0,
         }
     }
@@ -330,7 +328,8 @@ impl Runtime {
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         let pre = WorkflowPluginPre::new(instance_pre)
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
-        let mut store = step_store(self, WorkflowState::new(None, 0, &digest));
+        let limits = self.inner.workflow_step;
+        let mut store = step_store(self, WorkflowState::new(limits, None, 0, &digest));
         let instance = pre
             .instantiate_async(&mut store)
             .await
@@ -369,19 +368,43 @@ impl Runtime {
 /// A store for one step (or `describe`): memory limiter, fuel, and a time
 /// limit checked at each epoch tick.
 fn step_store(runtime: &Runtime, state: WorkflowState) -> Store<WorkflowState> {
+    let limits = runtime.inner.workflow_step;
     let mut store = Store::new(&runtime.inner.engine, state);
     store.limiter(|state| &mut state.limiter);
-    let _ = store.set_fuel(STEP_FUEL);
+    let _ = store.set_fuel(limits.fuel);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| {
+    store.epoch_deadline_callback(move |ctx| {
         if Instant::now() >= ctx.data().deadline {
             return Err(wasmtime::Error::msg(format!(
-                "a step may run {STEP_TIME:?} at most"
+                "time limit: a step may run {:?} at most",
+                limits.time
             )));
         }
         Ok(UpdateDeadline::Yield(1))
     });
     store
+}
+
+/// Why a step's code stopped, in words: fuel and memory named with their
+/// budgets, anything else as wasmtime says it.
+fn trap_reason(
+    error: &wasmtime::Error,
+    state: &WorkflowState,
+    limits: crate::WorkflowStepLimits,
+) -> String {
+    if matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::OutOfFuel)
+    ) {
+        return format!("fuel exhausted: a step may use {} fuel", limits.fuel);
+    }
+    if state.limiter.denied().is_some() {
+        return format!(
+            "memory limit: a step may use {} MiB ({error:#})",
+            limits.memory / (1024 * 1024)
+        );
+    }
+    format!("{error:#}")
 }
 
 impl WorkflowPlugin {
@@ -422,16 +445,18 @@ impl WorkflowCode for Code {
         let run = replayer.run();
         let (input, clock, seed) = (run.input.clone(), run.clock, run.id.clone());
         let inner = &self.plugin.inner;
+        let limits = inner.runtime.inner.workflow_step;
         let mut store = step_store(
             &inner.runtime,
-            WorkflowState::new(Some(replayer), clock, &seed),
+            WorkflowState::new(limits, Some(replayer), clock, &seed),
         );
         let result = match inner.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance
-                .xylem_workflow_workflow()
-                .call_run(&mut store, &self.workflow, &input)
-                .await
-                .map_err(|e| format!("{e:#}")),
+            Ok(instance) => {
+                instance
+                    .xylem_workflow_workflow()
+                    .call_run(&mut store, &self.workflow, &input)
+                    .await
+            }
             Err(e) => {
                 let replayer = store
                     .into_data()
@@ -444,10 +469,12 @@ impl WorkflowCode for Code {
             }
         };
         let state = store.into_data();
-        let end = match (result, state.interrupt) {
-            (Ok(returned), _) => StepEnd::Returned(returned),
-            (Err(_), Some(interrupt)) => StepEnd::Interrupted(interrupt),
-            (Err(trap), None) => StepEnd::Trapped(trap),
+        let end = match result {
+            Ok(returned) => StepEnd::Returned(returned),
+            Err(_) if state.interrupt.is_some() => {
+                StepEnd::Interrupted(state.interrupt.clone().unwrap_or(Interrupt::Suspend))
+            }
+            Err(trap) => StepEnd::Trapped(trap_reason(&trap, &state, limits)),
         };
         let replayer = state
             .replayer
