@@ -22,8 +22,12 @@ pub(crate) struct WorkerArgs {
     beat: bool,
     /// Do not step workflow runs in this process (by default every worker
     /// does, each run leased to one at a time).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "workflows_only")]
     no_workflows: bool,
+    /// Step workflow runs only; run no jobs (their activities are jobs for
+    /// other workers).
+    #[arg(long)]
+    workflows_only: bool,
     /// Queues to consume, comma-separated (default: all queues).
     #[arg(long, short, value_delimiter = ',')]
     queue: Vec<String>,
@@ -173,6 +177,15 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
         }));
         (stop, task)
     });
+    if args.workflows_only {
+        tracing::info!("stepping workflow runs only (--workflows-only)");
+        shutdown.await;
+        for (stop, task) in beat.into_iter().chain(workflows) {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let stats = worker.run(shutdown).await;
     for (stop, task) in beat.into_iter().chain(workflows) {
         let _ = stop.send(());
