@@ -403,6 +403,40 @@ worker_case!(
     }
 );
 
+/// A worker running Wasm tasks (what `stores`' plugin routes name) on
+/// `runtime`; send on the first value to stop it.
+fn wasm_worker(
+    stores: &Stores,
+    runtime: &xylem_wasm::Runtime,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Arc<xylem_core::WorkerStats>>,
+) {
+    let registry = Arc::new(xylem_wasm::PluginRegistry::new(
+        runtime.clone(),
+        stores.plugins.clone(),
+    ));
+    let worker = xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    (stop, handle)
+}
+
+/// Two engines over `catalog` (the closure catalog left empty).
+fn engines_over(stores: &Stores, catalog: Arc<dyn WorkflowCatalog>, lease: Duration) -> Setup {
+    let client = Client::new(stores.clone());
+    Setup {
+        stores: stores.clone(),
+        catalog: Arc::new(Catalog::default()),
+        engines: [
+            Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
+            Engine::new(client, catalog, "engine-b", lease),
+        ],
+    }
+}
+
 /// The workflows of one Wasm workflow plugin, as the engine's catalog.
 struct WasmCatalog(xylem_wasm::WorkflowPlugin);
 
@@ -436,32 +470,14 @@ worker_case!(
         xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
             .await
             .unwrap();
-        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
-            runtime.clone(),
-            stores.plugins.clone(),
-        ));
-        let worker =
-            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, worker) = wasm_worker(&stores, &runtime);
 
         let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
         let plugin = runtime.load_workflow(&bytes).await.unwrap();
         let names: Vec<&str> = plugin.workflows().iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["order.process", "order.clock"]);
         let catalog = Arc::new(WasmCatalog(plugin));
-        let client = Client::new(stores.clone());
-        let lease = Duration::from_secs(5);
-        let s = Setup {
-            stores: stores.clone(),
-            catalog: Arc::new(Catalog::default()),
-            engines: [
-                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
-                Engine::new(client, catalog, "engine-b", lease),
-            ],
-        };
+        let s = engines_over(&stores, catalog.clone(), Duration::from_secs(5));
         let run = s.engines[0]
             .start(
                 "order.process",
@@ -524,16 +540,7 @@ worker_case!(
         xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
             .await
             .unwrap();
-        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
-            runtime.clone(),
-            stores.plugins.clone(),
-        ));
-        let worker =
-            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, worker) = wasm_worker(&stores, &runtime);
         let push = |name: &'static str| {
             let (runtime, stores) = (runtime.clone(), stores.clone());
             async move {
@@ -550,16 +557,7 @@ worker_case!(
             runtime.clone(),
             stores.plugins.clone(),
         ));
-        let client = Client::new(stores.clone());
-        let lease = Duration::from_secs(5);
-        let s = Setup {
-            stores: stores.clone(),
-            catalog: Arc::new(Catalog::default()),
-            engines: [
-                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
-                Engine::new(client, catalog, "engine-b", lease),
-            ],
-        };
+        let s = engines_over(&stores, catalog.clone(), Duration::from_secs(5));
         let old = s.engines[0]
             .start(
                 "order.process",
@@ -653,15 +651,7 @@ worker_case!(
             stores.plugins.clone(),
         ));
         let client = Client::new(stores.clone());
-        let lease = Duration::from_secs(5);
-        let s = Setup {
-            stores: stores.clone(),
-            catalog: Arc::new(Catalog::default()),
-            engines: [
-                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
-                Engine::new(client.clone(), catalog.clone(), "engine-b", lease),
-            ],
-        };
+        let s = engines_over(&stores, catalog.clone(), Duration::from_secs(5));
         let start = |id: &'static str| {
             let mut run = Run::new(
                 id,
@@ -693,16 +683,7 @@ worker_case!(
 
         // Past charge and asleep: v2 sleeps before charging, so it refuses,
         // naming both calls, and the run stays on v1.
-        let registry = Arc::new(xylem_wasm::PluginRegistry::new(
-            runtime.clone(),
-            stores.plugins.clone(),
-        ));
-        let worker =
-            xylem_core::Worker::new(stores.clone(), registry, config("wasm-worker")).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, worker) = wasm_worker(&stores, &runtime);
         stores.workflows.put_run(&start("late")).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -847,16 +828,7 @@ worker_case!(
             runtime.clone(),
             stores.plugins.clone(),
         ));
-        let client = Client::new(stores.clone());
-        let lease = Duration::from_secs(30);
-        let s = Setup {
-            stores: stores.clone(),
-            catalog: Arc::new(Catalog::default()),
-            engines: [
-                Engine::new(client.clone(), catalog.clone(), "engine-a", lease),
-                Engine::new(client, catalog, "engine-b", lease),
-            ],
-        };
+        let s = engines_over(&stores, catalog.clone(), Duration::from_secs(30));
         let normal = s.engines[0]
             .start("order.clock", "{}", None, now_ms())
             .await

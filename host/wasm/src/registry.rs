@@ -142,17 +142,21 @@ impl PluginRegistry {
     }
 
     async fn load_version(&self, digest: &str) -> Result<Plugin, String> {
-        let bytes = self
-            .store
-            .plugin_bytes(digest)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("plugin version {digest} is not in the store"))?;
+        let bytes = stored_bytes(self.store.as_ref(), digest).await?;
         self.runtime
             .load_stored(&bytes, self.store.as_ref())
             .await
             .map_err(|e| format!("plugin version {digest}: {e}"))
     }
+}
+
+/// The bytes of plugin version `digest` in `store`, or why not.
+pub(crate) async fn stored_bytes(store: &dyn PluginStore, digest: &str) -> Result<Vec<u8>, String> {
+    store
+        .plugin_bytes(digest)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("plugin version {digest} is not in the store"))
 }
 
 #[async_trait]

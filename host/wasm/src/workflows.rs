@@ -106,12 +106,7 @@ impl StoreWorkflows {
         if let Some(plugin) = self.loaded.lock().await.get(digest) {
             return Ok(plugin.clone());
         }
-        let bytes = self
-            .store
-            .plugin_bytes(digest)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("plugin version {digest} is not in the store"))?;
+        let bytes = crate::registry::stored_bytes(self.store.as_ref(), digest).await?;
         let plugin = self
             .runtime
             .load_workflow(&bytes)

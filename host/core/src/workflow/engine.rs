@@ -287,6 +287,23 @@ impl Engine {
         Ok(store.put_run(&next).await?.is_some())
     }
 
+    /// Ends step `seq` of `run` `refused` with `why` (an unknown task or
+    /// workflow, bad options): the workflow sees the failure and decides.
+    async fn refuse(
+        &self,
+        run: &Run,
+        seq: u32,
+        why: String,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let outcome = StepOutcome::Err {
+            kind: "refused".to_owned(),
+            message: why,
+            at: now,
+        };
+        deliver(&self.client, &run.id, seq, outcome).await
+    }
+
     /// Carries out one effect of a step of `run`.
     async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), ClientError> {
         match effect {
@@ -312,15 +329,7 @@ impl Engine {
                     // Refused (an unknown task, bad options): the step
                     // fails, the workflow sees it and decides.
                     Err(ClientError::Store(e)) => return Err(ClientError::Store(e)),
-                    Err(e) => {
-                        let outcome = StepOutcome::Err {
-                            kind: "refused".to_owned(),
-                            message: e.to_string(),
-                            at: now,
-                        };
-                        deliver(&self.client, &run.id, seq, outcome).await?;
-                        return Ok(());
-                    }
+                    Err(e) => return Ok(self.refuse(run, seq, e.to_string(), now).await?),
                 };
                 envelope.id = step_job_id(run, seq, call);
                 self.client.enqueue_by_id(&envelope).await?;
@@ -335,15 +344,7 @@ impl Engine {
                 match self.start(&workflow, &input, Some(id.clone()), now).await {
                     Ok(_) | Err(StartError::Duplicate(_)) => {}
                     Err(StartError::Store(e)) => return Err(ClientError::Store(e)),
-                    Err(e) => {
-                        let outcome = StepOutcome::Err {
-                            kind: "refused".to_owned(),
-                            message: e.to_string(),
-                            at: now,
-                        };
-                        deliver(&self.client, &run.id, seq, outcome).await?;
-                        return Ok(());
-                    }
+                    Err(e) => return Ok(self.refuse(run, seq, e.to_string(), now).await?),
                 }
                 // Name the parent (the child was created without one, or
                 // by an earlier try).
