@@ -420,6 +420,9 @@ fn the_demo_runs_to_its_table() {
         // The chord's callback echoes both greetings; the schedule fired.
         r#"["Hello, Ada!","Hello, Grace!"]"#,
         r#"{"from":"a schedule"}"#,
+        // The durable workflow ran to its end.
+        "a durable workflow: 3 activities and a sleep",
+        r#""shipped":true"#,
     ] {
         assert!(
             stdout.contains(needle),

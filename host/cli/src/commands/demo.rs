@@ -107,7 +107,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     step("Building the example plugins (wasm32-wasip2)");
     let mut components = Vec::new();
-    for name in ["hello", "textstats", "hostile"] {
+    for name in ["hello", "textstats", "hostile", "order", "order-workflow"] {
         let crate_dir = plugins_dir.join(name);
         let wasm =
             tokio::task::spawn_blocking(move || xylem_wasm::build_plugin(&crate_dir)).await??;
@@ -147,6 +147,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for wasm in &components {
         let bytes = tokio::fs::read(wasm).await?;
         let started = std::time::Instant::now();
+        if xylem_wasm::is_workflow_component(&bytes) {
+            let plugin =
+                xylem_wasm::push_workflow_plugin(&runtime, store.stores.plugins.as_ref(), &bytes)
+                    .await?;
+            let names: Vec<&str> = plugin.workflows().iter().map(|(n, _)| n.as_str()).collect();
+            eprintln!(
+                "    sha256:{}  {:>9}  {:>8}  workflows: {}",
+                &plugin.digest()[..12],
+                format::bytes(bytes.len() as u64),
+                format::duration(started.elapsed()),
+                names.join(" ")
+            );
+            continue;
+        }
         let plugin = push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
         let names: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
         eprintln!(
@@ -158,7 +172,27 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    step("Starting a worker (4 at a time)");
+    step("Starting a worker (4 at a time) and a workflow engine");
+    let engine = xylem_core::workflow::Engine::new(
+        Client::new(store.stores.clone()),
+        Arc::new(xylem_wasm::StoreWorkflows::new(
+            runtime.clone(),
+            store.stores.plugins.clone(),
+        )),
+        "demo-worker",
+        Duration::from_secs(10),
+    );
+    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine_task = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .run(Duration::from_millis(50), async {
+                    let _ = engine_stopped.await;
+                })
+                .await;
+        })
+    };
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
     let worker = Worker::new(
         store.stores.clone(),
@@ -318,11 +352,36 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ));
     }
 
+    // A durable workflow (docs/workflows.md): validate → charge → a
+    // durable sleep of 1 s → ship, each step an activity run as a job.
+    let order = engine
+        .start(
+            "order.process",
+            &json!({"id": "demo-1", "amount_cents": 1250, "ship_after_ms": 1000}).to_string(),
+            None,
+            xylem_core::time::now_ms(),
+        )
+        .await?;
+    eprintln!(
+        "    {}  {:<20} a workflow: validate → charge → sleep 1 s → ship",
+        format::short_id(&order.id),
+        "order.process"
+    );
+
     step("Waiting for every job to finish");
     let mut records: Vec<(&str, TaskRecord)> = Vec::new();
     for (what, id) in &ids {
         records.push((what, wait_for(&client, id).await?));
     }
+    let run = loop {
+        let run = client.stores().workflows.get_run(&order.id).await?;
+        match run {
+            Some(run) if run.state.is_final() => break run,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let _ = stop_engine.send(());
+    let _ = engine_task.await;
     let _ = stop_beat.send(());
     let _ = beat.await;
     let _ = stop.send(());
@@ -345,6 +404,29 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
+    let activities = run
+        .history
+        .iter()
+        .filter(|c| matches!(c, xylem_core::workflow::Call::Activity { .. }))
+        .count();
+    rows.push(vec![
+        format::short_id(&run.id).to_owned(),
+        run.workflow.clone(),
+        format!("a durable workflow: {activities} activities and a sleep"),
+        run.state.as_str().to_owned(),
+        String::new(),
+        format::duration(Duration::from_millis(
+            u64::try_from(run.updated_at - run.created_at).unwrap_or(0),
+        )),
+        String::new(),
+        format::clip(
+            run.result
+                .as_deref()
+                .or(run.error.as_ref().map(|e| e.message.as_str()))
+                .unwrap_or_default(),
+            70,
+        ),
+    ]);
     for (language, why) in &skipped {
         rows.push(vec![
             "-".to_owned(),
@@ -382,5 +464,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  xylem {store_arg} dlq ls");
     println!("  xylem {store_arg} queues");
     println!("  xylem {store_arg} tasks");
+    println!("  xylem {store_arg} workflow show {}", run.id);
     Ok(ExitCode::SUCCESS)
 }
