@@ -102,7 +102,28 @@ fn init_tracing(default_level: &str) {
         .init();
 }
 
+/// `xylem … | head` closes the pipe early: `println!` then panics on the
+/// broken pipe. That is not an error of ours — end quietly, as a Unix tool
+/// killed by SIGPIPE would (exit code 141), and leave every other panic to
+/// the default hook.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     // The demo and the benchmarks print their own report: keep the worker's
     // routine logging out of it.
