@@ -403,6 +403,17 @@ worker_case!(
     }
 );
 
+/// The test process's Wasm runtime, with `plugins/order`'s tasks (the
+/// order workflow's activities) pushed to `stores`.
+async fn runtime_with_order_tasks(stores: &Stores) -> xylem_wasm::Runtime {
+    let runtime = xylem_tests::runtime(&std::env::temp_dir().join("xylem-test-cache"));
+    let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
+    xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
+        .await
+        .unwrap();
+    runtime
+}
+
 /// A worker running Wasm tasks (what `stores`' plugin routes name) on
 /// `runtime`; send on the first value to stop it.
 fn wasm_worker(
@@ -464,12 +475,7 @@ impl WorkflowCatalog for WasmCatalog {
 worker_case!(
     the_order_workflow_runs_as_wasm_with_wasm_activities,
     |stores| {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = xylem_tests::runtime(dir.path());
-        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
-        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
-            .await
-            .unwrap();
+        let runtime = runtime_with_order_tasks(&stores).await;
         let (stop, worker) = wasm_worker(&stores, &runtime);
 
         let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
@@ -534,12 +540,7 @@ worker_case!(
 worker_case!(
     a_deploy_does_not_disturb_runs_pinned_to_the_old_version,
     |stores| {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = xylem_tests::runtime(dir.path());
-        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
-        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
-            .await
-            .unwrap();
+        let runtime = runtime_with_order_tasks(&stores).await;
         let (stop, worker) = wasm_worker(&stores, &runtime);
         let push = |name: &'static str| {
             let (runtime, stores) = (runtime.clone(), stores.clone());
@@ -624,12 +625,7 @@ worker_case!(
 worker_case!(
     an_upgrade_switches_a_run_only_if_its_history_replays,
     |stores| {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = xylem_tests::runtime(dir.path());
-        let tasks = std::fs::read(xylem_tests::plugin("order")).unwrap();
-        xylem_wasm::push_plugin(&runtime, stores.plugins.as_ref(), &tasks)
-            .await
-            .unwrap();
+        let runtime = runtime_with_order_tasks(&stores).await;
         let mut digests = Vec::new();
         for name in ["order-workflow", "order-workflow-v2"] {
             let bytes = std::fs::read(xylem_tests::plugin(name)).unwrap();

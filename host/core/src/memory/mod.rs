@@ -643,16 +643,22 @@ impl PluginStore for MemoryStore {
     }
 }
 
+/// The versioned-document rule (schedules, workflow runs): a write of
+/// version `read` creates the document when `read` is 0 and none is
+/// `stored`, else replaces it only if `stored` is still `read`.
+fn versioned_write_fits(stored: Option<u64>, read: u64) -> bool {
+    match stored {
+        None => read == 0,
+        Some(version) => read != 0 && version == read,
+    }
+}
+
 #[async_trait]
 impl ScheduleStore for MemoryStore {
     async fn put_schedule(&self, schedule: &Schedule) -> StoreResult<Option<u64>> {
         let mut state = self.lock();
         let stored = state.schedules.get(&schedule.name).map(|s| s.version);
-        let fits = match stored {
-            None => schedule.version == 0,
-            Some(version) => schedule.version != 0 && version == schedule.version,
-        };
-        if !fits {
+        if !versioned_write_fits(stored, schedule.version) {
             return Ok(None);
         }
         let mut written = schedule.clone();
@@ -692,11 +698,7 @@ impl WorkflowStore for MemoryStore {
     async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
         let mut state = self.lock();
         let stored = state.runs.get(&run.id).map(|r| r.version);
-        let fits = match stored {
-            None => run.version == 0,
-            Some(version) => run.version != 0 && version == run.version,
-        };
-        if !fits {
+        if !versioned_write_fits(stored, run.version) {
             return Ok(None);
         }
         let mut written = run.clone();
