@@ -205,6 +205,31 @@ fn the_benchmarks_run_and_report_their_figures() {
         "{throughput}"
     );
     assert_eq!(throughput["enqueue_to_start_us"]["samples"], 5);
+    // Workflows: every run completes, each step's code is timed inside the
+    // step, and a 60-call history replays whole.
+    let workflows = run(&[
+        "bench",
+        "workflow",
+        "--runs",
+        "30",
+        "--steps-timed",
+        "8",
+        "--replay-calls",
+        "60",
+        "--json",
+    ]);
+    assert!(
+        workflows["runs_per_second"].as_f64().unwrap() > 0.0,
+        "{workflows}"
+    );
+    assert!(workflows["step_us"]["samples"].as_u64().unwrap() >= 8);
+    let (step, code) = (
+        workflows["step_us"]["p50"].as_f64().unwrap(),
+        workflows["code_us"]["p50"].as_f64().unwrap(),
+    );
+    assert!(code > 0.0 && code < step, "{workflows}");
+    assert_eq!(workflows["replay"]["calls"], 60);
+    assert!(workflows["replay"]["p50_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

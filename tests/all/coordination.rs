@@ -1,7 +1,7 @@
 //! The coordination contract on every store: group member counters and
 //! a chord claimed once, canvas definitions written once, schedules
 //! written by version and listed when due, locks owned and taken over after expiry, quotas
-//! never passed by concurrent takers.
+//! never passed by concurrent takers, workers' records replaced and dropped.
 
 use std::time::Duration;
 
@@ -379,5 +379,60 @@ coordination_case!(
         };
         assert_eq!(ids(store.list_runs(&by_state).await.unwrap()), ["run-c"]);
         assert!(store.get_run("nope").await.unwrap().is_none());
+    }
+);
+
+coordination_case!(
+    worker_records_are_replaced_by_id_and_dropped_when_kept_no_longer,
+    |s| {
+        use xylem_core::presence::{Processed, WorkerBeat, WorkerState};
+        let beat = |id: &str, succeeded: u64| WorkerBeat {
+            id: id.to_owned(),
+            name: format!("worker-{id}"),
+            host: "test-host".to_owned(),
+            pid: 42,
+            version: "0.0.0".to_owned(),
+            queues: vec!["default".to_owned()],
+            concurrency: 4,
+            running: vec!["job-1".to_owned()],
+            processed: Processed {
+                succeeded,
+                ..Processed::default()
+            },
+            started_at: 1_000,
+            last_seen: 2_000,
+            interval_ms: 5_000,
+            state: WorkerState::Running,
+        };
+        let store = s.workers();
+        assert!(store.list_workers().await.unwrap().is_empty());
+        let keep = Duration::from_secs(60);
+        store.put_worker(&beat("a", 1), keep).await.unwrap();
+        store.put_worker(&beat("b", 1), keep).await.unwrap();
+        // A later beat of `a` replaces its record.
+        store.put_worker(&beat("a", 7), keep).await.unwrap();
+        let mut listed = store.list_workers().await.unwrap();
+        listed.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(listed, vec![beat("a", 7), beat("b", 1)]);
+        // A record kept briefly is gone once that passes; the others stay.
+        store
+            .put_worker(&beat("brief", 1), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(store.list_workers().await.unwrap().len(), 3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut listed = store.list_workers().await.unwrap();
+        listed.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(listed, vec![beat("a", 7), beat("b", 1)]);
+        // And a write after the lapse does not bring it back.
+        store.put_worker(&beat("b", 2), keep).await.unwrap();
+        let ids: Vec<String> = store
+            .list_workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
     }
 );

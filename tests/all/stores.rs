@@ -15,7 +15,8 @@ use xylem_core::Stores;
 use xylem_core::memory::MemoryStore;
 use xylem_core::store::{
     Broker, Cancellation, CanvasStore, DeadLetters, GroupStore, LockStore, PluginStore,
-    QueueControl, QuotaStore, RateLimits, ResultBackend, ScheduleStore, Statistics, WorkflowStore,
+    QueueControl, QuotaStore, RateLimits, ResultBackend, ScheduleStore, Statistics, WorkerRegistry,
+    WorkflowStore,
 };
 use xylem_postgres::PostgresStore;
 use xylem_redis::RedisStore;
@@ -71,6 +72,7 @@ pub(crate) trait Adapter:
     + CanvasStore
     + ScheduleStore
     + WorkflowStore
+    + WorkerRegistry
     + LockStore
     + QuotaStore
     + Cancellation
@@ -91,6 +93,7 @@ impl<T> Adapter for T where
         + CanvasStore
         + ScheduleStore
         + WorkflowStore
+        + WorkerRegistry
         + LockStore
         + QuotaStore
         + Cleanup
@@ -151,6 +154,8 @@ pub(crate) trait CoordinationObj: Send + Sync {
     fn schedules(&self) -> &dyn ScheduleStore;
     /// As a workflow-run store.
     fn workflows(&self) -> &dyn WorkflowStore;
+    /// As a worker registry.
+    fn workers(&self) -> &dyn WorkerRegistry;
     /// As a lock store.
     fn locks(&self) -> &dyn LockStore;
     /// As a quota store.
@@ -168,6 +173,9 @@ impl<T: Adapter> CoordinationObj for T {
         self
     }
     fn workflows(&self) -> &dyn WorkflowStore {
+        self
+    }
+    fn workers(&self) -> &dyn WorkerRegistry {
         self
     }
     fn locks(&self) -> &dyn LockStore {

@@ -1911,3 +1911,91 @@ async fn a_worker_with_beat_fires_and_runs_schedules() {
             .all(|r| r.result == Some(serde_json::json!({"tick": true})))
     );
 }
+
+/// `xylem workers --json`, parsed.
+fn workers_json(env: &Env, all: bool) -> Vec<serde_json::Value> {
+    let args: &[&str] = if all {
+        &["workers", "--all", "--json"]
+    } else {
+        &["workers", "--json"]
+    };
+    serde_json::from_str(&env.ok(args)).unwrap()
+}
+
+/// Polls `xylem workers --all --json` until `check` holds (or panics).
+fn until_workers(env: &Env, what: &str, check: impl Fn(&[serde_json::Value]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let listed = workers_json(env, true);
+        if check(&listed) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: {listed:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn named<'a>(listed: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    listed.iter().find(|w| w["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xylem_workers_lists_running_stopped_and_stale_workers() {
+    let env = Env::new();
+    env.push("hello");
+    assert!(env.ok(&["workers"]).contains("no workers"));
+    let long = env.enqueue(&["hello.sleep", "--args", r#"{"ms":60000}"#]);
+    env.enqueue(&["hello.greet", "--args", r#"{"name":"w"}"#]);
+    let mut calm = env.worker("calm", &["--grace", "1s", "--queue", "default"]);
+    env.wait_succeeded(1, Duration::from_secs(30)).await;
+    let mut doomed = env.worker("doomed", &["--concurrency", "3"]);
+    // Both running; one of them has the long job, and the record says so.
+    until_workers(&env, "both workers running, one with the long job", |l| {
+        let (Some(a), Some(b)) = (named(l, "calm"), named(l, "doomed")) else {
+            return false;
+        };
+        a["shown_state"] == "running"
+            && b["shown_state"] == "running"
+            && (a["running"]
+                .as_array()
+                .unwrap()
+                .contains(&long.clone().into())
+                || b["running"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&long.clone().into()))
+    });
+    let listed = workers_json(&env, false);
+    let calm_row = named(&listed, "calm").unwrap();
+    assert_eq!(calm_row["queues"], serde_json::json!(["default"]));
+    assert_eq!(calm_row["pid"], calm.id());
+    assert_eq!(named(&listed, "doomed").unwrap()["concurrency"], 3);
+
+    // A clean stop: `stopped`, hidden unless --all, its counts kept.
+    terminate(&mut calm);
+    let listed = workers_json(&env, true);
+    let stopped = named(&listed, "calm").expect("a stopped worker is kept");
+    assert_eq!(stopped["shown_state"], "stopped", "{stopped:#}");
+    assert_eq!(
+        stopped["processed"]["succeeded"], 1,
+        "the greeting ran on calm, alone then: {stopped:#}"
+    );
+    assert!(named(&workers_json(&env, false), "calm").is_none());
+    let table = env.ok(&["workers"]);
+    assert!(
+        table.contains("doomed") && table.contains("1 stopped worker(s) not shown"),
+        "{table}"
+    );
+
+    // Killed: its beats stop, and after three missed ones it is stale.
+    kill9(&mut doomed);
+    until_workers(&env, "the killed worker marked stale", |l| {
+        named(l, "doomed").is_some_and(|w| w["shown_state"] == "stale" && w["stale"] == true)
+    });
+    let table = env.ok(&["workers"]);
+    let row = table.lines().find(|l| l.contains("doomed")).unwrap();
+    assert!(row.contains("stale"), "{table}");
+}

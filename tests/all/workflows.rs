@@ -481,7 +481,15 @@ worker_case!(
         let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
         let plugin = runtime.load_workflow(&bytes).await.unwrap();
         let names: Vec<&str> = plugin.workflows().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["order.process", "order.clock"]);
+        assert_eq!(
+            names,
+            [
+                "order.process",
+                "order.express",
+                "order.batch",
+                "order.clock"
+            ]
+        );
         let catalog = Arc::new(WasmCatalog(plugin));
         let s = engines_over(&stores, catalog.clone(), Duration::from_secs(5));
         let run = s.engines[0]

@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Workers seen by the store: running, stopping, stale (no beat for 15 s:
+    /// killed or cut off); stopped ones with --all.
+    Workers {
+        /// Also the workers that stopped (kept for a day).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The dead-letter queue: ls, show, replay, purge.
     #[command(subcommand)]
     Dlq(commands::dlq::DlqCommand),
@@ -169,6 +179,7 @@ fn main() -> ExitCode {
                 None => commands::queues::queues(store, json).await,
                 Some(command) => commands::queues::control(store, command).await,
             },
+            Command::Workers { all, json } => commands::workers::list(store, all, json).await,
             Command::Dlq(cmd) => commands::dlq::run(store, cmd).await,
             Command::Plugin(cmd) => commands::plugin::run(store, cmd).await,
             Command::Health { json } => commands::queues::health(store, json).await,

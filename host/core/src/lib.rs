@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lineage;
 pub mod memory;
 pub mod outcome;
+pub mod presence;
 pub mod queue_control;
 pub mod rate_limit;
 pub mod record;

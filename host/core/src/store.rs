@@ -667,6 +667,8 @@ pub struct Stores {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Workflow runs.
     pub workflows: Arc<dyn WorkflowStore>,
+    /// Workers' records (`crate::presence`).
+    pub workers: Arc<dyn WorkerRegistry>,
     /// Locks.
     pub locks: Arc<dyn LockStore>,
     /// Quota counters (child jobs of a tree).
@@ -698,6 +700,7 @@ impl Stores {
             + CanvasStore
             + ScheduleStore
             + WorkflowStore
+            + WorkerRegistry
             + LockStore
             + QuotaStore
             + Cancellation
@@ -715,6 +718,7 @@ impl Stores {
             canvases: adapter.clone(),
             schedules: adapter.clone(),
             workflows: adapter.clone(),
+            workers: adapter.clone(),
             locks: adapter.clone(),
             quotas: adapter.clone(),
             cancellation: adapter.clone(),
@@ -850,6 +854,23 @@ pub trait WorkflowStore: Send + Sync {
     /// Runs whose `wake_at` is at or before `now`, earliest first, at most
     /// `limit`.
     async fn due_runs(&self, now: Millis, limit: usize) -> StoreResult<Vec<crate::workflow::Run>>;
+}
+
+/// Workers' records (`crate::presence`): each worker replaces its own
+/// every few seconds; a record not replaced for `keep` is dropped.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
+    /// Writes `beat` under its id, replacing the last one, and keeps it
+    /// `keep` from now.
+    async fn put_worker(
+        &self,
+        beat: &crate::presence::WorkerBeat,
+        keep: Duration,
+    ) -> StoreResult<()>;
+
+    /// Every record not yet dropped, in any order (`crate::presence::list`
+    /// sorts them).
+    async fn list_workers(&self) -> StoreResult<Vec<crate::presence::WorkerBeat>>;
 }
 
 /// Counters with a ceiling, shared by every worker: quotas that span many

@@ -74,6 +74,7 @@ mod hot;
 mod plugins;
 mod queue_control;
 mod results;
+mod workers;
 mod workflows;
 
 use std::str::FromStr;

@@ -28,6 +28,7 @@
 //! | `P:canvas:{id}` | string | a canvas definition (JSON), written once |
 //! | `P:schedules`, `P:schedules:version`, `P:schedules:due` | hash, hash, sorted set | schedule documents and versions by name; enabled schedules by next run (ms) |
 //! | `P:runs`, `P:runs:version`, `P:runs:due`, `P:runs:newest` | hash, hash, sorted set, sorted set | workflow run documents and versions by id; runs by wake time (ms); runs by start (ms), for listings |
+//! | `P:worker:{id}`, `P:workers` | string, set | a worker's latest beat (JSON), expiring when the record is to be dropped; the ids written (lapsed ones removed when listed) |
 //! | `P:rate:{key}` | string | a rate limiter's next free start slot (ms), expiring a while after it |
 //! | `P:paused` | set | paused queues (`xylem queues pause`) |
 //! | `P:cancel:{id}` | string | a cancel request for a running job (`xylem task cancel`), lapsing after a day |
@@ -73,6 +74,14 @@ impl Keys {
 
     pub(crate) fn queue(&self, queue: &str, part: &str) -> String {
         format!("{}:q:{queue}:{part}", self.prefix)
+    }
+
+    pub(crate) fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.prefix)
+    }
+
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
     }
 
     pub(crate) fn wake(&self) -> String {

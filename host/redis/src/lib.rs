@@ -33,6 +33,7 @@ mod plugins;
 mod queue_control;
 mod results;
 mod scripts;
+mod workers;
 mod workflows;
 
 use std::sync::Arc;

@@ -44,6 +44,7 @@ mod plugins;
 mod queue_control;
 mod results;
 mod schema;
+mod workers;
 mod workflows;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,8 @@
 //!
 //! Also `order.clock`, which reads the clock and random numbers the ways a
 //! workflow must not rely on (WASI directly) beside the recorded ones: on
-//! every replay it sees the same values.
+//! every replay it sees the same values. `order.express` and
+//! `order.batch` are what `xylem bench workflow` runs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,26 @@ fn process(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
     let shipped: Value = ctx.activity("order.ship", &shipment)?;
     ctx.set_state(&serde_json::json!({ "step": "shipped" }));
     Ok(shipped)
+}
+
+/// `order.express`: validate → charge → ship with no wait between — the
+/// three-step workflow `xylem bench workflow` times.
+fn express(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
+    let valid: Value = ctx.activity("order.validate", &order)?;
+    let charged: Value = ctx.activity("order.charge", &valid)?;
+    let shipped: Value = ctx.activity("order.ship", &charged)?;
+    Ok(shipped)
+}
+
+/// `order.batch`: validates `{"orders": n}` orders one after another — a
+/// run with a long history (n activities), for the replay benchmark.
+fn batch(ctx: &Ctx, input: Value) -> WorkflowResult<Value> {
+    let n = input["orders"].as_u64().unwrap_or(10);
+    for i in 0..n {
+        let order = serde_json::json!({ "id": format!("b{i}"), "amount_cents": 100 + i });
+        let _: Value = ctx.activity("order.validate", &order)?;
+    }
+    Ok(serde_json::json!({ "validated": n }))
 }
 
 fn clock(ctx: &Ctx, _input: Value) -> WorkflowResult<Value> {
@@ -61,6 +82,8 @@ fn workflows() -> Vec<Workflow> {
     vec![
         Workflow::new("order.process", process)
             .description("validate → charge → sleep → ship"),
+        Workflow::new("order.express", express).description("validate → charge → ship"),
+        Workflow::new("order.batch", batch).description("validates n orders in turn"),
         Workflow::new("order.clock", clock).description("clocks and random numbers, replayed"),
     ]
 }

@@ -67,6 +67,28 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Durable workflows: runs/s of a three-step workflow (order.express)
+    /// with a worker and an engine in this process, the engine's time per
+    /// step, and the replay of a long history as after a crash. Builds
+    /// plugins/order and plugins/order-workflow. Without --store, a fresh
+    /// SQLite file in the temp folder.
+    Workflow {
+        /// Runs of order.express to start, then complete.
+        #[arg(long, default_value_t = 2000)]
+        runs: u32,
+        /// Worker concurrency (the activities' jobs).
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        /// Engine steps timed one run at a time.
+        #[arg(long, default_value_t = 400)]
+        steps_timed: u32,
+        /// Calls in the history replayed.
+        #[arg(long, default_value_t = 1000)]
+        replay_calls: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +115,25 @@ pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Res
             iterations,
             json,
         } => sandbox(plugin, &task, &args, iterations, json).await,
+        BenchCommand::Workflow {
+            runs,
+            concurrency,
+            steps_timed,
+            replay_calls,
+            json,
+        } => {
+            super::bench_workflow::run(
+                store_url,
+                super::bench_workflow::Params {
+                    runs,
+                    concurrency,
+                    steps_timed,
+                    replay_calls,
+                    json,
+                },
+            )
+            .await
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per `xylem` subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod bench_workflow;
 pub(crate) mod canvas;
 pub(crate) mod demo;
 pub(crate) mod dlq;
@@ -12,6 +13,7 @@ pub(crate) mod schedule;
 pub(crate) mod task;
 pub(crate) mod throughput;
 pub(crate) mod worker;
+pub(crate) mod workers;
 pub(crate) mod workflow;
 
 use xylem_wasm::{Runtime, RuntimeConfig};

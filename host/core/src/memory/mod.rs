@@ -16,8 +16,8 @@ use crate::store::{
     DeadFilter, DeadJob, DeadLetters, Delivery, GroupStatus, GroupStore, LockStore, Nack,
     PluginInfo, PluginStore, QueueControl, QueueStats, QuotaStore, REPLAY_DETAIL, RateLimits,
     ResultBackend, RunFilter, ScheduleStore, Settle, Statistics, StoreError, StoreResult,
-    TaskRoute, Withdrawn, WorkflowStore, check_batch_ids, fallback_route, queued_detail,
-    replay_envelope, replay_transition, running_detail,
+    TaskRoute, Withdrawn, WorkerRegistry, WorkflowStore, check_batch_ids, fallback_route,
+    queued_detail, replay_envelope, replay_transition, running_detail,
 };
 use crate::time::{Millis, ms, now_ms};
 use crate::workflow::Run;
@@ -53,6 +53,8 @@ struct State {
     /// Schedules by name.
     schedules: std::collections::BTreeMap<String, crate::schedule::Schedule>,
     runs: std::collections::BTreeMap<String, crate::workflow::Run>,
+    /// Workers' records: id → (record, dropped at).
+    workers: HashMap<String, (crate::presence::WorkerBeat, Millis)>,
     locks: HashMap<String, (String, Millis)>,
     /// Quota counters: key → (used, expires at).
     quotas: HashMap<String, (u64, Millis)>,
@@ -736,6 +738,34 @@ impl WorkflowStore for MemoryStore {
         due.sort_by_key(|r| (r.wake_at, r.id.clone()));
         due.truncate(limit);
         Ok(due)
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryStore {
+    async fn put_worker(
+        &self,
+        beat: &crate::presence::WorkerBeat,
+        keep: Duration,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut state = self.lock();
+        state.workers.retain(|_, (_, until)| *until > now);
+        state
+            .workers
+            .insert(beat.id.clone(), (beat.clone(), now + ms(keep)));
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<crate::presence::WorkerBeat>> {
+        let now = now_ms();
+        Ok(self
+            .lock()
+            .workers
+            .values()
+            .filter(|(_, until)| *until > now)
+            .map(|(beat, _)| beat.clone())
+            .collect())
     }
 }
 

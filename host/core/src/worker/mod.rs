@@ -18,11 +18,13 @@
 //! job's outcome is retried through a store outage for as long as its
 //! lease can be held; on shutdown the worker stops claiming, lets running
 //! jobs finish within the grace period, then cancels the rest and releases
-//! them to their queue.
+//! them to their queue. While it runs, it keeps its record in the store
+//! ([`heartbeat`], `xylem workers`).
 
 mod callbacks;
 mod cancel_watch;
 mod completer;
+mod heartbeat;
 mod held;
 mod job;
 mod lease_keeper;
@@ -46,6 +48,7 @@ pub use registry::{ResolveError, Resolved, TaskRegistry};
 use crate::Stores;
 use crate::executor::CancelToken;
 use crate::outcome::Progress;
+use crate::presence::WorkerState;
 
 /// The shortest lease a worker accepts. A lease is extended every third of
 /// its length; below a second, a scheduling hiccup or one slow store round
@@ -334,6 +337,13 @@ impl Worker {
         let cancel_watch = tokio::spawn(
             cancel_watch::run(shared.clone()).instrument(tracing::info_span!("cancel_watch")),
         );
+        let presence = Arc::new(heartbeat::Presence::new());
+        let beating = tokio::spawn(
+            presence
+                .clone()
+                .run(shared.clone())
+                .instrument(tracing::info_span!("heartbeat")),
+        );
         let mut last_refresh: Option<Instant> = None;
         let mut claim_queues = queues::ClaimQueues::new(config.queues.clone());
         let mut store_backoff = Duration::from_millis(100);
@@ -431,6 +441,9 @@ impl Worker {
         }
 
         tracing::info!(running = jobs.len(), grace = ?config.grace, "shutting down: no new jobs");
+        beating.abort();
+        let _ = beating.await;
+        presence.write(&shared, WorkerState::Stopping).await;
         let deadline = tokio::time::sleep(config.grace);
         tokio::pin!(deadline);
         loop {
@@ -453,6 +466,7 @@ impl Worker {
         let _ = keeper.await;
         cancel_watch.abort();
         let _ = cancel_watch.await;
+        presence.write(&shared, WorkerState::Stopped).await;
         let stats = shared.stats.clone();
         // The completer ends once the last sender (in `shared`) is gone.
         drop(shared);

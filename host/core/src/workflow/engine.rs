@@ -21,6 +21,24 @@ use crate::client::{Client, ClientError, EnqueueRequest};
 use crate::store::StoreError;
 use crate::time::{Millis, ms};
 
+/// How many due runs one engine steps at once: steps wait mostly on the
+/// store and on activities' enqueues, so a few overlap well.
+const STEPS_AT_ONCE: usize = 16;
+/// How many due runs [`Engine::run`] takes per look.
+const TICK_LIMIT: usize = 64;
+
+/// Woken when a run is made due in this process, so an engine here steps
+/// it at once rather than at its next look (engines elsewhere find it by
+/// their interval). One permit is kept while no engine waits.
+static RUNS_MADE_DUE: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// What one look at the due runs found and did.
+struct Ticked {
+    found: usize,
+    stepped: usize,
+}
+
 /// Header naming the run an activity's job belongs to.
 pub const RUN_HEADER: &str = "xylem-workflow-run";
 /// Header naming the call of that run the job answers.
@@ -134,33 +152,65 @@ impl Engine {
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let run = Run::new(&id, workflow, plugin, input, now);
         match self.client.stores().workflows.put_run(&run).await? {
-            Some(version) => Ok(Run { version, ..run }),
+            Some(version) => {
+                RUNS_MADE_DUE.notify_one();
+                Ok(Run { version, ..run })
+            }
             None => Err(StartError::Duplicate(id)),
         }
     }
 
-    /// Steps every run due at `now` (at most `limit`); returns how many
-    /// steps were written.
+    /// Steps every run due at `now` (at most `limit`, a few at once);
+    /// returns how many steps were written.
     pub async fn tick(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        let due = self.client.stores().workflows.due_runs(now, limit).await?;
-        let mut stepped = 0;
-        for run in due {
-            if self.step(run, now).await? {
-                stepped += 1;
-            }
-        }
-        Ok(stepped)
+        Ok(self.tick_counted(now, limit).await?.stepped)
     }
 
-    /// Steps until `stop` resolves, looking every `interval`.
+    async fn tick_counted(&self, now: Millis, limit: usize) -> Result<Ticked, StoreError> {
+        use futures_util::StreamExt as _;
+        let due = self.client.stores().workflows.due_runs(now, limit).await?;
+        let found = due.len();
+        let mut steps = futures_util::stream::iter(due)
+            .map(|run| self.step(run, now))
+            .buffer_unordered(STEPS_AT_ONCE);
+        let (mut stepped, mut failed) = (0, None);
+        while let Some(step) = steps.next().await {
+            match step {
+                Ok(true) => stepped += 1,
+                Ok(false) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if stepped == 0 => Err(e),
+            Some(e) => {
+                // The others' steps stand; the failed one is due again.
+                tracing::warn!(error = %e, "cannot step a workflow run; it will be stepped again");
+                Ok(Ticked { found, stepped })
+            }
+            None => Ok(Ticked { found, stepped }),
+        }
+    }
+
+    /// Steps until `stop` resolves: at once while runs are due (a full
+    /// tick is followed by another), else when a run is made due in this
+    /// process (started, an activity delivered, a signal) or every
+    /// `interval` (runs made due elsewhere, timers).
     pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         loop {
-            if let Err(e) = self.tick(crate::time::now_ms(), 32).await {
-                tracing::warn!(error = %e, "cannot step workflow runs; trying again");
-            }
+            let full = match self.tick_counted(crate::time::now_ms(), TICK_LIMIT).await {
+                Ok(ticked) => ticked.found == TICK_LIMIT,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot step workflow runs; trying again");
+                    false
+                }
+            };
             tokio::select! {
+                biased;
                 () = &mut stop => break,
+                () = std::future::ready(()), if full => {}
+                () = RUNS_MADE_DUE.notified() => {}
                 () = tokio::time::sleep(interval) => {}
             }
         }
@@ -665,6 +715,9 @@ async fn edit(
             return Ok(());
         }
         if store.put_run(&run).await?.is_some() {
+            if run.wake_at.is_some() {
+                RUNS_MADE_DUE.notify_one();
+            }
             return Ok(());
         }
     }

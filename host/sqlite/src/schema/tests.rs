@@ -124,7 +124,7 @@ fn version(conn: &Connection) -> usize {
 
 /// What the migrations after [`ADOPTED`] add, in the form `layout` lists
 /// it.
-const ADDED_SINCE_ADOPTED: [&str; 10] = [
+const ADDED_SINCE_ADOPTED: [&str; 11] = [
     "table compiled: digest TEXT notnull=1 default=NULL pk=1, \
      engine TEXT notnull=1 default=NULL pk=2, artifact BLOB notnull=1 default=NULL pk=0",
     "table cancel_requests: id TEXT notnull=1 default=NULL pk=1, \
@@ -144,6 +144,8 @@ const ADDED_SINCE_ADOPTED: [&str; 10] = [
      version INTEGER notnull=1 default=NULL pk=0, doc TEXT notnull=1 default=NULL pk=0",
     "index CREATE INDEX workflow_runs_due ON workflow_runs (wake_at) WHERE wake_at IS NOT NULL",
     "index CREATE INDEX workflow_runs_newest ON workflow_runs (created_at DESC, id DESC)",
+    "table workers: id TEXT notnull=1 default=NULL pk=1, \
+     drop_at INTEGER notnull=1 default=NULL pk=0, doc TEXT notnull=1 default=NULL pk=0",
 ];
 
 /// The migrations up to [`ADOPTED`] add up to exactly the tables the code
