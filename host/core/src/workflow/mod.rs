@@ -1,10 +1,12 @@
-//! Durable workflows (issue 14, first layer): a run as stored
-//! (`model.rs` — its history of calls, the outcomes of its steps, events,
-//! lease, timers) and the replay rule (`replay.rs` — a step runs the code
-//! from the top; recorded calls are answered from the history, new ones
-//! recorded; a call that differs from the history stops the run as
-//! nondeterministic). The engine that leases runs and the Wasm side come
-//! next.
+//! Durable workflows (`docs/workflows.md`): a run as stored (`model.rs` —
+//! its history of calls, the outcomes of its steps, events, lease,
+//! timers), the replay rule (`replay.rs` — a step runs the code from the
+//! top; recorded calls are answered from the history, new ones recorded; a
+//! call that differs from the history stops the run as nondeterministic)
+//! and the engine (`engine.rs` — runs leased to one engine at a time,
+//! stepped, their effects carried out, outcomes delivered). The code a
+//! step runs is a Wasm component (`xylem_wasm::WorkflowPlugin`) or, in
+//! tests, Rust closures.
 
 pub mod engine;
 pub mod model;
