@@ -167,22 +167,11 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         );
     }
     let start_time = t.elapsed();
-    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine_task = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .run(Duration::from_millis(10), async {
-                    let _ = engine_stopped.await;
-                })
-                .await;
-        })
-    };
+    let background_engine = engine.spawn(Duration::from_millis(10));
     let t = Instant::now();
     wait_all(&client, &ids, Duration::from_secs(600)).await?;
     let run_time = t.elapsed();
-    let _ = stop_engine.send(());
-    engine_task.await?;
+    background_engine.stop().await;
 
     // 2. One run at a time: each step timed, and its code's part.
     code_times.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -220,17 +209,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         )
         .await?
         .id;
-    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine_task = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .run(Duration::from_millis(1), async {
-                    let _ = engine_stopped.await;
-                })
-                .await;
-        })
-    };
+    let background_engine = engine.spawn(Duration::from_millis(1));
     let t = Instant::now();
     wait_all(
         &client,
@@ -239,8 +218,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     )
     .await?;
     let batch_time = t.elapsed();
-    let _ = stop_engine.send(());
-    engine_task.await?;
+    background_engine.stop().await;
     let mut replays = Vec::new();
     let mut loads = Vec::new();
     for _ in 0..10 {

@@ -182,17 +182,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "demo-worker",
         Duration::from_secs(10),
     );
-    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine_task = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .run(Duration::from_millis(50), async {
-                    let _ = engine_stopped.await;
-                })
-                .await;
-        })
-    };
+    let background_engine = engine.spawn(Duration::from_millis(50));
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
     let worker = Worker::new(
         store.stores.clone(),
@@ -380,8 +370,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let _ = stop_engine.send(());
-    let _ = engine_task.await;
+    background_engine.stop().await;
     let _ = stop_beat.send(());
     let _ = beat.await;
     let _ = stop.send(());

@@ -154,16 +154,7 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
             &config.name,
             config.lease.max(std::time::Duration::from_secs(10)),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let interval = std::time::Duration::from_millis(100);
-        let task = tokio::spawn(async move {
-            engine
-                .run(interval, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        (stop, task)
+        engine.spawn(std::time::Duration::from_millis(100))
     });
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));
     tracing::info!(store = %store.describe, "connected");
@@ -180,17 +171,11 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
     if args.workflows_only {
         tracing::info!("stepping workflow runs only (--workflows-only)");
         shutdown.await;
-        for (stop, task) in beat.into_iter().chain(workflows) {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
+        stop_background(beat, workflows).await;
         return Ok(ExitCode::SUCCESS);
     }
     let stats = worker.run(shutdown).await;
-    for (stop, task) in beat.into_iter().chain(workflows) {
-        let _ = stop.send(());
-        let _ = task.await;
-    }
+    stop_background(beat, workflows).await;
     tracing::info!(
         succeeded = stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
         retried = stats.retried.load(std::sync::atomic::Ordering::Relaxed),
@@ -244,4 +229,21 @@ fn wasm_files(dir: &Path) -> Vec<(PathBuf, (SystemTime, u64))> {
             Some((p, (meta.modified().ok()?, meta.len())))
         })
         .collect()
+}
+
+/// Stops the beat and the workflow engine this worker runs beside it.
+async fn stop_background(
+    beat: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    workflows: Option<xylem_core::workflow::Background>,
+) {
+    if let Some((stop, task)) = beat {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    if let Some(engine) = workflows {
+        engine.stop().await;
+    }
 }

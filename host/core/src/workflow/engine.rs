@@ -33,6 +33,21 @@ const TICK_LIMIT: usize = 64;
 static RUNS_MADE_DUE: std::sync::LazyLock<tokio::sync::Notify> =
     std::sync::LazyLock::new(tokio::sync::Notify::new);
 
+/// An engine running in the background ([`Engine::spawn`]).
+#[derive(Debug)]
+pub struct Background {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Stops the engine after the step it is taking, and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// What one look at the due runs found and did.
 struct Ticked {
     found: usize,
@@ -214,6 +229,21 @@ impl Engine {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+
+    /// Runs this engine in the background ([`Engine::run`] every
+    /// `interval`) until [`Background::stop`].
+    pub fn spawn(&self, interval: Duration) -> Background {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let engine = self.clone();
+        let task = tokio::spawn(async move {
+            engine
+                .run(interval, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Background { stop, task }
     }
 
     /// One step of `run`: lease, replay, effects, write. False if another

@@ -13,8 +13,8 @@ pub mod model;
 pub mod replay;
 
 pub use engine::{
-    CompleteError, Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog, WorkflowCode,
-    complete, deliver, request_cancel, rewind, signal, upgrade,
+    Background, CompleteError, Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog,
+    WorkflowCode, complete, deliver, request_cancel, rewind, signal, upgrade,
 };
 pub use model::{
     ActivityOptions, Call, Event, Lease, ParentStep, Run, RunError, RunState, StepOutcome,
