@@ -102,6 +102,7 @@ mod languages;
 mod sandbox;
 mod shared_code;
 
+mod api;
 mod cli;
 mod health;
 mod worker_cli;

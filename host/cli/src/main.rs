@@ -3,6 +3,7 @@
 mod commands;
 mod format;
 mod progress;
+mod serve;
 mod store;
 
 use std::process::ExitCode;
@@ -96,6 +97,10 @@ enum Command {
     },
     /// Run one task once in the sandbox and print its outcome.
     Run(commands::run::RunArgs),
+    /// Serve the HTTP JSON API (jobs, queues, workers, DLQ, schedules,
+    /// workflows) over the store; tokens from XYLEM_API_TOKEN (admin) and
+    /// XYLEM_API_READ_TOKEN (read-only).
+    Serve(serve::ServeArgs),
     /// Measure the platform on this machine.
     Bench(commands::bench::BenchArgs),
 }
@@ -165,6 +170,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Worker(args) => commands::worker::run(store, args).await,
+            Command::Serve(args) => {
+                let shutdown = commands::worker::ShutdownSignal::install();
+                serve::run(store, args, shutdown.wait()).await
+            }
             Command::Enqueue(args) => commands::enqueue::run(store, *args).await,
             Command::Chain(args) => commands::canvas::chain(store, args).await,
             Command::Group(args) => commands::canvas::group(store, args).await,

@@ -330,8 +330,16 @@ impl RunFlags {
 
 /// One line of a `--batch` file as a request.
 fn batch_line(line: &str) -> anyhow::Result<EnqueueRequest> {
-    let mut object: serde_json::Map<String, serde_json::Value> =
+    let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(line).context("not a JSON object")?;
+    job_request(object)
+}
+
+/// A job as a JSON object — a `--batch` line, or a body of `POST /api/jobs`
+/// (`xylem serve`): `task`, `args` and the keys of `xylem enqueue`'s flags.
+pub(crate) fn job_request(
+    mut object: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<EnqueueRequest> {
     if let Some(key) = object
         .keys()
         .find(|k| !BATCH_KEYS.contains(&k.as_str()) && !RUN_KEYS.contains(&k.as_str()))

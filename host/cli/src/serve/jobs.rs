@@ -1,0 +1,140 @@
+//! `/api/jobs`: enqueue one job or a batch (all or nothing), list with
+//! filters, show one, cancel one.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use xylem_core::cancel::CancelResult;
+use xylem_core::{ClientError, EnqueueRequest, TaskFilter, TaskState};
+
+use super::Api;
+use super::error::{ApiError, json_body};
+use crate::commands::enqueue::job_request;
+
+/// Most jobs one `GET /api/jobs` returns.
+const MAX_LIST: usize = 1000;
+/// Most jobs one `POST /api/jobs/batch` enqueues.
+const MAX_BATCH: usize = 10_000;
+
+/// A job object of a request body as an enqueue request (400 if it is
+/// not one, naming what is wrong).
+fn request(value: Value, at: Option<usize>) -> Result<EnqueueRequest, ApiError> {
+    let place = at.map(|i| format!("job {i}: ")).unwrap_or_default();
+    let Value::Object(object) = value else {
+        return Err(ApiError::bad_request(format!(
+            "{place}a job is a JSON object: {{\"task\": \"NAME\", \"args\": {{…}}, …}}"
+        )));
+    };
+    job_request(object).map_err(|e| ApiError::bad_request(format!("{place}{e:#}")))
+}
+
+/// `POST /api/jobs` `{"task": …, "args": …, options…}` → 201 `{"id": …}`.
+pub(crate) async fn enqueue(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req = request(json_body(body)?, None)?;
+    let envelope = api.client.enqueue(req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": envelope.id, "task": envelope.task, "queue": envelope.queue })),
+    ))
+}
+
+/// `POST /api/jobs/batch` `[job, …]` → 201 `{"ids": […]}`; one bad job and
+/// nothing is enqueued.
+pub(crate) async fn enqueue_batch(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Value::Array(jobs) = json_body(body)? else {
+        return Err(ApiError::bad_request("a batch is a JSON array of jobs"));
+    };
+    if jobs.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a batch holds at most {MAX_BATCH} jobs, not {}", jobs.len()),
+        ));
+    }
+    let requests = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, job)| request(job, Some(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    match api.client.enqueue_many(requests).await {
+        Ok(envelopes) => {
+            let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
+            Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
+        }
+        Err(ClientError::InBatch { index, source }) => {
+            let inner = ApiError::from(*source);
+            Err(ApiError::new(
+                inner.status,
+                format!("job {index}: {}; nothing was enqueued", inner.message),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/jobs` query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    task: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/jobs?state=&task=&limit=`: newest first.
+pub(crate) async fn list(
+    State(api): State<Api>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<TaskState>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
+    let filter = TaskFilter {
+        state,
+        task: q.task,
+        limit: q.limit.unwrap_or(0).min(MAX_LIST),
+    };
+    let records = api.stores().results.list(&filter).await?;
+    Ok(Json(serde_json::to_value(records).unwrap_or_default()))
+}
+
+/// `GET /api/jobs/{id}`: its record (state, history, result or error,
+/// usage, log, progress).
+pub(crate) async fn show(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = api.client.get(&id).await?;
+    Ok(Json(serde_json::to_value(record).unwrap_or_default()))
+}
+
+/// `POST /api/jobs/{id}/cancel`: a waiting job never runs; a running one is
+/// stopped by its worker.
+pub(crate) async fn cancel(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let results = xylem_core::cancel::cancel(api.stores(), std::slice::from_ref(&id)).await?;
+    let outcome = match results.into_iter().next() {
+        Some(CancelResult::Cancelled) => "cancelled".to_owned(),
+        Some(CancelResult::Requested) => "requested".to_owned(),
+        Some(CancelResult::Finished(state)) => format!("finished: {}", state.as_str()),
+        Some(CancelResult::Dead) => "dead".to_owned(),
+        Some(CancelResult::NotFound) | None => {
+            return Err(ApiError::not_found(format!("no job with id {id}")));
+        }
+    };
+    Ok(Json(json!({ "id": id, "result": outcome })))
+}

@@ -1,0 +1,115 @@
+//! `xylem serve`: the HTTP JSON API over the store (axum). One module per
+//! concern: `auth.rs` (bearer tokens, read-only vs admin), `error.rs` (every
+//! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
+//! list, show, cancel), `views.rs` (health, queues, workers, tasks, the
+//! dead-letter queue, schedules, workflow runs).
+
+mod auth;
+mod error;
+mod jobs;
+mod views;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use xylem_core::{Client, Stores};
+
+pub(crate) use auth::Tokens;
+
+/// `xylem serve`'s flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest request body accepted, e.g. 1MiB (a larger one gets 413).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    max_body: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size `{text}`: {e}"))
+}
+
+/// What every handler reaches.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) client: Client,
+    pub(crate) store: Arc<crate::store::OpenStore>,
+}
+
+impl Api {
+    pub(crate) fn stores(&self) -> &Stores {
+        self.client.stores()
+    }
+}
+
+/// The API's routes (under `/api`), with auth and the body limit.
+pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/health", get(views::health))
+        .route("/api/queues", get(views::queues))
+        .route("/api/workers", get(views::workers))
+        .route("/api/tasks", get(views::tasks))
+        .route("/api/dlq", get(views::dead).delete(views::purge_dead))
+        .route("/api/dlq/replay", post(views::replay_dead))
+        .route("/api/schedules", get(views::schedules))
+        .route("/api/workflows", get(views::workflows))
+        .route("/api/workflows/{id}", get(views::workflow))
+        .route("/api/jobs", get(jobs::list).post(jobs::enqueue))
+        .route("/api/jobs/batch", post(jobs::enqueue_batch))
+        .route("/api/jobs/{id}", get(jobs::show))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokens),
+            auth::check,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api)
+}
+
+/// `xylem serve`: serves until Ctrl-C / SIGTERM.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(
+    store_url: &str,
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    let tokens = Tokens::from_env()?;
+    anyhow::ensure!(
+        tokens.any() || args.listen.ip().is_loopback(),
+        "refusing to serve {} without a token: set XYLEM_API_TOKEN (admin) and/or \
+         XYLEM_API_READ_TOKEN (read-only), or listen on 127.0.0.1",
+        args.listen
+    );
+    let store = crate::store::open(store_url).await?;
+    let describe = store.describe.clone();
+    let api = Api {
+        client: Client::new(store.stores.clone()),
+        store: Arc::new(store),
+    };
+    let max_body = usize::try_from(args.max_body).unwrap_or(usize::MAX);
+    let app = router(api, tokens.clone(), max_body);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}/api (store: {describe})");
+    if !tokens.any() {
+        println!("no token set: anyone who can reach {addr} can read and change everything");
+    }
+    tracing::info!(%addr, store = %describe, "serving the HTTP API");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    Ok(ExitCode::SUCCESS)
+}

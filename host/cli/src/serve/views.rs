@@ -1,0 +1,213 @@
+//! What the API shows besides jobs: health, queues, workers, tasks, the
+//! dead-letter queue (with replay and purge), schedules and workflow runs.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde_json::{Value, json};
+use xylem_core::store::{DeadFilter, RunFilter};
+use xylem_core::time::now_ms;
+
+use super::Api;
+use super::error::{ApiError, json_body};
+
+/// Most rows a listing returns.
+const MAX_LIST: usize = 1000;
+
+fn to_json<T: serde::Serialize>(value: &T) -> Json<Value> {
+    Json(serde_json::to_value(value).unwrap_or_default())
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// `GET /api/health`: the store's version and a round trip.
+pub(crate) async fn health(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let version = api.store.health().await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store is unreachable: {e:#}"),
+        )
+    })?;
+    Ok(Json(json!({
+        "ok": true, "store": api.store.describe, "version": version,
+        "latency_ms": started.elapsed().as_secs_f64() * 1e3,
+    })))
+}
+
+/// `GET /api/queues`: counts per queue, and whether it is paused.
+pub(crate) async fn queues(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let stats = api.stores().statistics.queue_stats().await?;
+    let paused = api.stores().queue_control.paused_queues().await?;
+    let rows: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["paused"] = paused.contains(&s.queue).into();
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
+/// `GET /api/workers`: every worker's record, with `stale` and
+/// `shown_state` (as `xylem workers --all --json`).
+pub(crate) async fn workers(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let now = now_ms();
+    let beats = xylem_core::presence::list(api.stores()).await?;
+    let rows: Vec<Value> = beats
+        .iter()
+        .map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["stale"] = b.is_stale(now).into();
+            v["shown_state"] = b.shown_state(now).into();
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
+/// `GET /api/tasks`: every task of the pushed plugins, with its effective
+/// defaults.
+pub(crate) async fn tasks(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let mut routes = api.stores().plugins.routes().await?;
+    routes.retain(|r| !r.task.starts_with(xylem_wasm::WORKFLOW_ROUTE_PREFIX));
+    let rows: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["effective"] = serde_json::to_value(r.spec.effective()).unwrap_or_default();
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
+/// The dead-letter queue's filter in a query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadQuery {
+    queue: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/dlq?queue=&limit=`: dead jobs, newest first.
+pub(crate) async fn dead(
+    State(api): State<Api>,
+    q: Result<Query<DeadQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let filter = DeadFilter {
+        ids: Vec::new(),
+        queue: q.queue,
+    };
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    Ok(to_json(
+        &api.stores().dead_letters.dead_jobs(&filter, limit).await?,
+    ))
+}
+
+/// `POST /api/dlq/replay` `{"ids": […]}` or `{"queue": …}` or `{"all": true}`
+/// (optionally `"delay_ms"`): the jobs go back to their queues.
+pub(crate) async fn replay_dead(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Replay {
+        #[serde(default)]
+        ids: Vec<String>,
+        queue: Option<String>,
+        #[serde(default)]
+        all: bool,
+        #[serde(default)]
+        delay_ms: u64,
+    }
+    let r: Replay = serde_json::from_value(json_body(body)?).map_err(|e| {
+        ApiError::bad_request(format!(
+            "a replay is {{\"ids\": [...]}}, {{\"queue\": Q}} or {{\"all\": true}}: {e}"
+        ))
+    })?;
+    if r.ids.is_empty() && r.queue.is_none() && !r.all {
+        return Err(ApiError::bad_request(
+            "name the jobs to replay: {\"ids\": [...]}, {\"queue\": Q}, or {\"all\": true}",
+        ));
+    }
+    let filter = DeadFilter {
+        ids: r.ids,
+        queue: r.queue,
+    };
+    let moved = api
+        .stores()
+        .dead_letters
+        .replay_dead(&filter, Duration::from_millis(r.delay_ms))
+        .await?;
+    Ok(Json(json!({ "replayed": moved })))
+}
+
+/// `DELETE /api/dlq?queue=`: deletes dead jobs (of one queue, or all).
+pub(crate) async fn purge_dead(
+    State(api): State<Api>,
+    q: Result<Query<DeadQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let filter = DeadFilter {
+        ids: Vec::new(),
+        queue: q.queue,
+    };
+    let purged = api.stores().dead_letters.purge_dead(&filter).await?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+/// `GET /api/schedules`: every schedule.
+pub(crate) async fn schedules(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(&api.stores().schedules.list_schedules().await?))
+}
+
+/// Which workflow runs to list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunQuery {
+    workflow: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/workflows?workflow=&state=&limit=`: runs, newest first.
+pub(crate) async fn workflows(
+    State(api): State<Api>,
+    q: Result<Query<RunQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let state = q
+        .state
+        .map(|s| serde_json::from_value(Value::String(s.clone())))
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request("state: one of running, waiting, succeeded, failed, cancelled")
+        })?;
+    let filter = RunFilter {
+        workflow: q.workflow,
+        state,
+        limit: q.limit.unwrap_or(0).min(MAX_LIST),
+    };
+    Ok(to_json(&api.stores().workflows.list_runs(&filter).await?))
+}
+
+/// `GET /api/workflows/{id}`: one run, with its history.
+pub(crate) async fn workflow(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match api.stores().workflows.get_run(&id).await? {
+        Some(run) => Ok(to_json(&run)),
+        None => Err(ApiError::not_found(format!("no workflow run `{id}`"))),
+    }
+}

@@ -1,0 +1,398 @@
+//! `xylem serve` as a user drives it: a real server process on SQLite and
+//! on Redis, a real worker beside it, every endpoint called over HTTP, with
+//! no token, a read-only token and the admin token, and with bad input
+//! (malformed JSON, an unknown task, an unknown key, a body over the
+//! limit, a bad filter, an unknown id or path) — each a 4xx with a JSON
+//! error that says what is wrong.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use xylem_tests::scenarios::{self, Cluster, terminate};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const READ: &str = "read-token-0123456789abcdef";
+
+/// A running `xylem serve` and its address.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(cluster: &Cluster) -> Server {
+    let mut child = cluster
+        .command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-body", "64KiB"])
+        .env("XYLEM_API_TOKEN", ADMIN)
+        .env("XYLEM_API_READ_TOKEN", READ)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .trim_end_matches("/api")
+        .to_owned();
+    Server { child, base }
+}
+
+/// One call: its status and its JSON body.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text:?}"));
+    (status, value)
+}
+
+/// A 4xx whose JSON error contains `needle`.
+fn refused(got: (StatusCode, Value), status: StatusCode, needle: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    let message = got.1["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "{status}: {message:?} lacks {needle:?}"
+    );
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn the_api_on(url: &str) {
+    use reqwest::Method;
+    let cluster = Cluster::new(url).await;
+    let server = serve(&cluster);
+    let http = reqwest::Client::new();
+    let at = |path: &str| format!("{}{path}", server.base);
+    let get =
+        |path: &str, token: Option<&'static str>| call(&http, Method::GET, at(path), token, None);
+    let post = |path: &str, token: Option<&'static str>, body: String| {
+        call(&http, Method::POST, at(path), token, Some(body))
+    };
+
+    // Auth: none, wrong, read-only on a change, admin.
+    refused(
+        get("/api/queues", None).await,
+        StatusCode::UNAUTHORIZED,
+        "token",
+    );
+    refused(
+        get("/api/queues", Some("not-the-token-at-all")).await,
+        StatusCode::UNAUTHORIZED,
+        "token",
+    );
+    assert_eq!(get("/api/queues", Some(READ)).await.0, StatusCode::OK);
+    let greet = json!({"task": "hello.greet", "args": {"name": "Ada"}}).to_string();
+    refused(
+        post("/api/jobs", Some(READ), greet.clone()).await,
+        StatusCode::FORBIDDEN,
+        "read-only",
+    );
+
+    // Enqueue, show, list.
+    let (status, created) = post("/api/jobs", Some(ADMIN), greet.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let greeting = created["id"].as_str().unwrap().to_owned();
+    let (status, record) = get(&format!("/api/jobs/{greeting}"), Some(READ)).await;
+    assert_eq!(
+        (status, &record["task"]),
+        (StatusCode::OK, &json!("hello.greet"))
+    );
+
+    // Bad input.
+    refused(
+        post("/api/jobs", Some(ADMIN), "{\"task\": ".to_owned()).await,
+        StatusCode::BAD_REQUEST,
+        "not valid JSON",
+    );
+    refused(
+        post(
+            "/api/jobs",
+            Some(ADMIN),
+            json!({"task": "no.such"}).to_string(),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown task `no.such`",
+    );
+    refused(
+        post(
+            "/api/jobs",
+            Some(ADMIN),
+            json!({"task": "hello.greet", "colour": 1}).to_string(),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unknown key `colour`",
+    );
+    refused(
+        post("/api/jobs", Some(ADMIN), json!([1]).to_string()).await,
+        StatusCode::BAD_REQUEST,
+        "a job is a JSON object",
+    );
+    let huge = json!({"task": "hello.echo", "args": {"blob": "x".repeat(100 * 1024)}}).to_string();
+    refused(
+        post("/api/jobs", Some(ADMIN), huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "larger than this server accepts",
+    );
+    refused(
+        get("/api/jobs?state=sleeping", Some(READ)).await,
+        StatusCode::BAD_REQUEST,
+        "unknown state `sleeping`",
+    );
+    refused(
+        get("/api/jobs?colour=red", Some(READ)).await,
+        StatusCode::BAD_REQUEST,
+        "colour",
+    );
+    refused(
+        get("/api/jobs/no-such-id", Some(READ)).await,
+        StatusCode::NOT_FOUND,
+        "no job",
+    );
+    refused(
+        get("/api/nothing/here", Some(READ)).await,
+        StatusCode::NOT_FOUND,
+        "no such endpoint",
+    );
+
+    // A batch is all or nothing.
+    let before = get("/api/jobs?limit=1000", Some(READ))
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .len();
+    let mixed = json!([
+        {"task": "hello.greet", "args": {"name": "Grace"}},
+        {"task": "no.such"},
+    ]);
+    refused(
+        post("/api/jobs/batch", Some(ADMIN), mixed.to_string()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "job 1: unknown task",
+    );
+    let after = get("/api/jobs?limit=1000", Some(READ))
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "nothing of a refused batch is enqueued");
+    let good = json!([
+        {"task": "hello.greet", "args": {"name": "Grace"}},
+        {"task": "hello.flaky", "args": {"fail_times": 9}, "max_retries": 0},
+        {"task": "hello.sleep", "args": {"ms": 1}, "delay": "1h"},
+    ]);
+    let (status, batch) = post("/api/jobs/batch", Some(ADMIN), good.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let ids: Vec<String> = batch["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let (flaky, delayed) = (ids[1].clone(), ids[2].clone());
+    let listed = get("/api/jobs?task=hello.greet", Some(READ)).await.1;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    let queues = get("/api/queues", Some(READ)).await.1;
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["queue"] == "default" && q["delayed"] == 1 && q["paused"] == false),
+        "{queues}"
+    );
+
+    // Cancel a waiting job; an unknown one is a 404.
+    let (status, cancelled) = post(
+        &format!("/api/jobs/{delayed}/cancel"),
+        Some(ADMIN),
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, &cancelled["result"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    refused(
+        post("/api/jobs/no-such-id/cancel", Some(ADMIN), String::new()).await,
+        StatusCode::NOT_FOUND,
+        "no job",
+    );
+
+    // A worker runs them: the greetings succeed, the flaky job dies.
+    let mut worker = cluster.worker("api-worker", &["--grace", "1s"]);
+    until(
+        "the greetings succeed and the flaky job is dead",
+        async || {
+            let done = get("/api/jobs?state=succeeded", Some(READ)).await.1;
+            let dead = get("/api/dlq", Some(READ)).await.1;
+            done.as_array().unwrap().len() == 2 && dead.as_array().unwrap().len() == 1
+        },
+    )
+    .await;
+    let (_, dead) = get("/api/dlq", Some(READ)).await;
+    assert_eq!(dead[0]["envelope"]["id"], json!(flaky), "{dead}");
+    until("the worker is listed", async || {
+        let workers = get("/api/workers", Some(READ)).await.1;
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "api-worker" && w["shown_state"] == "running")
+    })
+    .await;
+
+    // The DLQ: replay by id (the job runs again, and dies again), purge.
+    refused(
+        post("/api/dlq/replay", Some(ADMIN), "{}".to_owned()).await,
+        StatusCode::BAD_REQUEST,
+        "name the jobs",
+    );
+    let (status, replayed) = post(
+        "/api/dlq/replay",
+        Some(ADMIN),
+        json!({"ids": [flaky]}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, &replayed["replayed"]),
+        (StatusCode::OK, &json!([flaky]))
+    );
+    until("the replayed job runs and dies again", async || {
+        let record = get(&format!("/api/jobs/{flaky}"), Some(READ)).await.1;
+        record["state"] == "dead"
+            && record["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["state"] == "running")
+                .count()
+                == 2
+    })
+    .await;
+    refused(
+        call(&http, Method::DELETE, at("/api/dlq"), Some(READ), None).await,
+        StatusCode::FORBIDDEN,
+        "read-only",
+    );
+    let (status, purged) = call(&http, Method::DELETE, at("/api/dlq"), Some(ADMIN), None).await;
+    assert_eq!((status, &purged["purged"]), (StatusCode::OK, &json!(1)));
+    assert_eq!(get("/api/dlq", Some(READ)).await.1, json!([]));
+
+    // The other views.
+    let (status, health) = get("/api/health", Some(READ)).await;
+    assert_eq!((status, &health["ok"]), (StatusCode::OK, &json!(true)));
+    let tasks = get("/api/tasks", Some(READ)).await.1;
+    assert!(
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["task"] == "hello.greet"),
+        "{tasks}"
+    );
+    assert_eq!(
+        get("/api/schedules", Some(READ)).await,
+        (StatusCode::OK, json!([]))
+    );
+    assert_eq!(
+        get("/api/workflows", Some(READ)).await,
+        (StatusCode::OK, json!([]))
+    );
+    refused(
+        get("/api/workflows?state=asleep", Some(READ)).await,
+        StatusCode::BAD_REQUEST,
+        "state",
+    );
+    refused(
+        get("/api/workflows/nope", Some(READ)).await,
+        StatusCode::NOT_FOUND,
+        "no workflow run",
+    );
+
+    terminate(&mut worker);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_on_sqlite() {
+    let env = xylem_tests::cli_env::Env::new();
+    the_api_on(&env.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_on_redis() {
+    let Some(url) = xylem_tests::service_url("XYLEM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    else {
+        return;
+    };
+    let url = format!("{url}?prefix={}", xylem_tests::unique_name("xylem-api"));
+    the_api_on(&url).await;
+    scenarios::remove_data(&url).await;
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_this_machine_without_a_token() {
+    let env = xylem_tests::cli_env::Env::new();
+    let out = env
+        .command()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("XYLEM_API_TOKEN")
+        .env_remove("XYLEM_API_READ_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without a token"), "{stderr}");
+    let out = env
+        .command()
+        .args(["serve"])
+        .env("XYLEM_API_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 characters"));
+}
