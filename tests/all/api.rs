@@ -353,8 +353,236 @@ async fn the_api_on(url: &str) {
         "no workflow run",
     );
 
+    more_routes(&cluster, &server, &http).await;
     terminate(&mut worker);
     drop(server);
+}
+
+/// Long polls, canvases, plugins, schedules and workflows.
+#[allow(clippy::too_many_lines)]
+async fn more_routes(cluster: &Cluster, server: &Server, http: &reqwest::Client) {
+    use reqwest::Method;
+    let at = |path: &str| format!("{}{path}", server.base);
+    let get = |path: &str| call(http, Method::GET, at(path), Some(READ), None);
+    let post = |path: &str, body: Value| {
+        call(
+            http,
+            Method::POST,
+            at(path),
+            Some(ADMIN),
+            Some(body.to_string()),
+        )
+    };
+
+    // A long poll: done when the job ends, or not yet when time is up.
+    let (_, job) = post(
+        "/api/jobs",
+        json!({"task": "hello.sleep", "args": {"ms": 300}}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, waited) = get(&format!("/api/jobs/{id}/wait?timeout=20s")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&waited["done"], &waited["state"]),
+        (&json!(true), &json!("succeeded")),
+        "{waited}"
+    );
+    let (_, later) = post(
+        "/api/jobs",
+        json!({"task": "hello.sleep", "args": {"ms": 1}, "delay": "1h"}),
+    )
+    .await;
+    let later = later["id"].as_str().unwrap().to_owned();
+    let (_, not_yet) = get(&format!("/api/jobs/{later}/wait?timeout=200ms")).await;
+    assert_eq!(
+        (&not_yet["done"], &not_yet["state"]),
+        (&json!(false), &json!("queued")),
+        "{not_yet}"
+    );
+    refused(
+        get(&format!("/api/jobs/{later}/wait?timeout=soon")).await,
+        StatusCode::BAD_REQUEST,
+        "timeout",
+    );
+
+    // A chord enqueued from inside a task: its canvas.
+    let (_, job) = post(
+        "/api/jobs",
+        json!({"task": "hello.greet-all", "args": {"names": ["Ada", "Grace"]}}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (_, done) = get(&format!("/api/jobs/{id}/wait?timeout=30s")).await;
+    // The record's result is the task's JSON result: here a string.
+    let canvas_id = done["result"]
+        .as_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    until("the chord completes", async || {
+        get(&format!("/api/canvases/{canvas_id}")).await.1["state"] == "succeeded"
+    })
+    .await;
+    let (_, canvas) = get(&format!("/api/canvases/{canvas_id}")).await;
+    assert_eq!(canvas["tasks"].as_array().unwrap().len(), 3, "{canvas}");
+    refused(
+        get("/api/canvases/nope").await,
+        StatusCode::NOT_FOUND,
+        "no such canvas",
+    );
+
+    // Plugins.
+    for name in ["order", "order-workflow"] {
+        let out = cluster
+            .command()
+            .args(["plugin", "push"])
+            .arg(xylem_tests::plugin(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, plugins) = get("/api/plugins").await;
+    assert_eq!(plugins.as_array().unwrap().len(), 3, "{plugins}");
+
+    // Schedules: add (checked), show, next, disable, enable, remove.
+    let nightly = json!({"name": "nightly", "task": "hello.greet", "args": {"name": "Ada"},
+                         "cron": "30 2 * * *", "tz": "Europe/Paris"});
+    let (status, added) = post("/api/schedules", nightly.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    assert_eq!(added["enabled"], true);
+    refused(
+        post("/api/schedules", nightly).await,
+        StatusCode::CONFLICT,
+        "exists",
+    );
+    refused(
+        post(
+            "/api/schedules",
+            json!({"name": "bad", "task": "hello.greet", "cron": "61 * * * *"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "minute",
+    );
+    refused(
+        post(
+            "/api/schedules",
+            json!({"name": "typo", "task": "hello.gret", "every": "1h"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown task",
+    );
+    refused(
+        post(
+            "/api/schedules",
+            json!({"name": "odd", "task": "hello.greet", "every": "1h", "colour": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unknown key `colour`",
+    );
+    let (_, next) = get("/api/schedules/nightly/next?count=3").await;
+    let next = next.as_array().unwrap();
+    assert_eq!(next.len(), 3);
+    assert!(
+        next[0]["local"].as_str().unwrap().contains("02:30:00"),
+        "{next:?}"
+    );
+    let (_, off) = post("/api/schedules/nightly/disable", json!(null)).await;
+    assert_eq!(off["enabled"], false, "{off}");
+    let (_, on) = post("/api/schedules/nightly/enable", json!(null)).await;
+    assert_eq!(on["enabled"], true, "{on}");
+    assert_eq!(get("/api/schedules/nightly").await.1["task"], "hello.greet");
+    assert_eq!(get("/api/schedules").await.1.as_array().unwrap().len(), 1);
+    let (status, _) = call(
+        http,
+        Method::DELETE,
+        at("/api/schedules/nightly"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    refused(
+        get("/api/schedules/nightly").await,
+        StatusCode::NOT_FOUND,
+        "no schedule",
+    );
+    refused(
+        post("/api/schedules/nightly/enable", json!(null)).await,
+        StatusCode::NOT_FOUND,
+        "no schedule",
+    );
+
+    // Workflows: start, show, list, signal, cancel (the worker steps it).
+    refused(
+        post(
+            "/api/workflows",
+            json!({"workflow": "no.such", "input": {}}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown workflow",
+    );
+    let order = json!({"workflow": "order.process", "id": "api-order-1",
+                       "input": {"id": "A-1", "amount_cents": 1250, "ship_after_ms": 3_600_000}});
+    let (status, run) = post("/api/workflows", order.clone()).await;
+    assert_eq!(
+        (status, &run["id"]),
+        (StatusCode::CREATED, &json!("api-order-1")),
+        "{run}"
+    );
+    refused(
+        post("/api/workflows", order).await,
+        StatusCode::CONFLICT,
+        "exists",
+    );
+    until("the order waits in its durable sleep", async || {
+        get("/api/workflows/api-order-1").await.1["state"] == "waiting"
+    })
+    .await;
+    let listed = get("/api/workflows?workflow=order.process&state=waiting")
+        .await
+        .1;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let (status, sent) = post(
+        "/api/workflows/api-order-1/signal",
+        json!({"topic": "nudge", "payload": 1}),
+    )
+    .await;
+    assert_eq!((status, &sent["sent"]), (StatusCode::OK, &json!("nudge")));
+    refused(
+        post("/api/workflows/api-order-1/signal", json!({"payload": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "topic",
+    );
+    refused(
+        post("/api/workflows/nope/signal", json!({"topic": "x"})).await,
+        StatusCode::NOT_FOUND,
+        "no workflow run",
+    );
+    let (status, _) = post(
+        "/api/workflows/api-order-1/cancel",
+        json!({"reason": "customer asked"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    until("the cancelled order ends", async || {
+        let run = get("/api/workflows/api-order-1").await.1;
+        run["state"] == "cancelled"
+    })
+    .await;
+    refused(
+        post("/api/workflows/api-order-1/cancel", json!({})).await,
+        StatusCode::CONFLICT,
+        "has ended",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

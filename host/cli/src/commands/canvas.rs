@@ -247,37 +247,15 @@ fn state_word(state: NodeState) -> &'static str {
 #[allow(clippy::print_stdout)]
 async fn show(store_url: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = crate::store::open(store_url).await?;
+    if json {
+        let doc = canvas_doc(&store.stores, id).await?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::new(store.stores.clone());
     let canvas = client.canvas(id).await?;
     let records = records(&store.stores, &canvas).await?;
     let state = node_state(&canvas.root, &records);
-    if json {
-        let tasks: Vec<serde_json::Value> = canvas
-            .root
-            .tasks(&[])
-            .into_iter()
-            .map(|(path, c)| {
-                let record = records.get(&c.id);
-                serde_json::json!({
-                    "path": path,
-                    "task": c.task,
-                    "id": c.id,
-                    "state": record.map_or("pending".to_owned(), |r| r.state.to_string()),
-                    "result": record.and_then(|r| r.result.clone()),
-                    "error": record.and_then(|r| r.error.clone()),
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "id": canvas.id,
-            "state": state,
-            "result": node_result(&canvas.root, &records),
-            "tasks": tasks,
-            "canvas": canvas,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
-    }
     println!("canvas {} {}", canvas.id, state_word(state));
     let mut lines = Vec::new();
     draw(&canvas.root, &records, "", "", &mut lines);
@@ -353,4 +331,39 @@ fn clip(text: &str) -> String {
     } else {
         format!("{}…", text.chars().take(60).collect::<String>())
     }
+}
+
+/// A canvas as `xylem canvas show --json` and `GET /api/canvases/{id}`
+/// give it: its state and result, each task node's path, id, state, result
+/// or error, and the tree.
+pub(crate) async fn canvas_doc(
+    stores: &xylem_core::Stores,
+    id: &str,
+) -> Result<serde_json::Value, xylem_core::ClientError> {
+    let canvas = Client::new(stores.clone()).canvas(id).await?;
+    let records = records(stores, &canvas).await?;
+    let state = node_state(&canvas.root, &records);
+    let tasks: Vec<serde_json::Value> = canvas
+        .root
+        .tasks(&[])
+        .into_iter()
+        .map(|(path, c)| {
+            let record = records.get(&c.id);
+            serde_json::json!({
+                "path": path,
+                "task": c.task,
+                "id": c.id,
+                "state": record.map_or("pending".to_owned(), |r| r.state.to_string()),
+                "result": record.and_then(|r| r.result.clone()),
+                "error": record.and_then(|r| r.error.clone()),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "id": canvas.id,
+        "state": state,
+        "result": node_result(&canvas.root, &records),
+        "tasks": tasks,
+        "canvas": canvas,
+    }))
 }

@@ -274,14 +274,7 @@ impl Definition {
 }
 
 async fn add(stores: &xylem_core::Stores, a: AddArgs) -> anyhow::Result<ExitCode> {
-    validate_name(&a.name)?;
-    let client = Client::new(stores.clone());
-    let schedule = a.definition.schedule(&client, &a.name, now_ms()).await?;
-    anyhow::ensure!(
-        stores.schedules.put_schedule(&schedule).await?.is_some(),
-        "a schedule named `{}` exists (remove it first, pick another name, or use `schedule apply`)",
-        schedule.name
-    );
+    let schedule = add_schedule(stores, &a.name, &a.definition).await?;
     if a.json {
         return print_json(&serde_json::to_value(&schedule)?);
     }
@@ -292,6 +285,26 @@ async fn add(stores: &xylem_core::Stores, a: AddArgs) -> anyhow::Result<ExitCode
         schedule.next_run.map_or("never".to_owned(), format_ms)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds schedule `name` as `definition` defines it (checked first); fails
+/// if the name is taken.
+pub(crate) async fn add_schedule(
+    stores: &xylem_core::Stores,
+    name: &str,
+    definition: &Definition,
+) -> anyhow::Result<Schedule> {
+    validate_name(name)?;
+    let client = Client::new(stores.clone());
+    let mut schedule = definition.schedule(&client, name, now_ms()).await?;
+    let Some(version) = stores.schedules.put_schedule(&schedule).await? else {
+        anyhow::bail!(
+            "a schedule named `{}` exists (remove it first, pick another name, or use `schedule apply`)",
+            schedule.name
+        );
+    };
+    schedule.version = version;
+    Ok(schedule)
 }
 
 /// A schedule's name: what a job name may be (it goes into headers and
@@ -409,60 +422,67 @@ fn read_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, Definition)>
     let mut entries: Vec<(String, Definition)> = Vec::with_capacity(list.len());
     for (i, entry) in list.into_iter().enumerate() {
         let at = |why: String| anyhow::anyhow!("{file}: schedule {}: {why}", i + 1);
-        let serde_json::Value::Object(mut entry) = entry else {
-            return Err(at("not a table of keys".to_owned()));
-        };
-        if let Some(key) = entry.keys().find(|k| {
-            !DEFINITION_KEYS.contains(&k.as_str())
-                && !super::enqueue::RUN_KEYS.contains(&k.as_str())
-        }) {
-            return Err(at(format!(
-                "unknown key `{key}` (known: {}, {})",
-                DEFINITION_KEYS.join(", "),
-                super::enqueue::RUN_KEYS.join(", ")
-            )));
-        }
-        let name = match entry.remove("name") {
-            Some(serde_json::Value::String(name)) => name,
-            _ => return Err(at("no `name` (a string)".to_owned())),
-        };
-        validate_name(&name).map_err(|e| at(e.to_string()))?;
+        let (name, definition) = definition_entry(entry).map_err(at)?;
         if entries.iter().any(|(n, _)| *n == name) {
             return Err(at(format!("the name `{name}` is used twice")));
         }
-        // Arguments as a value of the file's own format; headers as a
-        // table or a list of NAME=VALUE; `enabled` rather than a flag.
-        if let Some(args) = entry.remove("args") {
-            entry.insert(
-                "args".to_owned(),
-                serde_json::Value::String(args.to_string()),
-            );
-        }
-        for key in ["headers", "header"] {
-            if let Some(serde_json::Value::Object(table)) = entry.remove(key) {
-                let list = table
-                    .into_iter()
-                    .map(|(k, v)| {
-                        serde_json::Value::String(match v {
-                            serde_json::Value::String(v) => format!("{k}={v}"),
-                            v => format!("{k}={v}"),
-                        })
-                    })
-                    .collect();
-                entry.insert(key.to_owned(), serde_json::Value::Array(list));
-            }
-        }
-        if let Some(enabled) = entry.remove("enabled") {
-            let enabled = enabled
-                .as_bool()
-                .ok_or_else(|| at("`enabled` must be true or false".to_owned()))?;
-            entry.insert("disabled".to_owned(), serde_json::Value::Bool(!enabled));
-        }
-        let definition: Definition = serde_json::from_value(serde_json::Value::Object(entry))
-            .map_err(|e| at(format!("`{name}`: {e}")))?;
         entries.push((name, definition));
     }
     Ok(entries)
+}
+
+/// One schedule of a file, or of a `POST /api/schedules` body: its name
+/// and definition (the keys of `schedule add`'s flags, `args` as any value,
+/// headers as a table or a list, `enabled`); an unknown key is refused.
+pub(crate) fn definition_entry(entry: serde_json::Value) -> Result<(String, Definition), String> {
+    let serde_json::Value::Object(mut entry) = entry else {
+        return Err("not a table of keys".to_owned());
+    };
+    if let Some(key) = entry.keys().find(|k| {
+        !DEFINITION_KEYS.contains(&k.as_str()) && !super::enqueue::RUN_KEYS.contains(&k.as_str())
+    }) {
+        return Err(format!(
+            "unknown key `{key}` (known: {}, {})",
+            DEFINITION_KEYS.join(", "),
+            super::enqueue::RUN_KEYS.join(", ")
+        ));
+    }
+    let name = match entry.remove("name") {
+        Some(serde_json::Value::String(name)) => name,
+        _ => return Err("no `name` (a string)".to_owned()),
+    };
+    validate_name(&name).map_err(|e| e.to_string())?;
+    // Arguments as a value of the file's own format; headers as a
+    // table or a list of NAME=VALUE; `enabled` rather than a flag.
+    if let Some(args) = entry.remove("args") {
+        entry.insert(
+            "args".to_owned(),
+            serde_json::Value::String(args.to_string()),
+        );
+    }
+    for key in ["headers", "header"] {
+        if let Some(serde_json::Value::Object(table)) = entry.remove(key) {
+            let list = table
+                .into_iter()
+                .map(|(k, v)| {
+                    serde_json::Value::String(match v {
+                        serde_json::Value::String(v) => format!("{k}={v}"),
+                        v => format!("{k}={v}"),
+                    })
+                })
+                .collect();
+            entry.insert(key.to_owned(), serde_json::Value::Array(list));
+        }
+    }
+    if let Some(enabled) = entry.remove("enabled") {
+        let enabled = enabled
+            .as_bool()
+            .ok_or_else(|| "`enabled` must be true or false".to_owned())?;
+        entry.insert("disabled".to_owned(), serde_json::Value::Bool(!enabled));
+    }
+    let definition: Definition = serde_json::from_value(serde_json::Value::Object(entry))
+        .map_err(|e| format!("`{name}`: {e}"))?;
+    Ok((name, definition))
 }
 
 async fn set_enabled(
@@ -470,6 +490,21 @@ async fn set_enabled(
     name: &str,
     enabled: bool,
 ) -> anyhow::Result<ExitCode> {
+    set_schedule_enabled(stores, name, enabled).await?;
+    eprintln!(
+        "schedule {name} {}",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Enables or disables schedule `name` (an enabled one is due at its next
+/// tick from now); the schedule as written.
+pub(crate) async fn set_schedule_enabled(
+    stores: &xylem_core::Stores,
+    name: &str,
+    enabled: bool,
+) -> anyhow::Result<Schedule> {
     // Read, change, write the version read: a beat moving it on meanwhile
     // makes the write lose, and it is tried again.
     for _ in 0..10 {
@@ -478,12 +513,9 @@ async fn set_enabled(
         if enabled {
             schedule.next_run = schedule.spec.next_after(now_ms(), schedule.anchor)?;
         }
-        if stores.schedules.put_schedule(&schedule).await?.is_some() {
-            eprintln!(
-                "schedule {name} {}",
-                if enabled { "enabled" } else { "disabled" }
-            );
-            return Ok(ExitCode::SUCCESS);
+        if let Some(version) = stores.schedules.put_schedule(&schedule).await? {
+            schedule.version = version;
+            return Ok(schedule);
         }
     }
     anyhow::bail!("schedule `{name}` keeps changing under this edit: try again")
@@ -537,28 +569,40 @@ fn print_list(all: &[Schedule], json: bool) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stdout)]
 fn next(schedule: &Schedule, count: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let times = schedule.spec.upcoming(now_ms(), schedule.anchor, count)?;
-    let zone = schedule.spec.time_zone()?;
-    let local = |t: i64| -> String {
-        jiff::Timestamp::from_millisecond(t)
-            .map(|ts| {
-                ts.to_zoned(zone.clone())
-                    .strftime("%Y-%m-%d %H:%M:%S %Z")
-                    .to_string()
-            })
-            .unwrap_or_default()
-    };
+    let times = upcoming(schedule, count)?;
     if json {
-        let doc: Vec<serde_json::Value> = times
-            .iter()
-            .map(|t| serde_json::json!({ "utc": format_ms(*t), "local": local(*t) }))
-            .collect();
-        return print_json(&serde_json::Value::Array(doc));
+        return print_json(&serde_json::to_value(&times)?);
     }
     for t in times {
-        println!("{}  ({})", local(t), format_ms(t));
+        println!("{}  ({})", t.local, t.utc);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One fire time, in UTC and in the schedule's zone.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct FireTime {
+    utc: String,
+    local: String,
+}
+
+/// The next `count` fire times of `schedule` from now.
+pub(crate) fn upcoming(schedule: &Schedule, count: usize) -> anyhow::Result<Vec<FireTime>> {
+    let times = schedule.spec.upcoming(now_ms(), schedule.anchor, count)?;
+    let zone = schedule.spec.time_zone()?;
+    Ok(times
+        .into_iter()
+        .map(|t| FireTime {
+            utc: format_ms(t),
+            local: jiff::Timestamp::from_millisecond(t)
+                .map(|ts| {
+                    ts.to_zoned(zone.clone())
+                        .strftime("%Y-%m-%d %H:%M:%S %Z")
+                        .to_string()
+                })
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// `xylem beat`: fires due schedules until stopped (Ctrl-C, SIGTERM).

@@ -295,14 +295,20 @@ impl xylem_core::workflow::WorkflowCatalog for Routes {
     }
 }
 
-#[allow(clippy::print_stdout)]
-async fn start(client: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
-    let engine = Engine::new(
+/// An engine that starts runs (it steps none: `xylem worker` does), for
+/// `xylem workflow start` and `POST /api/workflows`.
+pub(crate) fn starter(client: &Client) -> Engine {
+    Engine::new(
         client.clone(),
         Arc::new(Routes(client.stores().plugins.clone())),
         "cli",
         Duration::from_secs(10),
-    );
+    )
+}
+
+#[allow(clippy::print_stdout)]
+async fn start(client: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
+    let engine = starter(client);
     let run = engine
         .start(&a.workflow, &a.input, a.id, now_ms())
         .await

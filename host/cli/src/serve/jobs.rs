@@ -138,3 +138,49 @@ pub(crate) async fn cancel(
     };
     Ok(Json(json!({ "id": id, "result": outcome })))
 }
+
+/// Longest a `wait` holds the request.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `GET /api/jobs/{id}/wait` query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitQuery {
+    timeout: Option<String>,
+}
+
+/// `GET /api/jobs/{id}/wait?timeout=30s` (at most 60 s): a long poll — the
+/// record once the job has ended (`"done": true`), or as it stands when
+/// the time is up (`"done": false`; ask again).
+pub(crate) async fn wait(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let timeout = match q.timeout.as_deref() {
+        Some(t) => xylem_core::limits::parse_duration(t)
+            .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
+        None => std::time::Duration::from_secs(30),
+    }
+    .min(MAX_WAIT);
+    let (record, done) = match api.client.wait(&id, timeout).await {
+        Ok(record) => (record, true),
+        Err(ClientError::Timeout { .. }) => (api.client.get(&id).await?, false),
+        Err(e) => return Err(e.into()),
+    };
+    let mut doc = serde_json::to_value(record).unwrap_or_default();
+    doc["done"] = done.into();
+    Ok(Json(doc))
+}
+
+/// `GET /api/canvases/{id}`: a chain, group or chord — its state and
+/// result, and each task's path, id, state, result or error.
+pub(crate) async fn canvas(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        crate::commands::canvas::canvas_doc(api.stores(), &id).await?,
+    ))
+}

@@ -1,13 +1,16 @@
 //! `xylem serve`: the HTTP JSON API over the store (axum). One module per
 //! concern: `auth.rs` (bearer tokens, read-only vs admin), `error.rs` (every
 //! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
-//! list, show, cancel), `views.rs` (health, queues, workers, tasks, the
-//! dead-letter queue, schedules, workflow runs).
+//! list, show, wait, cancel; canvases), `schedules.rs`, `workflows.rs`,
+//! `views.rs` (health, queues, workers, tasks, plugins, the dead-letter
+//! queue).
 
 mod auth;
 mod error;
 mod jobs;
+mod schedules;
 mod views;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -60,13 +63,28 @@ pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
         .route("/api/tasks", get(views::tasks))
         .route("/api/dlq", get(views::dead).delete(views::purge_dead))
         .route("/api/dlq/replay", post(views::replay_dead))
-        .route("/api/schedules", get(views::schedules))
-        .route("/api/workflows", get(views::workflows))
-        .route("/api/workflows/{id}", get(views::workflow))
+        .route("/api/plugins", get(views::plugins))
+        .route("/api/schedules", get(schedules::list).post(schedules::add))
+        .route(
+            "/api/schedules/{name}",
+            get(schedules::show).delete(schedules::remove),
+        )
+        .route("/api/schedules/{name}/enable", post(schedules::enable))
+        .route("/api/schedules/{name}/disable", post(schedules::disable))
+        .route("/api/schedules/{name}/next", get(schedules::next))
+        .route(
+            "/api/workflows",
+            get(workflows::list).post(workflows::start),
+        )
+        .route("/api/workflows/{id}", get(workflows::show))
+        .route("/api/workflows/{id}/signal", post(workflows::signal))
+        .route("/api/workflows/{id}/cancel", post(workflows::cancel))
         .route("/api/jobs", get(jobs::list).post(jobs::enqueue))
         .route("/api/jobs/batch", post(jobs::enqueue_batch))
         .route("/api/jobs/{id}", get(jobs::show))
+        .route("/api/jobs/{id}/wait", get(jobs::wait))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/canvases/{id}", get(jobs::canvas))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(tokens),

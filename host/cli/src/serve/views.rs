@@ -1,14 +1,14 @@
-//! What the API shows besides jobs: health, queues, workers, tasks, the
-//! dead-letter queue (with replay and purge), schedules and workflow runs.
+//! The operator's views: health, queues, workers, tasks, plugins, and the
+//! dead-letter queue (with replay and purge).
 
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde_json::{Value, json};
-use xylem_core::store::{DeadFilter, RunFilter};
+use xylem_core::store::DeadFilter;
 use xylem_core::time::now_ms;
 
 use super::Api;
@@ -21,7 +21,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Json<Value> {
     Json(serde_json::to_value(value).unwrap_or_default())
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
@@ -87,6 +87,11 @@ pub(crate) async fn tasks(State(api): State<Api>) -> Result<Json<Value>, ApiErro
         })
         .collect();
     Ok(Json(Value::Array(rows)))
+}
+
+/// `GET /api/plugins`: every pushed plugin version, newest push first.
+pub(crate) async fn plugins(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(&api.stores().plugins.plugins().await?))
 }
 
 /// The dead-letter queue's filter in a query.
@@ -164,50 +169,4 @@ pub(crate) async fn purge_dead(
     };
     let purged = api.stores().dead_letters.purge_dead(&filter).await?;
     Ok(Json(json!({ "purged": purged })))
-}
-
-/// `GET /api/schedules`: every schedule.
-pub(crate) async fn schedules(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    Ok(to_json(&api.stores().schedules.list_schedules().await?))
-}
-
-/// Which workflow runs to list.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RunQuery {
-    workflow: Option<String>,
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `GET /api/workflows?workflow=&state=&limit=`: runs, newest first.
-pub(crate) async fn workflows(
-    State(api): State<Api>,
-    q: Result<Query<RunQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let state = q
-        .state
-        .map(|s| serde_json::from_value(Value::String(s.clone())))
-        .transpose()
-        .map_err(|_| {
-            ApiError::bad_request("state: one of running, waiting, succeeded, failed, cancelled")
-        })?;
-    let filter = RunFilter {
-        workflow: q.workflow,
-        state,
-        limit: q.limit.unwrap_or(0).min(MAX_LIST),
-    };
-    Ok(to_json(&api.stores().workflows.list_runs(&filter).await?))
-}
-
-/// `GET /api/workflows/{id}`: one run, with its history.
-pub(crate) async fn workflow(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    match api.stores().workflows.get_run(&id).await? {
-        Some(run) => Ok(to_json(&run)),
-        None => Err(ApiError::not_found(format!("no workflow run `{id}`"))),
-    }
 }
