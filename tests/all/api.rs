@@ -353,14 +353,14 @@ async fn the_api_on(url: &str) {
         "no workflow run",
     );
 
-    more_routes(&cluster, &server, &http).await;
+    more_routes(&server, &http).await;
     terminate(&mut worker);
     drop(server);
 }
 
 /// Long polls, canvases, plugins, schedules and workflows.
 #[allow(clippy::too_many_lines)]
-async fn more_routes(cluster: &Cluster, server: &Server, http: &reqwest::Client) {
+async fn more_routes(server: &Server, http: &reqwest::Client) {
     use reqwest::Method;
     let at = |path: &str| format!("{}{path}", server.base);
     let get = |path: &str| call(http, Method::GET, at(path), Some(READ), None);
@@ -432,20 +432,51 @@ async fn more_routes(cluster: &Cluster, server: &Server, http: &reqwest::Client)
         "no such canvas",
     );
 
-    // Plugins.
-    for name in ["order", "order-workflow"] {
-        let out = cluster
-            .command()
-            .args(["plugin", "push"])
-            .arg(xylem_tests::plugin(name))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // Plugins: pushed over HTTP (a task plugin and a workflow plugin);
+    // bytes that are not a component are refused with the reason.
+    let push = |bytes: Vec<u8>, token: &'static str| {
+        http.post(at("/api/plugins"))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes)
+            .send()
+    };
+    let order = std::fs::read(xylem_tests::plugin("order")).unwrap();
+    let resp = push(order.clone(), READ).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = push(order, ADMIN).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let pushed: Value = resp.json().await.unwrap();
+    assert!(
+        pushed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "order.charge"),
+        "{pushed}"
+    );
+    let resp = push(
+        std::fs::read(xylem_tests::plugin("order-workflow")).unwrap(),
+        ADMIN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let pushed: Value = resp.json().await.unwrap();
+    assert!(
+        pushed["workflows"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("order.process")),
+        "{pushed}"
+    );
+    let resp = push(b"\0asm not really".to_vec(), ADMIN).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("was not pushed"),
+        "{body}"
+    );
     let (_, plugins) = get("/api/plugins").await;
     assert_eq!(plugins.as_array().unwrap().len(), 3, "{plugins}");
 
@@ -544,7 +575,12 @@ async fn more_routes(cluster: &Cluster, server: &Server, http: &reqwest::Client)
         "exists",
     );
     until("the order waits in its durable sleep", async || {
-        get("/api/workflows/api-order-1").await.1["state"] == "waiting"
+        // Waiting, with its timer an hour out: the sleep, not an activity.
+        let run = get("/api/workflows/api-order-1").await.1;
+        run["state"] == "waiting"
+            && run["wake_at"]
+                .as_i64()
+                .is_some_and(|at| at > xylem_core::time::now_ms() + 600_000)
     })
     .await;
     let listed = get("/api/workflows?workflow=order.process&state=waiting")

@@ -86,11 +86,10 @@ pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(access) = given.and_then(|t| tokens.access(t.trim())) else {
-        let mut response = ApiError::new(
+        let mut response = unread_body(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a valid token is required: send `Authorization: Bearer TOKEN`",
-        )
-        .into_response();
+        ));
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
@@ -99,15 +98,26 @@ pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next:
     };
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if access == Access::Read && !reads {
-        return ApiError::new(
+        return unread_body(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "{} {} changes something: a read-only token may not; use the admin token",
                 req.method(),
                 req.uri().path()
             ),
-        )
-        .into_response();
+        ));
     }
     next.run(req).await
+}
+
+/// A refusal sent before the request's body was read: the connection is
+/// closed after it (the unread body — up to a plugin's 64 MiB — is not
+/// drained for a client that may not send it), and says so, so the client
+/// does not send its next request on it.
+fn unread_body(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }

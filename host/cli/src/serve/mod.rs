@@ -2,12 +2,13 @@
 //! concern: `auth.rs` (bearer tokens, read-only vs admin), `error.rs` (every
 //! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
 //! list, show, wait, cancel; canvases), `schedules.rs`, `workflows.rs`,
-//! `views.rs` (health, queues, workers, tasks, plugins, the dead-letter
-//! queue).
+//! `plugins.rs` (list, push), `views.rs` (health, queues, workers, tasks,
+//! the dead-letter queue).
 
 mod auth;
 mod error;
 mod jobs;
+mod plugins;
 mod schedules;
 mod views;
 mod workflows;
@@ -46,11 +47,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
 pub(crate) struct Api {
     pub(crate) client: Client,
     pub(crate) store: Arc<crate::store::OpenStore>,
+    /// The Wasm runtime plugin pushes are checked with, made at the first.
+    runtime: Arc<std::sync::OnceLock<xylem_wasm::Runtime>>,
 }
 
 impl Api {
     pub(crate) fn stores(&self) -> &Stores {
         self.client.stores()
+    }
+
+    /// The Wasm runtime (made once).
+    pub(crate) fn runtime(&self) -> anyhow::Result<&xylem_wasm::Runtime> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let made = crate::commands::wasm_runtime()?;
+        Ok(self.runtime.get_or_init(|| made))
     }
 }
 
@@ -63,7 +75,12 @@ pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
         .route("/api/tasks", get(views::tasks))
         .route("/api/dlq", get(views::dead).delete(views::purge_dead))
         .route("/api/dlq/replay", post(views::replay_dead))
-        .route("/api/plugins", get(views::plugins))
+        .route(
+            "/api/plugins",
+            get(plugins::list)
+                .post(plugins::push)
+                .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES)),
+        )
         .route("/api/schedules", get(schedules::list).post(schedules::add))
         .route(
             "/api/schedules/{name}",
@@ -113,6 +130,7 @@ pub(crate) async fn run(
     let api = Api {
         client: Client::new(store.stores.clone()),
         store: Arc::new(store),
+        runtime: Arc::default(),
     };
     let max_body = usize::try_from(args.max_body).unwrap_or(usize::MAX);
     let app = router(api, tokens.clone(), max_body);

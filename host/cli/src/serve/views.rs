@@ -1,4 +1,4 @@
-//! The operator's views: health, queues, workers, tasks, plugins, and the
+//! The operator's views: health, queues, workers, tasks, and the
 //! dead-letter queue (with replay and purge).
 
 use std::time::{Duration, Instant};
@@ -87,11 +87,6 @@ pub(crate) async fn tasks(State(api): State<Api>) -> Result<Json<Value>, ApiErro
         })
         .collect();
     Ok(Json(Value::Array(rows)))
-}
-
-/// `GET /api/plugins`: every pushed plugin version, newest push first.
-pub(crate) async fn plugins(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    Ok(to_json(&api.stores().plugins.plugins().await?))
 }
 
 /// The dead-letter queue's filter in a query.
