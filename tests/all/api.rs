@@ -13,13 +13,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use xylem_tests::scenarios::{self, Cluster, terminate};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
+pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef";
 const READ: &str = "read-token-0123456789abcdef";
 
 /// A running `xylem serve` and its address.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -29,7 +29,8 @@ impl Drop for Server {
     }
 }
 
-fn serve(cluster: &Cluster) -> Server {
+/// `xylem serve` on `cluster`'s store, any free port, with both tokens.
+pub(crate) fn serve(cluster: &Cluster) -> Server {
     let mut child = cluster
         .command()
         .args(["serve", "--listen", "127.0.0.1:0", "--max-body", "64KiB"])

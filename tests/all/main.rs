@@ -104,5 +104,6 @@ mod shared_code;
 
 mod api;
 mod cli;
+mod dashboard;
 mod health;
 mod worker_cli;

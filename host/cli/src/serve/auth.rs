@@ -1,6 +1,7 @@
 //! Bearer tokens: `XYLEM_API_TOKEN` may do everything, `XYLEM_API_READ_TOKEN`
 //! only reads (GET). With neither set the API is open, and `xylem serve`
-//! listens only on a loopback address.
+//! listens only on a loopback address. The dashboard's page (`/`) is
+//! served to anyone: it holds nothing until the API accepts its token.
 
 use std::sync::Arc;
 
@@ -77,7 +78,8 @@ impl Tokens {
 /// Lets a request through if its token allows it: 401 without a valid
 /// token, 403 for a read-only token on a route that changes something.
 pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
-    if !tokens.any() {
+    // Only the API holds data; the dashboard's page asks it for the token.
+    if !tokens.any() || !req.uri().path().starts_with("/api/") {
         return next.run(req).await;
     }
     let given = req
@@ -116,8 +118,9 @@ pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next:
 /// does not send its next request on it.
 fn unread_body(error: ApiError) -> Response {
     let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     response
 }

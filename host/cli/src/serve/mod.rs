@@ -1,4 +1,5 @@
-//! `xylem serve`: the HTTP JSON API over the store (axum). One module per
+//! `xylem serve`: the HTTP JSON API over the store (axum), and the web
+//! dashboard over it (`dashboard.html`, one page). One module per
 //! concern: `auth.rs` (bearer tokens, read-only vs admin), `error.rs` (every
 //! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
 //! list, show, wait, cancel; canvases), `schedules.rs`, `workflows.rs`,
@@ -69,8 +70,11 @@ impl Api {
 /// The API's routes (under `/api`), with auth and the body limit.
 pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/api/health", get(views::health))
         .route("/api/queues", get(views::queues))
+        .route("/api/queues/{queue}/pause", post(views::pause))
+        .route("/api/queues/{queue}/resume", post(views::resume))
         .route("/api/workers", get(views::workers))
         .route("/api/tasks", get(views::tasks))
         .route("/api/dlq", get(views::dead).delete(views::purge_dead))
@@ -111,6 +115,14 @@ pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
         .with_state(api)
 }
 
+/// The web dashboard: one page over the API (it holds no data; the API
+/// asks for the token).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD)
+}
+
 /// `xylem serve`: serves until Ctrl-C / SIGTERM.
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(
@@ -138,7 +150,7 @@ pub(crate) async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("listening on http://{addr}/api (store: {describe})");
+    println!("listening on http://{addr}/api (store: {describe}); the dashboard: http://{addr}/");
     if !tokens.any() {
         println!("no token set: anyone who can reach {addr} can read and change everything");
     }

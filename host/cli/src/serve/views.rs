@@ -165,3 +165,28 @@ pub(crate) async fn purge_dead(
     let purged = api.stores().dead_letters.purge_dead(&filter).await?;
     Ok(Json(json!({ "purged": purged })))
 }
+
+/// `POST /api/queues/{queue}/pause` and `/resume`: workers stop (within a
+/// second) or start again taking jobs from it.
+async fn set_paused(api: &Api, queue: &str, paused: bool) -> Result<Json<Value>, ApiError> {
+    xylem_core::client::validate_queue_name(queue)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    api.stores().queue_control.set_paused(queue, paused).await?;
+    Ok(Json(json!({ "queue": queue, "paused": paused })))
+}
+
+/// `POST /api/queues/{queue}/pause`.
+pub(crate) async fn pause(
+    State(api): State<Api>,
+    axum::extract::Path(queue): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &queue, true).await
+}
+
+/// `POST /api/queues/{queue}/resume`.
+pub(crate) async fn resume(
+    State(api): State<Api>,
+    axum::extract::Path(queue): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &queue, false).await
+}
