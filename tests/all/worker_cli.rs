@@ -394,22 +394,58 @@ fn bad_input_gets_a_clear_message_and_a_nonzero_exit() {
 
 #[test]
 fn the_demo_runs_to_its_table() {
+    use std::io::{BufRead, Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(xylem_bin())
-        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+    // With --serve, the dashboard over the demo's store once the table is
+    // printed (any free port here).
+    let mut demo = Command::new(xylem_bin())
+        .args([
+            "demo",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--serve",
+            "127.0.0.1:0",
+        ])
         .current_dir(xylem_tests::repo_root())
         .env(
             "XYLEM_CACHE_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-cli-cache"),
         )
-        .output()
+        .env_remove("XYLEM_API_TOKEN")
+        .env_remove("XYLEM_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let address = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let mut err = String::new();
+            let _ = demo.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the demo ended before serving:\n{stdout}\n{err}");
+        };
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    assert!(stdout.contains("The dashboard: http://"), "{stdout}");
+    let get = |path: &str| {
+        let mut conn = std::net::TcpStream::connect(&address).unwrap();
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(get("/").contains("<title>Xylem</title>"));
+    let jobs = get("/api/jobs?limit=1000");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        jobs.starts_with("HTTP/1.0 200") && jobs.contains("hello.greet"),
+        "{jobs}"
     );
+    terminate(&mut demo);
     for needle in [
         "Hello, Ada!",
         "succeeded on attempt 3",

@@ -30,6 +30,10 @@ pub(crate) struct DemoArgs {
     /// The Xylem repository (holding plugins/); default: the current folder.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+    /// Then serve the HTTP API and the web dashboard over the demo's store
+    /// (default address 127.0.0.1:8080) until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    serve: Option<std::net::SocketAddr>,
 }
 
 const DOCUMENT: &str = "Xylem runs background jobs. Each job runs in a fresh sandbox.\n\
@@ -454,5 +458,18 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  xylem {store_arg} queues");
     println!("  xylem {store_arg} tasks");
     println!("  xylem {store_arg} workflow show {}", run.id);
+    if let Some(addr) = args.serve {
+        println!();
+        println!(
+            "The dashboard: http://{addr}/ (Ctrl-C to stop; `xylem {store_arg} worker` runs what you enqueue there)"
+        );
+        let shutdown = super::worker::ShutdownSignal::install();
+        return crate::serve::run(
+            &store_url,
+            crate::serve::ServeArgs::on(addr),
+            shutdown.wait(),
+        )
+        .await;
+    }
     Ok(ExitCode::SUCCESS)
 }

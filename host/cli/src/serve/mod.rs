@@ -37,6 +37,16 @@ pub(crate) struct ServeArgs {
     max_body: u64,
 }
 
+impl ServeArgs {
+    /// Serving on `listen` with the default body limit (`xylem demo --serve`).
+    pub(crate) fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
