@@ -355,6 +355,7 @@ async fn the_api_on(url: &str) {
     );
 
     more_routes(&server, &http).await;
+    every_documented_route_answers(&server, &http).await;
     terminate(&mut worker);
     drop(server);
 }
@@ -660,4 +661,49 @@ fn serve_refuses_to_listen_beyond_this_machine_without_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 characters"));
+}
+
+/// The OpenAPI document is public, and every route it names exists: each
+/// answers (with a 2xx or its own 4xx), never the fallback's "no such
+/// endpoint" nor 405.
+async fn every_documented_route_answers(server: &Server, http: &reqwest::Client) {
+    let (status, doc) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{}/api/openapi.json", server.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            operations += 1;
+            let url = format!(
+                "{}{}",
+                server.base,
+                path.replace("{id}", "nope")
+                    .replace("{name}", "nope")
+                    .replace("{queue}", "doc-check")
+            );
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let resp = http
+                .request(method.clone(), url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no such endpoint"),
+                "{method} {path} ({}): {status} {text}",
+                op["summary"]
+            );
+        }
+    }
+    assert!(operations >= 30, "{operations} operations documented");
 }

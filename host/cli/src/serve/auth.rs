@@ -79,7 +79,8 @@ impl Tokens {
 /// token, 403 for a read-only token on a route that changes something.
 pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
     // Only the API holds data; the dashboard's page asks it for the token.
-    if !tokens.any() || !req.uri().path().starts_with("/api/") {
+    let public = !req.uri().path().starts_with("/api/") || req.uri().path() == "/api/openapi.json";
+    if !tokens.any() || public {
         return next.run(req).await;
     }
     let given = req

@@ -1,5 +1,6 @@
 //! `xylem serve`: the HTTP JSON API over the store (axum), and the web
-//! dashboard over it (`dashboard.html`, one page). One module per
+//! dashboard over it (`dashboard.html`, one page). `routes.rs` lists every
+//! route once — the router and the OpenAPI document come from it. One module per
 //! concern: `auth.rs` (bearer tokens, read-only vs admin), `error.rs` (every
 //! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
 //! list, show, wait, cancel; canvases), `schedules.rs`, `workflows.rs`,
@@ -10,6 +11,7 @@ mod auth;
 mod error;
 mod jobs;
 mod plugins;
+mod routes;
 mod schedules;
 mod views;
 mod workflows;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use xylem_core::{Client, Stores};
 
 pub(crate) use auth::Tokens;
@@ -79,43 +81,9 @@ impl Api {
 
 /// The API's routes (under `/api`), with auth and the body limit.
 pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
-    Router::new()
+    routes::router()
         .route("/", get(dashboard))
-        .route("/api/health", get(views::health))
-        .route("/api/queues", get(views::queues))
-        .route("/api/queues/{queue}/pause", post(views::pause))
-        .route("/api/queues/{queue}/resume", post(views::resume))
-        .route("/api/workers", get(views::workers))
-        .route("/api/tasks", get(views::tasks))
-        .route("/api/dlq", get(views::dead).delete(views::purge_dead))
-        .route("/api/dlq/replay", post(views::replay_dead))
-        .route(
-            "/api/plugins",
-            get(plugins::list)
-                .post(plugins::push)
-                .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES)),
-        )
-        .route("/api/schedules", get(schedules::list).post(schedules::add))
-        .route(
-            "/api/schedules/{name}",
-            get(schedules::show).delete(schedules::remove),
-        )
-        .route("/api/schedules/{name}/enable", post(schedules::enable))
-        .route("/api/schedules/{name}/disable", post(schedules::disable))
-        .route("/api/schedules/{name}/next", get(schedules::next))
-        .route(
-            "/api/workflows",
-            get(workflows::list).post(workflows::start),
-        )
-        .route("/api/workflows/{id}", get(workflows::show))
-        .route("/api/workflows/{id}/signal", post(workflows::signal))
-        .route("/api/workflows/{id}/cancel", post(workflows::cancel))
-        .route("/api/jobs", get(jobs::list).post(jobs::enqueue))
-        .route("/api/jobs/batch", post(jobs::enqueue_batch))
-        .route("/api/jobs/{id}", get(jobs::show))
-        .route("/api/jobs/{id}/wait", get(jobs::wait))
-        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/canvases/{id}", get(jobs::canvas))
+        .route("/api/openapi.json", get(openapi))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(tokens),
@@ -128,6 +96,11 @@ pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
 /// The web dashboard: one page over the API (it holds no data; the API
 /// asks for the token).
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// `GET /api/openapi.json`: the API described (public, like the page).
+async fn openapi() -> axum::Json<serde_json::Value> {
+    axum::Json(routes::openapi())
+}
 
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(DASHBOARD)
