@@ -408,6 +408,73 @@ async fn more_routes(server: &Server, http: &reqwest::Client) {
         "timeout",
     );
 
+    // Bulk actions on a selection: retry (dead jobs only), delete
+    // (finished jobs only), cancel.
+    let (_, dying) = post(
+        "/api/jobs",
+        json!({"task": "hello.flaky", "args": {"fail_times": 9}, "max_retries": 0}),
+    )
+    .await;
+    let dying = dying["id"].as_str().unwrap().to_owned();
+    let (_, dead) = get(&format!("/api/jobs/{dying}/wait?timeout=20s")).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    let (status, retried) = post(
+        "/api/jobs/bulk",
+        json!({"action": "retry", "ids": [dying, id]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["results"][&dying], "retried");
+    assert!(
+        retried["results"][&id]
+            .as_str()
+            .unwrap()
+            .starts_with("not dead"),
+        "{retried}"
+    );
+    until("the retried job dies again", async || {
+        let r = get(&format!("/api/jobs/{dying}")).await.1;
+        r["state"] == "dead"
+            && r["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["state"] == "running")
+                .count()
+                == 2
+    })
+    .await;
+    let (_, deleted) = post(
+        "/api/jobs/bulk",
+        json!({"action": "delete", "ids": [id, dying]}),
+    )
+    .await;
+    assert_eq!(deleted["results"][&id], "deleted", "{deleted}");
+    assert!(
+        deleted["results"][&dying]
+            .as_str()
+            .unwrap()
+            .contains("only finished jobs"),
+        "{deleted}"
+    );
+    refused(
+        get(&format!("/api/jobs/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "no job",
+    );
+    let (_, cancelled) = post(
+        "/api/jobs/bulk",
+        json!({"action": "cancel", "ids": [later, "no-such-job"]}),
+    )
+    .await;
+    assert_eq!(cancelled["results"][&later], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["results"]["no-such-job"], "not found");
+    refused(
+        post("/api/jobs/bulk", json!({"action": "explode", "ids": []})).await,
+        StatusCode::BAD_REQUEST,
+        "unknown action",
+    );
+
     // A chord enqueued from inside a task: its canvas.
     let (_, job) = post(
         "/api/jobs",

@@ -222,6 +222,9 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
         report["live"], true,
         "the new job appeared without a reload: {report}"
     );
+    // The selected job was cancelled by the bulk action.
+    let bulk = report["bulk"].as_str().expect("the bulk action ran");
+    assert_eq!(record(&base, bulk).await["state"], "cancelled");
     // The click put the dead job back: queued now, and once its queue runs
     // again it runs a second time (and, set to fail, dies again).
     assert_eq!(record(&base, &flaky).await["state"], "queued");

@@ -12,7 +12,7 @@ import { readFileSync, mkdirSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
 const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const out = { views: {}, errors: [], replayed: false, live: false };
+const out = { views: {}, errors: [], replayed: false, live: false, bulk: null };
 mkdirSync(plan.shots, { recursive: true });
 
 const browser = await puppeteer.launch({
@@ -74,6 +74,14 @@ try {
   }, plan);
   await page.waitForSelector(`tr[data-id="${id}"]`, { timeout: 15000 });
   out.live = await page.evaluate(() => window.__sameDocument === true);
+
+  // A bulk action on a selection: the new job (waiting in its paused
+  // queue) selected and cancelled.
+  page.on("dialog", (d) => d.accept());
+  await page.click(`tr[data-id="${id}"] input.pick`);
+  await page.click('button[data-act="cancel"]');
+  await page.waitForFunction(() => document.querySelector("#msg").innerText.includes("1 cancelled"), { timeout: 15000 });
+  out.bulk = id;
 } catch (e) {
   out.errors.push(`driver: ${e.message}`);
 } finally {

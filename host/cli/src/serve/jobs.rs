@@ -128,13 +128,10 @@ pub(crate) async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let results = xylem_core::cancel::cancel(api.stores(), std::slice::from_ref(&id)).await?;
     let outcome = match results.into_iter().next() {
-        Some(CancelResult::Cancelled) => "cancelled".to_owned(),
-        Some(CancelResult::Requested) => "requested".to_owned(),
-        Some(CancelResult::Finished(state)) => format!("finished: {}", state.as_str()),
-        Some(CancelResult::Dead) => "dead".to_owned(),
         Some(CancelResult::NotFound) | None => {
             return Err(ApiError::not_found(format!("no job with id {id}")));
         }
+        Some(found) => cancel_text(found),
     };
     Ok(Json(json!({ "id": id, "result": outcome })))
 }
@@ -183,4 +180,100 @@ pub(crate) async fn canvas(
     Ok(Json(
         crate::commands::canvas::canvas_doc(api.stores(), &id).await?,
     ))
+}
+
+/// Most jobs one bulk action takes.
+const MAX_BULK: usize = 1000;
+
+/// `POST /api/jobs/bulk` `{"action": "cancel" | "retry" | "delete", "ids":
+/// [...]}`: one action on a selection (the dashboard's filtered list).
+/// `retry` puts dead jobs back in their queues; `delete` removes the
+/// records of finished jobs (succeeded, cancelled, expired — a dead job is
+/// purged from the dead-letter queue instead). Returns each id's outcome.
+pub(crate) async fn bulk(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Bulk {
+        action: String,
+        ids: Vec<String>,
+    }
+    let b: Bulk = serde_json::from_value(json_body(body)?).map_err(|e| {
+        ApiError::bad_request(format!(
+            "want {{\"action\": \"cancel\" | \"retry\" | \"delete\", \"ids\": [...]}}: {e}"
+        ))
+    })?;
+    if b.ids.len() > MAX_BULK {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_BULK} jobs at once, not {}", b.ids.len()),
+        ));
+    }
+    let stores = api.stores();
+    let mut results = serde_json::Map::new();
+    match b.action.as_str() {
+        "cancel" => {
+            let outcomes = xylem_core::cancel::cancel(stores, &b.ids).await?;
+            for (id, outcome) in b.ids.iter().zip(outcomes) {
+                results.insert(id.clone(), cancel_text(outcome).into());
+            }
+        }
+        "retry" => {
+            let filter = xylem_core::store::DeadFilter {
+                ids: b.ids.clone(),
+                queue: None,
+            };
+            let moved = stores
+                .dead_letters
+                .replay_dead(&filter, std::time::Duration::ZERO)
+                .await?;
+            for id in &b.ids {
+                let text = if moved.contains(id) {
+                    "retried"
+                } else {
+                    "not dead: only dead jobs are retried"
+                };
+                results.insert(id.clone(), text.into());
+            }
+        }
+        "delete" => {
+            for id in &b.ids {
+                let text = match stores.results.get(id).await? {
+                    None => "not found".to_owned(),
+                    Some(r)
+                        if matches!(
+                            r.state,
+                            TaskState::Succeeded | TaskState::Cancelled | TaskState::Expired
+                        ) =>
+                    {
+                        stores.results.expire(id, std::time::Duration::ZERO).await?;
+                        "deleted".to_owned()
+                    }
+                    Some(r) => format!(
+                        "{}: only finished jobs are deleted (cancel it, or purge it from the dead-letter queue)",
+                        r.state.as_str()
+                    ),
+                };
+                results.insert(id.clone(), text.into());
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown action `{other}`: cancel, retry or delete"
+            )));
+        }
+    }
+    Ok(Json(json!({ "action": b.action, "results": results })))
+}
+
+fn cancel_text(outcome: CancelResult) -> String {
+    match outcome {
+        CancelResult::Cancelled => "cancelled".to_owned(),
+        CancelResult::Requested => "requested".to_owned(),
+        CancelResult::Finished(state) => format!("finished: {}", state.as_str()),
+        CancelResult::Dead => "dead".to_owned(),
+        CancelResult::NotFound => "not found".to_owned(),
+    }
 }

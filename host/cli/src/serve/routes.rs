@@ -122,6 +122,15 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             || post(jobs::enqueue_batch),
         ),
         e(
+            "POST",
+            "/api/jobs/bulk",
+            "One action on a selection of jobs: cancel, retry (dead ones) or delete (finished ones).",
+            &[],
+            Some(r#"`{"action": "cancel" | "retry" | "delete", "ids": [...]}`"#),
+            200,
+            || post(jobs::bulk),
+        ),
+        e(
             "GET",
             "/api/jobs/{id}",
             "One job's record: state, history, result or error, usage, log, progress.",
