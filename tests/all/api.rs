@@ -286,6 +286,39 @@ async fn the_api_on(url: &str) {
     })
     .await;
 
+    // Prometheus' view of the store: needs a token, counts what is there.
+    let metrics_url = format!("{}/metrics", server.base);
+    let scrape = |token: Option<&'static str>| {
+        let mut req = http.get(metrics_url.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(
+        scrape(None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let resp = scrape(Some(READ)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "# TYPE xylem_queue_jobs gauge",
+        r#"xylem_queue_jobs{queue="default",state="dead"} 1"#,
+        r#"xylem_queue_paused{queue="default"} 0"#,
+        r#"xylem_workers{state="running"} 1"#,
+        "# TYPE xylem_worker_jobs_total counter",
+        r#"xylem_worker_jobs_total{worker="api-worker","#,
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+
     // The DLQ: replay by id (the job runs again, and dies again), purge.
     refused(
         post("/api/dlq/replay", Some(ADMIN), "{}".to_owned()).await,

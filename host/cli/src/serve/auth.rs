@@ -79,7 +79,10 @@ impl Tokens {
 /// token, 403 for a read-only token on a route that changes something.
 pub(crate) async fn check(State(tokens): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
     // Only the API holds data; the dashboard's page asks it for the token.
-    let public = !req.uri().path().starts_with("/api/") || req.uri().path() == "/api/openapi.json";
+    // The page and the API's description hold no data; the API and the
+    // metrics need a token.
+    let path = req.uri().path();
+    let public = !(path.starts_with("/api/") || path == "/metrics") || path == "/api/openapi.json";
     if !tokens.any() || public {
         return next.run(req).await;
     }

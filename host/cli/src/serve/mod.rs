@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod jobs;
+mod metrics;
 mod plugins;
 mod routes;
 mod schedules;
@@ -84,6 +85,7 @@ pub(crate) fn router(api: Api, tokens: Tokens, max_body: usize) -> Router {
     routes::router()
         .route("/", get(dashboard))
         .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(tokens),
