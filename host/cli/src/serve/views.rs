@@ -97,17 +97,24 @@ pub(crate) struct DeadQuery {
     limit: Option<usize>,
 }
 
+impl DeadQuery {
+    /// The dead jobs it names: of its queue, or all.
+    fn filter(self) -> DeadFilter {
+        DeadFilter {
+            ids: Vec::new(),
+            queue: self.queue,
+        }
+    }
+}
+
 /// `GET /api/dlq?queue=&limit=`: dead jobs, newest first.
 pub(crate) async fn dead(
     State(api): State<Api>,
     q: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let filter = DeadFilter {
-        ids: Vec::new(),
-        queue: q.queue,
-    };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    let filter = q.filter();
     Ok(to_json(
         &api.stores().dead_letters.dead_jobs(&filter, limit).await?,
     ))
@@ -157,11 +164,7 @@ pub(crate) async fn purge_dead(
     State(api): State<Api>,
     q: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let filter = DeadFilter {
-        ids: Vec::new(),
-        queue: q.queue,
-    };
+    let filter = query(q)?.filter();
     let purged = api.stores().dead_letters.purge_dead(&filter).await?;
     Ok(Json(json!({ "purged": purged })))
 }
