@@ -29,6 +29,19 @@ impl Drop for Server {
     }
 }
 
+/// A worker process that is killed if the test panics before it stops it
+/// (a failed test must not leave a worker running beside the next tests).
+pub(crate) struct WorkerGuard(pub(crate) Child);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `xylem serve` on `cluster`'s store, any free port, with both tokens.
 pub(crate) fn serve(cluster: &Cluster) -> Server {
     let mut child = cluster
@@ -264,7 +277,7 @@ async fn the_api_on(url: &str) {
     );
 
     // A worker runs them: the greetings succeed, the flaky job dies.
-    let mut worker = cluster.worker("api-worker", &["--grace", "1s"]);
+    let mut worker = WorkerGuard(cluster.worker("api-worker", &["--grace", "1s"]));
     until(
         "the greetings succeed and the flaky job is dead",
         async || {
@@ -389,7 +402,7 @@ async fn the_api_on(url: &str) {
 
     more_routes(&server, &http).await;
     every_documented_route_answers(&server, &http).await;
-    terminate(&mut worker);
+    terminate(&mut worker.0);
     drop(server);
 }
 

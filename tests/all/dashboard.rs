@@ -15,7 +15,7 @@ use xylem_tests::cli_env::Env;
 use xylem_tests::scenarios::{Cluster, terminate};
 use xylem_tests::{in_ci, repo_root};
 
-use crate::api::{ADMIN, serve};
+use crate::api::{ADMIN, WorkerGuard, serve};
 
 /// Chromium's path, or `None` (the test skips; under CI=true it fails).
 fn chromium() -> Option<PathBuf> {
@@ -114,7 +114,7 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
     }
     let server = serve(&cluster);
     let base = server.base.clone();
-    let mut worker = cluster.worker("dash-worker", &["--grace", "1s"]);
+    let mut worker = WorkerGuard(cluster.worker("dash-worker", &["--grace", "1s"]));
 
     // Something of each kind to show.
     let greeting = xylem_ok(
@@ -260,5 +260,5 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
             "no screenshot of {view}"
         );
     }
-    terminate(&mut worker);
+    terminate(&mut worker.0);
 }
