@@ -45,6 +45,45 @@ pub(crate) enum PurgeState {
     Delayed,
 }
 
+/// Tasks as `xylem tasks --json` and `GET /api/tasks` give them: each
+/// route with its effective defaults.
+pub(crate) fn tasks_doc(routes: &[xylem_core::store::TaskRoute]) -> Vec<serde_json::Value> {
+    routes
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["effective"] = serde_json::to_value(r.spec.effective()).unwrap_or_default();
+            v
+        })
+        .collect()
+}
+
+/// Queues as `xylem queues --json` and `GET /api/queues` give them: each
+/// queue's counts and whether it is paused, and a paused queue with no
+/// jobs too (so it can be resumed from what is listed).
+pub(crate) fn queues_doc(
+    stats: &[xylem_core::store::QueueStats],
+    paused: &[String],
+) -> Vec<serde_json::Value> {
+    let mut doc: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["paused"] = paused.contains(&s.queue).into();
+            v
+        })
+        .collect();
+    for queue in paused
+        .iter()
+        .filter(|q| !stats.iter().any(|s| &s.queue == *q))
+    {
+        doc.push(serde_json::json!({
+            "queue": queue, "ready": 0, "delayed": 0, "running": 0, "dead": 0, "paused": true,
+        }));
+    }
+    doc
+}
+
 /// `xylem tasks`: each task with its effective defaults — what a job gets
 /// when its enqueue sets nothing (declared by the plugin, else the host's).
 #[allow(clippy::print_stdout)]
@@ -54,15 +93,7 @@ pub(crate) async fn tasks(store_url: &str, json: bool) -> anyhow::Result<ExitCod
     // Workflows are routed beside tasks; `xylem workflow` is theirs.
     routes.retain(|r| !r.task.starts_with(xylem_wasm::WORKFLOW_ROUTE_PREFIX));
     if json {
-        let doc: Vec<serde_json::Value> = routes
-            .iter()
-            .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or_default();
-                v["effective"] = serde_json::to_value(r.spec.effective()).unwrap_or_default();
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&tasks_doc(&routes))?);
         return Ok(ExitCode::SUCCESS);
     }
     if routes.is_empty() {
@@ -114,22 +145,7 @@ pub(crate) async fn queues(store_url: &str, json: bool) -> anyhow::Result<ExitCo
     let stats = store.stores.statistics.queue_stats().await?;
     let paused = store.stores.queue_control.paused_queues().await?;
     if json {
-        let mut doc: Vec<serde_json::Value> = stats
-            .iter()
-            .map(|s| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["paused"] = paused.contains(&s.queue).into();
-                v
-            })
-            .collect();
-        for queue in paused
-            .iter()
-            .filter(|q| !stats.iter().any(|s| &s.queue == *q))
-        {
-            doc.push(serde_json::json!({
-                "queue": queue, "ready": 0, "delayed": 0, "running": 0, "dead": 0, "paused": true,
-            }));
-        }
+        let doc = queues_doc(&stats, &paused);
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -19,9 +19,9 @@ fn ago(now: i64, at: i64) -> String {
     )
 }
 
-/// One worker as `--json` shows it: its record, with `stale` and the state
+/// One worker as `--json` and `GET /api/workers` show it: its record, with `stale` and the state
 /// to show.
-fn json_row(beat: &WorkerBeat, now: i64) -> serde_json::Value {
+pub(crate) fn json_row(beat: &WorkerBeat, now: i64) -> serde_json::Value {
     let mut v = serde_json::to_value(beat).unwrap_or_default();
     v["stale"] = beat.is_stale(now).into();
     v["shown_state"] = beat.shown_state(now).into();

@@ -45,15 +45,9 @@ pub(crate) async fn health(State(api): State<Api>) -> Result<Json<Value>, ApiErr
 pub(crate) async fn queues(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let stats = api.stores().statistics.queue_stats().await?;
     let paused = api.stores().queue_control.paused_queues().await?;
-    let rows: Vec<Value> = stats
-        .iter()
-        .map(|s| {
-            let mut v = serde_json::to_value(s).unwrap_or_default();
-            v["paused"] = paused.contains(&s.queue).into();
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(rows)))
+    Ok(Json(Value::Array(crate::commands::queues::queues_doc(
+        &stats, &paused,
+    ))))
 }
 
 /// `GET /api/workers`: every worker's record, with `stale` and
@@ -61,14 +55,9 @@ pub(crate) async fn queues(State(api): State<Api>) -> Result<Json<Value>, ApiErr
 pub(crate) async fn workers(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let beats = xylem_core::presence::list(api.stores()).await?;
-    let rows: Vec<Value> = beats
+    let rows = beats
         .iter()
-        .map(|b| {
-            let mut v = serde_json::to_value(b).unwrap_or_default();
-            v["stale"] = b.is_stale(now).into();
-            v["shown_state"] = b.shown_state(now).into();
-            v
-        })
+        .map(|b| crate::commands::workers::json_row(b, now))
         .collect();
     Ok(Json(Value::Array(rows)))
 }
@@ -78,15 +67,9 @@ pub(crate) async fn workers(State(api): State<Api>) -> Result<Json<Value>, ApiEr
 pub(crate) async fn tasks(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let mut routes = api.stores().plugins.routes().await?;
     routes.retain(|r| !r.task.starts_with(xylem_wasm::WORKFLOW_ROUTE_PREFIX));
-    let rows: Vec<Value> = routes
-        .iter()
-        .map(|r| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            v["effective"] = serde_json::to_value(r.spec.effective()).unwrap_or_default();
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(rows)))
+    Ok(Json(Value::Array(crate::commands::queues::tasks_doc(
+        &routes,
+    ))))
 }
 
 /// The dead-letter queue's filter in a query.
