@@ -401,9 +401,20 @@ async fn the_api_on(url: &str) {
     );
 
     more_routes(&server, &http).await;
+    events_tell_of_changes(&server, &http).await;
     every_documented_route_answers(&server, &http).await;
     terminate(&mut worker.0);
-    drop(server);
+    // SIGTERM with an event stream open: the stream ends, the server exits.
+    let open = http
+        .get(format!("{}/api/events", server.base))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let mut server = server;
+    terminate(&mut server.child);
+    drop(open);
 }
 
 /// Long polls, canvases, plugins, schedules and workflows.
@@ -810,7 +821,18 @@ async fn every_documented_route_answers(server: &Server, http: &reqwest::Client)
                 .await
                 .unwrap();
             let status = resp.status();
-            let text = resp.text().await.unwrap();
+            // An event stream never ends: its first event is enough.
+            let streams = resp
+                .headers()
+                .get("content-type")
+                .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+            let text = if streams {
+                let mut resp = resp;
+                String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap_or_default())
+                    .into_owned()
+            } else {
+                resp.text().await.unwrap()
+            };
             assert!(
                 status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no such endpoint"),
                 "{method} {path} ({}): {status} {text}",
@@ -819,4 +841,52 @@ async fn every_documented_route_answers(server: &Server, http: &reqwest::Client)
         }
     }
     assert!(operations >= 30, "{operations} operations documented");
+}
+
+/// `GET /api/events`: a read token is enough; `hello` at once, then a
+/// `change` when a job is enqueued elsewhere, and the stream ends when
+/// the server stops (graceful shutdown does not wait on it forever).
+async fn events_tell_of_changes(server: &Server, http: &reqwest::Client) {
+    let (status, _) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{}/api/events", server.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mut stream = http
+        .get(format!("{}/api/events", server.base))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let read_until = async |seen: &mut String, stream: &mut reqwest::Response, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, stream.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no {what:?} in the event stream: {seen:?}"))
+                .unwrap()
+                .expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    read_until(&mut seen, &mut stream, "event: hello").await;
+    let (status, _) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{}/api/jobs", server.base),
+        Some(ADMIN),
+        Some(json!({"task": "hello.greet", "args": {"name": "Events"}}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    read_until(&mut seen, &mut stream, "event: change").await;
+    assert!(seen.contains("data: {\"generation\":"), "{seen}");
 }

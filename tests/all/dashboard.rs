@@ -222,6 +222,10 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
         report["live"], true,
         "the new job appeared without a reload: {report}"
     );
+    assert_eq!(
+        report["streaming"], true,
+        "the page listened to the server's event stream: {report}"
+    );
     // The selected job was cancelled by the bulk action.
     let bulk = report["bulk"].as_str().expect("the bulk action ran");
     assert_eq!(record(&base, bulk).await["state"], "cancelled");

@@ -106,4 +106,5 @@ mod api;
 mod cli;
 mod dashboard;
 mod health;
+mod telemetry;
 mod worker_cli;

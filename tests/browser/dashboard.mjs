@@ -7,12 +7,12 @@
 // PLAN: {"base", "token", "shots" (a folder), "views": {"#/route": "text it must show"},
 //        "replay": dead job id, "live_job": {"task", "args"}}
 // Prints one JSON object: {"views": {route: {ok, why}}, "errors": [...],
-// "replayed": bool, "live": bool}.
+// "replayed": bool, "live": bool, "streaming": bool}.
 import { readFileSync, mkdirSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
 const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const out = { views: {}, errors: [], replayed: false, live: false, bulk: null };
+const out = { views: {}, errors: [], replayed: false, live: false, streaming: false, bulk: null };
 mkdirSync(plan.shots, { recursive: true });
 
 const browser = await puppeteer.launch({
@@ -64,6 +64,9 @@ try {
   // A live update: a job enqueued elsewhere shows up without a reload.
   await page.evaluate(() => { location.hash = "#/jobs"; window.__sameDocument = true; });
   await drawn("jobs");
+  // ...told by the server's event stream, not by polling.
+  await page.waitForFunction(() => document.body.dataset.stream === "on", { timeout: 15000 });
+  out.streaming = true;
   const id = await page.evaluate(async (p) => {
     const r = await fetch("/api/jobs", {
       method: "POST",

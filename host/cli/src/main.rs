@@ -5,6 +5,7 @@ mod format;
 mod progress;
 mod serve;
 mod store;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -106,21 +107,34 @@ enum Command {
 }
 
 /// Logs to stderr, filtered by `XYLEM_LOG`, else at `default_level`.
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("XYLEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+impl Command {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "demo",
+            Command::Worker(_) => "worker",
+            Command::Enqueue(_) => "enqueue",
+            Command::Chain(_) => "chain",
+            Command::Group(_) => "group",
+            Command::Chord(_) => "chord",
+            Command::Canvas(_) => "canvas",
+            Command::Schedule(_) => "schedule",
+            Command::Beat(_) => "beat",
+            Command::Workflow(_) => "workflow",
+            Command::Task(_) => "task",
+            Command::Tasks { .. } => "tasks",
+            Command::Queues { .. } => "queues",
+            Command::Workers { .. } => "workers",
+            Command::Dlq(_) => "dlq",
+            Command::Plugin(_) => "plugin",
+            Command::Health { .. } => "health",
+            Command::Run(_) => "run",
+            Command::Serve(_) => "serve",
+            Command::Bench(_) => "bench",
+        }
+    }
 }
 
-/// `xylem … | head` closes the pipe early: `println!` then panics on the
-/// broken pipe. That is not an error of ours — end quietly, as a Unix tool
-/// killed by SIGPIPE would (exit code 141), and leave every other panic to
-/// the default hook.
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -143,7 +157,20 @@ fn main() -> ExitCode {
     // The demo and the benchmarks print their own report: keep the worker's
     // routine logging out of it.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
-    init_tracing(if quiet { "warn" } else { "info" });
+    let prometheus = matches!(&cli.command, Command::Worker(args) if args.serves_metrics());
+    // Before the async runtime: the OTLP exporters run on threads of
+    // their own, with a blocking HTTP client.
+    let telemetry = match telemetry::init(
+        if quiet { "warn" } else { "info" },
+        cli.command.name(),
+        prometheus,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // A running guest holds its thread for up to one epoch tick (1 ms)
@@ -169,7 +196,7 @@ fn main() -> ExitCode {
         let store = explicit_store.unwrap_or(store::DEFAULT_STORE);
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
-            Command::Worker(args) => commands::worker::run(store, args).await,
+            Command::Worker(args) => commands::worker::run(store, args, &telemetry).await,
             Command::Serve(args) => {
                 let shutdown = commands::worker::ShutdownSignal::install();
                 serve::run(store, args, shutdown.wait()).await
@@ -196,6 +223,10 @@ fn main() -> ExitCode {
             Command::Bench(args) => commands::bench::run(explicit_store, args).await,
         }
     });
+    // The runtime first (its tasks may still hold spans), then what is
+    // buffered is sent.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

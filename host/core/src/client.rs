@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::args_schema::ArgsSchema;
 use crate::callback::Callback;
 use crate::envelope::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE};
@@ -394,6 +396,9 @@ impl Client {
         });
         envelope.options = req.options;
         envelope.headers = req.headers;
+        // The job's trace context is the span it is made in (see
+        // `telemetry::trace`).
+        crate::telemetry::trace::inject_current(&mut envelope.headers);
         envelope.parent = req.parent;
         for callback in [&mut envelope.options.link, &mut envelope.options.link_error]
             .into_iter()
@@ -453,18 +458,28 @@ impl Client {
     /// [`crate::unique`]): then nothing is enqueued and the first job's id
     /// comes back as [`UniqueOutcome::Duplicate`].
     pub async fn submit(&self, req: EnqueueRequest) -> Result<UniqueOutcome, ClientError> {
-        let (envelope, unique) = self.prepare_unique(req).await?;
-        match unique {
-            Some(unique) => self.enqueue_once(envelope, &unique).await,
-            None => {
-                self.stores
-                    .broker
-                    .enqueue(std::slice::from_ref(&envelope))
-                    .await?;
-                tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
-                Ok(UniqueOutcome::Enqueued(Box::new(envelope)))
+        let span = crate::telemetry::trace::enqueue_span(&req.task, &req.headers);
+        async move {
+            let (envelope, unique) = self.prepare_unique(req).await?;
+            crate::telemetry::trace::record_enqueued(&envelope);
+            let outcome = match unique {
+                Some(unique) => self.enqueue_once(envelope, &unique).await?,
+                None => {
+                    self.stores
+                        .broker
+                        .enqueue(std::slice::from_ref(&envelope))
+                        .await?;
+                    tracing::debug!(id = %envelope.id, task = %envelope.task, queue = %envelope.queue, "enqueued");
+                    UniqueOutcome::Enqueued(Box::new(envelope))
+                }
+            };
+            if let UniqueOutcome::Enqueued(envelope) = &outcome {
+                crate::telemetry::metrics::enqueued(&envelope.task, &envelope.queue, 1);
             }
+            Ok(outcome)
         }
+        .instrument(span)
+        .await
     }
 
     /// Enqueues a prepared job under the id it was given, once: `true` if
@@ -540,6 +555,18 @@ impl Client {
         &self,
         requests: Vec<EnqueueRequest>,
     ) -> Result<Vec<Envelope>, ClientError> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        let span = crate::telemetry::trace::enqueue_span(&first.task, &first.headers);
+        span.record("messaging.batch.message_count", requests.len());
+        self.enqueue_many_in_span(requests).instrument(span).await
+    }
+
+    async fn enqueue_many_in_span(
+        &self,
+        requests: Vec<EnqueueRequest>,
+    ) -> Result<Vec<Envelope>, ClientError> {
         let mut envelopes = Vec::with_capacity(requests.len());
         for (index, req) in requests.into_iter().enumerate() {
             let in_batch = |e| ClientError::InBatch {
@@ -558,7 +585,12 @@ impl Client {
         let mut enqueued = 0;
         for chunk in envelopes.chunks(ENQUEUE_BATCH) {
             match self.stores.broker.enqueue(chunk).await {
-                Ok(()) => enqueued += chunk.len(),
+                Ok(()) => {
+                    enqueued += chunk.len();
+                    for envelope in chunk {
+                        crate::telemetry::metrics::enqueued(&envelope.task, &envelope.queue, 1);
+                    }
+                }
                 Err(source) if enqueued == 0 => return Err(source.into()),
                 Err(source) => {
                     return Err(ClientError::PartlyEnqueued {

@@ -28,6 +28,7 @@ pub mod schedule;
 pub mod spec;
 pub mod store;
 pub mod store_url;
+pub mod telemetry;
 pub mod time;
 pub mod unique;
 pub mod worker;

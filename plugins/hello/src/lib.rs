@@ -2,7 +2,8 @@
 //!
 //! - `hello.greet` `{"name": "Ada"}` → `"Hello, Ada!"`
 //! - `hello.echo` any JSON → the same JSON (also the benchmark's no-op task)
-//! - `hello.flaky` `{"fail_times": N}` → fails on its first N attempts, then succeeds
+//! - `hello.flaky` `{"fail_times": N, "then_greet": "Ada"}` → fails on its first N attempts, then
+//!   succeeds — enqueueing `hello.greet` for `then_greet` as a child job first, if given
 //! - `hello.sleep` `{"ms": N}` → sleeps N ms (heart-beating, reporting progress), then returns N
 //! - `hello.greet-all` `{"names": [...]}` → enqueues a chord from inside the task: a greeting
 //!   per name, then `hello.echo` with the list; returns the canvas id
@@ -32,6 +33,9 @@ fn echo(_ctx: &Context, args: Value) -> TaskResult<Value> {
 #[derive(Deserialize)]
 struct Flaky {
     fail_times: u32,
+    /// Enqueue `hello.greet` for this name as a child once it succeeds.
+    #[serde(default)]
+    then_greet: Option<String>,
 }
 
 fn flaky(ctx: &Context, args: Flaky) -> TaskResult<String> {
@@ -41,6 +45,13 @@ fn flaky(ctx: &Context, args: Flaky) -> TaskResult<String> {
             ctx.attempt(),
             args.fail_times
         )));
+    }
+    if let Some(name) = args.then_greet {
+        let child = ctx.enqueue("hello.greet", &serde_json::json!({ "name": name }), None)?;
+        return Ok(format!(
+            "succeeded on attempt {}; enqueued {child}",
+            ctx.attempt()
+        ));
     }
     Ok(format!("succeeded on attempt {}", ctx.attempt()))
 }
@@ -90,7 +101,7 @@ fn tasks() -> Vec<Task> {
         Task::new("hello.greet", greet).description("Returns a greeting for `name`"),
         Task::new("hello.echo", echo).description("Returns its arguments unchanged"),
         Task::new("hello.flaky", flaky)
-            .description("Fails its first `fail_times` attempts, then succeeds")
+            .description("Fails its first `fail_times` attempts, then succeeds (enqueueing hello.greet for `then_greet`, if given)")
             .max_retries(5),
         Task::new("hello.sleep", sleep)
             .description("Sleeps `ms` milliseconds (reporting progress), then returns it"),

@@ -69,6 +69,18 @@ pub(crate) struct WorkerArgs {
     /// Descendants one root job may have in all, over every worker and retry.
     #[arg(long, default_value_t = ChildQuota::default().per_tree, help_heading = "Child-job quotas")]
     max_descendants: u64,
+    /// Serve this worker's job metrics to Prometheus at
+    /// `http://ADDR/metrics` (e.g. 127.0.0.1:9464). For OTLP export set
+    /// OTEL_EXPORTER_OTLP_ENDPOINT instead (see docs/observability.md).
+    #[arg(long, value_name = "ADDR", help_heading = "Telemetry")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+impl WorkerArgs {
+    /// Whether `--metrics` asks for a Prometheus endpoint.
+    pub(crate) fn serves_metrics(&self) -> bool {
+        self.metrics.is_some()
+    }
 }
 
 /// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
@@ -100,7 +112,11 @@ impl ShutdownSignal {
     }
 }
 
-pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    store_url: &str,
+    args: WorkerArgs,
+    telemetry: &crate::telemetry::Telemetry,
+) -> anyhow::Result<ExitCode> {
     let shutdown = ShutdownSignal::install();
     for q in &args.queue {
         xylem_core::client::validate_queue_name(q)?;
@@ -118,8 +134,13 @@ pub(crate) async fn run(store_url: &str, args: WorkerArgs) -> anyhow::Result<Exi
             max_depth: args.max_depth,
             per_tree: args.max_descendants,
         },
+        queue_depth_metrics: telemetry.collects_metrics(),
         ..WorkerConfig::default()
     };
+    if let (Some(addr), Some(registry)) = (args.metrics, telemetry.prometheus()) {
+        // Served until the process ends, drain included.
+        crate::telemetry::prometheus::serve(addr, registry, std::future::pending()).await?;
+    }
     if let Some(name) = args.name {
         config.name = name;
     }

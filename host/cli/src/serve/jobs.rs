@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use xylem_core::cancel::CancelResult;
 use xylem_core::{ClientError, EnqueueRequest, TaskFilter, TaskState};
@@ -31,12 +31,33 @@ fn request(value: Value, at: Option<usize>) -> Result<EnqueueRequest, ApiError> 
     job_request(object).map_err(|e| ApiError::bad_request(format!("{place}{e:#}")))
 }
 
+/// Puts the caller's trace context (the W3C `traceparent` and
+/// `tracestate` HTTP headers) in the job's headers, unless the job names
+/// its own: the job's `enqueue` span, and so the job, joins the caller's
+/// trace.
+fn with_caller_trace(mut req: EnqueueRequest, http: &HeaderMap) -> EnqueueRequest {
+    use xylem_core::telemetry::trace::{TRACEPARENT, TRACESTATE};
+    let has_own = req
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT));
+    if !has_own {
+        for name in [TRACEPARENT, TRACESTATE] {
+            if let Some(value) = http.get(name).and_then(|v| v.to_str().ok()) {
+                req.headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    req
+}
+
 /// `POST /api/jobs` `{"task": …, "args": …, options…}` → 201 `{"id": …}`.
 pub(crate) async fn enqueue(
     State(api): State<Api>,
+    http: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req = request(json_body(body)?, None)?;
+    let req = with_caller_trace(request(json_body(body)?, None)?, &http);
     let envelope = api.client.enqueue(req).await?;
     Ok((
         StatusCode::CREATED,
@@ -48,6 +69,7 @@ pub(crate) async fn enqueue(
 /// nothing is enqueued.
 pub(crate) async fn enqueue_batch(
     State(api): State<Api>,
+    http: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Value::Array(jobs) = json_body(body)? else {
@@ -62,7 +84,7 @@ pub(crate) async fn enqueue_batch(
     let requests = jobs
         .into_iter()
         .enumerate()
-        .map(|(i, job)| request(job, Some(i)))
+        .map(|(i, job)| request(job, Some(i)).map(|req| with_caller_trace(req, &http)))
         .collect::<Result<Vec<_>, _>>()?;
     match api.client.enqueue_many(requests).await {
         Ok(envelopes) => {
@@ -275,5 +297,33 @@ fn cancel_text(outcome: CancelResult) -> String {
         CancelResult::Finished(state) => format!("finished: {}", state.as_str()),
         CancelResult::Dead => "dead".to_owned(),
         CancelResult::NotFound => "not found".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_job_joins_its_callers_trace_unless_it_names_its_own() {
+        let mut http = HeaderMap::new();
+        http.insert("traceparent", CALLER.parse().expect("a valid header"));
+        let req = with_caller_trace(EnqueueRequest::new("t", "{}"), &http);
+        assert_eq!(
+            req.headers,
+            vec![("traceparent".to_owned(), CALLER.to_owned())]
+        );
+
+        let mut own = EnqueueRequest::new("t", "{}");
+        let mine = "00-11111111111111111111111111111111-2222222222222222-01";
+        own.headers
+            .push(("traceparent".to_owned(), mine.to_owned()));
+        let req = with_caller_trace(own, &http);
+        assert_eq!(
+            req.headers,
+            vec![("traceparent".to_owned(), mine.to_owned())]
+        );
     }
 }

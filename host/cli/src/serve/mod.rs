@@ -5,10 +5,11 @@
 //! failure as a JSON `{"error": …}` with its status), `jobs.rs` (enqueue,
 //! list, show, wait, cancel; canvases), `schedules.rs`, `workflows.rs`,
 //! `plugins.rs` (list, push), `views.rs` (health, queues, workers, tasks,
-//! the dead-letter queue).
+//! the dead-letter queue), `events.rs` (server-sent events: what changed).
 
 mod auth;
 mod error;
+mod events;
 mod jobs;
 mod metrics;
 mod plugins;
@@ -63,6 +64,8 @@ pub(crate) struct Api {
     pub(crate) store: Arc<crate::store::OpenStore>,
     /// The Wasm runtime plugin pushes are checked with, made at the first.
     runtime: Arc<std::sync::OnceLock<xylem_wasm::Runtime>>,
+    /// What `GET /api/events` streams.
+    changes: events::Changes,
 }
 
 impl Api {
@@ -124,8 +127,12 @@ pub(crate) async fn run(
     );
     let store = crate::store::open(store_url).await?;
     let describe = store.describe.clone();
+    // Ends the event streams too: graceful shutdown waits for every
+    // connection, and a stream would otherwise never close.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let api = Api {
         client: Client::new(store.stores.clone()),
+        changes: events::Changes::watch(store.stores.clone(), stopped.clone()),
         store: Arc::new(store),
         runtime: Arc::default(),
     };
@@ -140,8 +147,15 @@ pub(crate) async fn run(
         println!("no token set: anyone who can reach {addr} can read and change everything");
     }
     tracing::info!(%addr, store = %describe, "serving the HTTP API");
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let mut stopped = stopped;
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
         .await
         .context("the HTTP server failed")?;
     Ok(ExitCode::SUCCESS)

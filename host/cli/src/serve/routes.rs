@@ -7,7 +7,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::{Map, Value, json};
 
-use super::{Api, jobs, plugins, schedules, views, workflows};
+use super::{Api, events, jobs, plugins, schedules, views, workflows};
 
 /// One route.
 pub(crate) struct Endpoint {
@@ -48,6 +48,15 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             None,
             200,
             || get(views::health),
+        ),
+        e(
+            "GET",
+            "/api/events",
+            "Server-sent events (text/event-stream): `hello` on connect, then `change` whenever queues, workers, the newest jobs or workflow runs changed (looked at every 500 ms while anyone listens); data `{\"generation\": n}`.",
+            &[],
+            None,
+            200,
+            || get(events::events),
         ),
         e(
             "GET",

@@ -7,6 +7,7 @@
 //! completions that arrive meanwhile form the next.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,7 +67,14 @@ pub(crate) async fn run(broker: Arc<dyn Broker>, mut rx: Receiver) {
             }
         }
         let completions: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
-        match broker.complete(&completions).await {
+        let written = broker
+            .complete(&completions)
+            .instrument(crate::telemetry::trace::store_span(
+                "store.complete",
+                completions.len(),
+            ))
+            .await;
+        match written {
             Ok(results) if results.len() == batch.len() => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));

@@ -65,7 +65,34 @@ impl Presence {
     pub(crate) async fn run(self: Arc<Self>, shared: Arc<WorkerShared>) {
         loop {
             self.write(&shared, WorkerState::Running).await;
+            if shared.config.queue_depth_metrics {
+                read_queue_depths(&shared).await;
+            }
             tokio::time::sleep(BEAT_INTERVAL).await;
         }
+    }
+}
+
+/// Reads the depths of the queues this worker serves (all, if it serves
+/// every queue) for the `xylem.queue.depth` gauge. A queue it was told
+/// to serve is reported even with nothing in it (at 0).
+async fn read_queue_depths(shared: &WorkerShared) {
+    match shared.stores.statistics.queue_stats().await {
+        Ok(mut stats) => {
+            let served = &shared.config.queues;
+            if !served.is_empty() {
+                stats.retain(|q| served.contains(&q.queue));
+                for queue in served {
+                    if !stats.iter().any(|q| &q.queue == queue) {
+                        stats.push(crate::store::QueueStats {
+                            queue: queue.clone(),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            crate::telemetry::metrics::set_queue_depths(stats);
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the queues' depths"),
     }
 }

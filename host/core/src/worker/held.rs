@@ -27,7 +27,7 @@ where
     loop {
         match attempt().await {
             Err(e) if transient(&e) && shared.now() + pause < job.held_until() => {
-                tracing::warn!(error = %e, retry_in = ?pause, "cannot {what}; retrying while the job's lease holds");
+                tracing::warn!(id = %job.id, error = %e, retry_in = ?pause, "cannot {what}; retrying while the job's lease holds");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }

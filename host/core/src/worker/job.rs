@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
 use super::{ResolveError, Resolved, RunningJob, WorkerShared, callbacks};
 use crate::client::{ClientError, EnqueueRequest};
@@ -16,6 +17,7 @@ use crate::rate_limit::RateLimit;
 use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
 use crate::store::{Completed, Completion, Delivery, Nack, Settle, StoreError};
+use crate::telemetry::metrics::Finished;
 use crate::time::{format_ms, now_ms};
 use crate::{Envelope, Failure, FailureKind, Outcome, Progress, TaskOptions, Usage};
 
@@ -39,6 +41,9 @@ struct WorkerHostCalls {
     lineage: Lineage,
     /// What this run has enqueued so far.
     children: std::sync::Mutex<RunChildren>,
+    /// The trace context its children are made in (its `execute` span's,
+    /// see [`crate::telemetry::trace`]).
+    trace_headers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for WorkerHostCalls {
@@ -74,6 +79,30 @@ impl HostCalls for WorkerHostCalls {
         args: &str,
         options: ChildOptions,
     ) -> Result<ChildEnqueued, ChildEnqueueError> {
+        let span = crate::telemetry::trace::enqueue_span(name, &self.trace_headers);
+        self.enqueue_child(parent, name, args, options)
+            .instrument(span)
+            .await
+    }
+
+    async fn submit_canvas(
+        &self,
+        parent: &TaskInfo,
+        definition: &str,
+    ) -> Result<String, ChildEnqueueError> {
+        self.start_child_canvas(parent, definition).await
+    }
+}
+
+impl WorkerHostCalls {
+    /// A child job from task code, in this run's job tree and trace.
+    async fn enqueue_child(
+        &self,
+        parent: &TaskInfo,
+        name: &str,
+        args: &str,
+        options: ChildOptions,
+    ) -> Result<ChildEnqueued, ChildEnqueueError> {
         // Charged before anything else, so refused calls count too: a
         // loop of bad enqueues ends at the quota like a loop of good ones.
         // Callbacks' arguments are stored with the child: they count too.
@@ -91,6 +120,7 @@ impl HostCalls for WorkerHostCalls {
                 (args.len() + callback_bytes) as u64,
             )?;
         let mut req = EnqueueRequest::new(name, args);
+        req.headers.clone_from(&self.trace_headers);
         req.queue = options.queue;
         req.priority = options.priority;
         req.max_retries = options.max_retries;
@@ -157,6 +187,8 @@ impl HostCalls for WorkerHostCalls {
                 duplicate: true,
             });
         }
+        crate::telemetry::trace::record_enqueued(&envelope);
+        crate::telemetry::metrics::enqueued(&envelope.task, &envelope.queue, 1);
         tracing::debug!(child = %envelope.id, task = %envelope.task, depth = self.lineage.depth, "child enqueued");
         Ok(ChildEnqueued {
             id: envelope.id,
@@ -164,16 +196,6 @@ impl HostCalls for WorkerHostCalls {
         })
     }
 
-    async fn submit_canvas(
-        &self,
-        parent: &TaskInfo,
-        definition: &str,
-    ) -> Result<String, ChildEnqueueError> {
-        self.start_child_canvas(parent, definition).await
-    }
-}
-
-impl WorkerHostCalls {
     /// A canvas from task code: every task in it a child of this run —
     /// charged to the run's quota (count, and the definition's bytes) and
     /// the tree's, all at once — in this run's job tree.
@@ -224,6 +246,14 @@ impl WorkerHostCalls {
             )));
         }
         canvas.headers.clone_from(&parent.headers);
+        // Its jobs are in this run's trace.
+        canvas.headers.retain(|(k, _)| {
+            !self
+                .trace_headers
+                .iter()
+                .any(|(t, _)| t.eq_ignore_ascii_case(k))
+        });
+        canvas.headers.extend(self.trace_headers.iter().cloned());
         canvas.lineage = Some(self.lineage.clone());
         crate::canvas::start_canvas(&self.shared.client, &canvas)
             .await
@@ -258,6 +288,7 @@ pub(super) async fn process(
     let envelope = delivery.envelope;
     let lease = delivery.lease;
     let job = Arc::new(RunningJob::new(
+        envelope.id.clone(),
         lease,
         CancelToken::new(),
         shared.now(),
@@ -265,10 +296,11 @@ pub(super) async fn process(
     ));
     shared.running().insert(envelope.id.clone(), job.clone());
     let completion = run(&shared, &envelope, lease, &job).await;
+    record_on_span(&completion);
     // Bounded: at most `concurrency` jobs wait on their write at once.
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
-    finish(&shared, &job, completion).await;
+    finish(&shared, &job, &envelope, completion).await;
     drop(finishing);
     shared.running().remove(&envelope.id);
     // Only now — the outcome written — may another job take the slot.
@@ -280,7 +312,7 @@ pub(super) async fn process(
     if let Some(slot) = slot
         && let Err(e) = shared.stores.locks.release(&slot, &envelope.id).await
     {
-        tracing::warn!(slot, error = %e, "cannot release a concurrency-limit slot (it lapses with the lease)");
+        tracing::warn!(id = %envelope.id, slot, error = %e, "cannot release a concurrency-limit slot (it lapses with the lease)");
     }
 }
 
@@ -304,36 +336,20 @@ async fn run(
         };
     }
 
-    let resolved = match resolve(shared, envelope).await {
+    let resolved = match reserve(shared, envelope, lease, job)
+        .instrument(crate::telemetry::trace::reserve_span())
+        .await
+    {
         Ok(resolved) => resolved,
-        Err(ResolveError::Unavailable(reason)) => {
-            // The code exists but cannot be had right now: wait, without
-            // using up an attempt.
-            let delay = Duration::from_secs(1);
-            return wait_again(
-                lease,
-                envelope.clone(),
-                delay,
-                format!(
-                    "cannot load the task's plugin ({reason}); trying again in {} ms",
-                    delay.as_millis()
-                ),
-            );
-        }
-        Err(ResolveError::UnknownTask(reason)) => {
-            let completion = unresolved(shared, envelope, lease, reason);
-            return ended(shared, job, envelope, &TaskOptions::default(), completion).await;
-        }
+        Err(waiting) => return *waiting,
     };
-    if let Some(lease_for) = envelope.options.visibility_timeout(&resolved.spec.options) {
-        job.set_lease_for(lease_for);
-    }
-    if let Some(waiting) = concurrency_limited(shared, envelope, lease, job, &resolved).await {
-        return waiting;
-    }
-    if let Some(waiting) = rate_limited(shared, envelope, lease, &resolved).await {
-        return waiting;
-    }
+    let span = tracing::Span::current();
+    let could_start_at = envelope.not_before.unwrap_or(0).max(envelope.enqueued_at);
+    crate::telemetry::metrics::started(
+        &envelope.task,
+        &envelope.queue,
+        Duration::from_millis(u64::try_from(now_ms().saturating_sub(could_start_at)).unwrap_or(0)),
+    );
 
     let request = RunRequest {
         info: TaskInfo {
@@ -362,6 +378,7 @@ async fn run(
         job: job.clone(),
         lineage: Lineage::child_of(envelope, quota, request.limits),
         children: std::sync::Mutex::new(RunChildren::default()),
+        trace_headers: crate::telemetry::trace::headers_for_children(&span, envelope),
     });
     let mut outcome = resolved.executor.execute(request, host).await;
     // The last progress report goes with the outcome; nothing later may
@@ -378,6 +395,50 @@ async fn run(
     let cancelled = job.cancel_requested.load(Ordering::Acquire);
     let completion = decide(shared, envelope, lease, &resolved, outcome, cancelled);
     ended(shared, job, envelope, &resolved.spec.options, completion).await
+}
+
+/// Takes what the run needs before it starts: the task's code, a slot of
+/// its concurrency limit, a start under its rate limit. `Err` is how the
+/// delivery ends without running (waiting again, or refused).
+async fn reserve(
+    shared: &Arc<WorkerShared>,
+    envelope: &Envelope,
+    lease: u64,
+    job: &Arc<RunningJob>,
+) -> Result<Resolved, Box<Completion>> {
+    let resolved = match resolve(shared, envelope).await {
+        Ok(resolved) => resolved,
+        Err(ResolveError::Unavailable(reason)) => {
+            // The code exists but cannot be had right now: wait, without
+            // using up an attempt.
+            let delay = Duration::from_secs(1);
+            return Err(Box::new(wait_again(
+                lease,
+                envelope.clone(),
+                delay,
+                format!(
+                    "cannot load the task's plugin ({reason}); trying again in {} ms",
+                    delay.as_millis()
+                ),
+            )));
+        }
+        Err(ResolveError::UnknownTask(reason)) => {
+            let completion = unresolved(shared, envelope, lease, reason);
+            return Err(Box::new(
+                ended(shared, job, envelope, &TaskOptions::default(), completion).await,
+            ));
+        }
+    };
+    if let Some(lease_for) = envelope.options.visibility_timeout(&resolved.spec.options) {
+        job.set_lease_for(lease_for);
+    }
+    if let Some(waiting) = concurrency_limited(shared, envelope, lease, job, &resolved).await {
+        return Err(Box::new(waiting));
+    }
+    if let Some(waiting) = rate_limited(shared, envelope, lease, &resolved).await {
+        return Err(Box::new(waiting));
+    }
+    Ok(resolved)
 }
 
 /// What every ended run goes through before its completion is written:
@@ -716,8 +777,12 @@ fn decide(
 /// result, it does not throw it away. Past that, or on an error that
 /// cannot pass, the job is left to be delivered again when its lease runs
 /// out — never lost.
-async fn finish(shared: &WorkerShared, job: &RunningJob, completion: Completion) {
-    let state = completion.transition.state;
+async fn finish(
+    shared: &WorkerShared,
+    job: &RunningJob,
+    envelope: &Envelope,
+    completion: Completion,
+) {
     let to_write = &completion;
     let written = super::held::while_lease_holds(
         shared,
@@ -728,28 +793,45 @@ async fn finish(shared: &WorkerShared, job: &RunningJob, completion: Completion)
     )
     .await;
     match written {
-        Ok(done) => count(shared, state, &completion.settle, done),
+        Ok(done) => count(shared, envelope, &completion, done),
         Err(e) => tracing::error!(
+            id = %envelope.id,
             error = %e,
             "cannot record the job's outcome; it will be delivered again when its lease runs out"
         ),
     }
 }
 
-fn count(shared: &WorkerShared, state: TaskState, settle: &Settle, done: Completed) {
+/// Counts a written outcome: the worker's own counts (its record) and
+/// the job metrics.
+fn count(shared: &WorkerShared, envelope: &Envelope, completion: &Completion, done: Completed) {
+    let state = completion.transition.state;
+    let settle = &completion.settle;
     let stats = &shared.stats;
     match done {
         Completed::Applied => {}
         Completed::AlreadySucceeded => {
-            tracing::info!("the job had already succeeded (another delivery finished it)");
+            tracing::info!(id = %envelope.id, "the job had already succeeded (another delivery finished it)");
             return;
         }
         Completed::LeaseLost => {
             tracing::warn!(
+                id = %envelope.id,
                 "lease lost before the outcome was recorded: another worker has the job"
             );
             return;
         }
+    }
+    let finished = match state {
+        TaskState::Succeeded => Some(Finished::Succeeded),
+        TaskState::Retrying => Some(Finished::Retried),
+        TaskState::Dead => Some(Finished::Dead),
+        TaskState::Cancelled => Some(Finished::Cancelled),
+        _ => None,
+    };
+    if let Some(finished) = finished {
+        let usage = completion.transition.outcome.as_ref().map(|o| &o.usage);
+        crate::telemetry::metrics::finished(&envelope.task, &envelope.queue, finished, usage);
     }
     let counter = match (state, settle) {
         (TaskState::Succeeded, _) => &stats.succeeded,
@@ -761,4 +843,26 @@ fn count(shared: &WorkerShared, state: TaskState, settle: &Settle, done: Complet
         _ => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Records how the delivery ended on its `execute` span (the current
+/// span of [`process`]).
+fn record_on_span(completion: &Completion) {
+    let transition = &completion.transition;
+    let outcome = transition.outcome.as_ref();
+    let error = outcome
+        .and_then(|o| o.error.as_ref())
+        .map(ToString::to_string)
+        .or_else(|| {
+            matches!(transition.state, TaskState::Dead | TaskState::Expired)
+                .then(|| transition.detail.clone())
+                .flatten()
+        });
+    crate::telemetry::trace::record_outcome(
+        &tracing::Span::current(),
+        transition.plugin.as_deref(),
+        outcome.map(|o| &o.usage),
+        transition.state.as_str(),
+        error.as_deref(),
+    );
 }

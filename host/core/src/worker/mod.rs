@@ -92,6 +92,10 @@ pub struct WorkerConfig {
     /// wrap up after its `cancelled` host call turns true, before the
     /// sandbox stops it.
     pub cancel_grace: Duration,
+    /// Read the queues' depths at each beat for the `xylem.queue.depth`
+    /// gauge ([`crate::telemetry::metrics`]): on when something collects
+    /// metrics, off by default (a store read every beat, per worker).
+    pub queue_depth_metrics: bool,
 }
 
 impl Default for WorkerConfig {
@@ -111,6 +115,7 @@ impl Default for WorkerConfig {
             result_ttl: None,
             child_quota: crate::lineage::ChildQuota::default(),
             cancel_grace: Duration::from_millis(50),
+            queue_depth_metrics: false,
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct WorkerStats {
 /// need to reach it.
 #[derive(Debug)]
 pub(crate) struct RunningJob {
+    /// The job's id (for the logs).
+    pub(crate) id: String,
     /// The lease it holds.
     pub(crate) lease: u64,
     /// Stops the run.
@@ -187,8 +194,15 @@ pub(crate) struct RunningJob {
 
 impl RunningJob {
     /// A job claimed at `now` for `lease_for`.
-    pub(crate) fn new(lease: u64, cancel: CancelToken, now: Duration, lease_for: Duration) -> Self {
+    pub(crate) fn new(
+        id: String,
+        lease: u64,
+        cancel: CancelToken,
+        now: Duration,
+        lease_for: Duration,
+    ) -> Self {
         Self {
+            id,
             lease,
             cancel,
             cancel_requested: AtomicBool::new(false),
@@ -397,7 +411,11 @@ impl Worker {
             };
             let free = slots.available_permits();
             let claimed = tokio::select! {
-                r = shared.stores.broker.claim(queues, free, config.lease, &config.name) => r,
+                r = shared
+                    .stores
+                    .broker
+                    .claim(queues, free, config.lease, &config.name)
+                    .instrument(crate::telemetry::trace::store_span("store.claim", free)) => r,
                 () = &mut shutdown => break,
             };
             let deliveries = match claimed {
@@ -430,12 +448,7 @@ impl Worker {
                     break;
                 };
                 let shared = shared.clone();
-                let span = tracing::info_span!(
-                    "job",
-                    id = %delivery.envelope.id,
-                    task = %delivery.envelope.task,
-                    attempt = delivery.envelope.attempt
-                );
+                let span = crate::telemetry::trace::execute_span(&delivery.envelope);
                 jobs.spawn(job::process(shared, delivery, permit).instrument(span));
             }
         }

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 
@@ -165,8 +166,17 @@ impl Engine {
             .map_err(StartError::Catalog)?
             .ok_or_else(|| StartError::UnknownWorkflow(workflow.to_owned()))?;
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let run = Run::new(&id, workflow, plugin, input, now);
-        match self.client.stores().workflows.put_run(&run).await? {
+        let mut run = Run::new(&id, workflow, plugin, input, now);
+        let span = crate::telemetry::trace::start_workflow_span(workflow, &id);
+        crate::telemetry::trace::inject(&span, &mut run.trace);
+        let written = self
+            .client
+            .stores()
+            .workflows
+            .put_run(&run)
+            .instrument(span)
+            .await?;
+        match written {
             Some(version) => {
                 RUNS_MADE_DUE.notify_one();
                 Ok(Run { version, ..run })
@@ -186,7 +196,10 @@ impl Engine {
         let due = self.client.stores().workflows.due_runs(now, limit).await?;
         let found = due.len();
         let mut steps = futures_util::stream::iter(due)
-            .map(|run| self.step(run, now))
+            .map(|run| {
+                let span = crate::telemetry::trace::workflow_step_span(&run);
+                self.step(run, now).instrument(span)
+            })
             .buffer_unordered(STEPS_AT_ONCE);
         let (mut stepped, mut failed) = (0, None);
         while let Some(step) = steps.next().await {
@@ -329,6 +342,7 @@ impl Engine {
                 };
                 let mut successor = Run::new(&id, &next.workflow, plugin, &input, now);
                 successor.parent = next.parent.take();
+                successor.trace.clone_from(&next.trace);
                 if store.put_run(&successor).await?.is_none() {
                     tracing::debug!(run = %next.id, successor = %id, "the next run was started already");
                 }
@@ -402,6 +416,15 @@ impl Engine {
                 req.options.hard_time_limit_ms = options.hard_time_limit_ms;
                 req.options.fuel = options.fuel;
                 req.headers = options.headers;
+                // In the run's trace: the step span's context replaces
+                // it where this process records spans.
+                if !req
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(crate::telemetry::trace::TRACEPARENT))
+                {
+                    req.headers.extend(run.trace.iter().cloned());
+                }
                 req.headers.push((RUN_HEADER.to_owned(), run.id.clone()));
                 req.headers.push((STEP_HEADER.to_owned(), seq.to_string()));
                 let mut envelope = match self.client.prepare(req).await {

@@ -337,6 +337,11 @@ pub struct Run {
     /// The run this one went on in (`continue-as-new`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_as: Option<String>,
+    /// The trace context it was started in (W3C `traceparent`,
+    /// `tracestate`): its steps, activities and children are in that
+    /// trace (see `telemetry::trace`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<(String, String)>,
     /// Bumped by every rewind: a step made again after a rewind is a new
     /// job (see `replay::step_job_id`).
     #[serde(default)]
@@ -375,6 +380,7 @@ impl Run {
             lease: None,
             cancel_requested: None,
             continued_as: None,
+            trace: Vec::new(),
             epoch: 0,
             version: 0,
         }
