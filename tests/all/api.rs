@@ -883,10 +883,30 @@ async fn events_tell_of_changes(server: &Server, http: &reqwest::Client) {
         reqwest::Method::POST,
         format!("{}/api/jobs", server.base),
         Some(ADMIN),
-        Some(json!({"task": "hello.greet", "args": {"name": "Events"}}).to_string()),
+        Some(
+            json!({"task": "hello.greet", "args": {"name": "Events"}, "headers": ["tenant=events"]})
+                .to_string(),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
     read_until(&mut seen, &mut stream, "event: change").await;
+    // Listed by its header (and only it).
+    let list = |query: &'static str| {
+        call(
+            http,
+            reqwest::Method::GET,
+            format!("{}/api/jobs?{query}", server.base),
+            Some(READ),
+            None,
+        )
+    };
+    let (status, found) = list("header=tenant%3Devents").await;
+    assert_eq!(status, StatusCode::OK);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["headers"], json!([["tenant", "events"]]));
+    let (status, _) = list("header=tenant").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(seen.contains("data: {\"generation\":"), "{seen}");
 }

@@ -359,6 +359,68 @@ contract_case!(results_list_filters_by_state_and_task, |s| {
     assert_eq!(s.results().list(&filter).await.unwrap()[0].id, a.id);
 });
 
+// A job's headers are on its record — written by the hot path and by
+// `create` alike — and a listing filters by one (name and value, exact).
+contract_case!(records_keep_their_headers_and_list_by_one, |s| {
+    let mut acme = job("headers.a");
+    acme.headers = vec![
+        ("tenant".to_owned(), "acme".to_owned()),
+        ("region".to_owned(), "eu".to_owned()),
+    ];
+    let mut other = job("headers.b");
+    other.headers = vec![("tenant".to_owned(), "acme-2".to_owned())];
+    let bare = job("headers.c");
+    s.broker()
+        .enqueue(&[acme.clone(), bare.clone()])
+        .await
+        .unwrap();
+    s.results().create(&other).await.unwrap();
+    let record = s.results().get(&acme.id).await.unwrap().unwrap();
+    assert_eq!(record.headers, acme.headers);
+    let record = s.results().get(&other.id).await.unwrap().unwrap();
+    assert_eq!(record.headers, other.headers);
+    assert!(
+        s.results()
+            .get(&bare.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .headers
+            .is_empty()
+    );
+    let by = |name: &str, value: &str| xylem_core::TaskFilter {
+        header: Some((name.to_owned(), value.to_owned())),
+        ..Default::default()
+    };
+    let found = s.results().list(&by("tenant", "acme")).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec![acme.id.as_str()], "exact value, not a prefix");
+    assert_eq!(found[0].headers, acme.headers, "listed with its headers");
+    assert_eq!(
+        s.results().list(&by("region", "eu")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.results()
+            .list(&by("tenant", "ACME"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.results()
+            .list(&by("eu", "region"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut both = by("tenant", "acme-2");
+    both.task = Some("headers.b".to_owned());
+    assert_eq!(s.results().list(&both).await.unwrap()[0].id, other.id);
+    both.state = Some(TaskState::Dead);
+    assert!(s.results().list(&both).await.unwrap().is_empty());
+});
+
 // A record past its TTL is gone for every call, not only for `get`: a
 // transition finds nothing, rather than writing to a record no one sees.
 contract_case!(an_expired_record_cannot_be_transitioned, |s| {

@@ -119,7 +119,14 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
     // Something of each kind to show.
     let greeting = xylem_ok(
         &cluster,
-        &["enqueue", "hello.greet", "--args", r#"{"name":"Ada"}"#],
+        &[
+            "enqueue",
+            "hello.greet",
+            "--args",
+            r#"{"name":"Ada"}"#,
+            "--header",
+            "tenant=acme",
+        ],
     );
     let flaky = xylem_ok(
         &cluster,
@@ -158,6 +165,10 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
             r#"{"id":"A-1","amount_cents":1250,"ship_after_ms":3600000}"#,
         ],
     );
+    let chain = xylem_ok(
+        &cluster,
+        &["chain", r#"hello.greet:{"name":"Grace"}"#, "hello.echo"],
+    );
     until_state(&base, &greeting, "succeeded").await;
     until_state(&base, &flaky, "dead").await;
 
@@ -187,6 +198,7 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
             "#/schedules": "nightly",
             "#/workflows": "order.process",
             (format!("#/workflow/{run}")): "order.validate",
+            (format!("#/canvas/{chain}")): "hello.echo",
         },
         "replay": flaky,
         "live_job": {"task": "hello.greet", "args": {"name": "Live"}},
@@ -211,7 +223,11 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
     for (route, view) in report["views"].as_object().unwrap() {
         assert_eq!(view["ok"], true, "{route}: {}", view["why"]);
     }
-    assert_eq!(report["views"].as_object().unwrap().len(), 9, "{report}");
+    assert_eq!(
+        report["views"].as_object().unwrap().len(),
+        plan["views"].as_object().unwrap().len(),
+        "{report}"
+    );
     assert_eq!(
         report["errors"],
         json!([]),

@@ -213,12 +213,14 @@ async fn one_trace_follows_a_job_from_its_producer_through_its_retry_into_its_ch
     let log = std::fs::File::create(env.dir.join("worker.log")).unwrap();
     let mut worker = WorkerGuard(
         // A queue named: its depth is reported even while it is empty.
-        cmd.args(["worker", "--name", "traced", "--grace", "5s", "--queue", "default"])
-            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+        cmd.args([
+            "worker", "--name", "traced", "--grace", "5s", "--queue", "default",
+        ])
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap(),
     );
 
     // The producer: its own process, exporting its own spans.

@@ -768,6 +768,86 @@ worker_case!(a_stub_step_waits_for_its_result_from_outside, |stores| {
     worker.stop().await;
 });
 
+// A cancel with a deadline: a compensation that outlasts it is cut off —
+// the run ends `cancelled` (kind `compensation-deadline`) at the deadline,
+// its code not run again.
+worker_case!(a_compensation_past_its_deadline_is_cut_off, |stores| {
+    let s = setup(stores).await;
+    s.catalog.define("stubborn", |r| {
+        r.await_event("approval", 3_600_000)?;
+        if r.cancelled()? {
+            // A compensation that would take an hour.
+            r.sleep(3_600_000)?;
+            return Err(failed("compensated"));
+        }
+        Ok("approved".to_owned())
+    });
+    let client = Client::new(s.stores.clone());
+    let run = s.engines[0]
+        .start("stubborn", "{}", None, now_ms())
+        .await
+        .unwrap();
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    let asked = Instant::now();
+    xylem_core::workflow::request_cancel_within(
+        &client,
+        &run.id,
+        "customer left",
+        Some(Duration::from_millis(400)),
+    )
+    .await
+    .unwrap();
+    // Stepped at once (the code sees the cancel, starts its long sleep),
+    // then at the deadline.
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    let compensating = s.stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(compensating.state, RunState::Waiting, "{compensating:#?}");
+    assert!(
+        compensating.wake_at.unwrap() <= compensating.cancel_deadline.unwrap(),
+        "due at its deadline at the latest: {compensating:#?}"
+    );
+    let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+    assert!(asked.elapsed() >= Duration::from_millis(400));
+    assert_eq!(done.state, RunState::Cancelled, "{done:#?}");
+    let error = done.error.as_ref().unwrap();
+    assert_eq!(error.kind, "compensation-deadline", "{error:?}");
+    assert!(error.message.contains("customer left"), "{error:?}");
+});
+
+// An activity's job cancelled by hand while it waits in its queue: the
+// run hears it as the step's failure (`cancelled`) and goes on — here,
+// fails — instead of waiting for a job that will never run.
+worker_case!(a_cancelled_waiting_activity_ends_its_step, |stores| {
+    let s = setup(stores).await;
+    s.catalog.define("order.process", order);
+    let run = s.engines[0]
+        .start("order.process", r#"{"order":9}"#, None, now_ms())
+        .await
+        .unwrap();
+    // No worker: the first activity's job is enqueued and stays queued.
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    let waiting = s.stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(waiting.state, RunState::Waiting, "{waiting:#?}");
+    let job = step_job_id(&waiting, 0, &waiting.history[0]);
+    let record = s.stores.results.get(&job).await.unwrap().unwrap();
+    assert_eq!(
+        xylem_core::workflow::engine::activity_of(&record.headers),
+        Some((run.id.clone(), 0)),
+        "the job's record names its run and step"
+    );
+    let cancelled = xylem_core::cancel::cancel(&s.stores, std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, vec![xylem_core::cancel::CancelResult::Cancelled]);
+    let done = drive(&s, &run.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, RunState::Failed, "{done:#?}");
+    let error = done.error.as_ref().unwrap();
+    assert!(
+        format!("{error:?}").contains("cancelled"),
+        "the run says why: {error:?}"
+    );
+});
+
 worker_case!(continue_as_new_goes_on_in_a_fresh_run, |stores| {
     let s = setup(stores).await;
     s.catalog.define("counter", |r| {

@@ -1,5 +1,5 @@
 //! The test process's tracing subscriber: a layer that checks that every event carrying a job `id` is
-//! logged inside that job's own `job` span (the worker's spans are
+//! logged inside that job's own `execute` span (`messaging.message.id`) (the worker's spans are
 //! attached with `Instrument`; a span entered across an `.await` would
 //! leak into other jobs' lines — and panicked the worker under load).
 
@@ -14,19 +14,18 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
-/// The job id a span or event carries.
-#[derive(Default)]
-struct IdField(Option<String>);
+/// The job id a span (`messaging.message.id`) or event (`id`) carries.
+struct IdField(&'static str, Option<String>);
 
 impl Visit for IdField {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "id" {
-            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        if field.name() == self.0 {
+            self.1 = Some(format!("{value:?}").trim_matches('"').to_owned());
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "id" {
-            self.0 = Some(value.to_owned());
+        if field.name() == self.0 {
+            self.1 = Some(value.to_owned());
         }
     }
 }
@@ -46,20 +45,20 @@ struct CheckLayer {
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CheckLayer {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != "job" {
+        if attrs.metadata().name() != "execute" {
             return;
         }
-        let mut field = IdField::default();
+        let mut field = IdField("messaging.message.id", None);
         attrs.record(&mut field);
-        if let (Some(span), Some(job)) = (ctx.span(id), field.0) {
+        if let (Some(span), Some(job)) = (ctx.span(id), field.1) {
             span.extensions_mut().insert(JobId(job));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut field = IdField::default();
+        let mut field = IdField("id", None);
         event.record(&mut field);
-        let Some(id) = field.0 else { return };
+        let Some(id) = field.1 else { return };
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };

@@ -84,9 +84,12 @@ pub async fn cancel(stores: &Stores, ids: &[String]) -> StoreResult<Vec<CancelRe
 }
 
 /// Marks a job whose queue entry was withdrawn `cancelled`, at the attempt
-/// its record stands at, with `detail` saying why.
+/// its record stands at, with `detail` saying why. A workflow activity's
+/// run hears it as the step's failure (`cancelled`), as it would from a
+/// worker: else the run would wait for a job that will never run.
 pub(crate) async fn mark_cancelled(stores: &Stores, id: &str, detail: &str) -> StoreResult<()> {
-    let attempt = stores.results.get(id).await?.map_or(1, |r| r.attempt);
+    let record = stores.results.get(id).await?;
+    let attempt = record.as_ref().map_or(1, |r| r.attempt);
     stores
         .results
         .transition(
@@ -94,5 +97,17 @@ pub(crate) async fn mark_cancelled(stores: &Stores, id: &str, detail: &str) -> S
             Transition::to(TaskState::Cancelled, attempt).detail(detail),
         )
         .await?;
+    if let Some((run, seq)) = record
+        .as_ref()
+        .and_then(|r| crate::workflow::engine::activity_of(&r.headers))
+    {
+        let outcome = crate::workflow::StepOutcome::Err {
+            kind: TaskState::Cancelled.as_str().to_owned(),
+            message: detail.to_owned(),
+            at: now_ms(),
+        };
+        let client = crate::Client::new(stores.clone());
+        crate::workflow::deliver(&client, &run, seq, outcome).await?;
+    }
     Ok(())
 }

@@ -137,6 +137,10 @@ pub struct TaskRecord {
     /// Plugin version (sha256) of the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// The headers it was enqueued with (tenant, trace context, a
+    /// workflow step's run, …), as its envelope had them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     /// When it was enqueued.
     pub enqueued_at: Millis,
     /// When it last changed.
@@ -169,6 +173,7 @@ impl TaskRecord {
             progress: None,
             log: Vec::new(),
             plugin: None,
+            headers: envelope.headers.clone(),
             enqueued_at: envelope.enqueued_at,
             updated_at: now,
             history: vec![HistoryEntry {
@@ -248,6 +253,8 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Only jobs of this task.
     pub task: Option<String>,
+    /// Only jobs enqueued with this header: name and value, exact.
+    pub header: Option<(String, String)>,
     /// At most this many (newest first); 0 means [`DEFAULT_LIST_LIMIT`].
     pub limit: usize,
 }
@@ -256,6 +263,17 @@ pub struct TaskFilter {
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
 impl TaskFilter {
+    /// Whether `record` passes the filter's state, task and header (the
+    /// rule stores that filter in memory apply; the SQL stores say the
+    /// same in SQL).
+    pub fn matches(&self, record: &TaskRecord) -> bool {
+        self.state.is_none_or(|s| record.state == s)
+            && self.task.as_ref().is_none_or(|t| &record.task == t)
+            && self.header.as_ref().is_none_or(|(name, value)| {
+                record.headers.iter().any(|(n, v)| n == name && v == value)
+            })
+    }
+
     /// The most jobs this listing returns: its limit, or
     /// [`DEFAULT_LIST_LIMIT`] when it sets none.
     pub fn effective_limit(&self) -> usize {

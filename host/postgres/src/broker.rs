@@ -56,17 +56,18 @@ const REPLAY: &str = concat!(
         FROM r, now WHERE t.id = r.id AND r.live),
     recreated AS (
         INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at,
-                           updated_at)
+                           updated_at, headers)
         SELECT r.id, r.e ->> 'task', r.e ->> 'queue', 'queued', r.e ->> 'args',
                (r.e ->> 'attempt')::bigint,
-               (r.e ->> 'max_retries')::bigint, (r.e ->> 'enqueued_at')::bigint, now.t
+               (r.e ->> 'max_retries')::bigint, (r.e ->> 'enqueued_at')::bigint, now.t,
+               NULLIF((r.e -> 'headers')::jsonb, '[]'::jsonb)
         FROM r, now WHERE NOT r.live
         ON CONFLICT (id) DO UPDATE SET
             task = excluded.task, queue = excluded.queue, state = excluded.state,
             args = excluded.args, attempt = excluded.attempt,
             max_retries = excluded.max_retries, result = NULL, error = NULL, usage = NULL,
             progress = NULL, log = NULL, plugin = NULL, enqueued_at = excluded.enqueued_at,
-            updated_at = excluded.updated_at, expires_at = NULL),
+            updated_at = excluded.updated_at, expires_at = NULL, headers = excluded.headers),
     forgotten AS (
         DELETE FROM task_history h USING r WHERE h.id = r.id AND r.present AND NOT r.live),
     history AS (

@@ -36,13 +36,14 @@ const ENQUEUE: &str = concat!(
     input AS MATERIALIZED (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                              $6::bigint[], $7::bigint[], $8::text[], $9::int[], $10::bigint[],
-                             $11::text[])
+                             $11::text[], $13::text[])
             AS i(id, task, queue, args, attempt, max_retries, enqueued_at, detail, priority,
-                 run_at, envelope)),
+                 run_at, envelope, headers)),
     records AS (
         INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at,
-                           updated_at)
-        SELECT id, task, queue, 'queued', args, attempt, max_retries, enqueued_at, now.t
+                           updated_at, headers)
+        SELECT id, task, queue, 'queued', args, attempt, max_retries, enqueued_at, now.t,
+               headers::jsonb
         FROM input, now),
     history AS (
         INSERT INTO task_history (id, at, state, attempt, detail)
@@ -144,10 +145,11 @@ macro_rules! claim_sql {
                 FROM cur, now WHERE t.id = cur.id AND cur.live AND NOT cur.done),
             recreated AS (
                 INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries,
-                                   enqueued_at, updated_at)
+                                   enqueued_at, updated_at, headers)
                 SELECT cur.id, j.e ->> 'task', j.e ->> 'queue', 'running', j.e ->> 'args',
                        cur.attempt, (j.e ->> 'max_retries')::bigint,
-                       (j.e ->> 'enqueued_at')::bigint, now.t
+                       (j.e ->> 'enqueued_at')::bigint, now.t,
+                       NULLIF((j.e -> 'headers')::jsonb, '[]'::jsonb)
                 FROM cur CROSS JOIN now CROSS JOIN LATERAL (SELECT cur.envelope::json AS e) j
                 WHERE NOT cur.live
                 ON CONFLICT (id) DO UPDATE SET
@@ -156,7 +158,7 @@ macro_rules! claim_sql {
                     max_retries = excluded.max_retries, result = NULL, error = NULL,
                     usage = NULL, progress = NULL, log = NULL, plugin = NULL,
                     enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at,
-                    expires_at = NULL),
+                    expires_at = NULL, headers = excluded.headers),
             forgotten AS (
                 DELETE FROM task_history h USING cur
                 WHERE h.id = cur.id AND cur.present AND NOT cur.live),
@@ -435,7 +437,9 @@ impl PostgresStore {
         let mut priority = Vec::with_capacity(n);
         let mut run_at = Vec::with_capacity(n);
         let mut envelope = Vec::with_capacity(n);
+        let mut headers = Vec::with_capacity(n);
         for e in envelopes {
+            headers.push(crate::results::headers_json(e));
             id.push(e.id.as_str());
             task.push(e.task.as_str());
             queue.push(e.queue.as_str());
@@ -461,6 +465,7 @@ impl PostgresStore {
             .bind(run_at)
             .bind(envelope)
             .bind(&self.channel)
+            .bind(headers)
             .execute(&self.pool)
             .await
             .map_err(db)?;

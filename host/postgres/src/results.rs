@@ -23,7 +23,7 @@ fn state(text: &str) -> StoreResult<TaskState> {
 
 /// Decodes a `tasks` row selected with the columns in this order: id,
 /// task, queue, state, args, attempt, max_retries, result, error, usage,
-/// progress, log, plugin, enqueued_at, updated_at.
+/// progress, log, plugin, enqueued_at, updated_at, headers (as text).
 fn record(r: &PgRow) -> StoreResult<TaskRecord> {
     let text = |i: usize| r.try_get::<Option<String>, _>(i).map_err(db);
     Ok(TaskRecord {
@@ -42,16 +42,26 @@ fn record(r: &PgRow) -> StoreResult<TaskRecord> {
         plugin: text(12)?,
         enqueued_at: r.try_get(13).map_err(db)?,
         updated_at: r.try_get(14).map_err(db)?,
+        headers: parse(text(15)?)?.unwrap_or_default(),
         history: Vec::new(),
     })
 }
 
 /// The columns of a listing: those [`record`] decodes, the log left out.
+/// A job's headers as its record keeps them: JSON, or NULL when none.
+pub(crate) fn headers_json(envelope: &Envelope) -> Option<String> {
+    (!envelope.headers.is_empty())
+        .then(|| serde_json::to_string(&envelope.headers).unwrap_or_default())
+}
+
 macro_rules! list_select {
     () => {
         "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                progress, NULL::text, plugin, enqueued_at, updated_at FROM tasks
-         WHERE (expires_at IS NULL OR expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint)"
+                progress, NULL::text, plugin, enqueued_at, updated_at, headers::text FROM tasks
+         WHERE (expires_at IS NULL OR expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint)
+           AND ($2::text IS NULL OR EXISTS (
+                SELECT 1 FROM jsonb_array_elements(headers) h
+                WHERE h ->> 0 = $2::text AND h ->> 1 = $3::text))"
     };
 }
 
@@ -65,8 +75,8 @@ impl ResultBackend for PostgresStore {
             " AS t),
              created AS (
                  INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries,
-                                    enqueued_at, updated_at)
-                 SELECT $1, $2, $3, 'queued', $4, $5, $6, $7, now.t FROM now RETURNING id)
+                                    enqueued_at, updated_at, headers)
+                 SELECT $1, $2, $3, 'queued', $4, $5, $6, $7, now.t, $9::jsonb FROM now RETURNING id)
              INSERT INTO task_history (id, at, state, attempt, detail)
              SELECT id, now.t, 'queued', $5, $8 FROM created, now"
         ))
@@ -78,6 +88,7 @@ impl ResultBackend for PostgresStore {
         .bind(i64::from(e.max_retries))
         .bind(e.enqueued_at)
         .bind(queued_detail(e, now_ms()))
+        .bind(headers_json(e))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -175,7 +186,7 @@ impl ResultBackend for PostgresStore {
     async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
         let row = sqlx::query(
             "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                    progress, log, plugin, enqueued_at, updated_at
+                    progress, log, plugin, enqueued_at, updated_at, headers::text
              FROM tasks WHERE id = $1
                AND (expires_at IS NULL OR expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint)",
         )
@@ -206,29 +217,42 @@ impl ResultBackend for PostgresStore {
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let limit = filter.effective_limit();
         // Listings leave out logs and history.
+        let (name, value) = filter
+            .header
+            .as_ref()
+            .map(|(n, v)| (Some(n.as_str()), Some(v.as_str())))
+            .unwrap_or_default();
         let query = match (&filter.state, &filter.task) {
             (None, None) => sqlx::query(concat!(
                 list_select!(),
                 " ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
-            .bind(sql_int(limit)),
+            .bind(sql_int(limit))
+            .bind(name)
+            .bind(value),
             (Some(state), None) => sqlx::query(concat!(
                 list_select!(),
-                " AND state = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND state = $4 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(sql_int(limit))
+            .bind(name)
+            .bind(value)
             .bind(state.as_str()),
             (None, Some(task)) => sqlx::query(concat!(
                 list_select!(),
-                " AND task = $2 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND task = $4 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(sql_int(limit))
+            .bind(name)
+            .bind(value)
             .bind(task),
             (Some(state), Some(task)) => sqlx::query(concat!(
                 list_select!(),
-                " AND state = $2 AND task = $3 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
+                " AND state = $4 AND task = $5 ORDER BY enqueued_at DESC, id DESC LIMIT $1"
             ))
             .bind(sql_int(limit))
+            .bind(name)
+            .bind(value)
             .bind(state.as_str())
             .bind(task),
         };

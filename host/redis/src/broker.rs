@@ -84,7 +84,8 @@ impl Broker for RedisStore {
                 .arg(&e.args)
                 .arg(e.max_retries)
                 .arg(e.enqueued_at)
-                .arg(entry);
+                .arg(entry)
+                .arg(crate::results::headers_field(e));
         }
         let reply: redis::Value = invocation
             .invoke_async(&mut self.conn())

@@ -93,6 +93,15 @@ fn number<T: std::str::FromStr>(fields: &HashMap<String, String>, name: &str) ->
         .map_err(|_| StoreError::Corrupt(format!("job record field `{name}` is not a number")))
 }
 
+/// A job's headers as its record keeps them: JSON, or empty when none.
+pub(crate) fn headers_field(envelope: &Envelope) -> String {
+    if envelope.headers.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&envelope.headers).unwrap_or_default()
+    }
+}
+
 fn decode(id: &str, fields: &HashMap<String, String>, with_log: bool) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
         id: id.to_owned(),
@@ -114,6 +123,7 @@ fn decode(id: &str, fields: &HashMap<String, String>, with_log: bool) -> StoreRe
             Vec::new()
         },
         plugin: fields.get("plugin").filter(|p| !p.is_empty()).cloned(),
+        headers: parse(fields.get("headers"))?.unwrap_or_default(),
         enqueued_at: number(fields, "enqueued_at")?,
         updated_at: number(fields, "updated_at")?,
         history: Vec::new(),
@@ -134,7 +144,7 @@ impl ResultBackend for RedisStore {
             .arg(&e.id)
             .arg(e.enqueued_at)
             .arg(entry);
-        let fields: [(&str, String); 8] = [
+        let fields: [(&str, String); 9] = [
             ("task", e.task.clone()),
             ("queue", e.queue.clone()),
             ("state", "queued".to_owned()),
@@ -143,6 +153,7 @@ impl ResultBackend for RedisStore {
             ("max_retries", e.max_retries.to_string()),
             ("enqueued_at", e.enqueued_at.to_string()),
             ("plugin", String::new()),
+            ("headers", headers_field(e)),
         ];
         for (name, value) in fields {
             invocation.arg(name).arg(value);
@@ -236,9 +247,7 @@ impl ResultBackend for RedisStore {
                     continue;
                 }
                 let record = decode(id, &fields, false)?;
-                if filter.state.is_some_and(|s| s != record.state)
-                    || filter.task.as_ref().is_some_and(|t| t != &record.task)
-                {
+                if !filter.matches(&record) {
                     continue;
                 }
                 records.push(record);

@@ -89,12 +89,12 @@ local now = server_now()
 local now_s = int(now)
 -- An id in use (a queue entry, or a record that has not expired) refuses
 -- the whole batch before anything is written: returns that id.
-for i = 2, #ARGV, 11 do
+for i = 2, #ARGV, 12 do
   if redis.call('EXISTS', taskkey(ARGV[i]), jobkey(ARGV[i])) > 0 then return ARGV[i] end
 end
 local ready, delayed, first_due, tasks, queues = {}, {}, {}, {}, {}
 local n = 0
-for i = 2, #ARGV, 11 do
+for i = 2, #ARGV, 12 do
   local id, q, prio, run_at, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local tk, hk = taskkey(id), histkey(id)
   local status
@@ -120,6 +120,7 @@ for i = 2, #ARGV, 11 do
   redis.call('HSET', tk, 'task', ARGV[i + 6], 'queue', q, 'state', 'queued',
              'args', ARGV[i + 7], 'attempt', attempt, 'max_retries', ARGV[i + 8],
              'enqueued_at', ARGV[i + 9], 'updated_at', now_s)
+  if ARGV[i + 11] ~= '' then redis.call('HSET', tk, 'headers', ARGV[i + 11]) end
   -- No `lease`/`deliveries` fields yet: absent counts as 0.
   redis.call('HSET', jk, 'env', ARGV[i + 5], 'queue', q, 'prio', prio, 'run_at', run_at,
              'attempt', attempt, 'status', status)
@@ -303,6 +304,9 @@ for _ = 1, 4 do
         redis.call('HSET', tk, 'task', env.task, 'queue', q, 'state', 'running', 'args', env.args,
                    'attempt', attempt, 'max_retries', int(env.max_retries),
                    'enqueued_at', enqueued_at, 'updated_at', now_s)
+        if env.headers and #env.headers > 0 then
+          redis.call('HSET', tk, 'headers', cjson.encode(env.headers))
+        end
         redis.call('ZADD', P .. ':tasks', enqueued_at, id)
       end
       redis.call('RPUSH', hk, entry)

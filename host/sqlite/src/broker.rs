@@ -26,7 +26,7 @@ use xylem_core::store::{
 use xylem_core::time::{Millis, ms, now_ms};
 
 use crate::results::{
-    insert_history, live_state, reclaim_expired, state, write_new, write_transition,
+    headers_json, insert_history, live_state, reclaim_expired, state, write_new, write_transition,
 };
 use crate::{SqliteStore, backend, exec};
 
@@ -338,9 +338,11 @@ fn insert_new(conn: &mut Connection, envelopes: &[Envelope]) -> StoreResult<()> 
     let tx = begin(conn)?;
     let now = now_ms();
     let details: Vec<Option<String>> = envelopes.iter().map(|e| queued_detail(e, now)).collect();
-    let tasks: Vec<[&dyn ToSql; 8]> = envelopes
+    let headers: Vec<Option<String>> = envelopes.iter().map(headers_json).collect();
+    let tasks: Vec<[&dyn ToSql; 9]> = envelopes
         .iter()
-        .map(|e| {
+        .zip(&headers)
+        .map(|(e, headers)| {
             [
                 &e.id as &dyn ToSql,
                 &e.task,
@@ -350,15 +352,16 @@ fn insert_new(conn: &mut Connection, envelopes: &[Envelope]) -> StoreResult<()> 
                 &e.max_retries,
                 &e.enqueued_at,
                 &now,
+                headers,
             ]
         })
         .collect();
     insert_rows(
         &tx,
         "INSERT INTO tasks
-             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
+             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at, headers)
          VALUES ",
-        "(?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        "(?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
         &tasks,
     )?;
     let history: Vec<[&dyn ToSql; 4]> = envelopes

@@ -13,7 +13,7 @@ use xylem_core::{Envelope, Progress};
 use crate::{SqliteStore, backend, corrupt, exec};
 
 const COLUMNS: &str = "id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                       progress, log, plugin, enqueued_at, updated_at";
+                       progress, log, plugin, enqueued_at, updated_at, headers";
 
 fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
     text.map(|t| serde_json::from_str(&t).map_err(corrupt))
@@ -77,8 +77,8 @@ pub(crate) fn write_new(
     exec(
         conn,
         "INSERT OR REPLACE INTO tasks
-             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             envelope.id,
             envelope.task,
@@ -88,7 +88,8 @@ pub(crate) fn write_new(
             envelope.attempt,
             envelope.max_retries,
             envelope.enqueued_at,
-            now
+            now,
+            headers_json(envelope)
         ],
     )
     .map_err(backend)?;
@@ -159,6 +160,12 @@ pub(crate) fn reclaim_expired(conn: &Connection, now: Millis) -> StoreResult<()>
     Ok(())
 }
 
+/// A job's headers as its record keeps them: JSON, or NULL when none.
+pub(crate) fn headers_json(envelope: &Envelope) -> Option<String> {
+    (!envelope.headers.is_empty())
+        .then(|| serde_json::to_string(&envelope.headers).unwrap_or_default())
+}
+
 /// The raw columns of a `tasks` row; decoded outside rusqlite's closure.
 struct RawRecord {
     id: String,
@@ -176,6 +183,7 @@ struct RawRecord {
     plugin: Option<String>,
     enqueued_at: i64,
     updated_at: i64,
+    headers: Option<String>,
 }
 
 impl RawRecord {
@@ -196,6 +204,7 @@ impl RawRecord {
             plugin: r.get(12)?,
             enqueued_at: r.get(13)?,
             updated_at: r.get(14)?,
+            headers: r.get(15)?,
         })
     }
 
@@ -214,6 +223,7 @@ impl RawRecord {
             progress: parse(self.progress)?,
             log: parse(self.log)?.unwrap_or_default(),
             plugin: self.plugin,
+            headers: parse(self.headers)?.unwrap_or_default(),
             enqueued_at: self.enqueued_at,
             updated_at: self.updated_at,
             history: Vec::new(),
@@ -231,9 +241,9 @@ impl ResultBackend for SqliteStore {
                 .map_err(backend)?;
             let now = now_ms();
             exec(&tx,
-                "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
-                params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now],
+                "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at, headers)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now, headers_json(&e)],
             )
             .map_err(backend)?;
             let detail = xylem_core::store::queued_detail(&e, now);
@@ -335,7 +345,7 @@ impl ResultBackend for SqliteStore {
         self.with_conn(move |conn| {
             let mut sql = String::from(
                 "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
-                        progress, NULL, plugin, enqueued_at, updated_at FROM tasks
+                        progress, NULL, plugin, enqueued_at, updated_at, headers FROM tasks
                  WHERE (expires_at IS NULL OR expires_at > ?)",
             );
             let mut args: Vec<String> = vec![now_ms().to_string()];
@@ -346,6 +356,15 @@ impl ResultBackend for SqliteStore {
             if let Some(task) = &filter.task {
                 sql.push_str(" AND task = ?");
                 args.push(task.clone());
+            }
+            if let Some((name, value)) = &filter.header {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(tasks.headers)
+                                  WHERE json_extract(value, '$[0]') = ?
+                                    AND json_extract(value, '$[1]') = ?)",
+                );
+                args.push(name.clone());
+                args.push(value.clone());
             }
             let limit = filter.effective_limit();
             sql.push_str(&format!(

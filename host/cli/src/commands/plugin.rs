@@ -413,6 +413,7 @@ async fn waiting_jobs(store: &crate::store::OpenStore, task: &str) -> anyhow::Re
             state: Some(state),
             task: Some(task.to_owned()),
             limit: CAP + 1,
+            ..TaskFilter::default()
         };
         total += store.stores.results.list(&filter).await?.len();
     }

@@ -66,6 +66,9 @@ pub(crate) enum TaskCommand {
         /// Only jobs of this task.
         #[arg(long)]
         task: Option<String>,
+        /// Only jobs enqueued with this header, NAME=VALUE (exact).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = parse_header)]
+        header: Option<(String, String)>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -73,6 +76,14 @@ pub(crate) enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A `NAME=VALUE` header filter.
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("invalid header `{text}`: use NAME=VALUE"))
 }
 
 /// The exit code for a finished job: 0 if it succeeded, else its failure's.
@@ -97,6 +108,10 @@ pub(crate) fn print_record(r: &TaskRecord, json: bool) -> anyhow::Result<()> {
     println!("attempt   {} of {}", r.attempt, r.max_retries + 1);
     println!("args      {}", format::clip(&r.args, 200));
     println!("enqueued  {}", format_ms(r.enqueued_at));
+    if !r.headers.is_empty() {
+        let headers: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("headers   {}", format::clip(&headers.join("  "), 300));
+    }
     if let Some(plugin) = &r.plugin {
         println!("plugin    sha256:{}", &plugin[..plugin.len().min(16)]);
     }
@@ -187,10 +202,16 @@ pub(crate) async fn run(store_url: &str, cmd: TaskCommand) -> anyhow::Result<Exi
         TaskCommand::Ls {
             state,
             task,
+            header,
             limit,
             json,
         } => {
-            let filter = TaskFilter { state, task, limit };
+            let filter = TaskFilter {
+                state,
+                task,
+                header,
+                limit,
+            };
             let records = store.stores.results.list(&filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&records)?);
@@ -258,6 +279,7 @@ async fn cancel(
                     state: Some(state),
                     task: Some(task.clone()),
                     limit: limit.saturating_sub(ids.len()).max(1),
+                    ..TaskFilter::default()
                 };
                 if ids.len() < limit {
                     ids.extend(

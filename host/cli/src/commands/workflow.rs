@@ -63,6 +63,11 @@ pub(crate) enum WorkflowCommand {
         /// Why.
         #[arg(long, default_value = "cancelled from the command line")]
         reason: String,
+        /// How long its compensation may take, e.g. 10m: past it the run
+        /// ends `cancelled` and what it still waits for is cancelled
+        /// (default: as long as its code takes).
+        #[arg(long)]
+        deadline: Option<String>,
     },
     /// Cut a run's history at call N and run it on from there (the steps
     /// after N run again, as new jobs).
@@ -171,14 +176,22 @@ pub(crate) async fn run(store_url: &str, command: WorkflowCommand) -> anyhow::Re
             eprintln!("sent `{topic}` to run {run}");
             Ok(ExitCode::SUCCESS)
         }
-        WorkflowCommand::Cancel { run, reason } => {
+        WorkflowCommand::Cancel {
+            run,
+            reason,
+            deadline,
+        } => {
+            let deadline = deadline
+                .as_deref()
+                .map(xylem_core::limits::parse_duration)
+                .transpose()?;
             let found = get(&client, &run).await?;
             anyhow::ensure!(
                 !found.state.is_final(),
                 "run {run} has ended ({}): nothing to cancel",
                 found.state.as_str()
             );
-            xylem_core::workflow::request_cancel(&client, &run, &reason).await?;
+            xylem_core::workflow::request_cancel_within(&client, &run, &reason, deadline).await?;
             eprintln!("asked run {run} to cancel");
             Ok(ExitCode::SUCCESS)
         }

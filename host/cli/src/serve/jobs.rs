@@ -108,10 +108,11 @@ pub(crate) async fn enqueue_batch(
 pub(crate) struct ListQuery {
     state: Option<String>,
     task: Option<String>,
+    header: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /api/jobs?state=&task=&limit=`: newest first.
+/// `GET /api/jobs?state=&task=&header=NAME%3DVALUE&limit=`: newest first.
 pub(crate) async fn list(
     State(api): State<Api>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -123,9 +124,16 @@ pub(crate) async fn list(
         .map(str::parse::<TaskState>)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
+    let header = q
+        .header
+        .as_deref()
+        .map(crate::commands::task::parse_header)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("header: {e}")))?;
     let filter = TaskFilter {
         state,
         task: q.task,
+        header,
         limit: q.limit.unwrap_or(0).min(MAX_LIST),
     };
     let records = api.stores().results.list(&filter).await?;

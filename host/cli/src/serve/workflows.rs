@@ -137,12 +137,14 @@ pub(crate) async fn cancel(
     #[serde(deny_unknown_fields)]
     struct Cancel {
         reason: Option<String>,
+        /// How long its compensation may take (`"10m"`).
+        deadline: Option<String>,
     }
     let empty = body.as_ref().is_ok_and(Bytes::is_empty);
     let c: Cancel = if empty {
         Cancel::default()
     } else {
-        body_as(body, r#"{"reason"?: TEXT}"#)?
+        body_as(body, r#"{"reason"?: TEXT, "deadline"?: "10m"}"#)?
     };
     let run = existing(&api, &id).await?;
     if run.state.is_final() {
@@ -154,9 +156,15 @@ pub(crate) async fn cancel(
             ),
         ));
     }
+    let deadline = c
+        .deadline
+        .as_deref()
+        .map(xylem_core::limits::parse_duration)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("deadline: {e}")))?;
     let reason = c
         .reason
         .unwrap_or_else(|| "cancelled through the API".to_owned());
-    xylem_core::workflow::request_cancel(&api.client, &id, &reason).await?;
+    xylem_core::workflow::request_cancel_within(&api.client, &id, &reason, deadline).await?;
     Ok(Json(json!({ "run": id, "cancel_requested": reason })))
 }

@@ -106,6 +106,9 @@ fn request(
     req.queue.clone_from(&callback.queue);
     req.priority = callback.priority;
     req.headers.clone_from(&canvas.headers);
+    // Its record names its canvas (the dashboard links a job to its tree).
+    req.headers
+        .push((super::CANVAS_HEADER.to_owned(), canvas.id.clone()));
     req.parent = parent.map(|p| p.id.clone());
     req
 }

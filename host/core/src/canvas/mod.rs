@@ -36,6 +36,10 @@
 //! canvas goes on. A failed canvas fires its `link_error`, if any, with
 //! the failing node's error.
 
+/// The header every job of a canvas carries: its canvas's id (kept on the
+/// job's record, so a job links to its tree).
+pub const CANVAS_HEADER: &str = "xylem-canvas";
+
 mod advance;
 mod model;
 

@@ -397,8 +397,7 @@ impl ResultBackend for MemoryStore {
             .records
             .values()
             .filter(|r| state.record_expiry.get(&r.id).is_none_or(|at| *at > now))
-            .filter(|r| filter.state.is_none_or(|s| r.state == s))
-            .filter(|r| filter.task.as_ref().is_none_or(|t| &r.task == t))
+            .filter(|r| filter.matches(r))
             .map(|r| TaskRecord {
                 log: Vec::new(),
                 history: Vec::new(),

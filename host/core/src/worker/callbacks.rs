@@ -223,18 +223,7 @@ pub(super) async fn deliver_to_workflow(
     envelope: &Envelope,
     completion: &Completion,
 ) {
-    use crate::workflow::engine::{RUN_HEADER, STEP_HEADER};
-    let header = |name: &str| {
-        envelope
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let (Some(run), Some(Ok(seq))) = (
-        header(RUN_HEADER),
-        header(STEP_HEADER).map(|s| s.parse::<u32>()),
-    ) else {
+    let Some((run, seq)) = crate::workflow::engine::activity_of(&envelope.headers) else {
         return;
     };
     let at = crate::time::now_ms();

@@ -60,6 +60,15 @@ pub const RUN_HEADER: &str = "xylem-workflow-run";
 /// Header naming the call of that run the job answers.
 pub const STEP_HEADER: &str = "xylem-workflow-step";
 
+/// The run and call an activity's job answers, from its headers
+/// ([`RUN_HEADER`], [`STEP_HEADER`]); `None` for any other job.
+pub fn activity_of(headers: &[(String, String)]) -> Option<(String, u32)> {
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let run = header(RUN_HEADER)?.clone();
+    let seq = header(STEP_HEADER)?.parse().ok()?;
+    Some((run, seq))
+}
+
 /// How a step of a run's code ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepEnd {
@@ -289,27 +298,45 @@ impl Engine {
         };
         leased.version = version;
 
-        let end = match self.catalog.code(&leased.workflow, &leased.plugin).await {
-            Ok(code) => {
-                let (replayer, end) = code.step(Replayer::new(leased.clone(), now)).await;
-                if let StepEnd::Unavailable(why) = &end {
-                    tracing::warn!(run = %leased.id, %why, "cannot run a workflow step here now; it will be retried");
+        let past_deadline = leased.cancel_deadline.is_some_and(|d| now >= d);
+        let end = if past_deadline {
+            // Its compensation ran out of time: it ends without its code
+            // running again, and what it still waits for is cancelled.
+            let next = leased.clone();
+            for seq in pending_work(&next) {
+                if let Err(e) = self.carry_out(&next, Effect::Cancel { seq }, now).await {
+                    tracing::warn!(run = %next.id, error = %e, "cannot cancel a step of a run past its deadline; it will be retried");
                     return Ok(false);
                 }
-                let (next, effects, wake) = replayer.finish();
-                for effect in effects {
-                    if let Err(e) = self.carry_out(&next, effect, now).await {
-                        // Left leased: the lease lapses and the step is taken
-                        // again (effects are idempotent by id).
-                        tracing::warn!(run = %next.id, error = %e, "cannot carry out a workflow step; it will be retried");
+            }
+            let why = format!(
+                "cancelled ({}), and its compensation had not ended by its deadline",
+                next.cancel_requested.as_deref().unwrap_or_default()
+            );
+            (next, StepEnd::Returned(Err(why)), None)
+        } else {
+            match self.catalog.code(&leased.workflow, &leased.plugin).await {
+                Ok(code) => {
+                    let (replayer, end) = code.step(Replayer::new(leased.clone(), now)).await;
+                    if let StepEnd::Unavailable(why) = &end {
+                        tracing::warn!(run = %leased.id, %why, "cannot run a workflow step here now; it will be retried");
                         return Ok(false);
                     }
+                    let (next, effects, wake) = replayer.finish();
+                    for effect in effects {
+                        if let Err(e) = self.carry_out(&next, effect, now).await {
+                            // Left leased: the lease lapses and the step is taken
+                            // again (effects are idempotent by id).
+                            tracing::warn!(run = %next.id, error = %e, "cannot carry out a workflow step; it will be retried");
+                            return Ok(false);
+                        }
+                    }
+                    (next, end, wake)
                 }
-                (next, end, wake)
-            }
-            Err(why) => {
-                tracing::warn!(run = %leased.id, %why, "no code for a workflow run here; it will be retried");
-                return Ok(false);
+                Err(why) => {
+                    tracing::warn!(run = %leased.id, %why, "no code for a workflow run here; it will be retried");
+                    return Ok(false);
+                }
             }
         };
         let (mut next, end, wake) = end;
@@ -356,6 +383,16 @@ impl Engine {
         }
         if next.cancel_requested.is_some() && next.state == RunState::Failed {
             next.state = RunState::Cancelled;
+            if past_deadline && let Some(error) = &mut next.error {
+                error.kind = "compensation-deadline".to_owned();
+            }
+        }
+        // A cancelled run compensating is stepped at its deadline at the
+        // latest, whatever it waits for.
+        if !next.state.is_final()
+            && let Some(deadline) = next.cancel_deadline
+        {
+            next.wake_at = Some(next.wake_at.map_or(deadline, |w| w.min(deadline)));
         }
         // A child's end goes to its parent first: if this write then
         // loses, the child is stepped again and delivers again (a no-op).
@@ -684,15 +721,46 @@ pub async fn signal(
 /// Asks run `run` to cancel: it sees `cancelled()` turn true and may
 /// compensate; if it then fails, it ends `cancelled`.
 pub async fn request_cancel(client: &Client, run: &str, reason: &str) -> Result<(), StoreError> {
+    request_cancel_within(client, run, reason, None).await
+}
+
+/// [`request_cancel`], giving the run's compensation `deadline` at most:
+/// past it the run ends `cancelled` without its code running again, and
+/// the activities and children it still waits for are cancelled.
+pub async fn request_cancel_within(
+    client: &Client,
+    run: &str,
+    reason: &str,
+    deadline: Option<Duration>,
+) -> Result<(), StoreError> {
+    let by = deadline.map(|d| crate::time::now_ms().saturating_add(ms(d)));
     edit(client, run, |r| {
         if r.state.is_final() || r.cancel_requested.is_some() {
             return false;
         }
         r.cancel_requested = Some(reason.to_owned());
+        r.cancel_deadline = by;
         wake(r);
         true
     })
     .await
+}
+
+/// The calls of `run` still out: activities and children (in a join set
+/// or not) without an outcome.
+fn pending_work(run: &Run) -> Vec<u32> {
+    let out = |call: &Call| matches!(call, Call::Activity { .. } | Call::Child { .. });
+    (0u32..)
+        .zip(&run.history)
+        .filter(|(seq, call)| {
+            !run.outcomes.contains_key(seq)
+                && match call {
+                    Call::Submit { step, .. } => out(step),
+                    other => out(other),
+                }
+        })
+        .map(|(seq, _)| seq)
+        .collect()
 }
 
 /// Rewinds run `run` to call `to` (`xylem workflow rewind`, and retry of

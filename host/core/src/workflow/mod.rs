@@ -14,7 +14,8 @@ pub mod replay;
 
 pub use engine::{
     Background, CompleteError, Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog,
-    WorkflowCode, complete, deliver, request_cancel, rewind, signal, upgrade,
+    WorkflowCode, complete, deliver, request_cancel, request_cancel_within, rewind, signal,
+    upgrade,
 };
 pub use model::{
     ActivityOptions, Call, Event, Lease, ParentStep, Run, RunError, RunState, StepOutcome,

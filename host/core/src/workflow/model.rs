@@ -334,6 +334,11 @@ pub struct Run {
     /// Why it was asked to cancel, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
+    /// Until when a cancelled run may compensate: past it the run ends
+    /// `cancelled` without its code running again, what it waits for
+    /// cancelled (`None`: as long as its code takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_deadline: Option<Millis>,
     /// The run this one went on in (`continue-as-new`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_as: Option<String>,
@@ -379,6 +384,7 @@ impl Run {
             wake_at: Some(now),
             lease: None,
             cancel_requested: None,
+            cancel_deadline: None,
             continued_as: None,
             trace: Vec::new(),
             epoch: 0,
