@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, metric, number_data_point};
 use prost::Message as _;
 use xylem_tests::cli_env::Env;
 
@@ -114,6 +114,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A sum's or gauge's point: its attributes and value.
+fn number(p: &NumberDataPoint) -> (HashMap<String, String>, f64) {
+    let v = match p.value {
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        None => 0.0,
+    };
+    (attributes(&p.attributes), v)
+}
+
 /// The latest value of each cumulative counter and the latest count of
 /// each histogram, by metric name and `task` attribute.
 fn metric_values(got: &Mutex<Received>) -> HashMap<(String, String), f64> {
@@ -124,30 +134,12 @@ fn metric_values(got: &Mutex<Received>) -> HashMap<(String, String), f64> {
             for scope in &resource.scope_metrics {
                 for m in &scope.metrics {
                     let points: Vec<(HashMap<String, String>, f64)> = match &m.data {
-                        Some(metric::Data::Sum(sum)) => sum
-                            .data_points
-                            .iter()
-                            .map(|p| {
-                                let v = match p.value {
-                                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                    Some(number_data_point::Value::AsDouble(d)) => d,
-                                    None => 0.0,
-                                };
-                                (attributes(&p.attributes), v)
-                            })
-                            .collect(),
-                        Some(metric::Data::Gauge(gauge)) => gauge
-                            .data_points
-                            .iter()
-                            .map(|p| {
-                                let v = match p.value {
-                                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                    Some(number_data_point::Value::AsDouble(d)) => d,
-                                    None => 0.0,
-                                };
-                                (attributes(&p.attributes), v)
-                            })
-                            .collect(),
+                        Some(metric::Data::Sum(sum)) => {
+                            sum.data_points.iter().map(number).collect()
+                        }
+                        Some(metric::Data::Gauge(gauge)) => {
+                            gauge.data_points.iter().map(number).collect()
+                        }
                         Some(metric::Data::Histogram(h)) => h
                             .data_points
                             .iter()

@@ -159,6 +159,12 @@ pub const DEFAULT_QUEUE: &str = "default";
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 impl Envelope {
+    /// Its headers as a job's record keeps them: JSON
+    /// (`[["name", "value"], …]`), or `None` when it has none.
+    pub fn headers_json(&self) -> Option<String> {
+        (!self.headers.is_empty()).then(|| serde_json::to_string(&self.headers).unwrap_or_default())
+    }
+
     /// The limits this job runs under: host defaults, the task's declared
     /// options, the job's overrides — then, for a child job, capped by the
     /// limits its parent ran under.

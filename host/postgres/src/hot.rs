@@ -439,7 +439,7 @@ impl PostgresStore {
         let mut envelope = Vec::with_capacity(n);
         let mut headers = Vec::with_capacity(n);
         for e in envelopes {
-            headers.push(crate::results::headers_json(e));
+            headers.push(e.headers_json());
             id.push(e.id.as_str());
             task.push(e.task.as_str());
             queue.push(e.queue.as_str());

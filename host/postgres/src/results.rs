@@ -48,12 +48,6 @@ fn record(r: &PgRow) -> StoreResult<TaskRecord> {
 }
 
 /// The columns of a listing: those [`record`] decodes, the log left out.
-/// A job's headers as its record keeps them: JSON, or NULL when none.
-pub(crate) fn headers_json(envelope: &Envelope) -> Option<String> {
-    (!envelope.headers.is_empty())
-        .then(|| serde_json::to_string(&envelope.headers).unwrap_or_default())
-}
-
 macro_rules! list_select {
     () => {
         "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
@@ -88,7 +82,7 @@ impl ResultBackend for PostgresStore {
         .bind(i64::from(e.max_retries))
         .bind(e.enqueued_at)
         .bind(queued_detail(e, now_ms()))
-        .bind(headers_json(e))
+        .bind(e.headers_json())
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -85,7 +85,7 @@ impl Broker for RedisStore {
                 .arg(e.max_retries)
                 .arg(e.enqueued_at)
                 .arg(entry)
-                .arg(crate::results::headers_field(e));
+                .arg(e.headers_json().unwrap_or_default());
         }
         let reply: redis::Value = invocation
             .invoke_async(&mut self.conn())

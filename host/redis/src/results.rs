@@ -93,15 +93,6 @@ fn number<T: std::str::FromStr>(fields: &HashMap<String, String>, name: &str) ->
         .map_err(|_| StoreError::Corrupt(format!("job record field `{name}` is not a number")))
 }
 
-/// A job's headers as its record keeps them: JSON, or empty when none.
-pub(crate) fn headers_field(envelope: &Envelope) -> String {
-    if envelope.headers.is_empty() {
-        String::new()
-    } else {
-        serde_json::to_string(&envelope.headers).unwrap_or_default()
-    }
-}
-
 fn decode(id: &str, fields: &HashMap<String, String>, with_log: bool) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
         id: id.to_owned(),
@@ -153,7 +144,7 @@ impl ResultBackend for RedisStore {
             ("max_retries", e.max_retries.to_string()),
             ("enqueued_at", e.enqueued_at.to_string()),
             ("plugin", String::new()),
-            ("headers", headers_field(e)),
+            ("headers", e.headers_json().unwrap_or_default()),
         ];
         for (name, value) in fields {
             invocation.arg(name).arg(value);

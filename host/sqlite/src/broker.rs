@@ -26,7 +26,7 @@ use xylem_core::store::{
 use xylem_core::time::{Millis, ms, now_ms};
 
 use crate::results::{
-    headers_json, insert_history, live_state, reclaim_expired, state, write_new, write_transition,
+    insert_history, live_state, reclaim_expired, state, write_new, write_transition,
 };
 use crate::{SqliteStore, backend, exec};
 
@@ -338,7 +338,7 @@ fn insert_new(conn: &mut Connection, envelopes: &[Envelope]) -> StoreResult<()> 
     let tx = begin(conn)?;
     let now = now_ms();
     let details: Vec<Option<String>> = envelopes.iter().map(|e| queued_detail(e, now)).collect();
-    let headers: Vec<Option<String>> = envelopes.iter().map(headers_json).collect();
+    let headers: Vec<Option<String>> = envelopes.iter().map(Envelope::headers_json).collect();
     let tasks: Vec<[&dyn ToSql; 9]> = envelopes
         .iter()
         .zip(&headers)

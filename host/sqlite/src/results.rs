@@ -89,7 +89,7 @@ pub(crate) fn write_new(
             envelope.max_retries,
             envelope.enqueued_at,
             now,
-            headers_json(envelope)
+            envelope.headers_json()
         ],
     )
     .map_err(backend)?;
@@ -158,12 +158,6 @@ pub(crate) fn reclaim_expired(conn: &Connection, now: Millis) -> StoreResult<()>
     )
     .map_err(backend)?;
     Ok(())
-}
-
-/// A job's headers as its record keeps them: JSON, or NULL when none.
-pub(crate) fn headers_json(envelope: &Envelope) -> Option<String> {
-    (!envelope.headers.is_empty())
-        .then(|| serde_json::to_string(&envelope.headers).unwrap_or_default())
 }
 
 /// The raw columns of a `tasks` row; decoded outside rusqlite's closure.
@@ -243,7 +237,7 @@ impl ResultBackend for SqliteStore {
             exec(&tx,
                 "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at, headers)
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now, headers_json(&e)],
+                params![e.id, e.task, e.queue, e.args, e.attempt, e.max_retries, e.enqueued_at, now, e.headers_json()],
             )
             .map_err(backend)?;
             let detail = xylem_core::store::queued_detail(&e, now);
