@@ -199,6 +199,7 @@ async fn the_dashboard_shows_every_view_replays_a_dead_job_and_updates_live() {
             "#/workflows": "order.process",
             (format!("#/workflow/{run}")): "order.validate",
             (format!("#/canvas/{chain}")): "hello.echo",
+            "#/plugins": "order.validate",
         },
         "replay": flaky,
         "live_job": {"task": "hello.greet", "args": {"name": "Live"}},

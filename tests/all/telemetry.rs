@@ -341,6 +341,41 @@ async fn one_trace_follows_a_job_from_its_producer_through_its_retry_into_its_ch
         "the reserve step is in the run's span: {in_trace:#?}"
     );
 
+    // Lineage: the child's record names its parent, and the parent's
+    // children are listed by that header.
+    let store = env.store().await;
+    let children = xylem_core::store::ResultBackend::list(
+        &store,
+        &xylem_core::TaskFilter {
+            header: Some(("xylem-parent".to_owned(), job.clone())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<&str> = children.iter().map(|r| r.task.as_str()).collect();
+    assert_eq!(tasks, ["hello.greet"], "{children:#?}");
+
+    // A canvas from the command line: every job of it in its trace.
+    let mut cmd = env.command();
+    otel(&mut cmd, "test-producer");
+    let out = cmd
+        .args(["chain", r#"hello.greet:{"name":"Chain"}"#, "hello.echo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("the canvas's spans arrive", Duration::from_secs(30), || {
+        let s = spans(&got);
+        let start = s.iter().find(|s| s.name == "enqueue canvas")?;
+        let in_it = |name: &str| s.iter().any(|x| x.name == name && x.trace == start.trace);
+        (in_it("execute hello.greet") && in_it("execute hello.echo")).then_some(())
+    })
+    .await;
+
     // A workflow run: its steps and activities in the trace it was
     // started in.
     let mut cmd = env.command();
@@ -389,16 +424,19 @@ async fn one_trace_follows_a_job_from_its_producer_through_its_retry_into_its_ch
     // Metrics: by OTLP...
     let expected = [
         (("xylem.jobs.started", "hello.flaky"), 2.0),
-        (("xylem.jobs.started", "hello.greet"), 1.0),
+        // The child and the chain's first step.
+        (("xylem.jobs.started", "hello.greet"), 2.0),
         (("xylem.jobs.succeeded", "hello.flaky"), 1.0),
-        (("xylem.jobs.succeeded", "hello.greet"), 1.0),
+        (("xylem.jobs.succeeded", "hello.greet"), 2.0),
         (("xylem.jobs.retried", "hello.flaky"), 1.0),
         (("xylem.jobs.failed", "hello.flaky"), 1.0),
         (("xylem.jobs.enqueued", "hello.greet"), 1.0),
         (("xylem.job.duration", "hello.flaky"), 2.0),
         (("xylem.job.queue_wait", "hello.flaky"), 2.0),
-        (("xylem.job.fuel", "hello.greet"), 1.0),
-        (("xylem.job.peak_memory", "hello.greet"), 1.0),
+        (("xylem.job.fuel", "hello.greet"), 2.0),
+        (("xylem.job.peak_memory", "hello.greet"), 2.0),
+        // The chain's second step, enqueued by the worker as the first ended.
+        (("xylem.jobs.enqueued", "hello.echo"), 1.0),
     ];
     let values = until("the metrics arrive", Duration::from_secs(30), || {
         let values = metric_values(&got);
@@ -428,7 +466,7 @@ async fn one_trace_follows_a_job_from_its_producer_through_its_retry_into_its_ch
         "xylem_jobs_succeeded_total{queue=\"default\",task=\"hello.flaky\"} 1",
         "xylem_jobs_retried_total{queue=\"default\",task=\"hello.flaky\"} 1",
         "# TYPE xylem_job_duration_seconds histogram",
-        "xylem_job_duration_seconds_count{outcome=\"succeeded\",queue=\"default\",task=\"hello.greet\"} 1",
+        "xylem_job_duration_seconds_count{outcome=\"succeeded\",queue=\"default\",task=\"hello.greet\"} 2",
     ] {
         assert!(
             body.lines().any(|l| l == line),

@@ -396,6 +396,13 @@ impl Client {
         });
         envelope.options = req.options;
         envelope.headers = req.headers;
+        if let Some(parent) = &req.parent {
+            crate::envelope::set_header(
+                &mut envelope.headers,
+                crate::envelope::PARENT_HEADER,
+                parent,
+            );
+        }
         // The job's trace context is the span it is made in (see
         // `telemetry::trace`).
         crate::telemetry::trace::inject_current(&mut envelope.headers);
@@ -493,7 +500,10 @@ impl Client {
             .enqueue(std::slice::from_ref(envelope))
             .await
         {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                crate::telemetry::metrics::enqueued(&envelope.task, &envelope.queue, 1);
+                Ok(true)
+            }
             Err(StoreError::Duplicate(_)) => Ok(false),
             Err(e) => Err(e),
         }
@@ -611,7 +621,13 @@ impl Client {
         &self,
         canvas: &crate::canvas::Canvas,
     ) -> Result<Vec<String>, ClientError> {
-        crate::canvas::start_canvas(self, canvas).await
+        // Every job of it, whichever worker starts it, in this trace.
+        let span = crate::telemetry::trace::enqueue_span("canvas", &canvas.headers);
+        let mut canvas = canvas.clone();
+        crate::telemetry::trace::inject(&span, &mut canvas.headers);
+        crate::canvas::start_canvas(self, &canvas)
+            .instrument(span)
+            .await
     }
 
     /// A canvas's definition.

@@ -158,6 +158,17 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// Default number of retries when neither the task nor the job says.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
+/// The header a job made by another carries: its parent's id (a child a
+/// task enqueued, a callback, a canvas step started by a job's end).
+pub const PARENT_HEADER: &str = "xylem-parent";
+
+/// Sets header `name` to `value`, replacing the one there (a job's own
+/// headers are copied from what made it, and must not repeat a name).
+pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    headers.retain(|(k, _)| k != name);
+    headers.push((name.to_owned(), value.to_owned()));
+}
+
 impl Envelope {
     /// Its headers as a job's record keeps them: JSON
     /// (`[["name", "value"], …]`), or `None` when it has none.

@@ -107,8 +107,7 @@ fn request(
     req.priority = callback.priority;
     req.headers.clone_from(&canvas.headers);
     // Its record names its canvas (the dashboard links a job to its tree).
-    req.headers
-        .push((super::CANVAS_HEADER.to_owned(), canvas.id.clone()));
+    crate::envelope::set_header(&mut req.headers, super::CANVAS_HEADER, &canvas.id);
     req.parent = parent.map(|p| p.id.clone());
     req
 }

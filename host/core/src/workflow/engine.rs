@@ -462,8 +462,8 @@ impl Engine {
                 {
                     req.headers.extend(run.trace.iter().cloned());
                 }
-                req.headers.push((RUN_HEADER.to_owned(), run.id.clone()));
-                req.headers.push((STEP_HEADER.to_owned(), seq.to_string()));
+                crate::envelope::set_header(&mut req.headers, RUN_HEADER, &run.id);
+                crate::envelope::set_header(&mut req.headers, STEP_HEADER, &seq.to_string());
                 let mut envelope = match self.client.prepare(req).await {
                     Ok(envelope) => envelope,
                     // Refused (an unknown task, bad options): the step
