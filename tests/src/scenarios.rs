@@ -258,8 +258,8 @@ pub async fn four_workers_share_the_work(url: &str) {
 /// the first 10 s (start times from the job histories, whichever worker
 /// ran each). Starts are reserved 50 ms apart; a worker starved of CPU
 /// (this test shares two cores with the rest of the suite) starts some
-/// late and together, so one second may see a few more than 20 — never
-/// the burst of an unenforced limit.
+/// late and together, so one second may see several times 20 — never
+/// the burst of an unenforced limit (all of them at once).
 pub async fn four_workers_hold_a_rate_limit(url: &str) {
     let cluster = Cluster::pushed_with(url, &["--rate-limit", "hello.greet=20/s"]).await;
     let mut workers: Vec<Child> = (0..4)
@@ -315,7 +315,12 @@ pub async fn four_workers_hold_a_rate_limit(url: &str) {
         (180..=220).contains(&in_ten),
         "{in_ten} starts in 10 s under a 20/s limit (want 200 ± 10 %)"
     );
-    assert!(busiest <= 40, "{busiest} starts in one second under 20/s");
+    // Start times are claim times: a worker starved of CPU by the rest of
+    // the suite (a browser, other clusters) claims jobs whose slots have
+    // passed together — 50 to 88 in one second were seen on a loaded CI
+    // machine, 21 alone. An unenforced limit starts all 260 within about
+    // a second; the 10-second count above is the limit's measure.
+    assert!(busiest <= 120, "{busiest} starts in one second under 20/s");
     // A limited job is claimed, sent to wait for its slot, claimed again:
     // the worker that ran it is its last `running` entry's.
     let names: HashSet<String> = records
