@@ -376,12 +376,33 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
     chain_args.extend((0..10).map(|_| r#"hello.sleep:{"ms":150}"#.to_owned()));
     let chain = enqueue_canvas(&cluster, &chain_args);
 
-    // Mid-way through the members (four waves of 32) and the chain.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Mid-way through the members (four waves of 32) and the chain: once
+    // the workers are running them (on a loaded machine they may take a
+    // while to start; a kill before that would prove nothing), and a
+    // little more, so every worker has its slots full.
+    let stores = open_stores(url).await;
+    let ids: Vec<String> = chord
+        .root
+        .tasks(&[])
+        .into_iter()
+        .chain(chain.root.tasks(&[]))
+        .map(|(_, node)| node.id.clone())
+        .collect();
+    let waiting = Instant::now();
+    'running: while waiting.elapsed() < Duration::from_secs(30) {
+        for id in &ids {
+            if let Some(r) = stores.results.get(id).await.unwrap()
+                && r.state == TaskState::Running
+            {
+                break 'running;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     kill9(&mut workers[0]);
     workers[0] = cluster.worker("canvas-replacement", &opts);
 
-    let stores = open_stores(url).await;
     let callback = task_at(&chord, &[100]);
     let last = task_at(&chain, &[9]);
     let started = Instant::now();
