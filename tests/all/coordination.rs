@@ -383,6 +383,79 @@ coordination_case!(
 );
 
 coordination_case!(
+    workflow_runs_are_written_and_read_in_batches_each_write_on_its_own,
+    |s| {
+        use xylem_core::workflow::{Run, RunState};
+        let store = s.workflows();
+        let new = |id: &str, at: i64| {
+            let mut run = Run::new(id, "order.process", "sha-1", "{}", at);
+            run.wake_at = Some(at);
+            run
+        };
+        // Creates in one call; an id already taken loses alone.
+        store.put_run(&new("batch-taken", 10)).await.unwrap();
+        let written = store
+            .put_runs(&[new("batch-a", 1), new("batch-taken", 2), new("batch-b", 3)])
+            .await
+            .unwrap();
+        assert_eq!(written, [Some(1), None, Some(1)]);
+        assert!(store.put_runs(&[]).await.unwrap().is_empty());
+        let ids = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let read = store
+            .get_runs(&ids(&["batch-b", "nope", "batch-a", "batch-taken"]))
+            .await
+            .unwrap();
+        let found: Vec<Option<(String, i64)>> = read
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.id.clone(), r.created_at)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                Some(("batch-b".to_owned(), 3)),
+                None,
+                Some(("batch-a".to_owned(), 1)),
+                Some(("batch-taken".to_owned(), 10)),
+            ],
+            "in the order asked, the first write of a taken id kept"
+        );
+        // Updates in one call: each compares its own version; a stale one
+        // is refused while the others are written.
+        let mut a = read[2].clone().unwrap();
+        let mut b = read[0].clone().unwrap();
+        let mut stale = read[3].clone().unwrap();
+        stale.version = 7;
+        a.state = RunState::Waiting;
+        a.wake_at = None;
+        b.wake_at = Some(50);
+        stale.wake_at = Some(60);
+        let written = store
+            .put_runs(&[a.clone(), stale, b.clone()])
+            .await
+            .unwrap();
+        assert_eq!(written, [Some(2), None, Some(2)]);
+        let again = store.put_runs(&[a, b]).await.unwrap();
+        assert_eq!(again, [None, None], "version 1 is gone for both");
+        let now = store.get_runs(&ids(&["batch-a", "batch-b"])).await.unwrap();
+        let a = now[0].as_ref().unwrap();
+        assert_eq!(
+            (a.version, a.state, a.wake_at),
+            (2, RunState::Waiting, None)
+        );
+        assert_eq!(now[1].as_ref().unwrap().wake_at, Some(50));
+        // The due index follows each write of the batch.
+        let due: Vec<String> = store
+            .due_runs(100, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, ["batch-taken", "batch-b"]);
+    }
+);
+
+coordination_case!(
     worker_records_are_replaced_by_id_and_dropped_when_kept_no_longer,
     |s| {
         use xylem_core::presence::{Processed, WorkerBeat, WorkerState};

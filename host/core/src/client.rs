@@ -509,6 +509,33 @@ impl Client {
         }
     }
 
+    /// [`enqueue_by_id`](Self::enqueue_by_id) for each of `envelopes` (ids
+    /// distinct), in one store call while none is in use; else one at a
+    /// time, skipping those that are. Returns how many were enqueued now.
+    pub async fn enqueue_all_by_id(&self, envelopes: &[Envelope]) -> Result<usize, StoreError> {
+        if envelopes.is_empty() {
+            return Ok(0);
+        }
+        match self.stores.broker.enqueue(envelopes).await {
+            Ok(()) => {
+                for envelope in envelopes {
+                    crate::telemetry::metrics::enqueued(&envelope.task, &envelope.queue, 1);
+                }
+                Ok(envelopes.len())
+            }
+            // Some were enqueued before (a step taken again): the batch is
+            // refused whole, so each goes on its own.
+            Err(StoreError::Duplicate(_)) => {
+                let mut enqueued = 0;
+                for envelope in envelopes {
+                    enqueued += usize::from(self.enqueue_by_id(envelope).await?);
+                }
+                Ok(enqueued)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// [`submit`](Self::submit) with `unique` as the request's uniqueness.
     pub async fn enqueue_unique(
         &self,

@@ -108,6 +108,16 @@ impl StoreError {
         }
     }
 
+    /// A copy for each of many callers one batched call answered (errors
+    /// are not `Clone`): the message, and whether it is transient.
+    pub fn copy_for_each(&self) -> Self {
+        if self.is_transient() {
+            Self::unavailable(self.to_string())
+        } else {
+            Self::backend(self.to_string())
+        }
+    }
+
     /// Whether the same call may succeed if tried again later: an outage,
     /// a busy or locked database. Corrupt data, a missing job or an
     /// invalid option never get better by waiting.
@@ -845,8 +855,31 @@ pub trait WorkflowStore: Send + Sync {
     /// exists (creating) or the version moved on.
     async fn put_run(&self, run: &crate::workflow::Run) -> StoreResult<Option<u64>>;
 
+    /// Writes each of `runs` as [`put_run`](Self::put_run) would, in one
+    /// transaction or round trip where the store can (an engine leases a
+    /// tick's runs, and writes their steps, in one call); answers in
+    /// order. Each write stands or falls alone: a lost compare-and-set
+    /// leaves the others written. The ids are distinct.
+    async fn put_runs(&self, runs: &[crate::workflow::Run]) -> StoreResult<Vec<Option<u64>>> {
+        let mut written = Vec::with_capacity(runs.len());
+        for run in runs {
+            written.push(self.put_run(run).await?);
+        }
+        Ok(written)
+    }
+
     /// Run `id`.
     async fn get_run(&self, id: &str) -> StoreResult<Option<crate::workflow::Run>>;
+
+    /// Runs `ids`, in order (`None` where there is none), in one round
+    /// trip where the store can.
+    async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<crate::workflow::Run>>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(self.get_run(id).await?);
+        }
+        Ok(found)
+    }
 
     /// Runs by `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<crate::workflow::Run>>;

@@ -12,35 +12,72 @@ use crate::{PostgresStore, db};
 #[async_trait]
 impl WorkflowStore for PostgresStore {
     async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
-        let mut written = run.clone();
-        written.version = run.version + 1;
-        let doc = to_json(&written)?;
-        // A new run is an insert that loses to an existing id; a step's
-        // write, an update of the version it read (`$8`).
-        let shared = |sql: &'static str| {
-            sqlx::query(sql)
-                .bind(written.id.clone())
-                .bind(written.workflow.clone())
-                .bind(written.state.as_str())
-                .bind(written.wake_at)
-                .bind(written.created_at)
-                .bind(sql_int(written.version))
-                .bind(doc.clone())
-        };
-        let query = if run.version == 0 {
-            shared(
-                "INSERT INTO workflow_runs (id, workflow, state, wake_at, created_at, version, doc)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        let mut written = self.put_runs(std::slice::from_ref(run)).await?;
+        Ok(written.pop().flatten())
+    }
+
+    async fn put_runs(&self, runs: &[Run]) -> StoreResult<Vec<Option<u64>>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut columns = RunColumns::default();
+        for run in runs {
+            columns.push(run)?;
+        }
+        // Two statements for the lot, each over the batch's columns: new
+        // runs are inserts that lose to an existing id; steps' writes,
+        // updates of the version each read.
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO workflow_runs (id, workflow, state, wake_at, created_at, version, doc)
+             SELECT id, workflow, state, wake_at, created_at, version, doc
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::text[], $8::bigint[])
+                  AS w (id, workflow, state, wake_at, created_at, version, doc, read)
+             WHERE read = 0
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(&columns.id)
+        .bind(&columns.workflow)
+        .bind(&columns.state)
+        .bind(&columns.wake_at)
+        .bind(&columns.created_at)
+        .bind(&columns.version)
+        .bind(&columns.doc)
+        .bind(&columns.read)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let updated: Vec<String> = if runs.iter().any(|r| r.version != 0) {
+            sqlx::query_scalar(
+                "UPDATE workflow_runs r
+                 SET state = w.state, wake_at = w.wake_at, version = w.version, doc = w.doc
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                             $6::bigint[], $7::text[], $8::bigint[])
+                      AS w (id, workflow, state, wake_at, created_at, version, doc, read)
+                 WHERE w.read <> 0 AND r.id = w.id AND r.workflow = w.workflow
+                   AND r.created_at = w.created_at AND r.version = w.read
+                 RETURNING r.id",
             )
+            .bind(&columns.id)
+            .bind(&columns.workflow)
+            .bind(&columns.state)
+            .bind(&columns.wake_at)
+            .bind(&columns.created_at)
+            .bind(&columns.version)
+            .bind(&columns.doc)
+            .bind(&columns.read)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
         } else {
-            shared(
-                "UPDATE workflow_runs SET state = $3, wake_at = $4, version = $6, doc = $7
-                 WHERE id = $1 AND workflow = $2 AND created_at = $5 AND version = $8",
-            )
-            .bind(sql_int(run.version))
+            Vec::new()
         };
-        let done = query.execute(&self.pool).await.map_err(db)?;
-        Ok((done.rows_affected() == 1).then_some(written.version))
+        let written: std::collections::HashSet<String> =
+            inserted.into_iter().chain(updated).collect();
+        Ok(runs
+            .iter()
+            .map(|r| written.contains(&r.id).then_some(r.version + 1))
+            .collect())
     }
 
     async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
@@ -50,6 +87,19 @@ impl WorkflowStore for PostgresStore {
             .await
             .map_err(db)?;
         doc.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, doc FROM workflow_runs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        let mut docs: std::collections::HashMap<String, String> = rows.into_iter().collect();
+        ids.iter()
+            .map(|id| docs.remove(id).map(|d| from_json(&d)).transpose())
+            .collect()
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
@@ -78,5 +128,34 @@ impl WorkflowStore for PostgresStore {
         .await
         .map_err(db)?;
         docs.iter().map(|d| from_json(d)).collect()
+    }
+}
+
+/// A batch of runs' writes as columns, for `unnest`.
+#[derive(Default)]
+struct RunColumns {
+    id: Vec<String>,
+    workflow: Vec<String>,
+    state: Vec<&'static str>,
+    wake_at: Vec<Option<Millis>>,
+    created_at: Vec<Millis>,
+    version: Vec<i64>,
+    doc: Vec<String>,
+    read: Vec<i64>,
+}
+
+impl RunColumns {
+    fn push(&mut self, run: &Run) -> StoreResult<()> {
+        let mut written = run.clone();
+        written.version = run.version + 1;
+        self.doc.push(to_json(&written)?);
+        self.state.push(written.state.as_str());
+        self.wake_at.push(written.wake_at);
+        self.created_at.push(written.created_at);
+        self.version.push(sql_int(written.version));
+        self.read.push(sql_int(run.version));
+        self.id.push(written.id);
+        self.workflow.push(written.workflow);
+        Ok(())
     }
 }

@@ -753,23 +753,30 @@ return read + 1
     )
 });
 
-/// `WorkflowStore::put_run`. ARGV: prefix, run id, version read, document,
-/// its wake time (`''` for none), its start. Writes run `id` if its stored
-/// version is the one read (absent, for 0); returns the new version, or 0
-/// when nothing was written.
+/// `WorkflowStore::put_runs`. ARGV: prefix, then per run 5 values: id,
+/// version read, document, its wake time (`''` for none), its start.
+/// Writes each run whose stored version is the one read (absent, for 0);
+/// returns each one's new version, or 0 where nothing was written.
 pub(crate) static RUN_PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local docs, versions, due, newest = P .. ':runs', P .. ':runs:version', P .. ':runs:due', P .. ':runs:newest'
-local id, read = ARGV[2], tonumber(ARGV[3])
-local stored = tonumber(redis.call('HGET', versions, id) or '0')
-local exists = redis.call('HEXISTS', docs, id) == 1
-if (read == 0 and exists) or (read ~= 0 and (not exists or stored ~= read)) then return 0 end
-redis.call('HSET', docs, id, ARGV[4])
-redis.call('HSET', versions, id, read + 1)
-if ARGV[5] == '' then redis.call('ZREM', due, id) else redis.call('ZADD', due, ARGV[5], id) end
-if read == 0 then redis.call('ZADD', newest, ARGV[6], id) end
-return read + 1
+local written = {}
+for i = 2, #ARGV, 5 do
+  local id, read = ARGV[i], tonumber(ARGV[i + 1])
+  local stored = tonumber(redis.call('HGET', versions, id) or '0')
+  local exists = redis.call('HEXISTS', docs, id) == 1
+  if (read == 0 and exists) or (read ~= 0 and (not exists or stored ~= read)) then
+    written[#written + 1] = 0
+  else
+    redis.call('HSET', docs, id, ARGV[i + 2])
+    redis.call('HSET', versions, id, read + 1)
+    if ARGV[i + 3] == '' then redis.call('ZREM', due, id) else redis.call('ZADD', due, ARGV[i + 3], id) end
+    if read == 0 then redis.call('ZADD', newest, ARGV[i + 4], id) end
+    written[#written + 1] = read + 1
+  end
+end
+return written
 "#,
     )
 });

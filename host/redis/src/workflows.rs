@@ -1,6 +1,7 @@
 //! [`WorkflowStore`] on Redis: each run's document in a hash, its version
-//! beside it, sorted sets by wake time and by start; a write is one script
-//! (`RUN_PUT`) that compares the version and updates all four.
+//! beside it, sorted sets by wake time and by start; a write — or a batch
+//! of them — is one script (`RUN_PUT`) that compares each version and
+//! updates all four.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -18,20 +19,36 @@ const LIST_PAGE: isize = 500;
 #[async_trait]
 impl WorkflowStore for RedisStore {
     async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
-        let mut written = run.clone();
-        written.version = run.version + 1;
-        let version: u64 = RUN_PUT
-            .prepare_invoke()
-            .arg(self.keys.prefix())
-            .arg(&written.id)
-            .arg(run.version)
-            .arg(to_json(&written)?)
-            .arg(written.wake_at.map(|at| at.to_string()).unwrap_or_default())
-            .arg(written.created_at)
+        let mut written = self.put_runs(std::slice::from_ref(run)).await?;
+        Ok(written.pop().flatten())
+    }
+
+    async fn put_runs(&self, runs: &[Run]) -> StoreResult<Vec<Option<u64>>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One script for the lot: one round trip per tick's leases, or its
+        // steps.
+        let mut invocation = RUN_PUT.prepare_invoke();
+        invocation.arg(self.keys.prefix());
+        for run in runs {
+            let mut written = run.clone();
+            written.version = run.version + 1;
+            invocation
+                .arg(&written.id)
+                .arg(run.version)
+                .arg(to_json(&written)?)
+                .arg(written.wake_at.map(|at| at.to_string()).unwrap_or_default())
+                .arg(written.created_at);
+        }
+        let versions: Vec<u64> = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok((version != 0).then_some(version))
+        Ok(versions
+            .into_iter()
+            .map(|v| (v != 0).then_some(v))
+            .collect())
     }
 
     async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
@@ -41,6 +58,21 @@ impl WorkflowStore for RedisStore {
             .await
             .map_err(backend)?;
         doc.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(format!("{}:runs", self.keys.prefix()))
+            .arg(ids)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        docs.into_iter()
+            .map(|d| d.map(|d| from_json(&d)).transpose())
+            .collect()
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {

@@ -42,7 +42,7 @@ const DEAD: i64 = 2;
 /// per table ever enter the statement cache.
 const MAX_ROWS: usize = 64;
 
-fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
+pub(crate) fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend)
 }

@@ -694,22 +694,36 @@ impl ScheduleStore for MemoryStore {
     }
 }
 
+/// [`WorkflowStore::put_run`] under the store's lock.
+fn put_run_in(state: &mut State, run: &Run) -> Option<u64> {
+    let stored = state.runs.get(&run.id).map(|r| r.version);
+    if !versioned_write_fits(stored, run.version) {
+        return None;
+    }
+    let mut written = run.clone();
+    written.version = run.version + 1;
+    state.runs.insert(written.id.clone(), written);
+    Some(run.version + 1)
+}
+
 #[async_trait]
 impl WorkflowStore for MemoryStore {
     async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
+        Ok(put_run_in(&mut self.lock(), run))
+    }
+
+    async fn put_runs(&self, runs: &[Run]) -> StoreResult<Vec<Option<u64>>> {
         let mut state = self.lock();
-        let stored = state.runs.get(&run.id).map(|r| r.version);
-        if !versioned_write_fits(stored, run.version) {
-            return Ok(None);
-        }
-        let mut written = run.clone();
-        written.version = run.version + 1;
-        state.runs.insert(written.id.clone(), written);
-        Ok(Some(run.version + 1))
+        Ok(runs.iter().map(|run| put_run_in(&mut state, run)).collect())
     }
 
     async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
         Ok(self.lock().runs.get(id).cloned())
+    }
+
+    async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
+        let state = self.lock();
+        Ok(ids.iter().map(|id| state.runs.get(id).cloned()).collect())
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {

@@ -252,7 +252,7 @@ pub(super) async fn deliver_to_workflow(
         job,
         "give a workflow run its activity's end",
         crate::store::StoreError::is_transient,
-        move || crate::workflow::deliver(&shared.client, to, seq, what.clone()),
+        move || shared.deliveries.deliver(to, seq, what.clone()),
     )
     .await;
     if let Err(e) = delivered {

@@ -45,16 +45,6 @@ impl Completer {
     }
 }
 
-/// A copy of a batch's error for each job in it (errors are not `Clone`;
-/// each keeps the message and whether it is transient).
-fn share(error: &StoreError) -> StoreError {
-    if error.is_transient() {
-        StoreError::unavailable(error.to_string())
-    } else {
-        StoreError::backend(error.to_string())
-    }
-}
-
 /// Runs until every [`Completer`] is dropped.
 pub(crate) async fn run(broker: Arc<dyn Broker>, mut rx: Receiver) {
     let mut batch: Vec<Request> = Vec::new();
@@ -87,13 +77,13 @@ pub(crate) async fn run(broker: Arc<dyn Broker>, mut rx: Receiver) {
                     results.len()
                 ));
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(share(&error)));
+                    let _ = reply.send(Err(error.copy_for_each()));
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, jobs = batch.len(), "cannot record finished jobs");
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(share(&error)));
+                    let _ = reply.send(Err(error.copy_for_each()));
                 }
             }
         }

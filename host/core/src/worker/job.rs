@@ -297,7 +297,8 @@ pub(super) async fn process(
     shared.running().insert(envelope.id.clone(), job.clone());
     let completion = run(&shared, &envelope, lease, &job).await;
     record_on_span(&completion);
-    // Bounded: at most `concurrency` jobs wait on their write at once.
+    // Bounded: at most `FINISHING_PER_SLOT` × `concurrency` jobs wait on
+    // their writes at once.
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
     finish(&shared, &job, &envelope, completion).await;

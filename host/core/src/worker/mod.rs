@@ -60,6 +60,14 @@ pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// them is to be cancelled (`xylem task cancel`).
 pub const CANCEL_POLL: Duration = Duration::from_millis(25);
 
+/// How many finished jobs may wait on their writes (outcome, callbacks,
+/// a workflow delivery) per run slot. A finished job gives its run slot
+/// back at once, so the writes' latency does not hold the next job back;
+/// this bounds how many wait at once (each holds only its outcome). With
+/// one per slot, a store's round trips capped a worker's rate at
+/// `concurrency / write latency`.
+const FINISHING_PER_SLOT: usize = 4;
+
 /// Under load, how long a worker waits for more slots to free up before
 /// it claims for the ones it has (see the worker loop).
 const CLAIM_BATCH_WAIT: Duration = Duration::from_millis(2);
@@ -271,6 +279,9 @@ pub(crate) struct WorkerShared {
     pub(crate) running: Mutex<HashMap<String, Arc<RunningJob>>>,
     /// Where completions go to be written in batches.
     pub(crate) completer: completer::Completer,
+    /// Where workflow activities' ends go to be given to their runs in
+    /// batches.
+    pub(crate) deliveries: crate::workflow::delivery::Deliveries,
     /// The worker's time origin (for `RunningJob::held_until`).
     pub(crate) epoch: Instant,
 }
@@ -290,6 +301,7 @@ impl WorkerShared {
 pub struct Worker {
     shared: Arc<WorkerShared>,
     completions: completer::Receiver,
+    deliveries: crate::workflow::delivery::Receiver,
 }
 
 impl std::fmt::Debug for Worker {
@@ -310,9 +322,10 @@ impl Worker {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let (completer, completions) = completer::channel();
+        let (deliveries, delivered) = crate::workflow::delivery::channel();
         Ok(Self {
             shared: Arc::new(WorkerShared {
-                finishing: Arc::new(Semaphore::new(config.concurrency)),
+                finishing: Arc::new(Semaphore::new(config.concurrency * FINISHING_PER_SLOT)),
                 client: crate::Client::new(stores.clone()),
                 stores,
                 registry,
@@ -321,9 +334,11 @@ impl Worker {
                 shutting_down: AtomicBool::new(false),
                 running: Mutex::new(HashMap::new()),
                 completer,
+                deliveries,
                 epoch: Instant::now(),
             }),
             completions,
+            deliveries: delivered,
         })
     }
 
@@ -337,6 +352,7 @@ impl Worker {
         let Self {
             shared,
             completions,
+            deliveries,
         } = self;
         let config = &shared.config;
         let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -344,6 +360,10 @@ impl Worker {
         let completer = tokio::spawn(
             completer::run(shared.stores.broker.clone(), completions)
                 .instrument(tracing::info_span!("completer")),
+        );
+        let delivering = tokio::spawn(
+            crate::workflow::delivery::run(shared.stores.workflows.clone(), deliveries)
+                .instrument(tracing::info_span!("workflow_deliveries")),
         );
         let keeper = tokio::spawn(
             lease_keeper::run(shared.clone()).instrument(tracing::info_span!("lease_keeper")),
@@ -481,9 +501,11 @@ impl Worker {
         let _ = cancel_watch.await;
         presence.write(&shared, WorkerState::Stopped).await;
         let stats = shared.stats.clone();
-        // The completer ends once the last sender (in `shared`) is gone.
+        // The completer and the deliveries end once the last sender (in
+        // `shared`) is gone.
         drop(shared);
         let _ = completer.await;
+        let _ = delivering.await;
         tracing::info!("worker stopped");
         stats
     }

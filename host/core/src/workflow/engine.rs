@@ -49,6 +49,21 @@ impl Background {
     }
 }
 
+/// A leased run whose code has run: what it made, not yet carried out
+/// or written.
+struct Advanced {
+    /// The run as the step left it (history grown, outcomes taken).
+    next: Run,
+    end: StepEnd,
+    /// Its earliest timer, if it waits.
+    wake: Option<Millis>,
+    effects: Vec<Effect>,
+    /// It was stepped because its compensation's deadline passed.
+    past_deadline: bool,
+    /// The step's span (in the run's trace).
+    span: tracing::Span,
+}
+
 /// What one look at the due runs found and did.
 struct Ticked {
     found: usize,
@@ -201,32 +216,10 @@ impl Engine {
     }
 
     async fn tick_counted(&self, now: Millis, limit: usize) -> Result<Ticked, StoreError> {
-        use futures_util::StreamExt as _;
         let due = self.client.stores().workflows.due_runs(now, limit).await?;
         let found = due.len();
-        let mut steps = futures_util::stream::iter(due)
-            .map(|run| {
-                let span = crate::telemetry::trace::workflow_step_span(&run);
-                self.step(run, now).instrument(span)
-            })
-            .buffer_unordered(STEPS_AT_ONCE);
-        let (mut stepped, mut failed) = (0, None);
-        while let Some(step) = steps.next().await {
-            match step {
-                Ok(true) => stepped += 1,
-                Ok(false) => {}
-                Err(e) => failed = Some(e),
-            }
-        }
-        match failed {
-            Some(e) if stepped == 0 => Err(e),
-            Some(e) => {
-                // The others' steps stand; the failed one is due again.
-                tracing::warn!(error = %e, "cannot step a workflow run; it will be stepped again");
-                Ok(Ticked { found, stepped })
-            }
-            None => Ok(Ticked { found, stepped }),
-        }
+        let stepped = self.step_all(due, now).await?;
+        Ok(Ticked { found, stepped })
     }
 
     /// Steps until `stop` resolves: at once while runs are due (a full
@@ -271,19 +264,76 @@ impl Engine {
     /// One step of `run`: lease, replay, effects, write. False if another
     /// engine had it or wrote first.
     pub async fn step(&self, run: Run, now: Millis) -> Result<bool, StoreError> {
+        Ok(self.step_all(vec![run], now).await? == 1)
+    }
+
+    /// One step of each of `runs` (distinct runs), together: one write
+    /// leases them all, their code runs a few at once, their activities
+    /// are enqueued in one batch, and one write records where each now
+    /// stands — a tick's store work is a few calls, not a few per run.
+    /// Returns how many steps were written; a run another engine holds,
+    /// or whose write lost, is not counted (it is stepped again later).
+    pub async fn step_all(&self, runs: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
+        use futures_util::StreamExt as _;
         let store = &self.client.stores().workflows;
+        let leases: Vec<Run> = runs
+            .into_iter()
+            .filter_map(|run| self.lease(run, now))
+            .collect();
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let versions = store.put_runs(&leases).await?;
+        let mut stepped = 0;
+        let mut held = Vec::with_capacity(leases.len());
+        for (mut run, version) in leases.into_iter().zip(versions) {
+            match version {
+                // A final run's stray wake time, cleared: nothing to step.
+                Some(_) if run.state.is_final() => stepped += 1,
+                Some(version) => {
+                    run.version = version;
+                    held.push(run);
+                }
+                None => {}
+            }
+        }
+        let advanced: Vec<Advanced> = futures_util::stream::iter(held)
+            .map(|run| self.advance(run, now))
+            .buffer_unordered(STEPS_AT_ONCE)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        let mut written = Vec::with_capacity(advanced.len());
+        for step in self.carry_out_all(advanced, now).await {
+            let span = step.span.clone();
+            let run = step.next.id.clone();
+            match self.conclude(step, now).instrument(span).await {
+                Ok(next) => written.push(next),
+                // Left leased: the lease lapses and the step is taken again.
+                Err(e) => {
+                    tracing::warn!(%run, error = %e, "cannot end a workflow step; it will be retried");
+                }
+            }
+        }
+        let versions = store.put_runs(&written).await?;
+        Ok(stepped + versions.iter().filter(|v| v.is_some()).count())
+    }
+
+    /// `run` leased to this engine until a lease from `now` ends (and due
+    /// then, should it crash), or `None` if another engine holds it. A
+    /// final run comes back with its stray wake time cleared.
+    fn lease(&self, run: Run, now: Millis) -> Option<Run> {
         if run.state.is_final() {
-            // A final run is never due; clear a stray wake time.
             let mut quiet = run;
             quiet.wake_at = None;
-            return Ok(store.put_run(&quiet).await?.is_some());
+            return Some(quiet);
         }
         if run
             .lease
             .as_ref()
             .is_some_and(|l| l.until > now && l.owner != self.name)
         {
-            return Ok(false);
+            return None;
         }
         let until = now + ms(self.lease);
         let mut leased = run;
@@ -293,53 +343,124 @@ impl Engine {
             until,
         });
         leased.wake_at = Some(until);
-        let Some(version) = store.put_run(&leased).await? else {
-            return Ok(false);
-        };
-        leased.version = version;
+        Some(leased)
+    }
 
-        let past_deadline = leased.cancel_deadline.is_some_and(|d| now >= d);
-        let end = if past_deadline {
+    /// Runs a leased run's code from the top; `None` if it cannot run here
+    /// now (it stays leased and is stepped again once the lease lapses).
+    async fn advance(&self, leased: Run, now: Millis) -> Option<Advanced> {
+        let span = crate::telemetry::trace::workflow_step_span(&leased);
+        if leased.cancel_deadline.is_some_and(|d| now >= d) {
             // Its compensation ran out of time: it ends without its code
             // running again, and what it still waits for is cancelled.
-            let next = leased.clone();
-            for seq in pending_work(&next) {
-                if let Err(e) = self.carry_out(&next, Effect::Cancel { seq }, now).await {
-                    tracing::warn!(run = %next.id, error = %e, "cannot cancel a step of a run past its deadline; it will be retried");
-                    return Ok(false);
-                }
-            }
+            let effects = pending_work(&leased)
+                .into_iter()
+                .map(|seq| Effect::Cancel { seq })
+                .collect();
             let why = format!(
                 "cancelled ({}), and its compensation had not ended by its deadline",
-                next.cancel_requested.as_deref().unwrap_or_default()
+                leased.cancel_requested.as_deref().unwrap_or_default()
             );
-            (next, StepEnd::Returned(Err(why)), None)
-        } else {
-            match self.catalog.code(&leased.workflow, &leased.plugin).await {
-                Ok(code) => {
-                    let (replayer, end) = code.step(Replayer::new(leased.clone(), now)).await;
-                    if let StepEnd::Unavailable(why) = &end {
-                        tracing::warn!(run = %leased.id, %why, "cannot run a workflow step here now; it will be retried");
-                        return Ok(false);
-                    }
-                    let (next, effects, wake) = replayer.finish();
-                    for effect in effects {
-                        if let Err(e) = self.carry_out(&next, effect, now).await {
-                            // Left leased: the lease lapses and the step is taken
-                            // again (effects are idempotent by id).
-                            tracing::warn!(run = %next.id, error = %e, "cannot carry out a workflow step; it will be retried");
-                            return Ok(false);
-                        }
-                    }
-                    (next, end, wake)
-                }
-                Err(why) => {
-                    tracing::warn!(run = %leased.id, %why, "no code for a workflow run here; it will be retried");
-                    return Ok(false);
-                }
+            return Some(Advanced {
+                next: leased,
+                end: StepEnd::Returned(Err(why)),
+                wake: None,
+                effects,
+                past_deadline: true,
+                span,
+            });
+        }
+        let code = match self
+            .catalog
+            .code(&leased.workflow, &leased.plugin)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(code) => code,
+            Err(why) => {
+                tracing::warn!(run = %leased.id, %why, "no code for a workflow run here; it will be retried");
+                return None;
             }
         };
-        let (mut next, end, wake) = end;
+        let (replayer, end) = code
+            .step(Replayer::new(leased, now))
+            .instrument(span.clone())
+            .await;
+        if let StepEnd::Unavailable(why) = &end {
+            tracing::warn!(run = %replayer.run().id, %why, "cannot run a workflow step here now; it will be retried");
+            return None;
+        }
+        let (next, effects, wake) = replayer.finish();
+        Some(Advanced {
+            next,
+            end,
+            wake,
+            effects,
+            past_deadline: false,
+            span,
+        })
+    }
+
+    /// Carries out the steps' effects — their activities enqueued in one
+    /// batch — and gives back the steps whose effects all stood; a step
+    /// with one that failed is left leased, to be taken again (effects are
+    /// idempotent by id).
+    async fn carry_out_all(&self, steps: Vec<Advanced>, now: Millis) -> Vec<Advanced> {
+        let mut failed = vec![false; steps.len()];
+        let mut jobs: Vec<(usize, crate::envelope::Envelope)> = Vec::new();
+        let mut steps = steps;
+        for (i, step) in steps.iter_mut().enumerate() {
+            for effect in std::mem::take(&mut step.effects) {
+                let done = match effect {
+                    Effect::Activity {
+                        seq,
+                        task,
+                        args,
+                        options,
+                    } => self
+                        .activity_job(&step.next, seq, &task, &args, options, now)
+                        .instrument(step.span.clone())
+                        .await
+                        .map(|job| jobs.extend(job.map(|job| (i, job)))),
+                    other => {
+                        self.carry_out(&step.next, other, now)
+                            .instrument(step.span.clone())
+                            .await
+                    }
+                };
+                if let Err(e) = done {
+                    tracing::warn!(run = %step.next.id, error = %e, "cannot carry out a workflow step; it will be retried");
+                    failed[i] = true;
+                    break;
+                }
+            }
+        }
+        let envelopes: Vec<_> = jobs.iter().map(|(_, job)| job.clone()).collect();
+        if let Err(e) = self.client.enqueue_all_by_id(&envelopes).await {
+            tracing::warn!(error = %e, jobs = envelopes.len(), "cannot enqueue workflow activities; their steps will be retried");
+            for (i, _) in &jobs {
+                failed[*i] = true;
+            }
+        }
+        steps
+            .into_iter()
+            .zip(failed)
+            .filter_map(|(step, failed)| (!failed).then_some(step))
+            .collect()
+    }
+
+    /// Where a step's run now stands, from how its code ended (a successor
+    /// started for `continue-as-new`, a child's end given to its parent):
+    /// the run to write.
+    async fn conclude(&self, step: Advanced, now: Millis) -> Result<Run, StoreError> {
+        let Advanced {
+            mut next,
+            end,
+            wake,
+            past_deadline,
+            ..
+        } = step;
+        let store = &self.client.stores().workflows;
         next.lease = None;
         next.updated_at = now;
         match end {
@@ -415,7 +536,7 @@ impl Engine {
             };
             deliver(&self.client, &parent.run, parent.seq, outcome).await?;
         }
-        Ok(store.put_run(&next).await?.is_some())
+        Ok(next)
     }
 
     /// Ends step `seq` of `run` `refused` with `why` (an unknown task or
@@ -435,44 +556,61 @@ impl Engine {
         deliver(&self.client, &run.id, seq, outcome).await
     }
 
-    /// Carries out one effect of a step of `run`.
-    async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), ClientError> {
-        match effect {
-            Effect::Activity {
-                seq,
-                task,
-                args,
-                options,
-            } => {
-                let call = &run.history[seq as usize];
-                let mut req = EnqueueRequest::new(&task, &args);
-                req.queue = options.queue;
-                req.priority = options.priority;
-                req.max_retries = options.max_retries;
-                req.options.retry_backoff_ms = options.retry_backoff_ms;
-                req.options.hard_time_limit_ms = options.hard_time_limit_ms;
-                req.options.fuel = options.fuel;
-                req.headers = options.headers;
-                // In the run's trace: the step span's context replaces
-                // it where this process records spans.
-                if !req
-                    .headers
-                    .iter()
-                    .any(|(k, _)| k.eq_ignore_ascii_case(crate::telemetry::trace::TRACEPARENT))
-                {
-                    req.headers.extend(run.trace.iter().cloned());
-                }
-                crate::envelope::set_header(&mut req.headers, RUN_HEADER, &run.id);
-                crate::envelope::set_header(&mut req.headers, STEP_HEADER, &seq.to_string());
-                let mut envelope = match self.client.prepare(req).await {
-                    Ok(envelope) => envelope,
-                    // Refused (an unknown task, bad options): the step
-                    // fails, the workflow sees it and decides.
-                    Err(ClientError::Store(e)) => return Err(ClientError::Store(e)),
-                    Err(e) => return Ok(self.refuse(run, seq, e.to_string(), now).await?),
-                };
+    /// The job of activity `seq` of `run`, under the step's id (the
+    /// caller enqueues it), or `None` if it is refused — an unknown task,
+    /// bad options: the step then fails, and the workflow sees it and
+    /// decides.
+    async fn activity_job(
+        &self,
+        run: &Run,
+        seq: u32,
+        task: &str,
+        args: &str,
+        options: super::model::ActivityOptions,
+        now: Millis,
+    ) -> Result<Option<crate::envelope::Envelope>, StoreError> {
+        let call = &run.history[seq as usize];
+        let mut req = EnqueueRequest::new(task, args);
+        req.queue = options.queue;
+        req.priority = options.priority;
+        req.max_retries = options.max_retries;
+        req.options.retry_backoff_ms = options.retry_backoff_ms;
+        req.options.hard_time_limit_ms = options.hard_time_limit_ms;
+        req.options.fuel = options.fuel;
+        req.headers = options.headers;
+        // In the run's trace: the step span's context replaces it where
+        // this process records spans.
+        if !req
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(crate::telemetry::trace::TRACEPARENT))
+        {
+            req.headers.extend(run.trace.iter().cloned());
+        }
+        crate::envelope::set_header(&mut req.headers, RUN_HEADER, &run.id);
+        crate::envelope::set_header(&mut req.headers, STEP_HEADER, &seq.to_string());
+        match self.client.prepare(req).await {
+            Ok(mut envelope) => {
                 envelope.id = step_job_id(run, seq, call);
-                self.client.enqueue_by_id(&envelope).await?;
+                Ok(Some(envelope))
+            }
+            Err(ClientError::Store(e)) => Err(e),
+            Err(e) => {
+                self.refuse(run, seq, e.to_string(), now).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Carries out an effect of a step of `run` other than an activity
+    /// (those are enqueued together: [`Self::carry_out_all`]).
+    async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), StoreError> {
+        match effect {
+            Effect::Activity { seq, .. } => {
+                return Err(StoreError::Invalid(format!(
+                    "activity {seq} of run {} is enqueued with its tick's others",
+                    run.id
+                )));
             }
             Effect::Child {
                 seq,
@@ -483,8 +621,8 @@ impl Engine {
                 let id = step_job_id(run, seq, call);
                 match self.start(&workflow, &input, Some(id.clone()), now).await {
                     Ok(_) | Err(StartError::Duplicate(_)) => {}
-                    Err(StartError::Store(e)) => return Err(ClientError::Store(e)),
-                    Err(e) => return Ok(self.refuse(run, seq, e.to_string(), now).await?),
+                    Err(StartError::Store(e)) => return Err(e),
+                    Err(e) => return self.refuse(run, seq, e.to_string(), now).await,
                 }
                 // Name the parent (the child was created without one, or
                 // by an earlier try).
@@ -623,15 +761,24 @@ pub async fn deliver(
     seq: u32,
     outcome: StepOutcome,
 ) -> Result<(), StoreError> {
-    edit(client, run, |r| {
-        if r.state.is_final() || r.outcomes.contains_key(&seq) {
-            return false;
-        }
-        r.outcomes.insert(seq, outcome.clone());
-        wake(r);
-        true
-    })
-    .await
+    edit(client, run, |r| give(r, seq, &outcome)).await
+}
+
+/// The rule of a delivery: call `seq` gets `outcome` unless the run has
+/// ended or the call has one already, and the run is made due. False if
+/// nothing changed.
+pub(crate) fn give(run: &mut Run, seq: u32, outcome: &StepOutcome) -> bool {
+    if run.state.is_final() || run.outcomes.contains_key(&seq) {
+        return false;
+    }
+    run.outcomes.insert(seq, outcome.clone());
+    wake(run);
+    true
+}
+
+/// Tells an engine in this process that a run was made due.
+pub(crate) fn made_due() {
+    RUNS_MADE_DUE.notify_one();
 }
 
 /// Why a stub step could not be completed.

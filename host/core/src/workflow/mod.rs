@@ -4,10 +4,12 @@
 //! top; recorded calls are answered from the history, new ones recorded; a
 //! call that differs from the history stops the run as nondeterministic)
 //! and the engine (`engine.rs` — runs leased to one engine at a time,
-//! stepped, their effects carried out, outcomes delivered). The code a
+//! stepped, their effects carried out, outcomes delivered; `delivery.rs`
+//! — a worker's activities' ends given to their runs in batches). The code a
 //! step runs is a Wasm component (`xylem_wasm::WorkflowPlugin`) or, in
 //! tests, Rust closures.
 
+pub(crate) mod delivery;
 pub mod engine;
 pub mod model;
 pub mod replay;
