@@ -377,9 +377,10 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
     let chain = enqueue_canvas(&cluster, &chain_args);
 
     // Mid-way through the members (four waves of 32) and the chain: once
-    // the workers are running them (on a loaded machine they may take a
-    // while to start; a kill before that would prove nothing), and a
-    // little more, so every worker has its slots full.
+    // the worker to be killed is running one of them (on a loaded machine
+    // the workers may take a while to start, and the others may take the
+    // first jobs; a kill before that would prove nothing). Each job sleeps
+    // 150 ms or more, so it is still running when the kill lands.
     let stores = open_stores(url).await;
     let ids: Vec<String> = chord
         .root
@@ -388,18 +389,19 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
         .chain(chain.root.tasks(&[]))
         .map(|(_, node)| node.id.clone())
         .collect();
+    let victim = xylem_core::store::running_detail("canvas0", 1, 1);
     let waiting = Instant::now();
-    'running: while waiting.elapsed() < Duration::from_secs(30) {
+    'running: while waiting.elapsed() < Duration::from_secs(60) {
         for id in &ids {
             if let Some(r) = stores.results.get(id).await.unwrap()
                 && r.state == TaskState::Running
+                && r.history.last().and_then(|h| h.detail.as_deref()) == Some(victim.as_str())
             {
                 break 'running;
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     kill9(&mut workers[0]);
     workers[0] = cluster.worker("canvas-replacement", &opts);
 

@@ -295,12 +295,17 @@ pub(super) async fn process(
         shared.config.lease,
     ));
     shared.running().insert(envelope.id.clone(), job.clone());
-    let completion = run(&shared, &envelope, lease, &job).await;
-    record_on_span(&completion);
+    let (mut completion, ran) = run(&shared, &envelope, lease, &job).await;
     // Bounded: at most `FINISHING_PER_SLOT` × `concurrency` jobs wait on
     // their writes at once.
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
+    // What its end sets off — callbacks, its canvas's next step, its
+    // workflow run's delivery — is written out of the run slot too.
+    if let Some(options) = &ran {
+        completion = ended(&shared, &job, &envelope, options, completion).await;
+    }
+    record_on_span(&completion);
     finish(&shared, &job, &envelope, completion).await;
     drop(finishing);
     shared.running().remove(&envelope.id);
@@ -317,17 +322,18 @@ pub(super) async fn process(
     }
 }
 
-/// Decides how the delivery ends.
+/// Decides how the delivery ends; with the task's options if the code
+/// ran (its end then sets off callbacks and deliveries: [`ended`]).
 async fn run(
     shared: &Arc<WorkerShared>,
     envelope: &Envelope,
     lease: u64,
     job: &Arc<RunningJob>,
-) -> Completion {
+) -> (Completion, Option<TaskOptions>) {
     let id = envelope.id.clone();
     let ttl = shared.config.result_ttl;
     if let Some(at) = envelope.expires_at.filter(|at| now_ms() > *at) {
-        return Completion {
+        let expired = Completion {
             id,
             lease,
             transition: Transition::to(TaskState::Expired, envelope.attempt)
@@ -335,6 +341,7 @@ async fn run(
             settle: Settle::Ack,
             result_ttl: ttl,
         };
+        return (expired, None);
     }
 
     let resolved = match reserve(shared, envelope, lease, job)
@@ -342,7 +349,7 @@ async fn run(
         .await
     {
         Ok(resolved) => resolved,
-        Err(waiting) => return *waiting,
+        Err(ends) => return *ends,
     };
     let span = tracing::Span::current();
     let could_start_at = envelope.not_before.unwrap_or(0).max(envelope.enqueued_at);
@@ -395,25 +402,26 @@ async fn run(
     }
     let cancelled = job.cancel_requested.load(Ordering::Acquire);
     let completion = decide(shared, envelope, lease, &resolved, outcome, cancelled);
-    ended(shared, job, envelope, &resolved.spec.options, completion).await
+    (completion, Some(resolved.spec.options))
 }
 
 /// Takes what the run needs before it starts: the task's code, a slot of
 /// its concurrency limit, a start under its rate limit. `Err` is how the
-/// delivery ends without running (waiting again, or refused).
+/// delivery ends without running (waiting again, or refused), with the
+/// options its end goes by if that end sets off callbacks ([`ended`]).
 async fn reserve(
     shared: &Arc<WorkerShared>,
     envelope: &Envelope,
     lease: u64,
     job: &Arc<RunningJob>,
-) -> Result<Resolved, Box<Completion>> {
+) -> Result<Resolved, Box<(Completion, Option<TaskOptions>)>> {
     let resolved = match resolve(shared, envelope).await {
         Ok(resolved) => resolved,
         Err(ResolveError::Unavailable(reason)) => {
             // The code exists but cannot be had right now: wait, without
             // using up an attempt.
             let delay = Duration::from_secs(1);
-            return Err(Box::new(wait_again(
+            let waiting = wait_again(
                 lease,
                 envelope.clone(),
                 delay,
@@ -421,23 +429,26 @@ async fn reserve(
                     "cannot load the task's plugin ({reason}); trying again in {} ms",
                     delay.as_millis()
                 ),
-            )));
+            );
+            return Err(Box::new((waiting, None)));
         }
         Err(ResolveError::UnknownTask(reason)) => {
-            let completion = unresolved(shared, envelope, lease, reason);
-            return Err(Box::new(
-                ended(shared, job, envelope, &TaskOptions::default(), completion).await,
-            ));
+            // Its end (dead, or waiting for a plugin) sets off what any
+            // end does, under the default options.
+            return Err(Box::new((
+                unresolved(shared, envelope, lease, reason),
+                Some(TaskOptions::default()),
+            )));
         }
     };
     if let Some(lease_for) = envelope.options.visibility_timeout(&resolved.spec.options) {
         job.set_lease_for(lease_for);
     }
     if let Some(waiting) = concurrency_limited(shared, envelope, lease, job, &resolved).await {
-        return Err(Box::new(waiting));
+        return Err(Box::new((waiting, None)));
     }
     if let Some(waiting) = rate_limited(shared, envelope, lease, &resolved).await {
-        return Err(Box::new(waiting));
+        return Err(Box::new((waiting, None)));
     }
     Ok(resolved)
 }
