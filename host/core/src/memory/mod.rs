@@ -741,16 +741,16 @@ impl WorkflowStore for MemoryStore {
     }
 
     async fn due_runs(&self, now: Millis, limit: usize) -> StoreResult<Vec<Run>> {
-        let mut due: Vec<Run> = self
-            .lock()
+        let state = self.lock();
+        // Ordered by reference; only the runs returned are cloned (many
+        // runs may be due at once, and a run is a whole history).
+        let mut due: Vec<&Run> = state
             .runs
             .values()
             .filter(|r| r.wake_at.is_some_and(|at| at <= now))
-            .cloned()
             .collect();
-        due.sort_by_key(|r| (r.wake_at, r.id.clone()));
-        due.truncate(limit);
-        Ok(due)
+        due.sort_unstable_by(|a, b| (a.wake_at, &a.id).cmp(&(b.wake_at, &b.id)));
+        Ok(due.into_iter().take(limit).cloned().collect())
     }
 }
 

@@ -28,6 +28,8 @@ const STEPS_AT_ONCE: usize = 16;
 /// Under load, how long [`Engine::run`] waits after a run is made due
 /// before it looks (an idle engine looks at once).
 const GATHER: Duration = Duration::from_millis(2);
+/// How many ticks [`Engine::run`] has leased and is stepping at once.
+const TICKS_AT_ONCE: usize = 3;
 /// How many due runs [`Engine::run`] takes per look.
 const TICK_LIMIT: usize = 64;
 
@@ -67,10 +69,13 @@ struct Advanced {
     span: tracing::Span,
 }
 
-/// What one look at the due runs found and did.
-struct Ticked {
-    found: usize,
-    stepped: usize,
+/// Runs leased by [`Engine::lease_all`].
+#[derive(Default)]
+struct Leased {
+    /// Leased to this engine, to be stepped.
+    held: Vec<Run>,
+    /// Final runs whose stray wake time was cleared.
+    quieted: usize,
 }
 
 /// Header naming the run an activity's job belongs to.
@@ -215,14 +220,8 @@ impl Engine {
     /// Steps every run due at `now` (at most `limit`, a few at once);
     /// returns how many steps were written.
     pub async fn tick(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        Ok(self.tick_counted(now, limit).await?.stepped)
-    }
-
-    async fn tick_counted(&self, now: Millis, limit: usize) -> Result<Ticked, StoreError> {
         let due = self.client.stores().workflows.due_runs(now, limit).await?;
-        let found = due.len();
-        let stepped = self.step_all(due, now).await?;
-        Ok(Ticked { found, stepped })
+        self.step_all(due, now).await
     }
 
     /// Steps until `stop` resolves: at once while runs are due (a full
@@ -231,9 +230,31 @@ impl Engine {
     /// `interval` (runs made due elsewhere, timers).
     pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        // Ticks whose runs are leased and being stepped. A tick's store
+        // round trips and its code overlap the next ones', and ticks run
+        // on any of the runtime's threads.
+        let mut stepping = tokio::task::JoinSet::new();
         loop {
-            let (full, busy) = match self.tick_counted(crate::time::now_ms(), TICK_LIMIT).await {
-                Ok(ticked) => (ticked.found == TICK_LIMIT, ticked.found > 0),
+            while stepping.len() >= TICKS_AT_ONCE {
+                let _ = stepping.join_next().await;
+            }
+            let now = crate::time::now_ms();
+            let (full, busy) = match self.lease_due(now).await {
+                Ok((found, held)) => {
+                    if !held.is_empty() {
+                        let engine = self.clone();
+                        let span = tracing::Span::current();
+                        stepping.spawn(
+                            async move {
+                                if let Err(e) = engine.finish_all(held, now).await {
+                                    tracing::warn!(error = %e, "cannot write workflow steps; they will be taken again");
+                                }
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    (found == TICK_LIMIT, found > 0)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot step workflow runs; trying again");
                     (false, false)
@@ -254,6 +275,22 @@ impl Engine {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+        // The runs leased are stepped to the end rather than left to their
+        // leases.
+        while stepping.join_next().await.is_some() {}
+    }
+
+    /// Reads the runs due at `now` and leases them; how many were due,
+    /// and the ones now held.
+    async fn lease_due(&self, now: Millis) -> Result<(usize, Vec<Run>), StoreError> {
+        let due = self
+            .client
+            .stores()
+            .workflows
+            .due_runs(now, TICK_LIMIT)
+            .await?;
+        let found = due.len();
+        Ok((found, self.lease_all(due, now).await?.held))
     }
 
     /// Runs this engine in the background ([`Engine::run`] every
@@ -284,28 +321,42 @@ impl Engine {
     /// Returns how many steps were written; a run another engine holds,
     /// or whose write lost, is not counted (it is stepped again later).
     pub async fn step_all(&self, runs: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
-        use futures_util::StreamExt as _;
-        let store = &self.client.stores().workflows;
+        let leased = self.lease_all(runs, now).await?;
+        Ok(leased.quieted + self.finish_all(leased.held, now).await?)
+    }
+
+    /// The first half of [`Self::step_all`]: `runs` leased in one write.
+    async fn lease_all(&self, runs: Vec<Run>, now: Millis) -> Result<Leased, StoreError> {
         let leases: Vec<Run> = runs
             .into_iter()
             .filter_map(|run| self.lease(run, now))
             .collect();
+        let mut leased = Leased::default();
         if leases.is_empty() {
-            return Ok(0);
+            return Ok(leased);
         }
-        let versions = store.put_runs(&leases).await?;
-        let mut stepped = 0;
-        let mut held = Vec::with_capacity(leases.len());
+        let versions = self.client.stores().workflows.put_runs(&leases).await?;
         for (mut run, version) in leases.into_iter().zip(versions) {
             match version {
                 // A final run's stray wake time, cleared: nothing to step.
-                Some(_) if run.state.is_final() => stepped += 1,
+                Some(_) if run.state.is_final() => leased.quieted += 1,
                 Some(version) => {
                     run.version = version;
-                    held.push(run);
+                    leased.held.push(run);
                 }
                 None => {}
             }
+        }
+        Ok(leased)
+    }
+
+    /// The second half of [`Self::step_all`]: the leased runs' code run a
+    /// few at once, their effects carried out, their steps written in one
+    /// write. Returns how many were written.
+    async fn finish_all(&self, held: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
+        use futures_util::StreamExt as _;
+        if held.is_empty() {
+            return Ok(0);
         }
         let advanced: Vec<Advanced> = futures_util::stream::iter(held)
             .map(|run| self.advance(run, now))
@@ -325,8 +376,8 @@ impl Engine {
                 }
             }
         }
-        let versions = store.put_runs(&written).await?;
-        Ok(stepped + versions.iter().filter(|v| v.is_some()).count())
+        let versions = self.client.stores().workflows.put_runs(&written).await?;
+        Ok(versions.iter().filter(|v| v.is_some()).count())
     }
 
     /// `run` leased to this engine until a lease from `now` ends (and due
