@@ -1156,6 +1156,14 @@ async fn the_order_workflow_survives_kill_9_on_sqlite() {
     xylem_tests::scenarios::order_workflow_survives_kill_9(&Env::new().url).await;
 }
 
+/// Event waits (signalled by another process, through `kill -9`) and
+/// child runs across processes, on one SQLite file (as on Redis and
+/// PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_child_runs_work_across_processes_on_sqlite() {
+    xylem_tests::scenarios::approval_and_child_runs_across_processes(&Env::new().url).await;
+}
+
 /// Three beat processes on one SQLite file fire each second once, with no
 /// gap through a `kill -9` of one (as on Redis and PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

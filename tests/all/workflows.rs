@@ -487,6 +487,7 @@ worker_case!(
                 "order.process",
                 "order.express",
                 "order.batch",
+                "order.approve",
                 "order.clock"
             ]
         );

@@ -619,6 +619,152 @@ pub async fn remove_data(url: &str) {
     }
 }
 
+/// Event waits and child runs across processes: `order.approve` runs
+/// on worker processes, waits for an `approval` event that a separate
+/// `xylem workflow signal` process sends — every worker killed with
+/// `kill -9` during the wait and restarted — then ships the order as a
+/// child `order.express` run. A second run is never approved: its wait's
+/// timeout fires from the store, on the restarted workers.
+pub async fn approval_and_child_runs_across_processes(url: &str) {
+    let cluster = Cluster::new(url).await;
+    for name in ["order", "order-workflow"] {
+        let out = cluster
+            .command()
+            .args(["plugin", "push"])
+            .arg(crate::plugin(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let opts = ["--lease", "2s", "--concurrency", "4"];
+    let start_workers = |round: u32| -> Vec<Child> {
+        (0..2)
+            .map(|i| cluster.worker(&format!("approve{round}-{i}"), &opts))
+            .collect()
+    };
+    let start = |input: &str| {
+        let out = cluster
+            .command()
+            .args(["workflow", "start", "order.approve", "--input", input])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut workers = start_workers(0);
+    let approved = start(r#"{"id":"A-1","amount_cents":1200,"approve_within_ms":120000}"#);
+    let declined = start(r#"{"id":"A-2","amount_cents":1300,"approve_within_ms":4000}"#);
+    let stores = open_stores(url).await;
+    let run = |id: &str| {
+        let (stores, id) = (&stores, id.to_owned());
+        async move { stores.workflows.get_run(&id).await.unwrap() }
+    };
+    let wait_for =
+        |id: String, what: &'static str, done: fn(&xylem_core::workflow::Run) -> bool| {
+            let run = &run;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    let now = run(&id).await;
+                    if let Some(r) = now.as_ref().filter(|r| done(r)) {
+                        return r.clone();
+                    }
+                    assert!(Instant::now() < deadline, "{id} never {what}: {now:#?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+    use xylem_core::workflow::{Call, RunState};
+    let waiting = |r: &xylem_core::workflow::Run| {
+        r.state == RunState::Waiting
+            && r.history
+                .iter()
+                .any(|c| matches!(c, Call::AwaitEvent { .. }))
+    };
+    wait_for(approved.clone(), "waited for its approval", waiting).await;
+    wait_for(declined.clone(), "waited for its approval", waiting).await;
+    // Every worker killed during the waits; others take over.
+    for w in &mut workers {
+        kill9(w);
+    }
+    let mut workers = start_workers(1);
+    let out = cluster
+        .command()
+        .args(["workflow", "signal", &approved, "approval", "--payload"])
+        .arg(r#"{"by":"ada"}"#)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_for(approved.clone(), "finished", |r| r.state.is_final()).await;
+    let timed_out = wait_for(declined.clone(), "finished", |r| r.state.is_final()).await;
+    for w in &mut workers {
+        terminate(w);
+    }
+    assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(done.result.as_deref().unwrap()).unwrap(),
+        serde_json::json!({
+            "order": "A-1",
+            "approved_by": "ada",
+            "shipped": {"order": "A-1", "receipt": "rcpt-A-1", "shipped": true},
+        })
+    );
+    assert_eq!(timed_out.state, RunState::Succeeded, "{timed_out:#?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(timed_out.result.as_deref().unwrap()).unwrap(),
+        serde_json::json!({"order": "A-2", "approved": false})
+    );
+    assert!(
+        !timed_out
+            .history
+            .iter()
+            .any(|c| matches!(c, Call::Child { .. })),
+        "an unapproved order starts no child: {:#?}",
+        timed_out.history
+    );
+    // The child: one run, naming its parent, each activity once.
+    let (seq, call) = done
+        .history
+        .iter()
+        .enumerate()
+        .find(|(_, c)| matches!(c, Call::Child { .. }))
+        .expect("the approved order started a child run");
+    let child_id = xylem_core::workflow::step_job_id(&done, seq as u32, call);
+    let child = run(&child_id).await.expect("the child run exists");
+    assert_eq!(child.state, RunState::Succeeded, "{child:#?}");
+    assert_eq!(child.workflow, "order.express");
+    assert_eq!(
+        child.parent.as_ref().map(|p| (p.run.as_str(), p.seq)),
+        Some((approved.as_str(), seq as u32))
+    );
+    let mut activities = Vec::new();
+    for (seq, call) in child.history.iter().enumerate() {
+        if let Call::Activity { task, .. } = call {
+            let job = xylem_core::workflow::step_job_id(&child, seq as u32, call);
+            let record = stores.results.get(&job).await.unwrap().unwrap();
+            assert_eq!(
+                count(&record, TaskState::Succeeded),
+                1,
+                "{task} succeeded once"
+            );
+            activities.push(task.clone());
+        }
+    }
+    assert_eq!(activities, ["order.validate", "order.charge", "order.ship"]);
+}
+
 /// The seed's `order.process` workflow across processes: workers killed
 /// with `kill -9` during its durable sleep, and again during an activity;
 /// restarted, they finish the run exactly once, each activity succeeding

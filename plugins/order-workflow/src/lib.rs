@@ -7,7 +7,9 @@
 //! Also `order.clock`, which reads the clock and random numbers the ways a
 //! workflow must not rely on (WASI directly) beside the recorded ones: on
 //! every replay it sees the same values. `order.express` and
-//! `order.batch` are what `xylem bench workflow` runs.
+//! `order.batch` are what `xylem bench workflow` runs; `order.approve`
+//! waits for an event (a person's approval, with a timeout) and then runs
+//! `order.express` as a child run.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +39,22 @@ fn express(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
     let charged: Value = ctx.activity("order.charge", &valid)?;
     let shipped: Value = ctx.activity("order.ship", &charged)?;
     Ok(shipped)
+}
+
+/// `order.approve`: waits for a person's approval (event `approval`, up
+/// to `approve_within_ms`, a day by default), then ships the order as a
+/// child `order.express` run; not approved in time, it ends declined.
+fn approve(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
+    let within = order["approve_within_ms"].as_u64().unwrap_or(86_400_000);
+    let Some(approval) = ctx.await_event::<Value>("approval", Duration::from_millis(within)) else {
+        return Ok(serde_json::json!({ "order": order["id"], "approved": false }));
+    };
+    let shipped: Value = ctx.child("order.express", &order)?;
+    Ok(serde_json::json!({
+        "order": order["id"],
+        "approved_by": approval["by"],
+        "shipped": shipped,
+    }))
 }
 
 /// `order.batch`: validates `{"orders": n}` orders one after another — a
@@ -84,6 +102,8 @@ fn workflows() -> Vec<Workflow> {
             .description("validate → charge → sleep → ship"),
         Workflow::new("order.express", express).description("validate → charge → ship"),
         Workflow::new("order.batch", batch).description("validates n orders in turn"),
+        Workflow::new("order.approve", approve)
+            .description("waits for an approval, then ships as a child run"),
         Workflow::new("order.clock", clock).description("clocks and random numbers, replayed"),
     ]
 }

@@ -29,6 +29,15 @@ async fn the_order_workflow_survives_kill_9_on_postgres() {
     scenarios::remove_data(&url).await;
 }
 
+/// Event waits (signalled by another process, through `kill -9`) and
+/// child runs across processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_child_runs_work_across_processes_on_postgres() {
+    let Some(url) = shared_url() else { return };
+    scenarios::approval_and_child_runs_across_processes(&url).await;
+    scenarios::remove_data(&url).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_beats_fire_each_tick_once_on_postgres() {
     let Some(url) = shared_url() else { return };
