@@ -54,19 +54,27 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap().keep(),
         };
         let wasm = plugin("hello");
-        let out = cluster
-            .command()
-            .args(["plugin", "push"])
-            .arg(wasm)
-            .args(push_args)
-            .output()
-            .unwrap();
+        let mut args = vec!["plugin", "push", wasm.to_str().unwrap()];
+        args.extend(push_args);
+        cluster.xylem(&args);
+        cluster
+    }
+
+    /// Runs `xylem ARGS...` on the cluster's store; its standard output,
+    /// trimmed (it must succeed).
+    pub fn xylem(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "push failed: {}",
+            "xylem {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        cluster
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Pushes the plugin built from `plugins/NAME`.
+    pub fn push(&self, name: &str) {
+        self.xylem(&["plugin", "push", plugin(name).to_str().unwrap()]);
     }
 
     /// `xylem --store URL` with the cluster's cache and log level.
@@ -619,6 +627,24 @@ pub async fn remove_data(url: &str) {
     }
 }
 
+/// Waits (up to 90 s) until run `id` exists and is `what` by `done`.
+pub async fn wait_for_run(
+    stores: &Stores,
+    id: &str,
+    what: &str,
+    done: fn(&xylem_core::workflow::Run) -> bool,
+) -> xylem_core::workflow::Run {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = stores.workflows.get_run(id).await.unwrap();
+        if let Some(run) = now.as_ref().filter(|r| done(r)) {
+            return run.clone();
+        }
+        assert!(Instant::now() < deadline, "{id} never {what}: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Event waits and child runs across processes: `order.approve` runs
 /// on worker processes, waits for an `approval` event that a separate
 /// `xylem workflow signal` process sends — every worker killed with
@@ -627,61 +653,20 @@ pub async fn remove_data(url: &str) {
 /// timeout fires from the store, on the restarted workers.
 pub async fn approval_and_child_runs_across_processes(url: &str) {
     let cluster = Cluster::new(url).await;
-    for name in ["order", "order-workflow"] {
-        let out = cluster
-            .command()
-            .args(["plugin", "push"])
-            .arg(crate::plugin(name))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    cluster.push("order");
+    cluster.push("order-workflow");
     let opts = ["--lease", "2s", "--concurrency", "4"];
     let start_workers = |round: u32| -> Vec<Child> {
         (0..2)
             .map(|i| cluster.worker(&format!("approve{round}-{i}"), &opts))
             .collect()
     };
-    let start = |input: &str| {
-        let out = cluster
-            .command()
-            .args(["workflow", "start", "order.approve", "--input", input])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let start =
+        |input: &str| cluster.xylem(&["workflow", "start", "order.approve", "--input", input]);
     let mut workers = start_workers(0);
     let approved = start(r#"{"id":"A-1","amount_cents":1200,"approve_within_ms":120000}"#);
     let declined = start(r#"{"id":"A-2","amount_cents":1300,"approve_within_ms":4000}"#);
     let stores = open_stores(url).await;
-    let run = |id: &str| {
-        let (stores, id) = (&stores, id.to_owned());
-        async move { stores.workflows.get_run(&id).await.unwrap() }
-    };
-    let wait_for =
-        |id: String, what: &'static str, done: fn(&xylem_core::workflow::Run) -> bool| {
-            let run = &run;
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(90);
-                loop {
-                    let now = run(&id).await;
-                    if let Some(r) = now.as_ref().filter(|r| done(r)) {
-                        return r.clone();
-                    }
-                    assert!(Instant::now() < deadline, "{id} never {what}: {now:#?}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
     use xylem_core::workflow::{Call, RunState};
     let waiting = |r: &xylem_core::workflow::Run| {
         r.state == RunState::Waiting
@@ -689,26 +674,23 @@ pub async fn approval_and_child_runs_across_processes(url: &str) {
                 .iter()
                 .any(|c| matches!(c, Call::AwaitEvent { .. }))
     };
-    wait_for(approved.clone(), "waited for its approval", waiting).await;
-    wait_for(declined.clone(), "waited for its approval", waiting).await;
+    wait_for_run(&stores, &approved, "waited for its approval", waiting).await;
+    wait_for_run(&stores, &declined, "waited for its approval", waiting).await;
     // Every worker killed during the waits; others take over.
     for w in &mut workers {
         kill9(w);
     }
     let mut workers = start_workers(1);
-    let out = cluster
-        .command()
-        .args(["workflow", "signal", &approved, "approval", "--payload"])
-        .arg(r#"{"by":"ada"}"#)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done = wait_for(approved.clone(), "finished", |r| r.state.is_final()).await;
-    let timed_out = wait_for(declined.clone(), "finished", |r| r.state.is_final()).await;
+    cluster.xylem(&[
+        "workflow",
+        "signal",
+        &approved,
+        "approval",
+        "--payload",
+        r#"{"by":"ada"}"#,
+    ]);
+    let done = wait_for_run(&stores, &approved, "finished", |r| r.state.is_final()).await;
+    let timed_out = wait_for_run(&stores, &declined, "finished", |r| r.state.is_final()).await;
     for w in &mut workers {
         terminate(w);
     }
@@ -742,7 +724,12 @@ pub async fn approval_and_child_runs_across_processes(url: &str) {
         .find(|(_, c)| matches!(c, Call::Child { .. }))
         .expect("the approved order started a child run");
     let child_id = xylem_core::workflow::step_job_id(&done, seq as u32, call);
-    let child = run(&child_id).await.expect("the child run exists");
+    let child = stores
+        .workflows
+        .get_run(&child_id)
+        .await
+        .unwrap()
+        .expect("the child run exists");
     assert_eq!(child.state, RunState::Succeeded, "{child:#?}");
     assert_eq!(child.workflow, "order.express");
     assert_eq!(
@@ -771,19 +758,8 @@ pub async fn approval_and_child_runs_across_processes(url: &str) {
 /// once.
 pub async fn order_workflow_survives_kill_9(url: &str) {
     let cluster = Cluster::new(url).await;
-    for name in ["order", "order-workflow"] {
-        let out = cluster
-            .command()
-            .args(["plugin", "push"])
-            .arg(crate::plugin(name))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    cluster.push("order");
+    cluster.push("order-workflow");
     let opts = ["--lease", "2s", "--concurrency", "4"];
     let start_workers = |round: u32| -> Vec<Child> {
         (0..2)
@@ -791,34 +767,15 @@ pub async fn order_workflow_survives_kill_9(url: &str) {
             .collect()
     };
     let mut workers = start_workers(0);
-    let out = cluster
-        .command()
-        .args(["workflow", "start", "order.process", "--input"])
-        .arg(r#"{"id":"K-9","amount_cents":990,"ship_after_ms":3000,"ship_work_ms":3000}"#)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let id = cluster.xylem(&[
+        "workflow",
+        "start",
+        "order.process",
+        "--input",
+        r#"{"id":"K-9","amount_cents":990,"ship_after_ms":3000,"ship_work_ms":3000}"#,
+    ]);
     let stores = open_stores(url).await;
-    let run_now = || async { stores.workflows.get_run(&id).await.unwrap().unwrap() };
-    let wait_for = |what: &'static str, done: fn(&xylem_core::workflow::Run) -> bool| {
-        let run_now = &run_now;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(90);
-            loop {
-                let run = run_now().await;
-                if done(&run) {
-                    return run;
-                }
-                assert!(Instant::now() < deadline, "never {what}: {run:#?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let wait_for = |what, done| wait_for_run(&stores, &id, what, done);
     use xylem_core::workflow::Call;
     // Killed during the durable sleep: every worker, at once.
     wait_for("slept", |r| {

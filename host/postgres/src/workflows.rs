@@ -27,48 +27,34 @@ impl WorkflowStore for PostgresStore {
         // Two statements for the lot, each over the batch's columns: new
         // runs are inserts that lose to an existing id; steps' writes,
         // updates of the version each read.
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO workflow_runs (id, workflow, state, wake_at, created_at, version, doc)
-             SELECT id, workflow, state, wake_at, created_at, version, doc
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                         $6::bigint[], $7::text[], $8::bigint[])
-                  AS w (id, workflow, state, wake_at, created_at, version, doc, read)
-             WHERE read = 0
-             ON CONFLICT (id) DO NOTHING RETURNING id",
-        )
-        .bind(&columns.id)
-        .bind(&columns.workflow)
-        .bind(&columns.state)
-        .bind(&columns.wake_at)
-        .bind(&columns.created_at)
-        .bind(&columns.version)
-        .bind(&columns.doc)
-        .bind(&columns.read)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let updated: Vec<String> = if runs.iter().any(|r| r.version != 0) {
-            sqlx::query_scalar(
-                "UPDATE workflow_runs r
-                 SET state = w.state, wake_at = w.wake_at, version = w.version, doc = w.doc
+        let inserted: Vec<String> = columns
+            .bind(sqlx::query_scalar(
+                "INSERT INTO workflow_runs (id, workflow, state, wake_at, created_at, version, doc)
+                 SELECT id, workflow, state, wake_at, created_at, version, doc
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                              $6::bigint[], $7::text[], $8::bigint[])
                       AS w (id, workflow, state, wake_at, created_at, version, doc, read)
-                 WHERE w.read <> 0 AND r.id = w.id AND r.workflow = w.workflow
-                   AND r.created_at = w.created_at AND r.version = w.read
-                 RETURNING r.id",
-            )
-            .bind(&columns.id)
-            .bind(&columns.workflow)
-            .bind(&columns.state)
-            .bind(&columns.wake_at)
-            .bind(&columns.created_at)
-            .bind(&columns.version)
-            .bind(&columns.doc)
-            .bind(&columns.read)
+                 WHERE read = 0
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+            ))
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?
+            .map_err(db)?;
+        let updated: Vec<String> = if runs.iter().any(|r| r.version != 0) {
+            columns
+                .bind(sqlx::query_scalar(
+                    "UPDATE workflow_runs r
+                     SET state = w.state, wake_at = w.wake_at, version = w.version, doc = w.doc
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                                 $6::bigint[], $7::text[], $8::bigint[])
+                          AS w (id, workflow, state, wake_at, created_at, version, doc, read)
+                     WHERE w.read <> 0 AND r.id = w.id AND r.workflow = w.workflow
+                       AND r.created_at = w.created_at AND r.version = w.read
+                     RETURNING r.id",
+                ))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?
         } else {
             Vec::new()
         };
@@ -145,6 +131,22 @@ struct RunColumns {
 }
 
 impl RunColumns {
+    /// `query` with the columns bound as `$1`–`$8`.
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.id)
+            .bind(&self.workflow)
+            .bind(&self.state)
+            .bind(&self.wake_at)
+            .bind(&self.created_at)
+            .bind(&self.version)
+            .bind(&self.doc)
+            .bind(&self.read)
+    }
+
     fn push(&mut self, run: &Run) -> StoreResult<()> {
         let mut written = run.clone();
         written.version = run.version + 1;

@@ -126,15 +126,6 @@ impl RedisStore {
     /// The documents of runs `ids`, in that order (a run removed meanwhile
     /// is left out).
     async fn runs(&self, ids: &[String]) -> StoreResult<Vec<Run>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let docs: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(format!("{}:runs", self.keys.prefix()))
-            .arg(ids)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        docs.into_iter().flatten().map(|d| from_json(&d)).collect()
+        Ok(self.get_runs(ids).await?.into_iter().flatten().collect())
     }
 }
