@@ -262,12 +262,14 @@ pub async fn four_workers_share_the_work(url: &str) {
 
 /// Four worker processes hold a rate limit of 20/s together — the
 /// operator's, set with `plugin push --rate-limit` — within 10 % over
-/// 10 s: 260 jobs enqueued at once start at most 220 and at least 180 in
-/// the first 10 s (start times from the job histories, whichever worker
-/// ran each). Starts are reserved 50 ms apart; a worker starved of CPU
-/// (this test shares two cores with the rest of the suite) starts some
-/// late and together, so one second may see several times 20 — never
-/// the burst of an unenforced limit (all of them at once).
+/// 10 s: of 260 jobs enqueued at once, no 10 seconds see more than 220
+/// start, and the busiest 10 seconds see at least 180 (start times from
+/// the job histories, whichever worker ran each). Starts are reserved
+/// 50 ms apart; a worker starved of CPU (this test shares two cores with
+/// the rest of the suite) starts some late and together, so one second
+/// may see a few times 20 — never the burst of an unenforced limit (all
+/// of them at once); a job back more than a second past its slot takes a
+/// new one.
 pub async fn four_workers_hold_a_rate_limit(url: &str) {
     let cluster = Cluster::pushed_with(url, &["--rate-limit", "hello.greet=20/s"]).await;
     let mut workers: Vec<Child> = (0..4)
@@ -305,15 +307,17 @@ pub async fn four_workers_hold_a_rate_limit(url: &str) {
     let mut starts: Vec<i64> = records.iter().map(|r| crate::last_run(r).0).collect();
     starts.sort_unstable();
     let first = starts[0];
-    let in_ten = starts.iter().filter(|s| **s < first + 10_000).count();
-    let busiest = starts
-        .iter()
-        .enumerate()
-        .map(|(i, s)| starts[i..].iter().take_while(|t| **t < s + 1000).count())
-        .max()
-        .unwrap_or(0);
+    let busiest_in = |window: i64| {
+        starts
+            .iter()
+            .enumerate()
+            .map(|(i, s)| starts[i..].iter().take_while(|t| **t < s + window).count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (in_ten, busiest) = (busiest_in(10_000), busiest_in(1_000));
     eprintln!(
-        "rate limit 20/s, 4 workers: {in_ten} starts in the first 10 s, at most {busiest} in a second"
+        "rate limit 20/s, 4 workers: at most {in_ten} starts in 10 s, at most {busiest} in a second"
     );
     if std::env::var_os("XYLEM_RATE_TRACE").is_some() {
         let rel: Vec<i64> = starts.iter().map(|s| s - first).collect();
@@ -321,13 +325,15 @@ pub async fn four_workers_hold_a_rate_limit(url: &str) {
     }
     assert!(
         (180..=220).contains(&in_ten),
-        "{in_ten} starts in 10 s under a 20/s limit (want 200 ± 10 %)"
+        "at most {in_ten} starts in 10 s under a 20/s limit (want 200 ± 10 %)"
     );
     // Start times are claim times: a worker starved of CPU by the rest of
     // the suite (a browser, other clusters) claims jobs whose slots have
     // passed together — 50 to 88 in one second were seen on a loaded CI
-    // machine, 21 alone. An unenforced limit starts all 260 within about
-    // a second; the 10-second count above is the limit's measure.
+    // machine, 21 alone; once, workers stalled for seconds and 172 came
+    // back together (jobs that late now take new slots). An unenforced
+    // limit starts all 260 within about a second; the 10-second count
+    // above is the limit's measure.
     assert!(busiest <= 120, "{busiest} starts in one second under 20/s");
     // A limited job is claimed, sent to wait for its slot, claimed again:
     // the worker that ran it is its last `running` entry's.

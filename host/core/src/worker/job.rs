@@ -18,7 +18,7 @@ use crate::record::{TaskState, Transition};
 use crate::retry::{DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, backoff};
 use crate::store::{Completed, Completion, Delivery, Nack, Settle, StoreError};
 use crate::telemetry::metrics::Finished;
-use crate::time::{format_ms, now_ms};
+use crate::time::{format_ms, ms, now_ms};
 use crate::{Envelope, Failure, FailureKind, Outcome, Progress, TaskOptions, Usage};
 
 /// How many times a job whose task no plugin provides is put back to wait
@@ -547,8 +547,14 @@ async fn concurrency_limited(
 /// twice this, at random) before it looks again.
 const CONCURRENCY_RETRY: Duration = Duration::from_millis(200);
 
+/// How late after its reserved start slot a rate-limited job may still
+/// start on that slot (it comes back by a timer and a claim, so a little
+/// late); later than this, it reserves a new one.
+const RATE_SLOT_GRACE: Duration = Duration::from_secs(1);
+
 /// Reserves the job a start slot under its task's rate limit
-/// (`crate::rate_limit`), if it has one and no slot yet: `None` to run now,
+/// (`crate::rate_limit`), if it has one and no slot yet (or one more
+/// than [`RATE_SLOT_GRACE`] past): `None` to run now,
 /// else the completion that puts the job back to wait for its slot — same
 /// attempt, no retry used.
 async fn rate_limited(
@@ -567,11 +573,17 @@ async fn rate_limited(
             return None;
         }
     };
-    if envelope.rate_slot.is_some() {
+    let now = now_ms();
+    if let Some(slot) = envelope.rate_slot
+        && now.saturating_sub(slot) <= ms(RATE_SLOT_GRACE)
+    {
         // Its slot was reserved when it was sent to wait for it.
         return None;
     }
-    let now = now_ms();
+    // No slot yet — or one long past: the job comes back this late only
+    // if workers were stalled or down, and every job whose slot passed
+    // meanwhile would start at once, a burst the limit is there to
+    // prevent. It takes a new slot, in line with the others.
     let mut next = envelope.clone();
     let interval = limit.interval();
     let key = limit.key(&envelope.task, &envelope.headers);
