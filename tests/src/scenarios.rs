@@ -72,6 +72,13 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Starts `n` workers named `PREFIX0`, `PREFIX1`, ... with `args`.
+    pub fn workers(&self, prefix: &str, n: usize, args: &[&str]) -> Vec<Child> {
+        (0..n)
+            .map(|i| self.worker(&format!("{prefix}{i}"), args))
+            .collect()
+    }
+
     /// Pushes the plugin built from `plugins/NAME`.
     pub fn push(&self, name: &str) {
         self.xylem(&["plugin", "push", plugin(name).to_str().unwrap()]);
@@ -352,13 +359,9 @@ pub async fn four_workers_hold_a_rate_limit(url: &str) {
 
 /// Runs `xylem ARGS --json` for a canvas command; its definition.
 fn enqueue_canvas(cluster: &Cluster, args: &[String]) -> xylem_core::canvas::Canvas {
-    let out = cluster.command().args(args).arg("--json").output().unwrap();
-    assert!(
-        out.status.success(),
-        "xylem {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--json");
+    let doc: serde_json::Value = serde_json::from_str(&cluster.xylem(&args)).unwrap();
     serde_json::from_value(doc["canvas"].clone()).unwrap()
 }
 
@@ -497,24 +500,15 @@ pub async fn server_restart(url: &str, restart: impl FnOnce()) {
 pub async fn three_beats_fire_each_tick_once(url: &str) {
     let cluster = Cluster::new(url).await;
     let name = "every-second";
-    let out = cluster
-        .command()
-        .args([
-            "schedule",
-            "add",
-            name,
-            "--task",
-            "hello.echo",
-            "--every",
-            "1s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.xylem(&[
+        "schedule",
+        "add",
+        name,
+        "--task",
+        "hello.echo",
+        "--every",
+        "1s",
+    ]);
     let beat = |i: usize| {
         let log = std::fs::File::create(cluster.log_path(&format!("beat{i}"))).unwrap();
         cluster
@@ -662,11 +656,7 @@ pub async fn approval_and_child_runs_across_processes(url: &str) {
     cluster.push("order");
     cluster.push("order-workflow");
     let opts = ["--lease", "2s", "--concurrency", "4"];
-    let start_workers = |round: u32| -> Vec<Child> {
-        (0..2)
-            .map(|i| cluster.worker(&format!("approve{round}-{i}"), &opts))
-            .collect()
-    };
+    let start_workers = |round: u32| cluster.workers(&format!("approve{round}-"), 2, &opts);
     let start =
         |input: &str| cluster.xylem(&["workflow", "start", "order.approve", "--input", input]);
     let mut workers = start_workers(0);
@@ -767,11 +757,7 @@ pub async fn order_workflow_survives_kill_9(url: &str) {
     cluster.push("order");
     cluster.push("order-workflow");
     let opts = ["--lease", "2s", "--concurrency", "4"];
-    let start_workers = |round: u32| -> Vec<Child> {
-        (0..2)
-            .map(|i| cluster.worker(&format!("w{round}-{i}"), &opts))
-            .collect()
-    };
+    let start_workers = |round: u32| cluster.workers(&format!("w{round}-"), 2, &opts);
     let mut workers = start_workers(0);
     let id = cluster.xylem(&[
         "workflow",

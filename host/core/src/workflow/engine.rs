@@ -663,15 +663,22 @@ impl Engine {
         }
     }
 
-    /// Carries out an effect of a step of `run` other than an activity
-    /// (those are enqueued together: [`Self::carry_out_all`]).
+    /// Carries out one effect of a step of `run` on its own (a tick's
+    /// activities go together instead: [`Self::carry_out_all`]).
     async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), StoreError> {
         match effect {
-            Effect::Activity { seq, .. } => {
-                return Err(StoreError::Invalid(format!(
-                    "activity {seq} of run {} is enqueued with its tick's others",
-                    run.id
-                )));
+            Effect::Activity {
+                seq,
+                task,
+                args,
+                options,
+            } => {
+                if let Some(job) = self
+                    .activity_job(run, seq, &task, &args, options, now)
+                    .await?
+                {
+                    self.client.enqueue_all_by_id(&[job]).await?;
+                }
             }
             Effect::Child {
                 seq,
