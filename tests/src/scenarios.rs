@@ -40,6 +40,37 @@ pub struct Cluster {
     dir: PathBuf,
 }
 
+/// A test that fails part-way leaves its workers running, holding store
+/// connections every later test needs: on drop, every process this test
+/// process started on the cluster's store is killed.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let me = std::process::id().to_string();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = std::fs::read_to_string(path.join("stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid ...: the parent after the comm's ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(me.as_str())
+            });
+            let on_store = std::fs::read(path.join("cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == self.url.as_bytes())
+            });
+            if ours && on_store {
+                let _ = Command::new("kill")
+                    .args(["-9", &entry.file_name().to_string_lossy()])
+                    .status();
+            }
+        }
+    }
+}
+
 impl Cluster {
     /// A cluster on `url`, with `hello` pushed.
     pub async fn new(url: &str) -> Self {
@@ -107,6 +138,22 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap()
+    }
+
+    /// Waits until worker `name` logged that it started: from then on it
+    /// has its signal handlers, so a SIGTERM stops it cleanly (one sent
+    /// earlier kills it, as it would any process still starting).
+    pub fn wait_started(&self, name: &str) {
+        let started = Instant::now();
+        while !std::fs::read_to_string(self.log_path(name))
+            .is_ok_and(|log| log.contains("worker started"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "worker {name} did not start in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Where worker `name` logs.
@@ -385,6 +432,12 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
     let mut workers: Vec<Child> = (0..4)
         .map(|i| cluster.worker(&format!("canvas{i}"), &opts))
         .collect();
+    // Every worker up before the canvases exist: on a loaded machine one
+    // still compiling its plugins could miss every job (and the kill
+    // below would then land on no running job).
+    for i in 0..workers.len() {
+        cluster.wait_started(&format!("canvas{i}"));
+    }
     let mut chord_args = vec!["chord".to_owned()];
     chord_args.extend((0..100).map(|i| format!(r#"hello.sleep:{{"ms":{}}}"#, 300 + i % 7)));
     chord_args.extend(["--callback".to_owned(), "hello.echo".to_owned()]);
@@ -393,11 +446,9 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
     chain_args.extend((0..10).map(|_| r#"hello.sleep:{"ms":150}"#.to_owned()));
     let chain = enqueue_canvas(&cluster, &chain_args);
 
-    // Mid-way through the members (four waves of 32) and the chain: once
-    // the worker to be killed is running one of them (on a loaded machine
-    // the workers may take a while to start, and the others may take the
-    // first jobs; a kill before that would prove nothing). Each job sleeps
-    // 150 ms or more, so it is still running when the kill lands.
+    // Mid-way through the members (four waves of 32) and the chain: the
+    // first worker seen running one of them is killed at once (each job
+    // sleeps 150 ms or more, so it is still running when the kill lands).
     let stores = open_stores(url).await;
     let ids: Vec<String> = chord
         .root
@@ -406,21 +457,29 @@ pub async fn canvases_survive_their_client_and_kill_9(url: &str) {
         .chain(chain.root.tasks(&[]))
         .map(|(_, node)| node.id.clone())
         .collect();
-    let victim = xylem_core::store::running_detail("canvas0", 1, 1);
+    let running_on: Vec<String> = (0..workers.len())
+        .map(|i| xylem_core::store::running_detail(&format!("canvas{i}"), 1, 1))
+        .collect();
     let waiting = Instant::now();
-    'running: while waiting.elapsed() < Duration::from_secs(60) {
+    let victim = 'running: loop {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "no worker ran any of the canvases' jobs in 60 s"
+        );
         for id in &ids {
             if let Some(r) = stores.results.get(id).await.unwrap()
                 && r.state == TaskState::Running
-                && r.history.last().and_then(|h| h.detail.as_deref()) == Some(victim.as_str())
+                && let Some(detail) = r.history.last().and_then(|h| h.detail.as_deref())
+                && let Some(i) = running_on.iter().position(|d| d == detail)
             {
-                break 'running;
+                break 'running i;
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    kill9(&mut workers[0]);
-    workers[0] = cluster.worker("canvas-replacement", &opts);
+    };
+    kill9(&mut workers[victim]);
+    workers[victim] = cluster.worker("canvas-replacement", &opts);
+    cluster.wait_started("canvas-replacement");
 
     let callback = task_at(&chord, &[100]);
     let last = task_at(&chain, &[9]);
