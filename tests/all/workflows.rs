@@ -952,3 +952,132 @@ worker_case!(
         );
     }
 );
+
+/// A runtime of its own for workflows (so its kept-instance counts are
+/// this test's), keeping at most `kept` instances, with the test cache.
+fn workflow_runtime(kept: usize) -> xylem_wasm::Runtime {
+    xylem_wasm::Runtime::new(xylem_wasm::RuntimeConfig {
+        cache_dir: Some(
+            std::env::temp_dir()
+                .join("xylem-test-cache")
+                .join("components"),
+        ),
+        kept_workflows: xylem_wasm::KeptLimits {
+            instances: kept,
+            ..xylem_wasm::KeptLimits::for_pool(256)
+        },
+        ..xylem_wasm::RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+/// One tick of engine `a`, then of engine `b`.
+async fn tick_both(s: &Setup) {
+    s.engines[0].tick(now_ms(), 16).await.unwrap();
+    s.engines[1].tick(now_ms(), 16).await.unwrap();
+}
+
+/// `order.clock`'s WASI clock read the run's own start, before and after
+/// its sleep, however the code went on.
+fn assert_clock_replayed(run: &Run) {
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    let seen: serde_json::Value = serde_json::from_str(run.result.as_deref().unwrap()).unwrap();
+    assert_eq!(seen["wasi_ms"].as_i64(), Some(run.clock), "{seen}");
+    assert_eq!(seen["wasi_again"].as_i64(), Some(run.clock), "{seen}");
+}
+
+worker_case!(
+    a_waiting_run_goes_on_in_its_kept_instance_and_replays_only_when_it_must,
+    |stores| {
+        let tasks = runtime_with_order_tasks(&stores).await;
+        let (stop, worker) = wasm_worker(&stores, &tasks);
+        let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
+        let runtime = workflow_runtime(64);
+        let plugin = runtime.load_workflow(&bytes).await.unwrap();
+        let s = engines_over(
+            &stores,
+            Arc::new(WasmCatalog(plugin)),
+            Duration::from_secs(5),
+        );
+
+        // `order.clock` waits once (a sleep, no activity: no other writer
+        // races its steps): its second step goes on in the first step's
+        // instance, which is let go when the run ends.
+        let run = s.engines[0]
+            .start("order.clock", "{}", None, now_ms())
+            .await
+            .unwrap();
+        assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
+        let kept = runtime.kept_workflow_stats();
+        assert_eq!(
+            (kept.started, kept.resumed, kept.parked),
+            (1, 1, 0),
+            "{kept:?}"
+        );
+
+        // Another step written since (another engine's, or this one's
+        // write lost): the kept instance is stale and the code replays.
+        let run = s.engines[0]
+            .start("order.clock", "{}", None, now_ms())
+            .await
+            .unwrap();
+        tick_both(&s).await;
+        let mut waiting = stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+        assert_eq!(waiting.state, RunState::Waiting, "{waiting:#?}");
+        assert_eq!(runtime.kept_workflow_stats().parked, 1);
+        waiting.step_mark = "stepped-elsewhere".to_owned();
+        assert!(stores.workflows.put_run(&waiting).await.unwrap().is_some());
+        assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
+        let kept = runtime.kept_workflow_stats();
+        assert_eq!(
+            (kept.started, kept.resumed, kept.parked),
+            (3, 1, 0),
+            "{kept:?}"
+        );
+
+        // With activities: steps go on in the kept instance (a step whose
+        // write lost to its activity's end replays), each activity once.
+        let run = s.engines[0]
+            .start(
+                "order.process",
+                r#"{"id":"K-1","amount_cents":700,"ship_after_ms":300}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let done = drive(&s, &run.id, Duration::from_secs(60)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        let kept = runtime.kept_workflow_stats();
+        assert!(kept.resumed >= 2, "{kept:?}");
+        for (seq, call) in done.history.iter().enumerate() {
+            if matches!(call, Call::Activity { .. }) {
+                let job = step_job_id(&done, seq as u32, call);
+                let record = stores.results.get(&job).await.unwrap().unwrap();
+                assert_eq!(record.attempt, 1, "{job} ran once");
+            }
+        }
+
+        // None kept: every step replays in a new instance.
+        let runtime = workflow_runtime(0);
+        let plugin = runtime.load_workflow(&bytes).await.unwrap();
+        let s = engines_over(
+            &stores,
+            Arc::new(WasmCatalog(plugin)),
+            Duration::from_secs(5),
+        );
+        let run = s.engines[0]
+            .start("order.clock", "{}", None, now_ms())
+            .await
+            .unwrap();
+        assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
+        let kept = runtime.kept_workflow_stats();
+        assert_eq!(
+            (kept.started, kept.resumed, kept.parked),
+            (2, 0, 0),
+            "{kept:?}"
+        );
+        let _ = stop.send(());
+        worker.await.unwrap();
+    }
+);

@@ -14,6 +14,7 @@ mod bindings;
 pub mod build;
 mod cache;
 mod host;
+mod kept;
 mod limiter;
 mod log;
 mod plugin;
@@ -27,6 +28,7 @@ mod workflows;
 
 pub use build::{BuildError, Language, build_plugin};
 pub use cache::CacheStats;
+pub use kept::{KeptLimits, KeptStats};
 pub use plugin::Plugin;
 pub use registry::{PluginRegistry, PushError, PushQuota, push_plugin, push_plugin_with_quota};
 pub use runtime::{LoadError, Runtime, RuntimeConfig, WorkflowStepLimits};

@@ -71,6 +71,9 @@ pub struct RuntimeConfig {
     /// Budget of one workflow step (replay included): fuel, time and
     /// memory (`workflow.rs`).
     pub workflow_step: WorkflowStepLimits,
+    /// Workflow instances kept between steps, so that a run's next step
+    /// goes on where its code stopped instead of replaying it (`kept.rs`).
+    pub kept_workflows: crate::KeptLimits,
 }
 
 /// What one workflow step may use.
@@ -106,6 +109,7 @@ impl Default for RuntimeConfig {
                 .filter(|key| !key.is_empty())
                 .map(String::into_bytes),
             workflow_step: WorkflowStepLimits::default(),
+            kept_workflows: crate::KeptLimits::for_pool(256),
         }
     }
 }
@@ -155,6 +159,7 @@ pub(crate) struct RuntimeInner {
     cache: ComponentCache,
     shared_key: Option<SharedKey>,
     pub(crate) workflow_step: WorkflowStepLimits,
+    pub(crate) kept: crate::kept::KeptInstances,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -231,12 +236,23 @@ impl Runtime {
                 cache: ComponentCache::new(&engine, config.cache_dir),
                 shared_key,
                 workflow_step: config.workflow_step,
+                // Never more than half the pool: jobs need the rest.
+                kept: crate::kept::KeptInstances::new(crate::KeptLimits {
+                    instances: config.kept_workflows.instances.min((slots / 2) as usize),
+                    ..config.kept_workflows
+                }),
                 engine,
                 linker,
                 workflow_linker,
                 stop_ticker,
             }),
         })
+    }
+
+    /// How often workflow steps went on in a kept instance, and how often
+    /// they started (or replayed in) a new one.
+    pub fn kept_workflow_stats(&self) -> crate::KeptStats {
+        self.inner.kept.stats()
     }
 
     /// Loads a plugin from a `.wasm` file.

@@ -1,10 +1,13 @@
 //! Workflow plugins: components of world `xylem:workflow/workflow-plugin`
 //! (`wit/workflow/workflow.wit`). [`Runtime::load_workflow`] compiles,
 //! checks and describes one; [`WorkflowPlugin::code`] gives the engine
-//! (`xylem_core::workflow::Engine`) what runs a step: a fresh instance per
-//! step, every `workflow-host` call answered by the step's
-//! [`Replayer`], stopped at the first interrupt (it traps out of the
-//! guest), under a fuel, memory and time budget (`WorkflowStepLimits`).
+//! (`xylem_core::workflow::Engine`) what runs a step: every
+//! `workflow-host` call answered by the step's [`Replayer`], under a fuel,
+//! memory and time budget (`WorkflowStepLimits`). A step that ends
+//! waiting parks its instance in the call it waits on, and the run's next
+//! step here goes on from there (`kept.rs`); otherwise a new instance
+//! replays the run from the top. Any other interrupt traps out of the
+//! guest.
 //!
 //! Determinism: WASI reaches a workflow only with the run's own values —
 //! the wall clock reads the run's start, the monotonic clock counts reads,
@@ -25,6 +28,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use xylem_core::workflow::{ActivityOptions, Call, Interrupt, Replayer, StepEnd, WorkflowCode};
 
+use crate::kept::{Kept, Link, Parked, Ran, Running, Stop};
 use crate::limiter::MemoryLimiter;
 use crate::runtime::{LoadError, Runtime};
 
@@ -32,7 +36,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "workflow-plugin",
         path: "../../wit/workflow",
-        imports: { default: trappable },
+        // Async: a call that must wait parks the instance in it (`kept.rs`).
+        imports: { default: async | trappable },
         exports: { default: async },
     });
 }
@@ -51,6 +56,10 @@ pub(crate) struct WorkflowState {
     replayer: Option<Replayer>,
     interrupt: Option<Interrupt>,
     deadline: Instant,
+    /// A step's time limit (the deadline moves on at each resume).
+    step_time: Duration,
+    /// To the steps: where a call that must wait parks (`None`: it traps).
+    link: Option<Link>,
     /// Lines logged this step: past `MAX_LOG_LINES`, dropped.
     logged: u32,
 }
@@ -99,6 +108,7 @@ impl WorkflowState {
         replayer: Option<Replayer>,
         clock: i64,
         seed_from: &str,
+        link: Option<Link>,
     ) -> Self {
         let seed: [u8; 32] = Sha256::digest(seed_from.as_bytes()).into();
         let seed_u128 = u128::from_be_bytes(seed[..16].try_into().unwrap_or_default());
@@ -121,26 +131,50 @@ impl WorkflowState {
             replayer,
             interrupt: None,
             deadline: Instant::now() + limits.time,
+            step_time: limits.time,
+            link,
             logged: 0,
         }
     }
 
-    /// Answers a host call through the replayer; an interrupt is kept and
-    /// traps out of the guest.
-    fn replay<T>(
+    /// Answers a host call through the replayer. A call that must wait
+    /// parks the instance here and is asked again of the next step's
+    /// replayer; any other interrupt is kept and traps out of the guest.
+    async fn replay<T>(
         &mut self,
-        call: impl FnOnce(&mut Replayer) -> Result<T, Interrupt>,
+        mut call: impl FnMut(&mut Replayer) -> Result<T, Interrupt> + Send,
     ) -> wasmtime::Result<T> {
-        let Some(replayer) = self.replayer.as_mut() else {
-            return Err(wasmtime::Error::msg(
-                "describe() may not call the workflow host",
-            ));
-        };
-        call(replayer).map_err(|interrupt| {
+        loop {
+            let Some(replayer) = self.replayer.as_mut() else {
+                return Err(wasmtime::Error::msg(
+                    "describe() may not call the workflow host",
+                ));
+            };
+            let calls = replayer.calls_made();
+            let interrupt = match call(replayer) {
+                Ok(answer) => return Ok(answer),
+                Err(interrupt) => interrupt,
+            };
+            if interrupt == Interrupt::Suspend
+                && let Some(link) = self.link.as_mut()
+                && let Some(replayer) = self.replayer.take()
+            {
+                let parked = Parked {
+                    replayer,
+                    calls,
+                    memory: self.limiter.peak(),
+                };
+                let Some(next) = link.park(parked).await else {
+                    return Err(wasmtime::Error::msg("the kept instance was let go"));
+                };
+                self.replayer = Some(next);
+                self.deadline = Instant::now() + self.step_time;
+                continue;
+            }
             let error = wasmtime::Error::msg(interrupt.to_string());
             self.interrupt = Some(interrupt);
-            error
-        })
+            return Err(error);
+        }
     }
 }
 
@@ -163,37 +197,38 @@ fn to_wit(result: Result<String, (String, String)>) -> Result<String, wit::Failu
 impl wit::Host for WorkflowState {}
 
 impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
-    fn activity(
+    async fn activity(
         &mut self,
         task: String,
         args: String,
         o: wit::ActivityOptions,
     ) -> wasmtime::Result<Result<String, wit::Failure>> {
-        self.replay(|r| r.activity(&task, &args, options(o)))
+        self.replay(|r| r.activity(&task, &args, options(o.clone())))
+            .await
             .map(to_wit)
     }
 
-    fn child_workflow(
+    async fn child_workflow(
         &mut self,
         name: String,
         input: String,
     ) -> wasmtime::Result<Result<String, wit::Failure>> {
-        self.replay(|r| r.child(&name, &input)).map(to_wit)
+        self.replay(|r| r.child(&name, &input)).await.map(to_wit)
     }
 
-    fn stub(
+    async fn stub(
         &mut self,
         name: String,
         args: String,
     ) -> wasmtime::Result<Result<String, wit::Failure>> {
-        self.replay(|r| r.stub(&name, &args)).map(to_wit)
+        self.replay(|r| r.stub(&name, &args)).await.map(to_wit)
     }
 
-    fn join_set(&mut self) -> wasmtime::Result<u32> {
-        self.replay(Replayer::join_set)
+    async fn join_set(&mut self) -> wasmtime::Result<u32> {
+        self.replay(Replayer::join_set).await
     }
 
-    fn submit_activity(
+    async fn submit_activity(
         &mut self,
         set: u32,
         task: String,
@@ -205,63 +240,74 @@ impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
             args,
             options: options(o),
         };
-        self.replay(|r| r.submit(set, step))
+        self.replay(|r| r.submit(set, step.clone())).await
     }
 
-    fn submit_child(&mut self, set: u32, name: String, input: String) -> wasmtime::Result<u32> {
+    async fn submit_child(
+        &mut self,
+        set: u32,
+        name: String,
+        input: String,
+    ) -> wasmtime::Result<u32> {
         let step = Call::Child {
             workflow: name,
             input,
         };
-        self.replay(|r| r.submit(set, step))
+        self.replay(|r| r.submit(set, step.clone())).await
     }
 
-    fn await_next(&mut self, set: u32) -> wasmtime::Result<Option<wit::SetResult>> {
+    async fn await_next(&mut self, set: u32) -> wasmtime::Result<Option<wit::SetResult>> {
         Ok(self
-            .replay(|r| r.await_next(set))?
+            .replay(|r| r.await_next(set))
+            .await?
             .map(|(step, outcome)| wit::SetResult {
                 step,
                 outcome: to_wit(outcome),
             }))
     }
 
-    fn close_set(&mut self, set: u32) -> wasmtime::Result<()> {
-        self.replay(|r| r.close_set(set))
+    async fn close_set(&mut self, set: u32) -> wasmtime::Result<()> {
+        self.replay(|r| r.close_set(set)).await
     }
 
-    fn sleep(&mut self, ms: u64) -> wasmtime::Result<()> {
-        self.replay(|r| r.sleep(ms))
+    async fn sleep(&mut self, ms: u64) -> wasmtime::Result<()> {
+        self.replay(|r| r.sleep(ms)).await
     }
 
-    fn await_event(&mut self, topic: String, timeout_ms: u64) -> wasmtime::Result<Option<String>> {
-        self.replay(|r| r.await_event(&topic, timeout_ms))
+    async fn await_event(
+        &mut self,
+        topic: String,
+        timeout_ms: u64,
+    ) -> wasmtime::Result<Option<String>> {
+        self.replay(|r| r.await_event(&topic, timeout_ms)).await
     }
 
-    fn now(&mut self) -> wasmtime::Result<u64> {
+    async fn now(&mut self) -> wasmtime::Result<u64> {
         self.replay(|r| r.now().map(|t| u64::try_from(t).unwrap_or(0)))
+            .await
     }
 
-    fn random(&mut self) -> wasmtime::Result<u64> {
-        self.replay(Replayer::random)
+    async fn random(&mut self) -> wasmtime::Result<u64> {
+        self.replay(Replayer::random).await
     }
 
-    fn emit(&mut self, topic: String, payload: String) -> wasmtime::Result<()> {
-        self.replay(|r| r.emit(&topic, &payload))
+    async fn emit(&mut self, topic: String, payload: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.emit(&topic, &payload)).await
     }
 
-    fn set_state(&mut self, state: String) -> wasmtime::Result<()> {
-        self.replay(|r| r.set_state(&state))
+    async fn set_state(&mut self, state: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.set_state(&state)).await
     }
 
-    fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
-        self.replay(|r| r.continue_as_new(&input))
+    async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+        self.replay(|r| r.continue_as_new(&input)).await
     }
 
-    fn cancelled(&mut self) -> wasmtime::Result<bool> {
-        self.replay(Replayer::cancelled)
+    async fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        self.replay(Replayer::cancelled).await
     }
 
-    fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
         // Not recorded; a replayed step's lines were logged the first time.
         let Some(replayer) = &self.replayer else {
             return Ok(());
@@ -329,7 +375,7 @@ impl Runtime {
         let pre = WorkflowPluginPre::new(instance_pre)
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         let limits = self.inner.workflow_step;
-        let mut store = step_store(self, WorkflowState::new(limits, None, 0, &digest));
+        let mut store = step_store(self, WorkflowState::new(limits, None, 0, &digest, None));
         let instance = pre
             .instantiate_async(&mut store)
             .await
@@ -441,40 +487,105 @@ struct Code {
 
 #[async_trait]
 impl WorkflowCode for Code {
-    async fn step(&self, replayer: Replayer) -> (Replayer, StepEnd) {
+    async fn step(&self, mut replayer: Replayer) -> (Replayer, StepEnd) {
+        let inner = &self.plugin.inner;
+        let kept = &inner.runtime.inner.kept;
+        let run = replayer.run().id.clone();
+        let resumed = match kept.take(&inner.digest, &run) {
+            Some(found) if replayer.continues(&found.mark, found.calls) => {
+                replayer.skip(found.calls);
+                found.running.resume(replayer).map(|()| found.running)
+            }
+            // Stale (another step was written since): let go, replayed.
+            _ => Err(Box::new(replayer)),
+        };
+        let running = match resumed {
+            Ok(running) => {
+                kept.count_resumed();
+                running
+            }
+            Err(replayer) => {
+                kept.count_started();
+                self.start(*replayer)
+            }
+        };
+        self.drive(running, &run).await
+    }
+}
+
+impl Code {
+    /// A new instance of the run's code, from the top.
+    fn start(&self, replayer: Replayer) -> Running {
         let run = replayer.run();
         let (input, clock, seed) = (run.input.clone(), run.clock, run.id.clone());
         let inner = &self.plugin.inner;
         let limits = inner.runtime.inner.workflow_step;
-        let mut store = step_store(
-            &inner.runtime,
-            WorkflowState::new(limits, Some(replayer), clock, &seed),
-        );
-        let result = match inner.pre.instantiate_async(&mut store).await {
-            Ok(instance) => {
-                instance
-                    .xylem_workflow_workflow()
-                    .call_run(&mut store, &self.workflow, &input)
-                    .await
-            }
-            Err(e) => {
-                let replayer = store
-                    .into_data()
-                    .replayer
-                    .unwrap_or_else(|| unreachable!("a step's state keeps its replayer"));
-                return (
-                    replayer,
-                    StepEnd::Unavailable(format!("cannot instantiate: {e:#}")),
-                );
-            }
+        let plugin = self.plugin.clone();
+        let workflow = self.workflow.clone();
+        Running::new(|link| {
+            let mut store = step_store(
+                &inner.runtime,
+                WorkflowState::new(limits, Some(replayer), clock, &seed, Some(link)),
+            );
+            Box::pin(async move {
+                let result = match plugin.inner.pre.instantiate_async(&mut store).await {
+                    Ok(instance) => instance
+                        .xylem_workflow_workflow()
+                        .call_run(&mut store, &workflow, &input)
+                        .await
+                        .map_err(Stop::Trap),
+                    Err(e) => Err(Stop::Instantiate(e)),
+                };
+                (store.into_data(), result)
+            })
+        })
+    }
+
+    /// Runs the code until it parks (waiting: the instance is kept for
+    /// the run's next step) or ends.
+    async fn drive(&self, mut running: Running, run: &str) -> (Replayer, StepEnd) {
+        enum Next {
+            Parked(Box<Parked>),
+            Ended(Box<Ran>),
+        }
+        let next = tokio::select! {
+            Some(parked) = running.parked.recv() => Next::Parked(Box::new(parked)),
+            ran = &mut running.future => Next::Ended(Box::new(ran)),
         };
-        let state = store.into_data();
+        let inner = &self.plugin.inner;
+        let (state, result) = match next {
+            Next::Parked(parked) => {
+                let Parked {
+                    replayer,
+                    calls,
+                    memory,
+                } = *parked;
+                let kept = Kept {
+                    running,
+                    mark: replayer.mark().to_owned(),
+                    calls,
+                };
+                inner
+                    .runtime
+                    .inner
+                    .kept
+                    .keep(&inner.digest, run, kept, memory);
+                return (replayer, StepEnd::Interrupted(Interrupt::Suspend));
+            }
+            Next::Ended(ran) => *ran,
+        };
+        let limits = inner.runtime.inner.workflow_step;
         let end = match result {
             Ok(returned) => StepEnd::Returned(returned),
-            Err(_) if state.interrupt.is_some() => {
+            Err(Stop::Instantiate(e)) => {
+                // Perhaps the pool is full: its kept instances make room.
+                inner.runtime.inner.kept.clear();
+                StepEnd::Unavailable(format!("cannot instantiate: {e:#}"))
+            }
+            Err(Stop::Trap(_)) if state.interrupt.is_some() => {
                 StepEnd::Interrupted(state.interrupt.clone().unwrap_or(Interrupt::Suspend))
             }
-            Err(trap) => StepEnd::Trapped(trap_reason(&trap, &state, limits)),
+            Err(Stop::Trap(trap)) => StepEnd::Trapped(trap_reason(&trap, &state, limits)),
         };
         let replayer = state
             .replayer

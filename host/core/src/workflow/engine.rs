@@ -998,6 +998,8 @@ pub async fn rewind(client: &Client, run: &str, to: u32) -> Result<(), StoreErro
             }
         }
         r.epoch += 1;
+        // Code kept running past the cut must not go on: replay it.
+        r.step_mark.clear();
         r.result = None;
         r.error = None;
         r.lease = None;

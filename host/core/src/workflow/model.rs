@@ -354,6 +354,12 @@ pub struct Run {
     /// Bumped by every write (compare-and-set, as schedules).
     #[serde(default)]
     pub version: u64,
+    /// A fresh mark written by every step of its code (see
+    /// [`super::Replayer::mark`]): an instance kept from the step that
+    /// wrote it may go on where it stopped; any other mark means another
+    /// step (or none) was written since, and the code is replayed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step_mark: String,
 }
 
 impl Run {
@@ -389,6 +395,7 @@ impl Run {
             trace: Vec::new(),
             epoch: 0,
             version: 0,
+            step_mark: String::new(),
         }
     }
 }

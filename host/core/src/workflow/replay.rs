@@ -109,6 +109,7 @@ pub struct Replayer {
     now: Millis,
     effects: Vec<Effect>,
     wake_at: Option<Millis>,
+    mark: String,
 }
 
 impl Replayer {
@@ -120,14 +121,37 @@ impl Replayer {
             now,
             effects: Vec::new(),
             wake_at: None,
+            mark: uuid::Uuid::now_v7().simple().to_string(),
         }
     }
 
-    /// The run as the step left it (history grown, events taken), what the
-    /// engine must do, and when the run must be looked at again if it
-    /// waits on a timer.
-    pub fn finish(self) -> (Run, Vec<Effect>, Option<Millis>) {
+    /// The run as the step left it (history grown, events taken, this
+    /// step's mark), what the engine must do, and when the run must be
+    /// looked at again if it waits on a timer.
+    pub fn finish(mut self) -> (Run, Vec<Effect>, Option<Millis>) {
+        self.run.step_mark = self.mark;
         (self.run, self.effects, self.wake_at)
+    }
+
+    /// This step's mark, written with the run: code kept running (an
+    /// instance parked at the call it waits on) may go on in the next step
+    /// only if the run it is handed still carries this mark — the step's
+    /// write landed and no other step was written since.
+    pub fn mark(&self) -> &str {
+        &self.mark
+    }
+
+    /// Whether code that stopped in the step marked `mark`, after `calls`
+    /// calls, may go on in this step instead of being replayed: the run
+    /// carries that mark, and holds those calls.
+    pub fn continues(&self, mark: &str, calls: usize) -> bool {
+        !mark.is_empty() && self.run.step_mark == mark && calls <= self.run.history.len()
+    }
+
+    /// Goes on after the first `calls` calls, which the code made in an
+    /// earlier step (see [`Self::continues`]): they are not replayed.
+    pub fn skip(&mut self, calls: usize) {
+        self.cursor = calls.min(self.run.history.len());
     }
 
     /// The run (to read its id, input, clock).
