@@ -158,6 +158,31 @@ impl Ctx {
         from_json(&text)
     }
 
+    /// Starts workflow `name` with `input` as a run of its own that
+    /// begins at `at` (a time past: at once). This run does not wait for
+    /// it. Returns the new run's id; fails (kind `refused`) if it cannot be
+    /// made — an unknown workflow, say.
+    pub fn schedule_at(
+        &self,
+        name: &str,
+        input: &impl Serialize,
+        at: SystemTime,
+    ) -> Result<String, StepError> {
+        let at_ms = at.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
+        Ok(host::schedule_at(name, &to_json(input), at_ms)?)
+    }
+
+    /// [`Self::schedule_at`] `after` from now (the recorded [`Self::now`],
+    /// so a replay schedules the same time).
+    pub fn schedule_in(
+        &self,
+        name: &str,
+        input: &impl Serialize,
+        after: Duration,
+    ) -> Result<String, StepError> {
+        self.schedule_at(name, input, self.now() + after)
+    }
+
     /// A stub step: nothing runs it; its result is given from outside
     /// (`xylem workflow complete RUN STEP --result JSON`) — a person's
     /// approval, an outside system's answer. Waits for it.

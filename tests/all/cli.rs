@@ -240,6 +240,54 @@ fn the_benchmarks_run_and_report_their_figures() {
     assert!(code > 0.0 && code < step, "{workflows}");
     assert_eq!(workflows["replay"]["calls"], 60);
     assert!(workflows["replay"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        workflows["kept_instances"]["steps_resumed"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "steps go on in kept instances: {workflows}"
+    );
+}
+
+#[test]
+fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("x.db").display());
+    let wasm = plugin("order-workflow");
+    let out = xylem(&["--store", &store, "plugin", "push", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = xylem_core::time::now_ms();
+    let out = xylem(&[
+        "--store",
+        &store,
+        "workflow",
+        "start",
+        "order.clock",
+        "--delay",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let out = xylem(&["--store", &store, "workflow", "show", &id, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(run["state"], "waiting", "{run}");
+    let wakes = run["wake_at"].as_i64().unwrap();
+    assert!(
+        wakes >= before + 3_600_000 && wakes < before + 3_660_000,
+        "{run}"
+    );
+    let out = xylem(&[
+        "--store",
+        &store,
+        "workflow",
+        "start",
+        "order.clock",
+        "--delay",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("soon"), "{}", stderr(&out));
 }
 
 #[test]

@@ -488,7 +488,8 @@ worker_case!(
                 "order.express",
                 "order.batch",
                 "order.approve",
-                "order.clock"
+                "order.clock",
+                "order.remind"
             ]
         );
         let catalog = Arc::new(WasmCatalog(plugin));
@@ -964,7 +965,7 @@ fn workflow_runtime(kept: usize) -> xylem_wasm::Runtime {
         ),
         kept_workflows: xylem_wasm::KeptLimits {
             instances: kept,
-            ..xylem_wasm::KeptLimits::for_pool(256)
+            ..xylem_wasm::KeptLimits::default()
         },
         ..xylem_wasm::RuntimeConfig::default()
     })
@@ -1077,6 +1078,91 @@ worker_case!(
             (2, 0, 0),
             "{kept:?}"
         );
+        let _ = stop.send(());
+        worker.await.unwrap();
+    }
+);
+
+worker_case!(
+    a_run_schedules_another_for_later_and_does_not_wait_for_it,
+    |stores| {
+        let runtime = runtime_with_order_tasks(&stores).await;
+        let (stop, worker) = wasm_worker(&stores, &runtime);
+        let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
+        let plugin = runtime.load_workflow(&bytes).await.unwrap();
+        let s = engines_over(
+            &stores,
+            Arc::new(WasmCatalog(plugin)),
+            Duration::from_secs(5),
+        );
+
+        let remind = s.engines[0]
+            .start(
+                "order.remind",
+                r#"{"order":{"id":"R-1","amount_cents":900},"after_ms":1500}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let reminded = drive(&s, &remind.id, Duration::from_secs(30)).await;
+        assert_eq!(reminded.state, RunState::Succeeded, "{reminded:#?}");
+        let said: serde_json::Value =
+            serde_json::from_str(reminded.result.as_deref().unwrap()).unwrap();
+        let at = said["at_ms"].as_i64().unwrap();
+        let id = said["scheduled"].as_str().unwrap().to_owned();
+        let (seq, call) = reminded
+            .history
+            .iter()
+            .enumerate()
+            .find(|(_, c)| matches!(c, Call::ScheduleAt { .. }))
+            .unwrap();
+        assert_eq!(
+            id,
+            step_job_id(&reminded, seq as u32, call),
+            "the id is the call's"
+        );
+
+        // It ended without waiting: the scheduled run exists, waits for
+        // its time, has no parent, and is not stepped before it.
+        let scheduled = stores.workflows.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(scheduled.workflow, "order.express");
+        assert_eq!(scheduled.state, RunState::Waiting, "{scheduled:#?}");
+        assert_eq!(scheduled.wake_at, Some(at));
+        assert!(scheduled.parent.is_none());
+        if now_ms() < at - 300 {
+            tick_both(&s).await;
+            let early = stores.workflows.get_run(&id).await.unwrap().unwrap();
+            assert!(
+                early.history.is_empty(),
+                "stepped before its time: {early:#?}"
+            );
+        }
+        let done = drive(&s, &id, Duration::from_secs(60)).await;
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        let first = step_job_id(&done, 0, &done.history[0]);
+        let job = stores.results.get(&first).await.unwrap().unwrap();
+        assert!(
+            job.history[0].at >= at,
+            "its first activity was enqueued at {}, before {at}",
+            job.history[0].at
+        );
+
+        // A workflow that cannot be made: the call fails `refused`, and
+        // the code decides (here it fails the run, saying why).
+        let refused = s.engines[0]
+            .start(
+                "order.remind",
+                r#"{"order":{},"workflow":"order.nope","after_ms":10}"#,
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let refused = drive(&s, &refused.id, Duration::from_secs(30)).await;
+        assert_eq!(refused.state, RunState::Failed, "{refused:#?}");
+        let error = refused.error.unwrap();
+        assert!(error.message.contains("order.nope"), "{}", error.message);
         let _ = stop.send(());
         worker.await.unwrap();
     }

@@ -18,8 +18,9 @@
 //! Bounded ([`KeptLimits`]): at most so many parked instances, and so many
 //! bytes of their linear memory, in the process; past either the least
 //! recently parked is let go (its run replays at its next step). Parked
-//! instances hold slots of the runtime's instance pool, so the default
-//! keeps a quarter of them.
+//! instances hold slots of the runtime's instance pool (at most half of
+//! it): a job or a step that finds the pool full lets every parked
+//! instance go first, so they never take anyone's room.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,11 +42,11 @@ pub struct KeptLimits {
     pub memory: u64,
 }
 
-impl KeptLimits {
-    /// A quarter of a pool of `pool_slots` instances, and 512 MiB.
-    pub fn for_pool(pool_slots: u32) -> Self {
+impl Default for KeptLimits {
+    /// 64 instances, 512 MiB.
+    fn default() -> Self {
         Self {
-            instances: (pool_slots / 4) as usize,
+            instances: 64,
             memory: 512 * 1024 * 1024,
         }
     }
@@ -232,14 +233,17 @@ impl KeptInstances {
         drop(let_go);
     }
 
-    /// Lets every parked instance go (their pool slots are wanted).
-    pub(crate) fn clear(&self) {
+    /// Lets every parked instance go (their pool slots are wanted);
+    /// returns how many there were.
+    pub(crate) fn clear(&self) -> usize {
         let all = {
             let mut shelf = self.shelf();
             shelf.memory = 0;
             std::mem::take(&mut shelf.entries)
         };
+        let count = all.len();
         drop(all);
+        count
     }
 
     pub(crate) fn count_resumed(&self) {

@@ -137,6 +137,7 @@ enum RunError {
 
 /// Instantiates and calls the guest under the watchdog.
 async fn call_guest<R>(
+    runtime: &Runtime,
     store: &mut Store<JobState>,
     pre: &PluginPre<JobState>,
     call: impl AsyncFnOnce(&crate::bindings::Plugin, &mut Store<JobState>) -> wasmtime::Result<R>,
@@ -144,7 +145,7 @@ async fn call_guest<R>(
     let cancel = store.data().cancel.clone();
     let hard_deadline = store.data().hard_deadline;
     let guest = async {
-        let instance = instantiate_when_room(pre, store)
+        let instance = instantiate_when_room(pre, store, &runtime.inner.kept)
             .await
             .map_err(RunError::Instantiate)?;
         call(&instance, store).await.map_err(RunError::Call)
@@ -163,10 +164,16 @@ async fn call_guest<R>(
 async fn instantiate_when_room(
     pre: &PluginPre<JobState>,
     store: &mut Store<JobState>,
+    kept: &crate::kept::KeptInstances,
 ) -> wasmtime::Result<crate::bindings::Plugin> {
     let mut pause = Duration::from_millis(1);
     loop {
         match pre.instantiate_async(&mut *store).await {
+            // Parked workflow instances give their slots up first.
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some()
+                    && kept.clear() > 0 => {}
             Err(e)
                 if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                     .is_some() =>
@@ -199,7 +206,7 @@ pub(crate) async fn describe(
         insecure_seed: 0,
     };
     let mut store = new_store(runtime, setup, DESCRIBE_LIMITS.fuel);
-    let specs = call_guest(&mut store, pre, async |plugin, store| {
+    let specs = call_guest(runtime, &mut store, pre, async |plugin, store| {
         plugin.xylem_task_handler().call_describe(store).await
     })
     .await
@@ -278,12 +285,17 @@ pub(crate) async fn run_task(
     let mut store = new_store(&plugin.inner.runtime, setup, limits.fuel);
     let info = to_wit_info(&request.info);
     let args = request.args;
-    let result = call_guest(&mut store, &plugin.inner.pre, async |plugin, store| {
-        plugin
-            .xylem_task_handler()
-            .call_run(store, &info, &args)
-            .await
-    })
+    let result = call_guest(
+        &plugin.inner.runtime,
+        &mut store,
+        &plugin.inner.pre,
+        async |plugin, store| {
+            plugin
+                .xylem_task_handler()
+                .call_run(store, &info, &args)
+                .await
+        },
+    )
     .await;
 
     // For a run stopped from outside (time limit, cancel) this is a lower

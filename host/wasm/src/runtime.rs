@@ -109,7 +109,7 @@ impl Default for RuntimeConfig {
                 .filter(|key| !key.is_empty())
                 .map(String::into_bytes),
             workflow_step: WorkflowStepLimits::default(),
-            kept_workflows: crate::KeptLimits::for_pool(256),
+            kept_workflows: crate::KeptLimits::default(),
         }
     }
 }
@@ -236,7 +236,8 @@ impl Runtime {
                 cache: ComponentCache::new(&engine, config.cache_dir),
                 shared_key,
                 workflow_step: config.workflow_step,
-                // Never more than half the pool: jobs need the rest.
+                // At most half the pool; and the first to go when it is
+                // full (a job or a step that finds no slot lets them go).
                 kept: crate::kept::KeptInstances::new(crate::KeptLimits {
                     instances: config.kept_workflows.instances.min((slots / 2) as usize),
                     ..config.kept_workflows

@@ -216,6 +216,18 @@ impl bindings::xylem::workflow::workflow_host::Host for WorkflowState {
         self.replay(|r| r.child(&name, &input)).await.map(to_wit)
     }
 
+    async fn schedule_at(
+        &mut self,
+        name: String,
+        input: String,
+        at_ms: u64,
+    ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
+        self.replay(|r| r.schedule_at(&name, &input, at))
+            .await
+            .map(to_wit)
+    }
+
     async fn stub(
         &mut self,
         name: String,
@@ -528,7 +540,15 @@ impl Code {
                 WorkflowState::new(limits, Some(replayer), clock, &seed, Some(link)),
             );
             Box::pin(async move {
-                let result = match plugin.inner.pre.instantiate_async(&mut store).await {
+                let pre = &plugin.inner.pre;
+                let instance = match pre.instantiate_async(&mut store).await {
+                    // Perhaps the pool is full: kept instances make room.
+                    Err(_) if plugin.inner.runtime.inner.kept.clear() > 0 => {
+                        pre.instantiate_async(&mut store).await
+                    }
+                    instance => instance,
+                };
+                let result = match instance {
                     Ok(instance) => instance
                         .xylem_workflow_workflow()
                         .call_run(&mut store, &workflow, &input)
@@ -577,11 +597,7 @@ impl Code {
         let limits = inner.runtime.inner.workflow_step;
         let end = match result {
             Ok(returned) => StepEnd::Returned(returned),
-            Err(Stop::Instantiate(e)) => {
-                // Perhaps the pool is full: its kept instances make room.
-                inner.runtime.inner.kept.clear();
-                StepEnd::Unavailable(format!("cannot instantiate: {e:#}"))
-            }
+            Err(Stop::Instantiate(e)) => StepEnd::Unavailable(format!("cannot instantiate: {e:#}")),
             Err(Stop::Trap(_)) if state.interrupt.is_some() => {
                 StepEnd::Interrupted(state.interrupt.clone().unwrap_or(Interrupt::Suspend))
             }

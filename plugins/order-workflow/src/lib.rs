@@ -9,7 +9,8 @@
 //! every replay it sees the same values. `order.express` and
 //! `order.batch` are what `xylem bench workflow` runs; `order.approve`
 //! waits for an event (a person's approval, with a timeout) and then runs
-//! `order.express` as a child run.
+//! `order.express` as a child run; `order.remind` schedules a run of
+//! `order.express` for later (`schedule-at`) and ends at once.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,6 +97,18 @@ fn clock(ctx: &Ctx, _input: Value) -> WorkflowResult<Value> {
     }))
 }
 
+/// `order.remind`: schedules `workflow` (default `order.express`) for
+/// `order` to begin `after_ms` from now, and ends at once with the new
+/// run's id — it does not wait for it.
+fn remind(ctx: &Ctx, input: Value) -> WorkflowResult<Value> {
+    let workflow = input["workflow"].as_str().unwrap_or("order.express");
+    let after = Duration::from_millis(input["after_ms"].as_u64().unwrap_or(60_000));
+    let at = ctx.now() + after;
+    let id = ctx.schedule_at(workflow, &input["order"], at)?;
+    let at_ms = at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Ok(serde_json::json!({ "scheduled": id, "at_ms": at_ms }))
+}
+
 fn workflows() -> Vec<Workflow> {
     vec![
         Workflow::new("order.process", process)
@@ -105,6 +118,8 @@ fn workflows() -> Vec<Workflow> {
         Workflow::new("order.approve", approve)
             .description("waits for an approval, then ships as a child run"),
         Workflow::new("order.clock", clock).description("clocks and random numbers, replayed"),
+        Workflow::new("order.remind", remind)
+            .description("schedules a run of order.express for later, without waiting"),
     ]
 }
 

@@ -122,7 +122,8 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     .await??;
     let store = crate::store::open(&url).await?;
     let runtime = Runtime::new(RuntimeConfig {
-        max_instances: p.concurrency + 32,
+        // As `xylem worker`: jobs, steps and kept workflow instances.
+        max_instances: p.concurrency + 32 + super::worker::KEPT_WORKFLOWS,
         ..RuntimeConfig::default()
     })?;
     xylem_wasm::push_plugin(&runtime, store.stores.plugins.as_ref(), &tasks).await?;
@@ -141,7 +142,10 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     );
     let worker = Worker::new(
         store.stores.clone(),
-        Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone())),
+        Arc::new(PluginRegistry::new(
+            runtime.clone(),
+            store.stores.plugins.clone(),
+        )),
         WorkerConfig {
             concurrency: p.concurrency as usize,
             poll_interval: Duration::from_millis(20),
@@ -262,6 +266,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     let replay_p50 = percentile(&replays, 0.5);
     let load_p50 = percentile(&loads, 0.5);
     let rss = super::bench::peak_rss_mib();
+    let kept = runtime.kept_workflow_stats();
     if p.json {
         let doc = serde_json::json!({
             "store": store.describe, "runs": p.runs, "concurrency": p.concurrency,
@@ -270,6 +275,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
             "code_us": { "p50": micros(code_p50), "samples": code.len() },
             "engine_overhead_us_p50": micros(step_p50.saturating_sub(code_p50)),
             "replay": { "calls": p.replay_calls, "p50_ms": replay_p50.as_secs_f64() * 1e3, "load_p50_ms": load_p50.as_secs_f64() * 1e3, "whole_run_s": batch_time.as_secs_f64() },
+            "kept_instances": { "steps_resumed": kept.resumed, "steps_started": kept.started },
             "peak_rss_mib": rss,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -296,6 +302,10 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
             p.replay_calls,
             load_p50.as_secs_f64() * 1e3,
             batch_time.as_secs_f64()
+        );
+        println!(
+            "  kept        {} steps went on in the instance their run's last step left, {} started one (a run's first step, or a replay)",
+            kept.resumed, kept.started
         );
         if let Some(rss) = rss {
             println!("  peak RSS    {rss:>9.1} MiB");

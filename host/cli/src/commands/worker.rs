@@ -83,6 +83,10 @@ impl WorkerArgs {
     }
 }
 
+/// Pool slots a worker adds for the workflow instances it keeps between
+/// steps (half of them at most are kept: `xylem_wasm::Runtime`).
+pub(crate) const KEPT_WORKFLOWS: u32 = 128;
+
 /// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
 /// that arrives while the worker is still starting is not lost (nor fatal).
 pub(crate) struct ShutdownSignal {
@@ -153,7 +157,9 @@ pub(crate) async fn run(
         () = &mut shutdown => return Ok(ExitCode::SUCCESS),
     };
     let runtime = Runtime::new(RuntimeConfig {
-        max_instances: args.concurrency.max(16) + 16,
+        // Room for the jobs, the engine's steps and the workflow
+        // instances kept between steps (`xylem_wasm::KeptLimits`).
+        max_instances: args.concurrency.max(16) + 16 + KEPT_WORKFLOWS,
         ..RuntimeConfig::default()
     })?;
     if let Some(dir) = &args.plugins {

@@ -124,6 +124,10 @@ pub(crate) struct StartArgs {
     /// started is refused.
     #[arg(long)]
     id: Option<String>,
+    /// Begin the run this long from now, e.g. 10m (it waits till then;
+    /// a workflow schedules one the same way with `schedule-at`).
+    #[arg(long)]
+    delay: Option<String>,
     /// Wait for the run to end and print its result; the exit code says
     /// how it ended.
     #[arg(long)]
@@ -322,8 +326,16 @@ pub(crate) fn starter(client: &Client) -> Engine {
 #[allow(clippy::print_stdout)]
 async fn start(client: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
     let engine = starter(client);
+    let delay = a
+        .delay
+        .as_deref()
+        .map(xylem_core::limits::parse_duration)
+        .transpose()?
+        .unwrap_or_default();
+    let now = now_ms();
+    let at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     let run = engine
-        .start(&a.workflow, &a.input, a.id, now_ms())
+        .start_at(&a.workflow, &a.input, a.id, now, at)
         .await
         .context("the run was not started")?;
     if !a.wait {

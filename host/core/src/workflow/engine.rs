@@ -189,6 +189,19 @@ impl Engine {
         id: Option<String>,
         now: Millis,
     ) -> Result<Run, StartError> {
+        self.start_at(workflow, input, id, now, now).await
+    }
+
+    /// [`Self::start`], the run beginning at `at` (waiting till then; a
+    /// time past: at once).
+    pub async fn start_at(
+        &self,
+        workflow: &str,
+        input: &str,
+        id: Option<String>,
+        now: Millis,
+        at: Millis,
+    ) -> Result<Run, StartError> {
         serde_json::from_str::<serde_json::Value>(input)
             .map_err(|e| StartError::Input(e.to_string()))?;
         let plugin = self
@@ -199,6 +212,10 @@ impl Engine {
             .ok_or_else(|| StartError::UnknownWorkflow(workflow.to_owned()))?;
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let mut run = Run::new(&id, workflow, plugin, input, now);
+        if at > now {
+            run.state = RunState::Waiting;
+            run.wake_at = Some(at);
+        }
         let span = crate::telemetry::trace::start_workflow_span(workflow, &id);
         crate::telemetry::trace::inject(&span, &mut run.trace);
         let written = self
@@ -484,9 +501,8 @@ impl Engine {
                         .await
                         .map(|job| jobs.extend(job.map(|job| (i, job)))),
                     other => {
-                        self.carry_out(&step.next, other, now)
-                            .instrument(step.span.clone())
-                            .await
+                        let span = step.span.clone();
+                        self.carry_out(step, other, now).instrument(span).await
                     }
                 };
                 if let Err(e) = done {
@@ -602,6 +618,35 @@ impl Engine {
 
     /// Ends step `seq` of `run` `refused` with `why` (an unknown task or
     /// workflow, bad options): the workflow sees the failure and decides.
+    /// Makes the run of `schedule-at` call `seq` of `run`, due at `at`,
+    /// and answers the call in `run` (written with the step): the new
+    /// run's id, or why it was refused (an unknown workflow, bad input).
+    async fn schedule(
+        &self,
+        run: &mut Run,
+        seq: u32,
+        workflow: &str,
+        input: &str,
+        at: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let id = step_job_id(run, seq, &run.history[seq as usize]);
+        let outcome = match self
+            .start_at(workflow, input, Some(id.clone()), now, at)
+            .await
+        {
+            Ok(_) | Err(StartError::Duplicate(_)) => StepOutcome::Ok { value: id, at: now },
+            Err(StartError::Store(e)) => return Err(e),
+            Err(e) => StepOutcome::Err {
+                kind: "refused".to_owned(),
+                message: e.to_string(),
+                at: now,
+            },
+        };
+        run.outcomes.insert(seq, outcome);
+        Ok(())
+    }
+
     async fn refuse(
         &self,
         run: &Run,
@@ -665,7 +710,13 @@ impl Engine {
 
     /// Carries out one effect of a step of `run` on its own (a tick's
     /// activities go together instead: [`Self::carry_out_all`]).
-    async fn carry_out(&self, run: &Run, effect: Effect, now: Millis) -> Result<(), StoreError> {
+    async fn carry_out(
+        &self,
+        step: &mut Advanced,
+        effect: Effect,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let run = &step.next;
         match effect {
             Effect::Activity {
                 seq,
@@ -679,6 +730,17 @@ impl Engine {
                 {
                     self.client.enqueue_all_by_id(&[job]).await?;
                 }
+            }
+            Effect::Schedule {
+                seq,
+                workflow,
+                input,
+                at,
+            } => {
+                // Answered in the step's own write: due again now.
+                step.wake = Some(now);
+                self.schedule(&mut step.next, seq, &workflow, &input, at, now)
+                    .await?;
             }
             Effect::Child {
                 seq,
@@ -709,7 +771,7 @@ impl Engine {
                 let id = step_job_id(run, seq, call);
                 let child = match call {
                     Call::Submit { step, .. } => matches!(**step, Call::Child { .. }),
-                    other => matches!(other, Call::Child { .. }),
+                    other => matches!(other, Call::Child { .. } | Call::ScheduleAt { .. }),
                 };
                 if child {
                     request_cancel(&self.client, &id, "its parent cancelled it").await?;

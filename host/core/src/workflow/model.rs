@@ -90,6 +90,17 @@ pub enum Call {
         /// Its input (JSON text).
         input: String,
     },
+    /// Start a workflow run that begins at a given time, independent of
+    /// this one (this run does not wait for it); answered with its id
+    /// once it exists.
+    ScheduleAt {
+        /// The workflow.
+        workflow: String,
+        /// Its input (JSON text).
+        input: String,
+        /// When it begins, in ms since the epoch (a time past: at once).
+        at: Millis,
+    },
     /// A step nothing runs: its result is given from outside
     /// (`engine::complete`).
     Stub {
@@ -202,6 +213,14 @@ impl Call {
             Self::Activity { task, args, .. } => format!("activity {task}({args})"),
             Self::Child { workflow, input } => format!("child workflow {workflow}({input})"),
             Self::Stub { name, args } => format!("stub {name}({args})"),
+            Self::ScheduleAt {
+                workflow,
+                input,
+                at,
+            } => format!(
+                "schedule workflow {workflow}({input}) at {}",
+                crate::time::format_ms(*at)
+            ),
             Self::JoinSet => "join-set".to_owned(),
             Self::Submit { set, step } => format!("submit to set {set}: {}", step.describe()),
             Self::AwaitNext { set, .. } => format!("await-next of set {set}"),

@@ -71,6 +71,18 @@ pub enum Effect {
         /// Its input.
         input: String,
     },
+    /// Make the run of call `seq` (`schedule-at`), due at `at`, and
+    /// answer the call with its id.
+    Schedule {
+        /// The call's number.
+        seq: u32,
+        /// The workflow.
+        workflow: String,
+        /// Its input.
+        input: String,
+        /// When it begins.
+        at: Millis,
+    },
     /// Cancel the job or child run of call `seq` (its set was closed, or
     /// the run was asked to cancel); the step is already ended
     /// `cancelled` in the run.
@@ -277,6 +289,21 @@ impl Replayer {
         self.start_step(Call::Child {
             workflow: workflow.to_owned(),
             input: input.to_owned(),
+        })
+    }
+
+    /// `schedule-at`: the id of a new run of `workflow` that begins at
+    /// `at`, once the engine has made it (or why it refused).
+    pub fn schedule_at(
+        &mut self,
+        workflow: &str,
+        input: &str,
+        at: Millis,
+    ) -> Result<StepResult, Interrupt> {
+        self.start_step(Call::ScheduleAt {
+            workflow: workflow.to_owned(),
+            input: input.to_owned(),
+            at,
         })
     }
 
@@ -611,6 +638,16 @@ fn effect(seq: u32, call: &Call) -> Effect {
             seq,
             workflow: workflow.clone(),
             input: input.clone(),
+        },
+        Call::ScheduleAt {
+            workflow,
+            input,
+            at,
+        } => Effect::Schedule {
+            seq,
+            workflow: workflow.clone(),
+            input: input.clone(),
+            at: *at,
         },
         other => unreachable!("{} starts no step", other.describe()),
     }
