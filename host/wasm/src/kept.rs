@@ -16,17 +16,19 @@
 //! every call from there on is checked against the history as usual.
 //!
 //! Bounded ([`KeptLimits`]): at most so many parked instances, and so many
-//! bytes of their linear memory, in the process; past either the least
-//! recently parked is let go (its run replays at its next step). Parked
-//! instances hold slots of the runtime's instance pool (at most half of
-//! it): a job or a step that finds the pool full lets every parked
-//! instance go first, so they never take anyone's room.
+//! bytes of their linear memory, in the process. A full shelf takes no
+//! more (the waiting code traps out as without it, and its run replays at
+//! its next step); instances idle for 30 s on a full shelf are let go.
+//! Parked instances hold slots of the runtime's instance pool (at most
+//! half of it): a job or a step that finds the pool full lets every
+//! parked instance go first, so they never take anyone's room.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use xylem_core::workflow::Replayer;
@@ -79,9 +81,18 @@ pub(crate) struct Parked {
 pub(crate) struct Link {
     parked: mpsc::UnboundedSender<Parked>,
     resume: mpsc::UnboundedReceiver<Replayer>,
+    shelf: Arc<KeptInstances>,
 }
 
 impl Link {
+    /// Whether an instance may park now: the shelf has room. (A full shelf
+    /// is not made room on: letting a parked instance go costs more than
+    /// the replay it would save, and under a flood of runs every instance
+    /// would push out one that is about to be wanted.)
+    pub(crate) fn may_park(&self, memory: u64) -> bool {
+        self.shelf.has_room(memory)
+    }
+
     /// Hands `parked` to the step and waits for the next step's replayer;
     /// `None` if no step will come (the instance was let go).
     pub(crate) async fn park(&mut self, parked: Parked) -> Option<Replayer> {
@@ -102,14 +113,20 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// The code `start` makes, given the host calls' end of the line.
-    pub(crate) fn new(start: impl FnOnce(Link) -> RunFuture) -> Self {
+    /// The code `start` makes, given the host calls' end of the line
+    /// (`None`: nothing is kept on `shelf`; a wait traps out).
+    pub(crate) fn new(
+        shelf: &Arc<KeptInstances>,
+        start: impl FnOnce(Option<Link>) -> RunFuture,
+    ) -> Self {
         let (parked_tx, parked) = mpsc::unbounded_channel();
         let (resume, resume_rx) = mpsc::unbounded_channel();
-        let future = start(Link {
+        let link = (shelf.limits.instances > 0).then(|| Link {
             parked: parked_tx,
             resume: resume_rx,
+            shelf: shelf.clone(),
         });
+        let future = start(link);
         Self {
             future,
             parked,
@@ -138,7 +155,15 @@ struct Entry {
     memory: u64,
     /// When it was parked (a counter): the smallest is evicted first.
     parked_at: u64,
+    /// When it was parked: a full shelf lets those idle past
+    /// [`IDLE_AFTER`] go.
+    since: Instant,
 }
+
+/// How long a parked instance is worth more than the room it takes on a
+/// full shelf: its run's next step may never come here (another process
+/// took it, or it sleeps for hours).
+const IDLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Shelf {
@@ -185,12 +210,43 @@ impl KeptInstances {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes run `run`'s parked instance of plugin `plugin`, if any.
+    /// Whether an instance holding `memory` bytes may be parked now.
+    pub(crate) fn has_room(&self, memory: u64) -> bool {
+        let shelf = self.shelf();
+        shelf.entries.len() < self.limits.instances
+            && shelf.memory.saturating_add(memory) <= self.limits.memory
+    }
+
+    /// Takes run `run`'s parked instance of plugin `plugin`, if any; on a
+    /// full shelf, lets the idle ones go (outside the lock).
     pub(crate) fn take(&self, plugin: &str, run: &str) -> Option<Kept> {
-        let mut shelf = self.shelf();
-        let entry = shelf.entries.remove(&(plugin.to_owned(), run.to_owned()))?;
-        shelf.memory = shelf.memory.saturating_sub(entry.memory);
-        Some(entry.kept)
+        let mut idle = Vec::new();
+        let taken = {
+            let mut shelf = self.shelf();
+            if shelf.entries.len() >= self.limits.instances {
+                let old: Vec<_> = shelf
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.since.elapsed() >= IDLE_AFTER)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in old {
+                    if let Some(e) = shelf.entries.remove(&key) {
+                        shelf.memory = shelf.memory.saturating_sub(e.memory);
+                        idle.push(e);
+                    }
+                }
+            }
+            shelf
+                .entries
+                .remove(&(plugin.to_owned(), run.to_owned()))
+                .map(|entry| {
+                    shelf.memory = shelf.memory.saturating_sub(entry.memory);
+                    entry.kept
+                })
+        };
+        drop(idle);
+        taken
     }
 
     /// Parks `kept` for run `run` of plugin `plugin`; the least recently
@@ -207,6 +263,7 @@ impl KeptInstances {
                 kept,
                 memory,
                 parked_at,
+                since: Instant::now(),
             };
             if let Some(old) = shelf
                 .entries

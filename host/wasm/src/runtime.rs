@@ -159,7 +159,7 @@ pub(crate) struct RuntimeInner {
     cache: ComponentCache,
     shared_key: Option<SharedKey>,
     pub(crate) workflow_step: WorkflowStepLimits,
-    pub(crate) kept: crate::kept::KeptInstances,
+    pub(crate) kept: Arc<crate::kept::KeptInstances>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -238,10 +238,10 @@ impl Runtime {
                 workflow_step: config.workflow_step,
                 // At most half the pool; and the first to go when it is
                 // full (a job or a step that finds no slot lets them go).
-                kept: crate::kept::KeptInstances::new(crate::KeptLimits {
+                kept: Arc::new(crate::kept::KeptInstances::new(crate::KeptLimits {
                     instances: config.kept_workflows.instances.min((slots / 2) as usize),
                     ..config.kept_workflows
-                }),
+                })),
                 engine,
                 linker,
                 workflow_linker,

@@ -157,6 +157,7 @@ impl WorkflowState {
             };
             if interrupt == Interrupt::Suspend
                 && let Some(link) = self.link.as_mut()
+                && link.may_park(self.limiter.peak())
                 && let Some(replayer) = self.replayer.take()
             {
                 let parked = Parked {
@@ -534,10 +535,10 @@ impl Code {
         let limits = inner.runtime.inner.workflow_step;
         let plugin = self.plugin.clone();
         let workflow = self.workflow.clone();
-        Running::new(|link| {
+        Running::new(&inner.runtime.inner.kept, |link| {
             let mut store = step_store(
                 &inner.runtime,
-                WorkflowState::new(limits, Some(replayer), clock, &seed, Some(link)),
+                WorkflowState::new(limits, Some(replayer), clock, &seed, link),
             );
             Box::pin(async move {
                 let pre = &plugin.inner.pre;

@@ -85,6 +85,10 @@ pub(crate) enum BenchCommand {
         /// Calls in the history replayed.
         #[arg(long, default_value_t = 1000)]
         replay_calls: u32,
+        /// Workflow instances kept between steps (0: every step replays
+        /// in a new instance), as `xylem worker --kept-workflows`.
+        #[arg(long, default_value_t = super::worker::KEPT_WORKFLOWS_DEFAULT)]
+        kept_workflows: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -120,6 +124,7 @@ pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Res
             concurrency,
             steps_timed,
             replay_calls,
+            kept_workflows,
             json,
         } => {
             super::bench_workflow::run(
@@ -129,6 +134,7 @@ pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Res
                     concurrency,
                     steps_timed,
                     replay_calls,
+                    kept_workflows,
                     json,
                 },
             )

@@ -30,6 +30,7 @@ pub(crate) struct Params {
     pub(crate) concurrency: u32,
     pub(crate) steps_timed: u32,
     pub(crate) replay_calls: u32,
+    pub(crate) kept_workflows: u32,
     pub(crate) json: bool,
 }
 
@@ -123,7 +124,11 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     let store = crate::store::open(&url).await?;
     let runtime = Runtime::new(RuntimeConfig {
         // As `xylem worker`: jobs, steps and kept workflow instances.
-        max_instances: p.concurrency + 32 + super::worker::KEPT_WORKFLOWS,
+        max_instances: p.concurrency + 32 + 2 * p.kept_workflows,
+        kept_workflows: xylem_wasm::KeptLimits {
+            instances: p.kept_workflows as usize,
+            ..xylem_wasm::KeptLimits::default()
+        },
         ..RuntimeConfig::default()
     })?;
     xylem_wasm::push_plugin(&runtime, store.stores.plugins.as_ref(), &tasks).await?;

@@ -69,6 +69,11 @@ pub(crate) struct WorkerArgs {
     /// Descendants one root job may have in all, over every worker and retry.
     #[arg(long, default_value_t = ChildQuota::default().per_tree, help_heading = "Child-job quotas")]
     max_descendants: u64,
+    /// Workflow instances kept between steps, so that a run's next step
+    /// goes on where its code stopped instead of replaying its history
+    /// (0: every step replays in a new instance). See docs/workflows.md.
+    #[arg(long, default_value_t = KEPT_WORKFLOWS_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=512))]
+    kept_workflows: u32,
     /// Serve this worker's job metrics to Prometheus at
     /// `http://ADDR/metrics` (e.g. 127.0.0.1:9464). For OTLP export set
     /// OTEL_EXPORTER_OTLP_ENDPOINT instead (see docs/observability.md).
@@ -83,9 +88,8 @@ impl WorkerArgs {
     }
 }
 
-/// Pool slots a worker adds for the workflow instances it keeps between
-/// steps (half of them at most are kept: `xylem_wasm::Runtime`).
-pub(crate) const KEPT_WORKFLOWS: u32 = 128;
+/// Workflow instances a worker keeps between steps by default.
+pub(crate) const KEPT_WORKFLOWS_DEFAULT: u32 = 64;
 
 /// Ctrl-C / SIGTERM, listened for from the moment it is made, so a signal
 /// that arrives while the worker is still starting is not lost (nor fatal).
@@ -158,8 +162,12 @@ pub(crate) async fn run(
     };
     let runtime = Runtime::new(RuntimeConfig {
         // Room for the jobs, the engine's steps and the workflow
-        // instances kept between steps (`xylem_wasm::KeptLimits`).
-        max_instances: args.concurrency.max(16) + 16 + KEPT_WORKFLOWS,
+        // instances kept between steps (at most half the pool is kept).
+        max_instances: args.concurrency.max(16) + 16 + 2 * args.kept_workflows,
+        kept_workflows: xylem_wasm::KeptLimits {
+            instances: args.kept_workflows as usize,
+            ..xylem_wasm::KeptLimits::default()
+        },
         ..RuntimeConfig::default()
     })?;
     if let Some(dir) = &args.plugins {
