@@ -257,15 +257,18 @@ fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
     let out = xylem(&["--store", &store, "plugin", "push", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let before = xylem_core::time::now_ms();
-    let out = xylem(&[
-        "--store",
-        &store,
-        "workflow",
-        "start",
-        "order.clock",
-        "--delay",
-        "1h",
-    ]);
+    let start_in = |delay: &str| {
+        xylem(&[
+            "--store",
+            &store,
+            "workflow",
+            "start",
+            "order.clock",
+            "--delay",
+            delay,
+        ])
+    };
+    let out = start_in("1h");
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
     let out = xylem(&["--store", &store, "workflow", "show", &id, "--json"]);
@@ -277,15 +280,7 @@ fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
         wakes >= before + 3_600_000 && wakes < before + 3_660_000,
         "{run}"
     );
-    let out = xylem(&[
-        "--store",
-        &store,
-        "workflow",
-        "start",
-        "order.clock",
-        "--delay",
-        "soon",
-    ]);
+    let out = start_in("soon");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("soon"), "{}", stderr(&out));
 }

@@ -521,13 +521,7 @@ worker_case!(
             })
             .collect();
         assert_eq!(activities, ["order.validate", "order.charge", "order.ship"]);
-        for (seq, call) in done.history.iter().enumerate() {
-            if matches!(call, Call::Activity { .. }) {
-                let job = step_job_id(&done, seq as u32, call);
-                let record = stores.results.get(&job).await.unwrap().unwrap();
-                assert_eq!(record.attempt, 1, "{job} ran once");
-            }
-        }
+        assert_each_activity_ran_once(&stores, &done).await;
 
         // WASI's clock and random read the run's values: the same in every
         // replay, whatever time it is; the recorded `now` moves.
@@ -954,6 +948,38 @@ worker_case!(
     }
 );
 
+/// Each activity of `run` ran as one job, once.
+async fn assert_each_activity_ran_once(stores: &Stores, run: &Run) {
+    for (seq, call) in run.history.iter().enumerate() {
+        if matches!(call, Call::Activity { .. }) {
+            let job = step_job_id(run, seq as u32, call);
+            let record = stores.results.get(&job).await.unwrap().unwrap();
+            assert_eq!(record.attempt, 1, "{job} ran once");
+        }
+    }
+}
+
+/// Two engines over the workflows of plugin `bytes`, loaded on `runtime`.
+async fn wasm_engines(stores: &Stores, runtime: &xylem_wasm::Runtime, bytes: &[u8]) -> Setup {
+    let plugin = runtime.load_workflow(bytes).await.unwrap();
+    engines_over(
+        stores,
+        Arc::new(WasmCatalog(plugin)),
+        Duration::from_secs(5),
+    )
+}
+
+/// `runtime`'s steps that started an instance, went on in a kept one,
+/// and instances parked now.
+fn assert_kept(runtime: &xylem_wasm::Runtime, expected: (u64, u64, usize)) {
+    let kept = runtime.kept_workflow_stats();
+    assert_eq!(
+        (kept.started, kept.resumed, kept.parked),
+        expected,
+        "{kept:?}"
+    );
+}
+
 /// A runtime of its own for workflows (so its kept-instance counts are
 /// this test's), keeping at most `kept` instances, with the test cache.
 fn workflow_runtime(kept: usize) -> xylem_wasm::Runtime {
@@ -994,12 +1020,7 @@ worker_case!(
         let (stop, worker) = wasm_worker(&stores, &tasks);
         let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
         let runtime = workflow_runtime(64);
-        let plugin = runtime.load_workflow(&bytes).await.unwrap();
-        let s = engines_over(
-            &stores,
-            Arc::new(WasmCatalog(plugin)),
-            Duration::from_secs(5),
-        );
+        let s = wasm_engines(&stores, &runtime, &bytes).await;
 
         // `order.clock` waits once (a sleep, no activity: no other writer
         // races its steps): its second step goes on in the first step's
@@ -1009,12 +1030,7 @@ worker_case!(
             .await
             .unwrap();
         assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
-        let kept = runtime.kept_workflow_stats();
-        assert_eq!(
-            (kept.started, kept.resumed, kept.parked),
-            (1, 1, 0),
-            "{kept:?}"
-        );
+        assert_kept(&runtime, (1, 1, 0));
 
         // Another step written since (another engine's, or this one's
         // write lost): the kept instance is stale and the code replays.
@@ -1029,12 +1045,7 @@ worker_case!(
         waiting.step_mark = "stepped-elsewhere".to_owned();
         assert!(stores.workflows.put_run(&waiting).await.unwrap().is_some());
         assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
-        let kept = runtime.kept_workflow_stats();
-        assert_eq!(
-            (kept.started, kept.resumed, kept.parked),
-            (3, 1, 0),
-            "{kept:?}"
-        );
+        assert_kept(&runtime, (3, 1, 0));
 
         // With activities: steps go on in the kept instance (a step whose
         // write lost to its activity's end replays), each activity once.
@@ -1051,33 +1062,17 @@ worker_case!(
         assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
         let kept = runtime.kept_workflow_stats();
         assert!(kept.resumed >= 2, "{kept:?}");
-        for (seq, call) in done.history.iter().enumerate() {
-            if matches!(call, Call::Activity { .. }) {
-                let job = step_job_id(&done, seq as u32, call);
-                let record = stores.results.get(&job).await.unwrap().unwrap();
-                assert_eq!(record.attempt, 1, "{job} ran once");
-            }
-        }
+        assert_each_activity_ran_once(&stores, &done).await;
 
         // None kept: every step replays in a new instance.
         let runtime = workflow_runtime(0);
-        let plugin = runtime.load_workflow(&bytes).await.unwrap();
-        let s = engines_over(
-            &stores,
-            Arc::new(WasmCatalog(plugin)),
-            Duration::from_secs(5),
-        );
+        let s = wasm_engines(&stores, &runtime, &bytes).await;
         let run = s.engines[0]
             .start("order.clock", "{}", None, now_ms())
             .await
             .unwrap();
         assert_clock_replayed(&drive(&s, &run.id, Duration::from_secs(30)).await);
-        let kept = runtime.kept_workflow_stats();
-        assert_eq!(
-            (kept.started, kept.resumed, kept.parked),
-            (2, 0, 0),
-            "{kept:?}"
-        );
+        assert_kept(&runtime, (2, 0, 0));
         let _ = stop.send(());
         worker.await.unwrap();
     }
@@ -1089,12 +1084,7 @@ worker_case!(
         let runtime = runtime_with_order_tasks(&stores).await;
         let (stop, worker) = wasm_worker(&stores, &runtime);
         let bytes = std::fs::read(xylem_tests::plugin("order-workflow")).unwrap();
-        let plugin = runtime.load_workflow(&bytes).await.unwrap();
-        let s = engines_over(
-            &stores,
-            Arc::new(WasmCatalog(plugin)),
-            Duration::from_secs(5),
-        );
+        let s = wasm_engines(&stores, &runtime, &bytes).await;
 
         let remind = s.engines[0]
             .start(
