@@ -18,7 +18,7 @@
 //! Bounded ([`KeptLimits`]): at most so many parked instances, and so many
 //! bytes of their linear memory, in the process. A full shelf takes no
 //! more (the waiting code traps out as without it, and its run replays at
-//! its next step); instances idle for 30 s on a full shelf are let go.
+//! its next step); instances idle for 30 s are let go at the next step.
 //! Parked instances hold slots of the runtime's instance pool (at most
 //! half of it): a job or a step that finds the pool full lets every
 //! parked instance go first, so they never take anyone's room.
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -81,7 +81,8 @@ pub(crate) struct Parked {
 pub(crate) struct Link {
     parked: mpsc::UnboundedSender<Parked>,
     resume: mpsc::UnboundedReceiver<Replayer>,
-    shelf: Arc<KeptInstances>,
+    /// Weak: a parked instance must not keep its runtime alive.
+    shelf: Weak<KeptInstances>,
 }
 
 impl Link {
@@ -90,7 +91,9 @@ impl Link {
     /// the replay it would save, and under a flood of runs every instance
     /// would push out one that is about to be wanted.)
     pub(crate) fn may_park(&self, memory: u64) -> bool {
-        self.shelf.has_room(memory)
+        self.shelf
+            .upgrade()
+            .is_some_and(|shelf| shelf.has_room(memory))
     }
 
     /// Hands `parked` to the step and waits for the next step's replayer;
@@ -124,7 +127,7 @@ impl Running {
         let link = (shelf.limits.instances > 0).then(|| Link {
             parked: parked_tx,
             resume: resume_rx,
-            shelf: shelf.clone(),
+            shelf: Arc::downgrade(shelf),
         });
         let future = start(link);
         Self {
@@ -155,14 +158,14 @@ struct Entry {
     memory: u64,
     /// When it was parked (a counter): the smallest is evicted first.
     parked_at: u64,
-    /// When it was parked: a full shelf lets those idle past
-    /// [`IDLE_AFTER`] go.
+    /// When it was parked: those idle past [`IDLE_AFTER`] are let go.
     since: Instant,
 }
 
-/// How long a parked instance is worth more than the room it takes on a
-/// full shelf: its run's next step may never come here (another process
-/// took it, or it sleeps for hours).
+/// How long a parked instance is worth the pool slot and memory it holds:
+/// its run's next step may never come here (another process took it, it
+/// ended without its code, it sleeps for hours). Kept instances are for
+/// hot runs.
 const IDLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
@@ -217,33 +220,29 @@ impl KeptInstances {
             && shelf.memory.saturating_add(memory) <= self.limits.memory
     }
 
-    /// Takes run `run`'s parked instance of plugin `plugin`, if any; on a
-    /// full shelf, lets the idle ones go (outside the lock).
+    /// Takes run `run`'s parked instance of plugin `plugin`, if any, and
+    /// lets the others idle past [`IDLE_AFTER`] go (outside the lock).
     pub(crate) fn take(&self, plugin: &str, run: &str) -> Option<Kept> {
+        let wanted = (plugin.to_owned(), run.to_owned());
         let mut idle = Vec::new();
         let taken = {
             let mut shelf = self.shelf();
-            if shelf.entries.len() >= self.limits.instances {
-                let old: Vec<_> = shelf
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.since.elapsed() >= IDLE_AFTER)
-                    .map(|(key, _)| key.clone())
-                    .collect();
-                for key in old {
-                    if let Some(e) = shelf.entries.remove(&key) {
-                        shelf.memory = shelf.memory.saturating_sub(e.memory);
-                        idle.push(e);
-                    }
+            let old: Vec<_> = shelf
+                .entries
+                .iter()
+                .filter(|(key, e)| **key != wanted && e.since.elapsed() >= IDLE_AFTER)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in old {
+                if let Some(e) = shelf.entries.remove(&key) {
+                    shelf.memory = shelf.memory.saturating_sub(e.memory);
+                    idle.push(e);
                 }
             }
-            shelf
-                .entries
-                .remove(&(plugin.to_owned(), run.to_owned()))
-                .map(|entry| {
-                    shelf.memory = shelf.memory.saturating_sub(entry.memory);
-                    entry.kept
-                })
+            shelf.entries.remove(&wanted).map(|entry| {
+                shelf.memory = shelf.memory.saturating_sub(entry.memory);
+                entry.kept
+            })
         };
         drop(idle);
         taken

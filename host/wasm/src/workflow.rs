@@ -168,8 +168,11 @@ impl WorkflowState {
                 let Some(next) = link.park(parked).await else {
                     return Err(wasmtime::Error::msg("the kept instance was let go"));
                 };
+                // A new step: its own time limit and log budget (fuel is
+                // not refilled: a replay would spend it again too).
                 self.replayer = Some(next);
                 self.deadline = Instant::now() + self.step_time;
+                self.logged = 0;
                 continue;
             }
             let error = wasmtime::Error::msg(interrupt.to_string());
@@ -517,8 +520,9 @@ impl WorkflowCode for Code {
                 kept.count_resumed();
                 running
             }
-            Err(replayer) => {
+            Err(mut replayer) => {
                 kept.count_started();
+                replayer.skip(0);
                 self.start(*replayer)
             }
         };
@@ -533,7 +537,10 @@ impl Code {
         let (input, clock, seed) = (run.input.clone(), run.clock, run.id.clone());
         let inner = &self.plugin.inner;
         let limits = inner.runtime.inner.workflow_step;
-        let plugin = self.plugin.clone();
+        // Not the plugin (nor its runtime): a parked instance must not
+        // keep the runtime that holds it alive.
+        let pre = inner.pre.clone();
+        let shelf = Arc::downgrade(&inner.runtime.inner.kept);
         let workflow = self.workflow.clone();
         Running::new(&inner.runtime.inner.kept, |link| {
             let mut store = step_store(
@@ -541,14 +548,16 @@ impl Code {
                 WorkflowState::new(limits, Some(replayer), clock, &seed, link),
             );
             Box::pin(async move {
-                let pre = &plugin.inner.pre;
-                let instance = match pre.instantiate_async(&mut store).await {
-                    // Perhaps the pool is full: kept instances make room.
-                    Err(_) if plugin.inner.runtime.inner.kept.clear() > 0 => {
-                        pre.instantiate_async(&mut store).await
-                    }
-                    instance => instance,
-                };
+                let instance = pre.instantiate_async(&mut store).await;
+                if let Err(e) = &instance
+                    && e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some()
+                    && let Some(shelf) = shelf.upgrade()
+                {
+                    // The pool is full: kept instances make room for the
+                    // step's next try.
+                    shelf.clear();
+                }
                 let result = match instance {
                     Ok(instance) => instance
                         .xylem_workflow_workflow()

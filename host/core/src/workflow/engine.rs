@@ -394,6 +394,15 @@ impl Engine {
             }
         }
         let versions = self.client.stores().workflows.put_runs(&written).await?;
+        // A step that is due again at once (a `schedule-at` answered in
+        // its own write): look again now, not at the next interval.
+        if written
+            .iter()
+            .zip(&versions)
+            .any(|(run, v)| v.is_some() && run.wake_at.is_some_and(|at| at <= now))
+        {
+            made_due();
+        }
         Ok(versions.iter().filter(|v| v.is_some()).count())
     }
 

@@ -598,7 +598,10 @@ fn check_budget(history: &[Call], call: &Call) -> Result<(), Interrupt> {
 fn call_bytes(call: &Call) -> usize {
     match call {
         Call::Activity { task, args, .. } => task.len() + args.len(),
-        Call::Child { workflow, input } => workflow.len() + input.len(),
+        Call::Child { workflow, input }
+        | Call::ScheduleAt {
+            workflow, input, ..
+        } => workflow.len() + input.len(),
         Call::Stub { name, args } => name.len() + args.len(),
         Call::Submit { step, .. } => call_bytes(step),
         Call::AwaitEvent { topic, .. } => topic.len(),
