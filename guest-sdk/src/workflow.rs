@@ -148,7 +148,9 @@ impl Ctx {
         from_json(&text)
     }
 
-    /// Runs workflow `name` with `input` as a child run and waits for it.
+    /// Runs workflow `name` with `input` as a child run and waits for it
+    /// (a child counts against this run's tree's quota of runs, as
+    /// [`Self::schedule_at`] does).
     pub fn child<T: DeserializeOwned>(
         &self,
         name: &str,
@@ -161,7 +163,9 @@ impl Ctx {
     /// Starts workflow `name` with `input` as a run of its own that
     /// begins at `at` (a time past: at once). This run does not wait for
     /// it. Returns the new run's id; fails (kind `refused`) if it cannot be
-    /// made — an unknown workflow, say.
+    /// made — an unknown workflow, say — or (kind `quota-exceeded`) if this
+    /// run's tree has started all the runs it may (docs/workflows.md,
+    /// *Trees of runs*).
     pub fn schedule_at(
         &self,
         name: &str,

@@ -927,9 +927,29 @@ worker_case!(
                 .unwrap();
             hostile.push((run.id, workflow, kind, says));
         }
+        // Fork bombs, each in a tree that may start 8 runs.
+        let mut bombs = Vec::new();
+        for workflow in ["hostile.fork", "hostile.swarm"] {
+            let options = xylem_core::workflow::StartOptions {
+                max_descendants: Some(8),
+                ..Default::default()
+            };
+            let root = s.engines[0]
+                .start_with(workflow, "{}", options, now_ms())
+                .await
+                .unwrap();
+            bombs.push((workflow, root.id));
+        }
         let started = Instant::now();
         let done = drive(&s, &normal.id, Duration::from_secs(60)).await;
         assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+        for (_, root) in &bombs {
+            drive(&s, root, Duration::from_secs(60)).await;
+        }
+        settle(&s.engines[1], Duration::from_secs(60)).await;
+        for (workflow, root) in &bombs {
+            assert_tree_bounded(&stores, workflow, root, 8).await;
+        }
         for (id, workflow, kind, says) in hostile {
             let run = drive(&s, &id, Duration::from_secs(60)).await;
             assert_eq!(run.state, RunState::Failed, "{workflow}: {run:#?}");
@@ -1155,5 +1175,140 @@ worker_case!(
         assert!(error.message.contains("order.nope"), "{}", error.message);
         let _ = stop.send(());
         worker.await.unwrap();
+    }
+);
+
+/// Schedules copies of itself, at once, whatever it is answered: a fork
+/// bomb by `schedule-at`.
+fn schedule_bomb(r: &mut Replayer) -> Result<String, Interrupt> {
+    loop {
+        let _ = r.schedule_at("bomb.schedule", "{}", 0)?;
+    }
+}
+
+/// Submits a hundred child copies of itself and waits for them all: a
+/// fork bomb by child workflows.
+fn child_bomb(r: &mut Replayer) -> Result<String, Interrupt> {
+    let set = r.join_set()?;
+    for _ in 0..100 {
+        let child = Call::Child {
+            workflow: "bomb.children".to_owned(),
+            input: "{}".to_owned(),
+        };
+        r.submit(set, child)?;
+    }
+    while r.await_next(set)?.is_some() {}
+    Ok("null".to_owned())
+}
+
+/// Steps with `engine` until nothing is due, at most `within`.
+async fn settle(engine: &Engine, within: Duration) {
+    let deadline = Instant::now() + within;
+    while engine.tick(now_ms(), 64).await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "runs still due after {within:?}");
+    }
+}
+
+/// Asserts that the runs of `workflow` in the tree under `root` are
+/// `root` and exactly the runs its calls were not refused, at most
+/// `limit`, all ended, and that the tree was refused.
+async fn assert_tree_bounded(stores: &Stores, workflow: &str, root: &str, limit: usize) {
+    let filter = xylem_core::store::RunFilter {
+        workflow: Some(workflow.to_owned()),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let runs: Vec<Run> = stores
+        .workflows
+        .list_runs(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.root() == root)
+        .collect();
+    let started: usize = runs
+        .iter()
+        .map(|r| {
+            r.history
+                .iter()
+                .enumerate()
+                .filter(|(seq, call)| {
+                    xylem_core::workflow::tree::starts_run(call)
+                        && r.outcomes
+                            .get(&(*seq as u32))
+                            .is_none_or(|o| !xylem_core::workflow::tree::is_refusal(o))
+                })
+                .count()
+        })
+        .sum();
+    assert!(runs.len() > 1, "{workflow}: the tree started runs");
+    assert!(
+        runs.len() <= limit + 1,
+        "{workflow}: {} runs in a tree that may start {limit}",
+        runs.len()
+    );
+    assert_eq!(
+        runs.len(),
+        started + 1,
+        "{workflow}: each run told started exists"
+    );
+    for run in &runs {
+        assert!(run.state.is_final(), "{workflow}: {run:#?}");
+        if let Some(error) = &run.error {
+            // A run looping on `schedule-at` past its quota ends out of
+            // calls: the refusals after the first cost no step each.
+            assert_eq!(error.kind, "misuse", "{workflow}: {}", error.message);
+            assert!(error.message.contains("10000 calls"), "{}", error.message);
+        }
+    }
+    let refusals = runs
+        .iter()
+        .flat_map(|r| r.outcomes.values())
+        .filter(|o| xylem_core::workflow::tree::is_refusal(o))
+        .count();
+    assert!(refusals > 0, "{workflow}: the tree was never refused");
+}
+
+worker_case!(
+    a_tree_of_runs_starts_no_more_runs_than_its_quota,
+    |stores| {
+        let s = setup(stores.clone()).await;
+        s.catalog.define("bomb.schedule", schedule_bomb);
+        s.catalog.define("bomb.children", child_bomb);
+        let mut roots = Vec::new();
+        for workflow in ["bomb.schedule", "bomb.children"] {
+            let options = xylem_core::workflow::StartOptions {
+                max_descendants: Some(12),
+                ..Default::default()
+            };
+            let root = s.engines[0]
+                .start_with(workflow, "{}", options, now_ms())
+                .await
+                .unwrap();
+            roots.push((workflow, root.id));
+        }
+        for (_, root) in &roots {
+            drive(&s, root, Duration::from_secs(60)).await;
+        }
+        settle(&s.engines[0], Duration::from_secs(120)).await;
+        for (workflow, root) in &roots {
+            assert_tree_bounded(&stores, workflow, root, 12).await;
+        }
+
+        // A root that set no limit has its engine's (the worker's
+        // `--max-descendants`); a refused run started nothing.
+        let engine = Engine::new(
+            Client::new(stores.clone()),
+            s.catalog.clone(),
+            "engine-c",
+            Duration::from_secs(5),
+        )
+        .with_max_descendants(3);
+        let root = engine
+            .start("bomb.schedule", "{}", None, now_ms())
+            .await
+            .unwrap();
+        settle(&engine, Duration::from_secs(60)).await;
+        assert_tree_bounded(&stores, "bomb.schedule", &root.id, 3).await;
     }
 );

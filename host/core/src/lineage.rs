@@ -36,10 +36,14 @@ impl Default for ChildQuota {
             per_run: 1_000,
             per_run_args_bytes: 1024 * 1024,
             max_depth: 16,
-            per_tree: 10_000,
+            per_tree: DEFAULT_MAX_DESCENDANTS,
         }
     }
 }
+
+/// Descendants one root may have in all, unless an operator says
+/// otherwise: a job tree's jobs, a workflow tree's runs.
+pub const DEFAULT_MAX_DESCENDANTS: u64 = 10_000;
 
 /// An operator's changes to a [`ChildQuota`]: per plugin or task (`xylem
 /// plugin push --max-children ...`) and per root job (`xylem enqueue

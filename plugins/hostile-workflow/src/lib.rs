@@ -20,6 +20,29 @@ fn flood(ctx: &Ctx, _input: Value) -> WorkflowResult<Value> {
     }
 }
 
+/// Schedules copies of itself, due at once, forever, whatever it is
+/// answered: a fork bomb, stopped by its tree's quota of runs (then each
+/// run by its call budget).
+fn fork(ctx: &Ctx, input: Value) -> WorkflowResult<Value> {
+    loop {
+        let _ = ctx.schedule_in("hostile.fork", &input, std::time::Duration::ZERO);
+    }
+}
+
+/// Starts a hundred child copies of itself at once and waits for them
+/// all: a fork bomb by child workflows, stopped by its tree's quota.
+fn swarm(ctx: &Ctx, input: Value) -> WorkflowResult<Value> {
+    let set = ctx.join_set();
+    for _ in 0..100 {
+        set.submit_child("hostile.swarm", &input);
+    }
+    let mut refused = 0u32;
+    while let Some((_, result)) = set.next::<Value>() {
+        refused += u32::from(result.is_err());
+    }
+    Ok(Value::from(refused))
+}
+
 /// Allocates until it cannot: stopped by the step's memory cap.
 fn hog(_ctx: &Ctx, _input: Value) -> WorkflowResult<Value> {
     let mut kept: Vec<Vec<u8>> = Vec::new();
@@ -45,6 +68,8 @@ fn workflows() -> Vec<Workflow> {
         Workflow::new("hostile.spin", spin),
         Workflow::new("hostile.flood", flood),
         Workflow::new("hostile.hog", hog),
+        Workflow::new("hostile.fork", fork),
+        Workflow::new("hostile.swarm", swarm),
         Workflow::new("hostile.huge", huge),
         Workflow::new("hostile.panic", panics),
     ]

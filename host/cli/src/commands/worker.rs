@@ -66,7 +66,9 @@ pub(crate) struct WorkerArgs {
     /// Deepest a descendant may be below its root job.
     #[arg(long, default_value_t = ChildQuota::default().max_depth, help_heading = "Child-job quotas")]
     max_depth: u32,
-    /// Descendants one root job may have in all, over every worker and retry.
+    /// Descendants one root job may have in all, over every worker and
+    /// retry; and runs one tree of workflow runs may start (`child-workflow`,
+    /// `schedule-at`) unless its root says otherwise.
     #[arg(long, default_value_t = ChildQuota::default().per_tree, help_heading = "Child-job quotas")]
     max_descendants: u64,
     /// Workflow instances kept between steps, so that a run's next step
@@ -188,7 +190,8 @@ pub(crate) async fn run(
             catalog,
             &config.name,
             config.lease.max(std::time::Duration::from_secs(10)),
-        );
+        )
+        .with_max_descendants(args.max_descendants);
         engine.spawn(std::time::Duration::from_millis(100))
     });
     let registry = Arc::new(PluginRegistry::new(runtime, store.stores.plugins.clone()));

@@ -128,6 +128,11 @@ pub(crate) struct StartArgs {
     /// a workflow schedules one the same way with `schedule-at`).
     #[arg(long)]
     delay: Option<String>,
+    /// Runs this run's tree may start in all — its `child-workflow`s and
+    /// `schedule-at`s, theirs, and so on (default: the worker's
+    /// `--max-descendants`). Past it such a call is answered `refused`.
+    #[arg(long)]
+    max_descendants: Option<u64>,
     /// Wait for the run to end and print its result; the exit code says
     /// how it ended.
     #[arg(long)]
@@ -334,8 +339,13 @@ async fn start(client: &Client, a: StartArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let now = now_ms();
     let at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let options = xylem_core::workflow::StartOptions {
+        id: a.id,
+        at: Some(at),
+        max_descendants: a.max_descendants,
+    };
     let run = engine
-        .start_at(&a.workflow, &a.input, a.id, now, at)
+        .start_with(&a.workflow, &a.input, options, now)
         .await
         .context("the run was not started")?;
     if !a.wait {
@@ -425,6 +435,18 @@ fn show(run: &Run, json: bool) -> anyhow::Result<ExitCode> {
         &run.plugin[..run.plugin.len().min(12)]
     );
     println!("state     {}", run.state.as_str());
+    if let Some(tree) = &run.tree {
+        let limit = tree
+            .max_runs
+            .map_or_else(String::new, |n| format!(" (may start {n} runs)"));
+        match &run.parent {
+            Some(parent) => println!(
+                "tree      root {}{limit}, child of {}",
+                tree.root, parent.run
+            ),
+            None => println!("tree      root {}{limit}", tree.root),
+        }
+    }
     println!("input     {}", format::clip(&run.input, 200));
     if let Some(result) = &run.result {
         println!("result    {}", format::clip(result, 500));

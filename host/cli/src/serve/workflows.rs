@@ -39,8 +39,8 @@ fn body_as<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("want {shape}: {e}")))
 }
 
-/// `POST /api/workflows` `{"workflow", "input", "id"?}` → 201 with the run
-/// (the workers step it).
+/// `POST /api/workflows` `{"workflow", "input", "id"?, "max_descendants"?}`
+/// → 201 with the run (the workers step it).
 pub(crate) async fn start(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
@@ -52,11 +52,20 @@ pub(crate) async fn start(
         #[serde(default)]
         input: Value,
         id: Option<String>,
+        max_descendants: Option<u64>,
     }
-    let s: Start = body_as(body, r#"{"workflow": NAME, "input": {...}, "id"?: ID}"#)?;
+    let s: Start = body_as(
+        body,
+        r#"{"workflow": NAME, "input": {...}, "id"?: ID, "max_descendants"?: N}"#,
+    )?;
     let engine = crate::commands::workflow::starter(&api.client);
+    let options = xylem_core::workflow::StartOptions {
+        id: s.id,
+        max_descendants: s.max_descendants,
+        ..Default::default()
+    };
     let run = engine
-        .start(&s.workflow, &s.input.to_string(), s.id, now_ms())
+        .start_with(&s.workflow, &s.input.to_string(), options, now_ms())
         .await
         .map_err(|e| match e {
             StartError::Store(e) => e.into(),

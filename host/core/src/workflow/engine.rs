@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use super::model::{Call, Lease, ParentStep, Run, RunError, RunState, StepOutcome};
 use super::replay::{Effect, Interrupt, Replayer, step_job_id};
+use super::tree::{self, RunTree};
 use crate::client::{Client, ClientError, EnqueueRequest};
 use crate::store::StoreError;
 use crate::time::{Millis, ms};
@@ -67,6 +68,8 @@ struct Advanced {
     past_deadline: bool,
     /// The step's span (in the run's trace).
     span: tracing::Span,
+    /// Its tree refused a run it started: the rest are refused at once.
+    tree_refused: bool,
 }
 
 /// Runs leased by [`Engine::lease_all`].
@@ -127,6 +130,19 @@ pub trait WorkflowCatalog: Send + Sync {
     async fn code(&self, workflow: &str, plugin: &str) -> Result<Arc<dyn WorkflowCode>, String>;
 }
 
+/// How a root run is started; every field may be left unset.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Its id (default: a new UUIDv7); a run with this id already
+    /// started is refused.
+    pub id: Option<String>,
+    /// When it begins (default, or a time past: at once).
+    pub at: Option<Millis>,
+    /// The runs its tree may start in all, with `child-workflow` and
+    /// `schedule-at` (default: the stepping engine's limit).
+    pub max_descendants: Option<u64>,
+}
+
 /// Why a run could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -154,6 +170,7 @@ pub struct Engine {
     catalog: Arc<dyn WorkflowCatalog>,
     name: String,
     lease: Duration,
+    max_descendants: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -177,7 +194,16 @@ impl Engine {
             catalog,
             name: name.to_owned(),
             lease,
+            max_descendants: crate::lineage::DEFAULT_MAX_DESCENDANTS,
         }
+    }
+
+    /// This engine, letting a tree of runs whose root set no limit start
+    /// `n` runs in all (`xylem worker --max-descendants`; see `tree.rs`).
+    #[must_use]
+    pub fn with_max_descendants(mut self, n: u64) -> Self {
+        self.max_descendants = n;
+        self
     }
 
     /// Starts a run of `workflow` with `input`, pinned to the plugin
@@ -202,6 +228,44 @@ impl Engine {
         now: Millis,
         at: Millis,
     ) -> Result<Run, StartError> {
+        let options = StartOptions {
+            id,
+            at: Some(at),
+            ..StartOptions::default()
+        };
+        self.start_with(workflow, input, options, now).await
+    }
+
+    /// Starts a root run of `workflow` with `input` as `options` say.
+    pub async fn start_with(
+        &self,
+        workflow: &str,
+        input: &str,
+        options: StartOptions,
+        now: Millis,
+    ) -> Result<Run, StartError> {
+        let mut run = self
+            .prepare(workflow, input, options.id, now, options.at.unwrap_or(now))
+            .await?;
+        if let Some(max_runs) = options.max_descendants {
+            run.tree = Some(RunTree {
+                root: run.id.clone(),
+                max_runs: Some(max_runs),
+            });
+        }
+        self.put_new(run).await
+    }
+
+    /// A new run of `workflow` (its input checked, pinned to the plugin
+    /// version that serves it now), not yet written.
+    async fn prepare(
+        &self,
+        workflow: &str,
+        input: &str,
+        id: Option<String>,
+        now: Millis,
+        at: Millis,
+    ) -> Result<Run, StartError> {
         serde_json::from_str::<serde_json::Value>(input)
             .map_err(|e| StartError::Input(e.to_string()))?;
         let plugin = self
@@ -216,7 +280,12 @@ impl Engine {
             run.state = RunState::Waiting;
             run.wake_at = Some(at);
         }
-        let span = crate::telemetry::trace::start_workflow_span(workflow, &id);
+        Ok(run)
+    }
+
+    /// Writes a new run; refused if one has its id.
+    async fn put_new(&self, mut run: Run) -> Result<Run, StartError> {
+        let span = crate::telemetry::trace::start_workflow_span(&run.workflow, &run.id);
         crate::telemetry::trace::inject(&span, &mut run.trace);
         let written = self
             .client
@@ -230,7 +299,104 @@ impl Engine {
                 RUNS_MADE_DUE.notify_one();
                 Ok(Run { version, ..run })
             }
-            None => Err(StartError::Duplicate(id)),
+            None => Err(StartError::Duplicate(run.id)),
+        }
+    }
+
+    /// Carries out call `seq` of a step that starts a run — a
+    /// `child-workflow` (`child`: answering that call when it ends) or a
+    /// `schedule-at` (due at `at`, answered with the new run's id) — in the
+    /// step's tree, taking one from its count. A refusal (an unknown
+    /// workflow, bad input: `refused`; the tree has started all the runs it
+    /// may: `quota-exceeded`) answers the call in the step's own write; once
+    /// the tree refused, the step's later calls are refused without asking
+    /// the store again.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_for(
+        &self,
+        step: &mut Advanced,
+        seq: u32,
+        child: bool,
+        workflow: &str,
+        input: &str,
+        at: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let parent = &step.next;
+        let id = step_job_id(parent, seq, &parent.history[seq as usize]);
+        let answers = child.then(|| ParentStep {
+            run: parent.id.clone(),
+            seq,
+        });
+        let refused = if step.tree_refused {
+            Some(tree::refused_again(now))
+        } else {
+            self.start_descendant(parent, answers.clone(), workflow, input, &id, at, now)
+                .await?
+        };
+        match refused {
+            Some(outcome) => {
+                step.tree_refused |= tree::is_refusal(&outcome);
+                step.next.outcomes.insert(seq, outcome);
+                // Answered in the step's own write: due again now.
+                step.wake = Some(now);
+            }
+            // A run started by an earlier version of this step may not
+            // name its parent yet.
+            None if let Some(answers) = answers => adopt(&self.client, &id, answers).await?,
+            None => {
+                step.next
+                    .outcomes
+                    .insert(seq, StepOutcome::Ok { value: id, at: now });
+                step.wake = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts run `id` of `workflow` for `parent`, in its tree and taking
+    /// one from its count; the step's failure if refused. A run already
+    /// started under `id` (the step carried out again) is taken as is.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_descendant(
+        &self,
+        parent: &Run,
+        answers: Option<ParentStep>,
+        workflow: &str,
+        input: &str,
+        id: &str,
+        at: Millis,
+        now: Millis,
+    ) -> Result<Option<StepOutcome>, StoreError> {
+        let refused = |e: StartError| StepOutcome::Err {
+            kind: "refused".to_owned(),
+            message: e.to_string(),
+            at: now,
+        };
+        let mut run = match self
+            .prepare(workflow, input, Some(id.to_owned()), now, at)
+            .await
+        {
+            Ok(run) => run,
+            Err(StartError::Store(e)) => return Err(e),
+            Err(e) => return Ok(Some(refused(e))),
+        };
+        let stores = self.client.stores();
+        let limit = parent.tree_limit(self.max_descendants);
+        if let Some(refusal) = tree::take_run(stores.quotas.as_ref(), parent, limit, now).await? {
+            // Carried out again after a crash: the run made the first time
+            // took its count then.
+            return Ok(match stores.workflows.get_run(id).await? {
+                Some(_) => None,
+                None => Some(refusal),
+            });
+        }
+        run.tree = Some(parent.tree_of_descendants());
+        run.parent = answers;
+        match self.put_new(run).await {
+            Ok(_) | Err(StartError::Duplicate(_)) => Ok(None),
+            Err(StartError::Store(e)) => Err(e),
+            Err(e) => Ok(Some(refused(e))),
         }
     }
 
@@ -455,6 +621,7 @@ impl Engine {
                 effects,
                 past_deadline: true,
                 span,
+                tree_refused: false,
             });
         }
         let code = match self
@@ -485,6 +652,7 @@ impl Engine {
             effects,
             past_deadline: false,
             span,
+            tree_refused: false,
         })
     }
 
@@ -576,6 +744,7 @@ impl Engine {
                 };
                 let mut successor = Run::new(&id, &next.workflow, plugin, &input, now);
                 successor.parent = next.parent.take();
+                successor.tree = Some(next.tree_of_descendants());
                 successor.trace.clone_from(&next.trace);
                 if store.put_run(&successor).await?.is_none() {
                     tracing::debug!(run = %next.id, successor = %id, "the next run was started already");
@@ -625,37 +794,8 @@ impl Engine {
         Ok(next)
     }
 
-    /// Ends step `seq` of `run` `refused` with `why` (an unknown task or
-    /// workflow, bad options): the workflow sees the failure and decides.
-    /// Makes the run of `schedule-at` call `seq` of `run`, due at `at`,
-    /// and answers the call in `run` (written with the step): the new
-    /// run's id, or why it was refused (an unknown workflow, bad input).
-    async fn schedule(
-        &self,
-        run: &mut Run,
-        seq: u32,
-        workflow: &str,
-        input: &str,
-        at: Millis,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let id = step_job_id(run, seq, &run.history[seq as usize]);
-        let outcome = match self
-            .start_at(workflow, input, Some(id.clone()), now, at)
-            .await
-        {
-            Ok(_) | Err(StartError::Duplicate(_)) => StepOutcome::Ok { value: id, at: now },
-            Err(StartError::Store(e)) => return Err(e),
-            Err(e) => StepOutcome::Err {
-                kind: "refused".to_owned(),
-                message: e.to_string(),
-                at: now,
-            },
-        };
-        run.outcomes.insert(seq, outcome);
-        Ok(())
-    }
-
+    /// Ends step `seq` of `run` `refused` with `why` (an unknown task,
+    /// bad options): the workflow sees the failure and decides.
     async fn refuse(
         &self,
         run: &Run,
@@ -746,9 +886,7 @@ impl Engine {
                 input,
                 at,
             } => {
-                // Answered in the step's own write: due again now.
-                step.wake = Some(now);
-                self.schedule(&mut step.next, seq, &workflow, &input, at, now)
+                self.start_for(step, seq, false, &workflow, &input, at, now)
                     .await?;
             }
             Effect::Child {
@@ -756,24 +894,8 @@ impl Engine {
                 workflow,
                 input,
             } => {
-                let call = &run.history[seq as usize];
-                let id = step_job_id(run, seq, call);
-                match self.start(&workflow, &input, Some(id.clone()), now).await {
-                    Ok(_) | Err(StartError::Duplicate(_)) => {}
-                    Err(StartError::Store(e)) => return Err(e),
-                    Err(e) => return self.refuse(run, seq, e.to_string(), now).await,
-                }
-                // Name the parent (the child was created without one, or
-                // by an earlier try).
-                adopt(
-                    &self.client,
-                    &id,
-                    ParentStep {
-                        run: run.id.clone(),
-                        seq,
-                    },
-                )
-                .await?;
+                self.start_for(step, seq, true, &workflow, &input, now, now)
+                    .await?;
             }
             Effect::Cancel { seq } => {
                 let call = &run.history[seq as usize];

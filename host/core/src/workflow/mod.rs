@@ -5,7 +5,8 @@
 //! call that differs from the history stops the run as nondeterministic)
 //! and the engine (`engine.rs` — runs leased to one engine at a time,
 //! stepped, their effects carried out, outcomes delivered; `delivery.rs`
-//! — a worker's activities' ends given to their runs in batches). The code a
+//! — a worker's activities' ends given to their runs in batches; `tree.rs`
+//! — the runs a tree of runs may start). The code a
 //! step runs is a Wasm component (`xylem_wasm::WorkflowPlugin`) or, in
 //! tests, Rust closures.
 
@@ -13,13 +14,15 @@ pub(crate) mod delivery;
 pub mod engine;
 pub mod model;
 pub mod replay;
+pub mod tree;
 
 pub use engine::{
-    Background, CompleteError, Engine, StartError, StepEnd, UpgradeError, WorkflowCatalog,
-    WorkflowCode, complete, deliver, request_cancel, request_cancel_within, rewind, signal,
-    upgrade,
+    Background, CompleteError, Engine, StartError, StartOptions, StepEnd, UpgradeError,
+    WorkflowCatalog, WorkflowCode, complete, deliver, request_cancel, request_cancel_within,
+    rewind, signal, upgrade,
 };
 pub use model::{
     ActivityOptions, Call, Event, Lease, ParentStep, Run, RunError, RunState, StepOutcome,
 };
 pub use replay::{Effect, Interrupt, Replayer, StepResult, step_job_id};
+pub use tree::RunTree;

@@ -337,6 +337,10 @@ pub struct Run {
     /// The parent step it answers, for a child run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentStep>,
+    /// The tree it belongs to, if a run started it (`None`: a root, under
+    /// the engine's limit of runs per tree; see `tree.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<super::tree::RunTree>,
     /// The run's own clock for WASI: its start, the same on every replay.
     pub clock: Millis,
     /// When it was started.
@@ -403,6 +407,7 @@ impl Run {
             events: Vec::new(),
             query_state: None,
             parent: None,
+            tree: None,
             clock: now,
             created_at: now,
             updated_at: now,

@@ -122,6 +122,8 @@ pub struct Replayer {
     effects: Vec<Effect>,
     wake_at: Option<Millis>,
     mark: String,
+    /// Whether its tree's quota refused one of its calls, once looked for.
+    tree_refused: Option<bool>,
 }
 
 impl Replayer {
@@ -134,6 +136,7 @@ impl Replayer {
             effects: Vec::new(),
             wake_at: None,
             mark: uuid::Uuid::now_v7().simple().to_string(),
+            tree_refused: None,
         }
     }
 
@@ -251,10 +254,33 @@ impl Replayer {
             self.cancel_step(seq, !new);
             return Ok(self.outcome(seq).unwrap_or_else(|| Err(cancelled_error())));
         }
+        if new && self.refused_by_tree(seq, &call) {
+            return Ok(self.outcome(seq).expect("just given"));
+        }
         if new && !matches!(call, Call::Stub { .. }) {
             self.effects.push(effect(seq, &call));
         }
         Err(Interrupt::Suspend)
+    }
+
+    /// If `call` (new, number `seq`) starts a run and the run's tree
+    /// refused one of its calls already, ends it so at once — no step, no
+    /// store write — and says so. A run that keeps starting runs past its
+    /// tree's quota (a fork bomb) then spends only its call budget.
+    fn refused_by_tree(&mut self, seq: u32, call: &Call) -> bool {
+        if !super::tree::starts_run(call) {
+            return false;
+        }
+        let refused = *self
+            .tree_refused
+            .get_or_insert_with(|| self.run.outcomes.values().any(super::tree::is_refusal));
+        if !refused {
+            return false;
+        }
+        self.run
+            .outcomes
+            .insert(seq, super::tree::refused_again(self.now));
+        true
     }
 
     /// Whether the run's waits end `cancelled` now: a cancel was asked for
@@ -334,7 +360,7 @@ impl Replayer {
             step: Box::new(step.clone()),
         };
         let (seq, _, new) = self.record(call)?;
-        if new {
+        if new && !self.refused_by_tree(seq, &step) {
             self.effects.push(effect(seq, &step));
         }
         Ok(seq)
