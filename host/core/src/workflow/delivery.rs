@@ -81,7 +81,7 @@ pub(crate) async fn run(store: Arc<dyn WorkflowStore>, mut rx: Receiver) {
                 Err(_) => break,
             }
         }
-        let answers = deliver_batch(store.as_ref(), &batch).await;
+        let answers = deliver_batch(&store, &batch).await;
         for (request, answer) in batch.drain(..).zip(answers) {
             let _ = request.reply.send(answer);
         }
@@ -89,7 +89,10 @@ pub(crate) async fn run(store: Arc<dyn WorkflowStore>, mut rx: Receiver) {
 }
 
 /// Gives each request's run its outcome; an answer per request, in order.
-async fn deliver_batch(store: &dyn WorkflowStore, batch: &[Request]) -> Vec<StoreResult<()>> {
+/// A run no engine holds is leased, in the same write, to this process's
+/// engine if one runs, and handed to it (`handoff.rs`).
+async fn deliver_batch(store: &Arc<dyn WorkflowStore>, batch: &[Request]) -> Vec<StoreResult<()>> {
+    let taker = super::handoff::taker(store);
     // The requests of each run, by run.
     let mut by_run: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, request) in batch.iter().enumerate() {
@@ -109,8 +112,10 @@ async fn deliver_batch(store: &dyn WorkflowStore, batch: &[Request]) -> Vec<Stor
                 break;
             }
         };
-        // Each run found, given its outcomes; unchanged ones are done.
-        let changed: Vec<Run> = found
+        // Each run found, given its outcomes (and leased to the taker, if
+        // it can be); unchanged ones are done.
+        let now = crate::time::now_ms();
+        let (changed, leased): (Vec<Run>, Vec<bool>) = found
             .into_iter()
             .flatten()
             .filter_map(|mut run| {
@@ -118,9 +123,15 @@ async fn deliver_batch(store: &dyn WorkflowStore, batch: &[Request]) -> Vec<Stor
                 for &i in &by_run[run.id.as_str()] {
                     any |= super::engine::give(&mut run, batch[i].seq, &batch[i].outcome);
                 }
-                any.then_some(run)
+                if !any {
+                    return None;
+                }
+                Some(match taker.as_ref().and_then(|t| t.lease(&run, now)) {
+                    Some(leased) => (leased, true),
+                    None => (run, false),
+                })
             })
-            .collect();
+            .unzip();
         let written = match store.put_runs(&changed).await {
             Ok(written) => written,
             Err(e) => {
@@ -128,13 +139,26 @@ async fn deliver_batch(store: &dyn WorkflowStore, batch: &[Request]) -> Vec<Stor
                 break;
             }
         };
-        woke |= written.iter().any(Option::is_some);
         // What is left: the runs whose write lost.
-        pending = changed
-            .into_iter()
-            .zip(written)
-            .filter_map(|(run, version)| version.is_none().then_some(run.id))
-            .collect();
+        let mut handed = Vec::new();
+        pending.clear();
+        for ((mut run, leased), version) in changed.into_iter().zip(leased).zip(written) {
+            match version {
+                None => pending.push(run.id),
+                Some(version) if leased => {
+                    run.version = version;
+                    handed.push(run);
+                }
+                Some(_) => woke = true,
+            }
+        }
+        if let Some(taker) = &taker
+            && !taker.hand(handed)
+        {
+            // The engine stopped meanwhile: the runs are stepped once
+            // their leases lapse, by whichever engine looks then.
+            tracing::debug!("a workflow engine stopped while runs were handed to it");
+        }
     }
     if woke {
         super::engine::made_due();

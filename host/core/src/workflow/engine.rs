@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use async_trait::async_trait;
 
-use super::model::{Call, Lease, ParentStep, Run, RunError, RunState, StepOutcome};
+use super::model::{Call, ParentStep, Run, RunError, RunState, StepOutcome};
 use super::replay::{Effect, Interrupt, Replayer, step_job_id};
 use super::tree::{self, RunTree};
 use crate::client::{Client, ClientError, EnqueueRequest};
@@ -417,36 +417,44 @@ impl Engine {
         // round trips and its code overlap the next ones', and ticks run
         // on any of the runtime's threads.
         let mut stepping = tokio::task::JoinSet::new();
+        // Runs this process's deliveries lease to this engine and hand
+        // over (`handoff.rs`): stepped without a look or a lease of ours.
+        let mut inbox =
+            super::handoff::Inbox::open(&self.client.stores().workflows, &self.name, self.lease);
+        let mut handed: Vec<Run> = Vec::new();
+        let mut look = true;
         loop {
             while stepping.len() >= TICKS_AT_ONCE {
                 let _ = stepping.join_next().await;
             }
             let now = crate::time::now_ms();
-            let (full, busy) = match self.lease_due(now).await {
-                Ok((found, held)) => {
-                    if !held.is_empty() {
-                        let engine = self.clone();
-                        let span = tracing::Span::current();
-                        stepping.spawn(
-                            async move {
-                                if let Err(e) = engine.finish_all(held, now).await {
-                                    tracing::warn!(error = %e, "cannot write workflow steps; they will be taken again");
-                                }
-                            }
-                            .instrument(span),
-                        );
+            if !handed.is_empty() {
+                let held = inbox.drain(std::mem::take(&mut handed), TICK_LIMIT);
+                self.step_in_background(&mut stepping, held, now);
+            }
+            let (full, busy) = if look {
+                match self.lease_due(now).await {
+                    Ok((found, held)) => {
+                        self.step_in_background(&mut stepping, held, now);
+                        (found == TICK_LIMIT, found > 0)
                     }
-                    (found == TICK_LIMIT, found > 0)
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot step workflow runs; trying again");
+                        (false, false)
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot step workflow runs; trying again");
-                    (false, false)
-                }
+            } else {
+                (false, true)
             };
+            look = true;
             tokio::select! {
                 biased;
                 () = &mut stop => break,
                 () = std::future::ready(()), if full => {}
+                Some(runs) = inbox.recv() => {
+                    handed = runs;
+                    look = false;
+                }
                 () = RUNS_MADE_DUE.notified() => {
                     if busy {
                         // Under load, runs are made due one by one as
@@ -458,9 +466,36 @@ impl Engine {
                 () = tokio::time::sleep(interval) => {}
             }
         }
-        // The runs leased are stepped to the end rather than left to their
-        // leases.
+        // The runs leased or handed over are stepped to the end rather
+        // than left to their leases.
+        inbox.close();
+        while let Some(runs) = inbox.recv().await {
+            handed.extend(runs);
+        }
+        self.step_in_background(&mut stepping, handed, crate::time::now_ms());
         while stepping.join_next().await.is_some() {}
+    }
+
+    /// Steps `held` (leased to this engine) in a task of `stepping`.
+    fn step_in_background(
+        &self,
+        stepping: &mut tokio::task::JoinSet<()>,
+        held: Vec<Run>,
+        now: Millis,
+    ) {
+        if held.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        let span = tracing::Span::current();
+        stepping.spawn(
+            async move {
+                if let Err(e) = engine.finish_all(held, now).await {
+                    tracing::warn!(error = %e, "cannot write workflow steps; they will be taken again");
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Reads the runs due at `now` and leases them; how many were due,
@@ -581,22 +616,7 @@ impl Engine {
             quiet.wake_at = None;
             return Some(quiet);
         }
-        if run
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.until > now && l.owner != self.name)
-        {
-            return None;
-        }
-        let until = now + ms(self.lease);
-        let mut leased = run;
-        leased.state = RunState::Running;
-        leased.lease = Some(Lease {
-            owner: self.name.clone(),
-            until,
-        });
-        leased.wake_at = Some(until);
-        Some(leased)
+        super::handoff::lease_to(run, &self.name, self.lease, now)
     }
 
     /// Runs a leased run's code from the top; `None` if it cannot run here

@@ -5,13 +5,16 @@
 //! call that differs from the history stops the run as nondeterministic)
 //! and the engine (`engine.rs` — runs leased to one engine at a time,
 //! stepped, their effects carried out, outcomes delivered; `delivery.rs`
-//! — a worker's activities' ends given to their runs in batches; `tree.rs`
+//! — a worker's activities' ends given to their runs in batches;
+//! `handoff.rs` — leased in that write and handed to this process's
+//! engine; `tree.rs`
 //! — the runs a tree of runs may start). The code a
 //! step runs is a Wasm component (`xylem_wasm::WorkflowPlugin`) or, in
 //! tests, Rust closures.
 
 pub(crate) mod delivery;
 pub mod engine;
+pub(crate) mod handoff;
 pub mod model;
 pub mod replay;
 pub mod tree;
