@@ -283,6 +283,32 @@ fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
     let out = start_in("soon");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("soon"), "{}", stderr(&out));
+
+    // A root's own limit of runs for its tree, kept with the run and
+    // shown.
+    let out = xylem(&[
+        "--store",
+        &store,
+        "workflow",
+        "start",
+        "order.clock",
+        "--delay",
+        "1h",
+        "--max-descendants",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let out = xylem(&["--store", &store, "workflow", "show", &id, "--json"]);
+    let run: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(run["tree"]["root"], id.as_str(), "{run}");
+    assert_eq!(run["tree"]["max_runs"], 5, "{run}");
+    let out = xylem(&["--store", &store, "workflow", "show", &id]);
+    assert!(
+        stdout(&out).contains(&format!("tree      root {id} (may start 5 runs)")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

@@ -72,6 +72,16 @@ struct Advanced {
     tree_refused: bool,
 }
 
+/// What [`Engine::start_descendant`] did.
+enum Descendant {
+    /// Started the run.
+    New,
+    /// Found it started already.
+    Existing,
+    /// Refused: the step's failure.
+    Refused(StepOutcome),
+}
+
 /// Runs leased by [`Engine::lease_all`].
 #[derive(Default)]
 struct Leased {
@@ -323,28 +333,35 @@ impl Engine {
         now: Millis,
     ) -> Result<(), StoreError> {
         let parent = &step.next;
+        if parent.outcomes.contains_key(&seq) {
+            // Ended already (cancelled in this very step): nothing to start.
+            return Ok(());
+        }
         let id = step_job_id(parent, seq, &parent.history[seq as usize]);
         let answers = child.then(|| ParentStep {
             run: parent.id.clone(),
             seq,
         });
-        let refused = if step.tree_refused {
-            Some(tree::refused_again(now))
+        let started = if step.tree_refused {
+            Descendant::Refused(tree::refused_again(now))
         } else {
             self.start_descendant(parent, answers.clone(), workflow, input, &id, at, now)
                 .await?
         };
-        match refused {
-            Some(outcome) => {
+        match (started, answers) {
+            (Descendant::Refused(outcome), _) => {
                 step.tree_refused |= tree::is_refusal(&outcome);
                 step.next.outcomes.insert(seq, outcome);
                 // Answered in the step's own write: due again now.
                 step.wake = Some(now);
             }
-            // A run started by an earlier version of this step may not
-            // name its parent yet.
-            None if let Some(answers) = answers => adopt(&self.client, &id, answers).await?,
-            None => {
+            // A child started by an earlier try of this step, or by an
+            // earlier version of Xylem, may not name its parent yet.
+            (Descendant::Existing, Some(answers)) => adopt(&self.client, &id, answers).await?,
+            // A new child names its parent; its end answers the call.
+            (Descendant::New, Some(_)) => {}
+            // `schedule-at`: answered with the run's id now.
+            (_, None) => {
                 step.next
                     .outcomes
                     .insert(seq, StepOutcome::Ok { value: id, at: now });
@@ -355,8 +372,9 @@ impl Engine {
     }
 
     /// Starts run `id` of `workflow` for `parent`, in its tree and taking
-    /// one from its count; the step's failure if refused. A run already
-    /// started under `id` (the step carried out again) is taken as is.
+    /// one from its count, or says why not. A run already started under
+    /// `id` (the step carried out again: its write lost, or a crash) is
+    /// taken as is, and takes nothing again.
     #[allow(clippy::too_many_arguments)]
     async fn start_descendant(
         &self,
@@ -367,36 +385,37 @@ impl Engine {
         id: &str,
         at: Millis,
         now: Millis,
-    ) -> Result<Option<StepOutcome>, StoreError> {
-        let refused = |e: StartError| StepOutcome::Err {
-            kind: "refused".to_owned(),
-            message: e.to_string(),
-            at: now,
+    ) -> Result<Descendant, StoreError> {
+        let refused = |e: StartError| {
+            Descendant::Refused(StepOutcome::Err {
+                kind: "refused".to_owned(),
+                message: e.to_string(),
+                at: now,
+            })
         };
+        let stores = self.client.stores();
+        if stores.workflows.get_run(id).await?.is_some() {
+            return Ok(Descendant::Existing);
+        }
         let mut run = match self
             .prepare(workflow, input, Some(id.to_owned()), now, at)
             .await
         {
             Ok(run) => run,
             Err(StartError::Store(e)) => return Err(e),
-            Err(e) => return Ok(Some(refused(e))),
+            Err(e) => return Ok(refused(e)),
         };
-        let stores = self.client.stores();
         let limit = parent.tree_limit(self.max_descendants);
         if let Some(refusal) = tree::take_run(stores.quotas.as_ref(), parent, limit, now).await? {
-            // Carried out again after a crash: the run made the first time
-            // took its count then.
-            return Ok(match stores.workflows.get_run(id).await? {
-                Some(_) => None,
-                None => Some(refusal),
-            });
+            return Ok(Descendant::Refused(refusal));
         }
         run.tree = Some(parent.tree_of_descendants());
         run.parent = answers;
         match self.put_new(run).await {
-            Ok(_) | Err(StartError::Duplicate(_)) => Ok(None),
+            Ok(_) => Ok(Descendant::New),
+            Err(StartError::Duplicate(_)) => Ok(Descendant::Existing),
             Err(StartError::Store(e)) => Err(e),
-            Err(e) => Ok(Some(refused(e))),
+            Err(e) => Ok(refused(e)),
         }
     }
 
@@ -423,16 +442,23 @@ impl Engine {
             super::handoff::Inbox::open(&self.client.stores().workflows, &self.name, self.lease);
         let mut handed: Vec<Run> = Vec::new();
         let mut look = true;
+        // Due runs are looked for at least every `interval`, however many
+        // runs are handed over meanwhile (timers, runs woken elsewhere).
+        let mut next_look = tokio::time::Instant::now();
         loop {
             while stepping.len() >= TICKS_AT_ONCE {
                 let _ = stepping.join_next().await;
             }
             let now = crate::time::now_ms();
             if !handed.is_empty() {
-                let held = inbox.drain(std::mem::take(&mut handed), TICK_LIMIT);
+                let held = inbox.drain(std::mem::take(&mut handed), TICK_LIMIT, now);
                 self.step_in_background(&mut stepping, held, now);
             }
+            if tokio::time::Instant::now() >= next_look {
+                look = true;
+            }
             let (full, busy) = if look {
+                next_look = tokio::time::Instant::now() + interval;
                 match self.lease_due(now).await {
                     Ok((found, held)) => {
                         self.step_in_background(&mut stepping, held, now);
@@ -463,7 +489,7 @@ impl Engine {
                         tokio::time::sleep(GATHER).await;
                     }
                 }
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep_until(next_look) => {}
             }
         }
         // The runs leased or handed over are stepped to the end rather
@@ -472,7 +498,9 @@ impl Engine {
         while let Some(runs) = inbox.recv().await {
             handed.extend(runs);
         }
-        self.step_in_background(&mut stepping, handed, crate::time::now_ms());
+        let now = crate::time::now_ms();
+        let held = inbox.drain(handed, usize::MAX, now);
+        self.step_in_background(&mut stepping, held, now);
         while stepping.join_next().await.is_some() {}
     }
 

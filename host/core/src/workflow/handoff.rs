@@ -16,6 +16,7 @@
 //!
 //! [`Engine::run`]: super::Engine::run
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ fn store_key(store: &Arc<dyn WorkflowStore>) -> usize {
     Arc::as_ptr(store).cast::<()>() as usize
 }
 
+/// Most runs handed over and not yet taken up by their engine: past it a
+/// delivery wakes its run as usual instead (an engine busy stepping does
+/// not hoard runs that idle engines elsewhere could take).
+const MAX_WAITING: usize = 256;
+
 /// The engine of this process that takes runs, per store.
 static TAKERS: Mutex<Vec<(usize, Taker)>> = Mutex::new(Vec::new());
 
@@ -61,13 +67,19 @@ pub(crate) struct Taker {
     owner: String,
     lease: Duration,
     tx: mpsc::UnboundedSender<Vec<Run>>,
+    /// Runs handed over and not yet taken up.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Taker {
     /// `run` (just given an outcome) leased to this engine, if no engine
     /// holds it.
+    /// Not when the engine has `MAX_WAITING` runs waiting already.
     pub(crate) fn lease(&self, run: &Run, now: Millis) -> Option<Run> {
-        if run.state.is_final() || run.lease.as_ref().is_some_and(|l| l.until > now) {
+        if run.state.is_final()
+            || run.lease.as_ref().is_some_and(|l| l.until > now)
+            || self.waiting.load(Ordering::Relaxed) >= MAX_WAITING
+        {
             return None;
         }
         lease_to(run.clone(), &self.owner, self.lease, now)
@@ -76,7 +88,16 @@ impl Taker {
     /// Hands `runs` (leased to this engine, written) over; false if the
     /// engine has stopped taking them.
     pub(crate) fn hand(&self, runs: Vec<Run>) -> bool {
-        runs.is_empty() || self.tx.send(runs).is_ok()
+        if runs.is_empty() {
+            return true;
+        }
+        let n = runs.len();
+        self.waiting.fetch_add(n, Ordering::Relaxed);
+        let sent = self.tx.send(runs).is_ok();
+        if !sent {
+            self.waiting.fetch_sub(n, Ordering::Relaxed);
+        }
+        sent
     }
 }
 
@@ -94,6 +115,8 @@ pub(crate) fn taker(store: &Arc<dyn WorkflowStore>) -> Option<Taker> {
 pub(crate) struct Inbox {
     key: usize,
     rx: mpsc::UnboundedReceiver<Vec<Run>>,
+    waiting: Arc<AtomicUsize>,
+    lease: Duration,
 }
 
 impl Inbox {
@@ -102,13 +125,24 @@ impl Inbox {
     pub(crate) fn open(store: &Arc<dyn WorkflowStore>, owner: &str, lease: Duration) -> Self {
         let key = store_key(store);
         let (tx, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let mut takers = TAKERS.lock().unwrap_or_else(|e| e.into_inner());
         takers.retain(|(_, t)| !t.tx.is_closed());
         if !takers.iter().any(|(k, _)| *k == key) {
-            let owner = owner.to_owned();
-            takers.push((key, Taker { owner, lease, tx }));
+            let taker = Taker {
+                owner: owner.to_owned(),
+                lease,
+                tx,
+                waiting: waiting.clone(),
+            };
+            takers.push((key, taker));
         }
-        Self { key, rx }
+        Self {
+            key,
+            rx,
+            waiting,
+            lease,
+        }
     }
 
     /// The next runs handed over (`None` once closed and empty).
@@ -116,15 +150,30 @@ impl Inbox {
         self.rx.recv().await
     }
 
-    /// Runs handed over and waiting, at most about `limit` of them.
-    pub(crate) fn drain(&mut self, first: Vec<Run>, limit: usize) -> Vec<Run> {
+    /// `first` and the runs handed over after it, at most about `limit`,
+    /// to be stepped at `now`. A run whose lease has less than half of it
+    /// left is dropped: it waited too long here, and is stepped once its
+    /// lease lapses, by whichever engine looks then (stepping it now could
+    /// overlap that).
+    pub(crate) fn drain(&mut self, first: Vec<Run>, limit: usize, now: Millis) -> Vec<Run> {
         let mut runs = first;
+        let mut taken = runs.len();
         while runs.len() < limit {
             match self.rx.try_recv() {
-                Ok(more) => runs.extend(more),
+                Ok(more) => {
+                    taken += more.len();
+                    runs.extend(more);
+                }
                 Err(_) => break,
             }
         }
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_sub(taken))
+            });
+        let fresh = now + ms(self.lease / 2);
+        runs.retain(|run| run.lease.as_ref().is_some_and(|l| l.until >= fresh));
         runs
     }
 

@@ -271,9 +271,18 @@ impl Replayer {
         if !super::tree::starts_run(call) {
             return false;
         }
-        let refused = *self
-            .tree_refused
-            .get_or_insert_with(|| self.run.outcomes.values().any(super::tree::is_refusal));
+        let refused = *self.tree_refused.get_or_insert_with(|| {
+            // A refusal of a call that starts a run: an activity may
+            // fail with any kind it likes.
+            self.run.outcomes.iter().any(|(seq, outcome)| {
+                super::tree::is_refusal(outcome)
+                    && self
+                        .run
+                        .history
+                        .get(*seq as usize)
+                        .is_some_and(super::tree::starts_run)
+            })
+        });
         if !refused {
             return false;
         }
@@ -704,6 +713,53 @@ mod tests {
         r.sleep(1_000)?;
         r.activity("ship", &charged, ActivityOptions::default())?
             .map_err(|(_, m)| Interrupt::Misuse(m))
+    }
+
+    #[test]
+    fn once_its_tree_refused_a_run_its_later_starts_are_refused_at_once_and_only_then() {
+        let refusal = |seq| StepOutcome::Err {
+            kind: super::super::tree::QUOTA_KIND.to_owned(),
+            message: format!("refused {seq}"),
+            at: 5,
+        };
+        let start_two = |r: &mut Replayer| -> Result<Vec<StepResult>, Interrupt> {
+            let first = r.activity("a", "{}", ActivityOptions::default())?;
+            let scheduled = r.schedule_at("w", "{}", 0)?;
+            Ok(vec![first, scheduled])
+        };
+        // An activity that fails with the same kind is not a refusal of
+        // the tree: the schedule is asked of the engine (the run waits).
+        let mut run = Run::new("r1", "w", "sha", "{}", 0);
+        run.history.push(Call::Activity {
+            task: "a".to_owned(),
+            args: "{}".to_owned(),
+            options: ActivityOptions::default(),
+        });
+        run.outcomes.insert(0, refusal(0));
+        let mut r = Replayer::new(run.clone(), 10);
+        assert_eq!(start_two(&mut r), Err(Interrupt::Suspend));
+        assert_eq!(r.finish().1.len(), 1, "the schedule is an effect");
+
+        // A schedule refused by the tree: the next one is refused in the
+        // same step, with no effect, and a replay answers it the same.
+        let mut run = Run::new("r2", "w", "sha", "{}", 0);
+        let twice = |r: &mut Replayer| -> Result<Vec<StepResult>, Interrupt> {
+            Ok(vec![
+                r.schedule_at("w", "{}", 0)?,
+                r.schedule_at("w", "{}", 0)?,
+            ])
+        };
+        let mut r = Replayer::new(run.clone(), 10);
+        assert_eq!(twice(&mut r), Err(Interrupt::Suspend));
+        run = r.finish().0;
+        run.outcomes.insert(0, refusal(0));
+        let mut r = Replayer::new(run.clone(), 20);
+        let answers = twice(&mut r).unwrap();
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        let (after, effects, _) = r.finish();
+        assert!(effects.is_empty(), "{effects:?}");
+        let mut again = Replayer::new(after, 30);
+        assert_eq!(twice(&mut again).unwrap(), answers, "replayed the same");
     }
 
     #[test]
