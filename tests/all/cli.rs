@@ -257,18 +257,13 @@ fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
     let out = xylem(&["--store", &store, "plugin", "push", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let before = xylem_core::time::now_ms();
-    let start_in = |delay: &str| {
-        xylem(&[
-            "--store",
-            &store,
-            "workflow",
-            "start",
-            "order.clock",
-            "--delay",
-            delay,
-        ])
+    let start_in = |delay: &str, more: &[&str]| {
+        let mut args = vec!["--store", &store, "workflow", "start", "order.clock"];
+        args.extend(["--delay", delay]);
+        args.extend(more);
+        xylem(&args)
     };
-    let out = start_in("1h");
+    let out = start_in("1h", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
     let out = xylem(&["--store", &store, "workflow", "show", &id, "--json"]);
@@ -280,23 +275,13 @@ fn a_workflow_run_started_with_a_delay_waits_for_its_time() {
         wakes >= before + 3_600_000 && wakes < before + 3_660_000,
         "{run}"
     );
-    let out = start_in("soon");
+    let out = start_in("soon", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("soon"), "{}", stderr(&out));
 
     // A root's own limit of runs for its tree, kept with the run and
     // shown.
-    let out = xylem(&[
-        "--store",
-        &store,
-        "workflow",
-        "start",
-        "order.clock",
-        "--delay",
-        "1h",
-        "--max-descendants",
-        "5",
-    ]);
+    let out = start_in("1h", &["--max-descendants", "5"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
     let out = xylem(&["--store", &store, "workflow", "show", &id, "--json"]);

@@ -928,18 +928,7 @@ worker_case!(
             hostile.push((run.id, workflow, kind, says));
         }
         // Fork bombs, each in a tree that may start 8 runs.
-        let mut bombs = Vec::new();
-        for workflow in ["hostile.fork", "hostile.swarm"] {
-            let options = xylem_core::workflow::StartOptions {
-                max_descendants: Some(8),
-                ..Default::default()
-            };
-            let root = s.engines[0]
-                .start_with(workflow, "{}", options, now_ms())
-                .await
-                .unwrap();
-            bombs.push((workflow, root.id));
-        }
+        let bombs = start_trees(&s.engines[0], &["hostile.fork", "hostile.swarm"], 8).await;
         let started = Instant::now();
         let done = drive(&s, &normal.id, Duration::from_secs(60)).await;
         assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
@@ -1201,6 +1190,28 @@ fn child_bomb(r: &mut Replayer) -> Result<String, Interrupt> {
     Ok("null".to_owned())
 }
 
+/// A root run of each of `workflows`, in a tree that may start `limit`
+/// runs: (workflow, root id).
+async fn start_trees(
+    engine: &Engine,
+    workflows: &[&'static str],
+    limit: u64,
+) -> Vec<(&'static str, String)> {
+    let mut roots = Vec::new();
+    for &workflow in workflows {
+        let options = xylem_core::workflow::StartOptions {
+            max_descendants: Some(limit),
+            ..Default::default()
+        };
+        let root = engine
+            .start_with(workflow, "{}", options, now_ms())
+            .await
+            .unwrap();
+        roots.push((workflow, root.id));
+    }
+    roots
+}
+
 /// Steps with `engine` until nothing is due, at most `within`.
 async fn settle(engine: &Engine, within: Duration) {
     let deadline = Instant::now() + within;
@@ -1275,18 +1286,7 @@ worker_case!(
         let s = setup(stores.clone()).await;
         s.catalog.define("bomb.schedule", schedule_bomb);
         s.catalog.define("bomb.children", child_bomb);
-        let mut roots = Vec::new();
-        for workflow in ["bomb.schedule", "bomb.children"] {
-            let options = xylem_core::workflow::StartOptions {
-                max_descendants: Some(12),
-                ..Default::default()
-            };
-            let root = s.engines[0]
-                .start_with(workflow, "{}", options, now_ms())
-                .await
-                .unwrap();
-            roots.push((workflow, root.id));
-        }
+        let roots = start_trees(&s.engines[0], &["bomb.schedule", "bomb.children"], 12).await;
         for (_, root) in &roots {
             drive(&s, root, Duration::from_secs(60)).await;
         }
