@@ -461,8 +461,12 @@ impl Engine {
                 next_look = tokio::time::Instant::now() + interval;
                 match self.lease_due(now).await {
                     Ok((found, held)) => {
+                        // Full only if it took some: a page of runs that
+                        // other engines hold is not a reason to look again
+                        // at once.
+                        let full = found == TICK_LIMIT && !held.is_empty();
                         self.step_in_background(&mut stepping, held, now);
-                        (found == TICK_LIMIT, found > 0)
+                        (full, found > 0)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot step workflow runs; trying again");
@@ -477,10 +481,8 @@ impl Engine {
                 biased;
                 () = &mut stop => break,
                 () = std::future::ready(()), if full => {}
-                Some(runs) = inbox.recv() => {
-                    handed = runs;
-                    look = false;
-                }
+                // Before the handed runs: a run made due here (started,
+                // answered in its own write) is not kept waiting by them.
                 () = RUNS_MADE_DUE.notified() => {
                     if busy {
                         // Under load, runs are made due one by one as
@@ -489,11 +491,16 @@ impl Engine {
                         tokio::time::sleep(GATHER).await;
                     }
                 }
+                Some(runs) = inbox.recv() => {
+                    handed = runs;
+                    look = false;
+                }
                 () = tokio::time::sleep_until(next_look) => {}
             }
         }
         // The runs leased or handed over are stepped to the end rather
-        // than left to their leases.
+        // than left to their leases (but those handed over so long ago
+        // that their leases are half gone: `Inbox::drain`).
         inbox.close();
         while let Some(runs) = inbox.recv().await {
             handed.extend(runs);
