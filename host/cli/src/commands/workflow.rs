@@ -130,7 +130,7 @@ pub(crate) struct StartArgs {
     delay: Option<String>,
     /// Runs this run's tree may start in all — its `child-workflow`s and
     /// `schedule-at`s, theirs, and so on (default: the worker's
-    /// `--max-descendants`). Past it such a call is answered `refused`.
+    /// `--max-descendants`). Past it such a call fails with kind `quota-exceeded`.
     #[arg(long)]
     max_descendants: Option<u64>,
     /// Wait for the run to end and print its result; the exit code says

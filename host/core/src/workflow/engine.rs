@@ -441,7 +441,6 @@ impl Engine {
         let mut inbox =
             super::handoff::Inbox::open(&self.client.stores().workflows, &self.name, self.lease);
         let mut handed: Vec<Run> = Vec::new();
-        let mut look = true;
         // Due runs are looked for at least every `interval`, however many
         // runs are handed over meanwhile (timers, runs woken elsewhere).
         let mut next_look = tokio::time::Instant::now();
@@ -450,12 +449,11 @@ impl Engine {
                 let _ = stepping.join_next().await;
             }
             let now = crate::time::now_ms();
+            // Woken by handed runs: no look for due runs unless one is due.
+            let look = handed.is_empty() || tokio::time::Instant::now() >= next_look;
             if !handed.is_empty() {
                 let held = inbox.drain(std::mem::take(&mut handed), TICK_LIMIT, now);
                 self.step_in_background(&mut stepping, held, now);
-            }
-            if tokio::time::Instant::now() >= next_look {
-                look = true;
             }
             let (full, busy) = if look {
                 next_look = tokio::time::Instant::now() + interval;
@@ -476,7 +474,6 @@ impl Engine {
             } else {
                 (false, true)
             };
-            look = true;
             tokio::select! {
                 biased;
                 () = &mut stop => break,
@@ -491,10 +488,7 @@ impl Engine {
                         tokio::time::sleep(GATHER).await;
                     }
                 }
-                Some(runs) = inbox.recv() => {
-                    handed = runs;
-                    look = false;
-                }
+                Some(runs) = inbox.recv() => handed = runs,
                 () = tokio::time::sleep_until(next_look) => {}
             }
         }

@@ -73,8 +73,7 @@ pub(crate) struct Taker {
 
 impl Taker {
     /// `run` (just given an outcome) leased to this engine, if no engine
-    /// holds it.
-    /// Not when the engine has `MAX_WAITING` runs waiting already.
+    /// holds it and fewer than `MAX_WAITING` runs wait handed over.
     pub(crate) fn lease(&self, run: &Run, now: Millis) -> Option<Run> {
         if run.state.is_final()
             || run.lease.as_ref().is_some_and(|l| l.until > now)

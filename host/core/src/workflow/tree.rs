@@ -6,8 +6,8 @@
 //! tree. Every run a tree's code starts with `child-workflow` or
 //! `schedule-at` takes one from the tree's count, kept in the
 //! [`QuotaStore`](crate::store::QuotaStore) beside the job trees' (so it
-//! holds across engines and processes); past the tree's limit the call is
-//! answered `refused` and the workflow decides. Without it a run that
+//! holds across engines and processes); past the tree's limit the call fails
+//! with kind `quota-exceeded` and the workflow decides. Without it a run that
 //! schedules copies of itself — each scheduling more — would fork-bomb
 //! the store. `continue-as-new` stays in the tree without taking from it:
 //! it replaces a run, it adds none.
