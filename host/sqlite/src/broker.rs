@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use xylem_core::Envelope;
 use xylem_core::codec::{from_json, sql_int, sql_u32, sql_u64, to_json};
 use xylem_core::record::TaskState;
@@ -28,7 +28,7 @@ use xylem_core::time::{Millis, ms, now_ms};
 use crate::results::{
     insert_history, live_state, reclaim_expired, state, write_new, write_transition,
 };
-use crate::{SqliteStore, backend, exec};
+use crate::{SqliteStore, backend, begin, exec};
 
 // Queue entry statuses. The per-job statements spell them as literals
 // (0, 1, 2) so their SQL is a constant the statement cache finds without
@@ -41,11 +41,6 @@ const DEAD: i64 = 2;
 /// then 32, 16, ... 1 rows for the rest, so only a few statement shapes
 /// per table ever enter the statement cache.
 const MAX_ROWS: usize = 64;
-
-pub(crate) fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend)
-}
 
 /// `AND col IN (?, ?, ...)` for a non-empty list, else nothing.
 fn in_clause(column: &str, values: &[String]) -> String {
@@ -123,7 +118,7 @@ fn insert_rows<const W: usize>(
 /// in claim order from its own index and stops at the limit, so the cost
 /// does not grow with the number of jobs waiting.
 fn lease_due(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     queues: &[String],
     max: usize,
     lease_until: Millis,
@@ -190,12 +185,7 @@ fn lease_due(
 /// Applies [`ClaimPlan`] to a job just leased: marks its record running
 /// (or writes it anew); false if the job must not run (its record already
 /// succeeded), and then its queue entry is gone.
-fn start_run(
-    tx: &Transaction<'_>,
-    delivery: &Delivery,
-    worker: &str,
-    now: Millis,
-) -> StoreResult<bool> {
+fn start_run(tx: &Connection, delivery: &Delivery, worker: &str, now: Millis) -> StoreResult<bool> {
     let envelope = &delivery.envelope;
     let detail = running_detail(worker, delivery.deliveries, envelope.attempt);
     // The common case in one statement: its WHERE is `ClaimPlan::Run`'s
@@ -286,7 +276,7 @@ fn settle_ack(conn: &Connection, id: &str, lease: u64) -> StoreResult<bool> {
 /// Applies one completion (see [`Completion::plan`]); true if the job
 /// went back to its queue (workers may be waiting for it).
 fn apply_completion(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     c: &Completion,
     now: Millis,
 ) -> StoreResult<(Completed, bool)> {
@@ -570,7 +560,7 @@ impl DeadLetters for SqliteStore {
     async fn dead_jobs(&self, filter: &DeadFilter, limit: usize) -> StoreResult<Vec<DeadJob>> {
         let (where_sql, args) = dead_where(filter);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT envelope, dead_reason, dead_at FROM queue WHERE {where_sql}
@@ -673,7 +663,7 @@ impl DeadLetters for SqliteStore {
 #[async_trait]
 impl Statistics for SqliteStore {
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        self.with_conn(|conn| {
+        self.with_read(|conn| {
             let now = now_ms();
             let mut stmt = conn
                 .prepare(&format!(

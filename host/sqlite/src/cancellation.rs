@@ -4,7 +4,7 @@
 //! workers poll.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use xylem_core::store::{CANCEL_REQUEST_TTL, Cancellation, StoreResult, Withdrawn};
 use xylem_core::time::{Millis, ms, now_ms};
 
@@ -15,9 +15,7 @@ impl Cancellation for SqliteStore {
     async fn withdraw(&self, ids: &[String], now: Millis) -> StoreResult<Vec<Withdrawn>> {
         let ids = ids.to_vec();
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             let mut found = Vec::with_capacity(ids.len());
             for id in &ids {
                 // status: 0 waiting (ready or delayed), 1 leased, 2 dead.
@@ -50,9 +48,7 @@ impl Cancellation for SqliteStore {
         let ids = ids.to_vec();
         self.with_conn(move |conn| {
             let now = now_ms();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             exec(
                 &tx,
                 "DELETE FROM cancel_requests WHERE lapses_at <= ?1",
@@ -74,7 +70,7 @@ impl Cancellation for SqliteStore {
 
     async fn cancel_requested(&self, ids: &[String]) -> StoreResult<Vec<String>> {
         let ids = ids.to_vec();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let now = now_ms();
             let mut stmt = conn
                 .prepare_cached("SELECT 1 FROM cancel_requests WHERE id = ?1 AND lapses_at > ?2")

@@ -8,7 +8,7 @@
 //! stops checkpointing itself.
 
 use std::path::Path;
-use std::sync::{Mutex, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -16,28 +16,41 @@ use rusqlite::Connection;
 /// How often the WAL is checkpointed.
 const PERIOD: Duration = Duration::from_millis(250);
 
-/// Starts the checkpointer of the store whose connection is `owner`; it
-/// stops once the store is dropped. False if it could not start (the
-/// store's connection then keeps checkpointing by itself).
-pub(crate) fn start(path: &Path, owner: Weak<Mutex<Connection>>) -> bool {
-    let Ok(conn) = Connection::open(path) else {
-        return false;
-    };
-    if conn.busy_timeout(Duration::from_secs(10)).is_err() {
-        return false;
+/// The checkpointer's connection, before its thread starts.
+pub(crate) struct Checkpointer {
+    conn: Connection,
+}
+
+impl Checkpointer {
+    /// Its connection to `path`, or `None` if it cannot have one (the
+    /// store's writer then keeps checkpointing by itself).
+    pub(crate) fn open(path: &Path) -> Option<Self> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(crate::schema::BUSY_TIMEOUT).ok()?;
+        Some(Self { conn })
     }
-    std::thread::Builder::new()
-        .name("xylem-sqlite-checkpoint".to_owned())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(PERIOD);
-                if owner.strong_count() == 0 {
-                    return;
+
+    /// Starts the thread; it stops once `owner` (the store) is dropped.
+    pub(crate) fn start<T: Send + Sync + 'static>(self, owner: Weak<T>) {
+        let conn = self.conn;
+        let started = std::thread::Builder::new()
+            .name("xylem-sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(PERIOD);
+                    if owner.strong_count() == 0 {
+                        return;
+                    }
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
+                    }
                 }
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
-                }
-            }
-        })
-        .is_ok()
+            });
+        if let Err(e) = started {
+            // The WAL then grows until a later store of this file
+            // checkpoints it; nothing is lost.
+            tracing::warn!(error = %e, "cannot start the SQLite checkpointer");
+        }
+    }
 }

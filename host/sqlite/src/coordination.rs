@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use xylem_core::codec::sql_int;
 use xylem_core::codec::{from_json, to_json};
 use xylem_core::schedule::Schedule;
@@ -44,9 +44,7 @@ impl GroupStore for SqliteStore {
             serde_json::to_string(result).map_err(corrupt)?,
         );
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             let size: Option<u32> = tx
                 .query_row("SELECT size FROM groups WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()
@@ -73,7 +71,7 @@ impl GroupStore for SqliteStore {
 
     async fn group_results(&self, id: &str) -> StoreResult<Option<Vec<serde_json::Value>>> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let size: Option<u32> = conn
                 .query_row("SELECT size FROM groups WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()
@@ -157,7 +155,7 @@ impl LockStore for SqliteStore {
 
     async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
         let name = name.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             conn.query_row(
                 "SELECT owner FROM locks WHERE name = ?1 AND expires_at > ?2",
                 params![name, now_ms()],
@@ -199,7 +197,7 @@ impl QuotaStore for SqliteStore {
 
     async fn quota_used(&self, key: &str) -> StoreResult<u64> {
         let key = key.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             conn.query_row(
                 "SELECT used FROM quotas WHERE key = ?1 AND expires_at > ?2",
                 params![key, now_ms()],
@@ -260,7 +258,7 @@ impl CanvasStore for SqliteStore {
 
     async fn get_canvas(&self, id: &str) -> StoreResult<Option<String>> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             conn.query_row(
                 "SELECT definition FROM canvases WHERE id = ?1",
                 params![id],
@@ -306,7 +304,7 @@ impl ScheduleStore for SqliteStore {
     async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
         let name = name.to_owned();
         let doc = self
-            .with_conn(move |conn| {
+            .with_read(move |conn| {
                 conn.query_row(
                     "SELECT doc FROM schedules WHERE name = ?1",
                     params![name],
@@ -352,7 +350,7 @@ impl SqliteStore {
         due: Option<(Millis, i64)>,
     ) -> StoreResult<Vec<Schedule>> {
         let docs: Vec<String> = self
-            .with_conn(move |conn| {
+            .with_read(move |conn| {
                 let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
                 let text = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
                 let rows: Result<Vec<String>, _> = match due {

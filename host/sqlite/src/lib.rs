@@ -16,9 +16,10 @@
 //!
 //! The hot path ([`Broker::enqueue`], [`Broker::claim`],
 //! [`Broker::complete`], [`Broker::extend_many`]) runs each call as one
-//! `BEGIN IMMEDIATE` transaction on the process's one connection, with
-//! cached statements and a few statements per job: a job's record and its
-//! queue entry always change together.
+//! `BEGIN IMMEDIATE` transaction on the process's one writer connection,
+//! with cached statements and a few statements per job: a job's record
+//! and its queue entry always change together. Reads go to a connection
+//! of their own ([`connection`]).
 //!
 //! Clock: lease expiries and due times are compared with this machine's
 //! clock. A SQLite file is shared only by processes of one machine, so
@@ -39,6 +40,7 @@
 mod broker;
 mod cancellation;
 mod checkpoint;
+mod connection;
 mod coordination;
 mod plugins;
 mod queue_control;
@@ -48,7 +50,7 @@ mod workers;
 mod workflows;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Notify;
@@ -58,7 +60,7 @@ use xylem_core::store_url::{Location, OtherOptions, StoreUrl, UrlRules};
 /// A SQLite-backed store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conns: Arc<connection::Connections>,
     path: PathBuf,
     /// Wakes this process's workers when it publishes a job.
     published: Arc<Notify>,
@@ -76,13 +78,27 @@ impl std::fmt::Debug for SqliteStore {
 /// locked file clears up when the other process commits; a file that
 /// cannot be opened may come back; the rest will not get better.
 fn backend(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::backend_from(e.to_string(), true, e)
-        }
-        Some(ErrorCode::CannotOpen) => StoreError::unavailable_from(e.to_string(), e),
-        _ => StoreError::backend_from(e.to_string(), false, e),
+    if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) {
+        return StoreError::unavailable_from(e.to_string(), e);
     }
+    StoreError::backend_from(e.to_string(), is_transient(&e), e)
+}
+
+/// Whether `e` clears up by itself: another process held the file.
+fn is_transient(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Opens a store call's transaction: `BEGIN IMMEDIATE`, the file's write
+/// lock taken at once (a deferred transaction that reads and then writes
+/// fails with `SQLITE_BUSY` if another process wrote in between, without
+/// waiting). Dropped without `commit`, it rolls back.
+fn begin(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)
 }
 
 /// Runs a statement through the connection's statement cache: the hot
@@ -159,14 +175,18 @@ impl SqliteStore {
             StoreError::backend_from(format!("cannot open {}: {e}", path.display()), false, e)
         })?;
         schema::prepare(&mut conn, full_sync, path)?;
-        let conn = Arc::new(Mutex::new(conn));
-        if checkpoint::start(path, Arc::downgrade(&conn)) {
-            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = schema::open_reader(path)?;
+        let checkpointer = checkpoint::Checkpointer::open(path);
+        if checkpointer.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(backend)?;
         }
+        let conns = Arc::new(connection::Connections::start(conn, reader)?);
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.start(Arc::downgrade(&conns));
+        }
         Ok(Self {
-            conn,
+            conns,
             path: path.to_owned(),
             published: Arc::new(Notify::new()),
         })
@@ -177,19 +197,22 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` on the connection off the async threads.
+    /// Runs `f` on the writer's connection, off the async threads.
     async fn with_conn<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::backend_from(format!("store task failed: {e}"), false, e))?
+        self.conns.write(f).await
+    }
+
+    /// Runs `f`, which only reads, on the reader's connection.
+    async fn with_read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.conns.read(f).await
     }
 
     /// SQLite version and a round trip, for `xylem health`.

@@ -1,7 +1,7 @@
 //! [`PluginStore`] on SQLite: blobs by digest, and the task → version routes.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use xylem_core::TaskSpec;
 use xylem_core::codec::{sql_int, sql_u64};
 use xylem_core::store::{PluginInfo, PluginStore, StoreResult, TaskRoute, fallback_route};
@@ -9,7 +9,7 @@ use xylem_core::time::now_ms;
 
 use crate::{SqliteStore, backend, corrupt, exec};
 
-fn bump_routes_version(tx: &Transaction<'_>) -> StoreResult<()> {
+fn bump_routes_version(tx: &rusqlite::Connection) -> StoreResult<()> {
     exec(
         tx,
         "UPDATE xylem_meta SET value = value + 1 WHERE key = 'routes_version'",
@@ -26,9 +26,7 @@ impl PluginStore for SqliteStore {
         let specs = tasks.to_vec();
         let tasks_json = serde_json::to_string(&specs).map_err(corrupt)?;
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             exec(&tx,
                 // `push_seq` orders versions by push (a re-push is a new
                 // push): the order of the fallback rule.
@@ -55,7 +53,7 @@ impl PluginStore for SqliteStore {
 
     async fn plugin_bytes(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
         let digest = digest.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             conn.query_row(
                 "SELECT bytes FROM plugins WHERE digest = ?1",
                 [digest],
@@ -83,7 +81,7 @@ impl PluginStore for SqliteStore {
 
     async fn compiled(&self, digest: &str, engine: &str) -> StoreResult<Option<Vec<u8>>> {
         let (digest, engine) = (digest.to_owned(), engine.to_owned());
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             conn.query_row(
                 "SELECT artifact FROM compiled WHERE digest = ?1 AND engine = ?2",
                 [digest, engine],
@@ -96,7 +94,7 @@ impl PluginStore for SqliteStore {
     }
 
     async fn plugins(&self) -> StoreResult<Vec<PluginInfo>> {
-        self.with_conn(|conn| {
+        self.with_read(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT p.digest, p.size, p.tasks, p.pushed_at,
@@ -138,7 +136,7 @@ impl PluginStore for SqliteStore {
     }
 
     async fn routes(&self) -> StoreResult<Vec<TaskRoute>> {
-        self.with_conn(|conn| {
+        self.with_read(|conn| {
             let mut stmt = conn
                 .prepare("SELECT task, digest, spec FROM routes ORDER BY task")
                 .map_err(backend)?;
@@ -168,9 +166,7 @@ impl PluginStore for SqliteStore {
     async fn remove_plugin(&self, digest: &str) -> StoreResult<bool> {
         let digest = digest.to_owned();
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             let existed = exec(&tx, "DELETE FROM plugins WHERE digest = ?1", [&digest])
                 .map_err(backend)?
                 == 1;
@@ -222,7 +218,7 @@ impl PluginStore for SqliteStore {
     }
 
     async fn routes_version(&self) -> StoreResult<u64> {
-        self.with_conn(|conn| {
+        self.with_read(|conn| {
             conn.query_row(
                 "SELECT value FROM xylem_meta WHERE key = 'routes_version'",
                 [],

@@ -25,7 +25,7 @@ impl QueueControl for SqliteStore {
     }
 
     async fn paused_queues(&self) -> StoreResult<Vec<String>> {
-        self.with_conn(|conn| {
+        self.with_read(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT queue FROM paused_queues ORDER BY queue")
                 .map_err(backend)?;
@@ -43,7 +43,7 @@ impl QueueControl for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<String>> {
         let queue = queue.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let now = now_ms();
             // ?3/?4: whether ready (run_at <= now) / delayed ones count.
             let mut stmt = conn

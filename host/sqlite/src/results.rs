@@ -3,7 +3,7 @@
 //! (a transition, a record written anew, expiry) live here too.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use xylem_core::codec::{sql_u32, to_json};
 use xylem_core::record::{HistoryEntry, TaskFilter, TaskRecord, TaskState, Transition};
 use xylem_core::store::{ResultBackend, StoreError, StoreResult};
@@ -230,9 +230,7 @@ impl ResultBackend for SqliteStore {
     async fn create(&self, envelope: &Envelope) -> StoreResult<()> {
         let e = envelope.clone();
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             let now = now_ms();
             exec(&tx,
                 "INSERT INTO tasks (id, task, queue, state, args, attempt, max_retries, enqueued_at, updated_at, headers)
@@ -254,9 +252,7 @@ impl ResultBackend for SqliteStore {
     async fn transition(&self, id: &str, t: Transition) -> StoreResult<bool> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             let current: Option<String> = tx
                 // A record past its TTL is gone, even before it is reclaimed.
                 .prepare_cached(
@@ -298,7 +294,7 @@ impl ResultBackend for SqliteStore {
 
     async fn get(&self, id: &str) -> StoreResult<Option<TaskRecord>> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let raw = conn
                 .query_row(
                     &format!(
@@ -336,7 +332,7 @@ impl ResultBackend for SqliteStore {
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let filter = filter.clone();
-        self.with_conn(move |conn| {
+        self.with_read(move |conn| {
             let mut sql = String::from(
                 "SELECT id, task, queue, state, args, attempt, max_retries, result, error, usage,
                         progress, NULL, plugin, enqueued_at, updated_at, headers FROM tasks
@@ -381,9 +377,7 @@ impl ResultBackend for SqliteStore {
         let id = id.to_owned();
         self.with_conn(move |conn| {
             let now = now_ms();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = crate::begin(conn)?;
             // Reclaim a batch of what has already expired.
             reclaim_expired(&tx, now)?;
             let n = exec(

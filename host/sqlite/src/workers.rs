@@ -37,7 +37,7 @@ impl WorkerRegistry for SqliteStore {
     async fn list_workers(&self) -> StoreResult<Vec<WorkerBeat>> {
         let now = now_ms();
         let docs: Vec<String> = self
-            .with_conn(move |conn| {
+            .with_read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached("SELECT doc FROM workers WHERE drop_at > ?1")
                     .map_err(backend)?;

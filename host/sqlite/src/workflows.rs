@@ -25,7 +25,7 @@ impl WorkflowStore for SqliteStore {
         self.with_conn(move |conn| {
             // One transaction: a tick's leases (or its steps) cost one
             // commit, not one each.
-            let tx = crate::broker::begin(conn)?;
+            let tx = crate::begin(conn)?;
             let written = writes
                 .iter()
                 .map(|w| w.apply(&tx))
@@ -45,7 +45,7 @@ impl WorkflowStore for SqliteStore {
     async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
         let ids = ids.to_vec();
         let docs = self
-            .with_conn(move |conn| {
+            .with_read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached("SELECT doc FROM workflow_runs WHERE id = ?1")
                     .map_err(backend)?;
@@ -167,7 +167,7 @@ impl SqliteStore {
         query: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Vec<String>> + Send + 'static,
     ) -> StoreResult<Vec<Run>> {
         let docs = self
-            .with_conn(move |conn| query(conn).map_err(backend))
+            .with_read(move |conn| query(conn).map_err(backend))
             .await?;
         docs.iter().map(|d| from_json(d)).collect()
     }
