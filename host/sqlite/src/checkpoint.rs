@@ -4,11 +4,12 @@
 //! waits milliseconds longer than every other (it was most of the
 //! enqueue→start p99 on SQLite). Instead, a thread of the store's own, on
 //! a connection of its own, runs a `PASSIVE` checkpoint every
-//! [`PERIOD`] — it never blocks a writer — and the store's connection
-//! stops checkpointing itself.
+//! [`PERIOD`] — it never blocks a writer — and the store's writer stops
+//! checkpointing itself.
 
 use std::path::Path;
-use std::sync::Weak;
+use std::sync::mpsc::{Sender, channel};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -16,41 +17,35 @@ use rusqlite::Connection;
 /// How often the WAL is checkpointed.
 const PERIOD: Duration = Duration::from_millis(250);
 
-/// The checkpointer's connection, before its thread starts.
-pub(crate) struct Checkpointer {
-    conn: Connection,
+/// The checkpointer's thread, checkpointing until `stop` is dropped.
+pub(crate) struct Running {
+    pub(crate) stop: Sender<()>,
+    pub(crate) thread: JoinHandle<()>,
 }
 
-impl Checkpointer {
-    /// Its connection to `path`, or `None` if it cannot have one (the
-    /// store's writer then keeps checkpointing by itself).
-    pub(crate) fn open(path: &Path) -> Option<Self> {
-        let conn = Connection::open(path).ok()?;
-        conn.busy_timeout(crate::schema::BUSY_TIMEOUT).ok()?;
-        Some(Self { conn })
-    }
-
-    /// Starts the thread; it stops once `owner` (the store) is dropped.
-    pub(crate) fn start<T: Send + Sync + 'static>(self, owner: Weak<T>) {
-        let conn = self.conn;
-        let started = std::thread::Builder::new()
-            .name("xylem-sqlite-checkpoint".to_owned())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(PERIOD);
-                    if owner.strong_count() == 0 {
-                        return;
-                    }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
-                    }
+/// Starts a checkpointer of the file at `path`, on a connection of its
+/// own; `None` if it cannot (the store's writer then keeps checkpointing
+/// by itself, as SQLite does by default).
+pub(crate) fn start(path: &Path) -> Option<Running> {
+    let conn = Connection::open(path).ok()?;
+    conn.busy_timeout(crate::schema::BUSY_TIMEOUT).ok()?;
+    let (stop, stopped) = channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("xylem-sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            // Nothing is ever sent: the store's drop disconnects.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PERIOD)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
                 }
-            });
-        if let Err(e) = started {
-            // The WAL then grows until a later store of this file
-            // checkpoints it; nothing is lost.
-            tracing::warn!(error = %e, "cannot start the SQLite checkpointer");
+            }
+        });
+    match thread {
+        Ok(thread) => Some(Running { stop, thread }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the SQLite checkpointer; the writer checkpoints");
+            None
         }
     }
 }

@@ -7,15 +7,16 @@
 //! file's write lock at a time, and other processes wait for it on the
 //! busy timeout.
 //!
-//! **Reads go to a second connection**, `query_only`, outside any
-//! transaction: a read never waits behind a write, nor takes a lock other
+//! **Reads go to a second connection**, `query_only`, each call in a
+//! read transaction of its own (one snapshot, however many statements
+//! it runs): a read never waits behind a write, nor takes a lock other
 //! processes' writers wait for. WAL mode lets it read while the writer
-//! writes; each statement reads the last commit, so a read issued after a
-//! write was answered sees that write. Why: the workflow benchmark spent
-//! most of its time waiting on the one connection, and about a fifth of
-//! that connection's work was reads (a run's document read back on each
-//! delivery, due runs looked for, a job's record) — they now use the
-//! second core.
+//! writes; a read call starts from the last commit, so a read issued
+//! after a write was answered sees that write. Why: the workflow
+//! benchmark spent most of its time waiting on the one connection, and
+//! about a fifth of that connection's work was reads (a run's document
+//! read back on each delivery, due runs looked for, a job's record) —
+//! they now use the second core.
 //!
 //! Writes were tried committed in groups (every write waiting in one
 //! transaction, a savepoint each): the hot path already batches its
@@ -23,9 +24,10 @@
 //! groups were of one write, and the savepoints' sub-journal cost more
 //! than the commits it saved (`perf`, 2026-12-04).
 //!
-//! Both threads end, and close their connections, when the store's last
-//! handle is dropped; the drop waits for them, so the file is closed when
-//! it returns.
+//! Both threads, and the WAL checkpointer's ([`crate::checkpoint`]), end
+//! and close their connections once the store's last handle is dropped
+//! and the calls already queued are done; the drop waits for them, so
+//! the file is closed when it returns.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -42,12 +44,19 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 pub(crate) struct Connections {
     writes: Option<Sender<Call>>,
     reads: Option<Sender<Call>>,
+    /// Dropped to stop the checkpointer.
+    checkpoints: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Connections {
-    /// Starts the writer on `writer` and the reader on `reader`.
-    pub(crate) fn start(writer: Connection, reader: Connection) -> StoreResult<Self> {
+    /// Starts the writer on `writer` and the reader on `reader`; owns the
+    /// checkpointer, if there is one.
+    pub(crate) fn start(
+        writer: Connection,
+        reader: Connection,
+        checkpointer: Option<crate::checkpoint::Running>,
+    ) -> StoreResult<Self> {
         let (writes, write_queue) = channel::<Call>();
         let (reads, read_queue) = channel::<Call>();
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
@@ -58,7 +67,7 @@ impl Connections {
                     StoreError::backend_from(format!("cannot start {name}: {e}"), false, e)
                 })
         };
-        let threads = vec![
+        let mut threads = vec![
             spawn(
                 "xylem-sqlite-writer",
                 Box::new(move || serve(writer, &write_queue)),
@@ -68,9 +77,14 @@ impl Connections {
                 Box::new(move || serve(reader, &read_queue)),
             )?,
         ];
+        let checkpoints = checkpointer.map(|running| {
+            threads.push(running.thread);
+            running.stop
+        });
         Ok(Self {
             writes: Some(writes),
             reads: Some(reads),
+            checkpoints,
             threads,
         })
     }
@@ -84,13 +98,26 @@ impl Connections {
         call(self.writes.as_ref(), f).await
     }
 
-    /// Runs `f` on the reader's connection.
+    /// Runs `f` on the reader's connection, in a read transaction: all
+    /// its statements see one snapshot (a job's record and its history
+    /// agree).
     pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        call(self.reads.as_ref(), f).await
+        call(self.reads.as_ref(), |conn| {
+            if !conn.is_autocommit() {
+                // Left open by a call that panicked.
+                conn.execute_batch("ROLLBACK").map_err(crate::backend)?;
+            }
+            conn.execute_batch("BEGIN").map_err(crate::backend)?;
+            let result = f(conn);
+            // Nothing was written: ending it only lets the WAL move on.
+            conn.execute_batch("COMMIT").map_err(crate::backend)?;
+            result
+        })
+        .await
     }
 }
 
@@ -101,6 +128,7 @@ impl Drop for Connections {
         // (a test, or a CLI command, may delete or reopen it next).
         self.writes = None;
         self.reads = None;
+        self.checkpoints = None;
         let me = std::thread::current().id();
         for thread in self.threads.drain(..) {
             if thread.thread().id() != me {
@@ -231,6 +259,42 @@ mod tests {
         // On the writer: it still serves.
         let left = store.with_conn(meta_rows).await.unwrap();
         assert_eq!(left, 1, "the panicking call's delete was rolled back");
+    }
+
+    /// A read call sees one snapshot: a write that another connection
+    /// commits between two of its statements is not seen by the second.
+    /// After a read call that panicked, reads go on.
+    #[tokio::test]
+    async fn a_read_call_sees_one_snapshot() {
+        let (_dir, store) = store();
+        let path = store.path().to_owned();
+        let (before, after) = store
+            .with_read(move |conn| {
+                let before = meta_rows(conn)?;
+                let other = rusqlite::Connection::open(&path).unwrap();
+                other
+                    .execute(
+                        "INSERT INTO xylem_meta (key, value) VALUES ('other', 1)",
+                        [],
+                    )
+                    .unwrap();
+                Ok((before, meta_rows(conn)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!((before, after), (1, 1));
+        let failed = store
+            .with_read(|conn| -> Result<(), StoreError> {
+                meta_rows(conn)?;
+                panic!("a bug in a read");
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            store.with_read(meta_rows).await.unwrap(),
+            2,
+            "the next read call sees the insert"
+        );
     }
 
     /// How many rows `xylem_meta` has (a new file: one).

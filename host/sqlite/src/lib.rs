@@ -176,15 +176,12 @@ impl SqliteStore {
         })?;
         schema::prepare(&mut conn, full_sync, path)?;
         let reader = schema::open_reader(path)?;
-        let checkpointer = checkpoint::Checkpointer::open(path);
+        let checkpointer = checkpoint::start(path);
         if checkpointer.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(backend)?;
         }
-        let conns = Arc::new(connection::Connections::start(conn, reader)?);
-        if let Some(checkpointer) = checkpointer {
-            checkpointer.start(Arc::downgrade(&conns));
-        }
+        let conns = Arc::new(connection::Connections::start(conn, reader, checkpointer)?);
         Ok(Self {
             conns,
             path: path.to_owned(),
