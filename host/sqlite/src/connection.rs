@@ -40,7 +40,8 @@ use xylem_core::store::{StoreError, StoreResult};
 /// A store call: runs on its thread's connection and answers its caller.
 type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// The two threads. Cheap to share; the last handle's drop ends them.
+/// The two threads (and the checkpointer's), shared by the store's
+/// clones; dropping it ends them.
 pub(crate) struct Connections {
     writes: Option<Sender<Call>>,
     reads: Option<Sender<Call>>,
@@ -59,23 +60,9 @@ impl Connections {
     ) -> StoreResult<Self> {
         let (writes, write_queue) = channel::<Call>();
         let (reads, read_queue) = channel::<Call>();
-        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(body)
-                .map_err(|e| {
-                    StoreError::backend_from(format!("cannot start {name}: {e}"), false, e)
-                })
-        };
         let mut threads = vec![
-            spawn(
-                "xylem-sqlite-writer",
-                Box::new(move || serve(writer, &write_queue)),
-            )?,
-            spawn(
-                "xylem-sqlite-reader",
-                Box::new(move || serve(reader, &read_queue)),
-            )?,
+            serve("xylem-sqlite-writer", writer, write_queue)?,
+            serve("xylem-sqlite-reader", reader, read_queue)?,
         ];
         let checkpoints = checkpointer.map(|running| {
             threads.push(running.thread);
@@ -171,12 +158,17 @@ where
     answered.await.unwrap_or_else(|_| Err(stopped()))
 }
 
-/// A connection's thread: its calls, one at a time, until the store is
-/// dropped.
-fn serve(mut conn: Connection, queue: &Receiver<Call>) {
-    while let Ok(call) = queue.recv() {
-        call(&mut conn);
-    }
+/// Starts a connection's thread: its calls, one at a time, until the
+/// store is dropped.
+fn serve(name: &str, mut conn: Connection, queue: Receiver<Call>) -> StoreResult<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            while let Ok(call) = queue.recv() {
+                call(&mut conn);
+            }
+        })
+        .map_err(|e| StoreError::backend_from(format!("cannot start {name}: {e}"), false, e))
 }
 
 #[cfg(test)]

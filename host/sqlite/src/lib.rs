@@ -78,18 +78,13 @@ impl std::fmt::Debug for SqliteStore {
 /// locked file clears up when the other process commits; a file that
 /// cannot be opened may come back; the rest will not get better.
 fn backend(e: rusqlite::Error) -> StoreError {
-    if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) {
-        return StoreError::unavailable_from(e.to_string(), e);
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::backend_from(e.to_string(), true, e)
+        }
+        Some(ErrorCode::CannotOpen) => StoreError::unavailable_from(e.to_string(), e),
+        _ => StoreError::backend_from(e.to_string(), false, e),
     }
-    StoreError::backend_from(e.to_string(), is_transient(&e), e)
-}
-
-/// Whether `e` clears up by itself: another process held the file.
-fn is_transient(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
 }
 
 /// Opens a store call's transaction: `BEGIN IMMEDIATE`, the file's write
