@@ -30,6 +30,7 @@
 //! the file is closed when it returns.
 
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -38,7 +39,7 @@ use tokio::sync::oneshot;
 use xylem_core::store::{StoreError, StoreResult};
 
 /// A store call: runs on its thread's connection and answers its caller.
-type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+pub(crate) type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// The two threads (and the checkpointer's), shared by the store's
 /// clones; dropping it ends them.
@@ -51,15 +52,18 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// Starts the writer on `writer` and the reader on `reader`; owns the
-    /// checkpointer, if there is one.
-    pub(crate) fn start(
-        writer: Connection,
-        reader: Connection,
-        checkpointer: Option<crate::checkpoint::Running>,
-    ) -> StoreResult<Self> {
+    /// Starts the writer on `writer`, the reader on `reader`, and the
+    /// checkpointer of the file at `path` (if it cannot start, the writer
+    /// keeps checkpointing by itself, as SQLite does by default).
+    pub(crate) fn start(writer: Connection, reader: Connection, path: &Path) -> StoreResult<Self> {
         let (writes, write_queue) = channel::<Call>();
         let (reads, read_queue) = channel::<Call>();
+        let checkpointer = crate::checkpoint::start(path, writes.clone());
+        if checkpointer.is_some() {
+            writer
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(crate::backend)?;
+        }
         let mut threads = vec![
             serve("xylem-sqlite-writer", writer, write_queue)?,
             serve("xylem-sqlite-reader", reader, read_queue)?,
@@ -111,8 +115,10 @@ impl Connections {
 impl Drop for Connections {
     fn drop(&mut self) {
         // Closing the queues ends each thread once it has done what was
-        // queued; waiting for them closes the file before the drop returns
-        // (a test, or a CLI command, may delete or reopen it next).
+        // queued (the checkpointer, stopped, drops its handle on the
+        // writer's queue); waiting for them closes the file before the
+        // drop returns (a test, or a CLI command, may delete or reopen it
+        // next).
         self.writes = None;
         self.reads = None;
         self.checkpoints = None;

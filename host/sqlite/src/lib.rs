@@ -171,12 +171,7 @@ impl SqliteStore {
         })?;
         schema::prepare(&mut conn, full_sync, path)?;
         let reader = schema::open_reader(path)?;
-        let checkpointer = checkpoint::start(path);
-        if checkpointer.is_some() {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)
-                .map_err(backend)?;
-        }
-        let conns = Arc::new(connection::Connections::start(conn, reader, checkpointer)?);
+        let conns = Arc::new(connection::Connections::start(conn, reader, path)?);
         Ok(Self {
             conns,
             path: path.to_owned(),

@@ -134,6 +134,11 @@ fn settings(conn: &mut Connection, full_sync: bool) -> rusqlite::Result<()> {
     wal(conn)?;
     conn.pragma_update(
         None,
+        "journal_size_limit",
+        crate::checkpoint::JOURNAL_SIZE_LIMIT,
+    )?;
+    conn.pragma_update(
+        None,
         "synchronous",
         if full_sync { "FULL" } else { "NORMAL" },
     )?;
