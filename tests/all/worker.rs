@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use xylem_core::store::{
-    Broker, Completed, Completion, DeadFilter, Delivery, StoreError, StoreResult, Stores,
+    Broker, Completed, Completion, DeadFilter, Delivery, RunFilter, StoreError, StoreResult,
+    Stores, WorkflowStore,
 };
+use xylem_core::workflow::engine::{RUN_HEADER, STEP_HEADER};
+use xylem_core::workflow::{ActivityOptions, Call, Run, RunState, StepOutcome};
 use xylem_core::{
     ChildEnqueueError, ChildQuota, Envelope, Executor, Failure, FailureKind, HostCalls, Outcome,
     ResolveError, Resolved, RunRequest, TaskRecord, TaskRegistry, TaskSpec, TaskState, Transition,
@@ -668,6 +671,105 @@ worker_case!(worker_keeps_a_result_through_a_long_outage, |stores| {
     assert_eq!(tasks.runs_of(&e.id), 1, "the result was thrown away");
     assert!(queue_empty(&stores).await);
 });
+
+/// A real workflow store whose run reads fail, for good (not a passing
+/// outage), until a given time.
+struct RefusingRuns {
+    inner: Arc<dyn WorkflowStore>,
+    until: Instant,
+}
+
+impl std::fmt::Debug for RefusingRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefusingRuns").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for RefusingRuns {
+    async fn put_run(&self, run: &Run) -> StoreResult<Option<u64>> {
+        self.inner.put_run(run).await
+    }
+    async fn put_runs(&self, runs: &[Run]) -> StoreResult<Vec<Option<u64>>> {
+        self.inner.put_runs(runs).await
+    }
+    async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
+        self.inner.get_run(id).await
+    }
+    async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
+        if Instant::now() < self.until {
+            return Err(StoreError::backend("injected: runs cannot be read"));
+        }
+        self.inner.get_runs(ids).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        self.inner.list_runs(filter).await
+    }
+    async fn due_runs(&self, now: i64, limit: usize) -> StoreResult<Vec<Run>> {
+        self.inner.due_runs(now, limit).await
+    }
+}
+
+// A workflow activity whose run cannot be given its end is not marked
+// done (its end would be lost and the run would wait for ever): the job is
+// delivered again once its lease lapses, and then its run gets its end.
+worker_case!(
+    worker_does_not_finish_an_activity_its_run_did_not_get,
+    |stores| {
+        let mut run = Run::new("refused-run", "w", "v1", "{}", xylem_core::time::now_ms());
+        run.state = RunState::Waiting;
+        run.history.push(Call::Activity {
+            task: "echo".to_owned(),
+            args: "{}".to_owned(),
+            options: ActivityOptions::default(),
+        });
+        stores.workflows.put_run(&run).await.unwrap().unwrap();
+        let mut wrapped = stores.clone();
+        wrapped.workflows = Arc::new(RefusingRuns {
+            inner: stores.workflows.clone(),
+            until: Instant::now() + Duration::from_millis(1500),
+        });
+        let tasks = Arc::new(NativeTasks::default());
+        let mut cfg = config("w7w");
+        cfg.lease = Duration::from_secs(1);
+        let worker = start(&wrapped, &tasks, cfg);
+        let mut e = Envelope::new("echo", r#"{"n":7}"#);
+        e.max_retries = 0;
+        e.headers = vec![
+            (RUN_HEADER.to_owned(), run.id.clone()),
+            (STEP_HEADER.to_owned(), "0".to_owned()),
+        ];
+        stores
+            .broker
+            .enqueue(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        // It ran, its run could not be given its end: not done.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tasks.runs_of(&e.id) == 0 {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let record = stores.results.get(&e.id).await.unwrap().unwrap();
+        assert!(
+            !record.state.is_terminal(),
+            "marked {:?} though its run never got its end",
+            record.state
+        );
+        // Delivered again after the outage: done, and the run has its end.
+        let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
+        assert_eq!(record.state, TaskState::Succeeded);
+        worker.stop().await;
+        assert!(tasks.runs_of(&e.id) >= 2, "ran once only");
+        let run = stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+        assert!(
+            matches!(run.outcomes.get(&0), Some(StepOutcome::Ok { value, .. }) if value.contains('7')),
+            "{:?}",
+            run.outcomes
+        );
+    }
+);
 
 // A job that runs several leases long keeps its lease (one timer extends
 // it): a second worker on the same store never gets it.

@@ -216,15 +216,17 @@ pub(super) async fn advance_canvas(
 /// Gives the workflow run an activity's job belongs to (its
 /// `xylem-workflow-run` header) the job's end — its result, or its
 /// failure when dead or cancelled — before the job's own end is written,
-/// so a job delivered again delivers again (a no-op for the run).
+/// so a job delivered again delivers again (a no-op for the run). False
+/// if the run could not be given it (its job's end must then not be
+/// written); true once given, or when there is nothing to give.
 pub(super) async fn deliver_to_workflow(
     shared: &WorkerShared,
     job: &RunningJob,
     envelope: &Envelope,
     completion: &Completion,
-) {
+) -> bool {
     let Some((run, seq)) = crate::workflow::engine::activity_of(&envelope.headers) else {
-        return;
+        return true;
     };
     let at = crate::time::now_ms();
     let outcome = match (completion.transition.state, end_value(envelope, completion)) {
@@ -244,7 +246,7 @@ pub(super) async fn deliver_to_workflow(
                 at,
             }
         }
-        _ => return,
+        _ => return true,
     };
     let (to, what) = (run.as_str(), &outcome);
     let delivered = super::held::while_lease_holds(
@@ -256,6 +258,8 @@ pub(super) async fn deliver_to_workflow(
     )
     .await;
     if let Err(e) = delivered {
-        tracing::warn!(%run, seq, error = %e, "cannot give a workflow run its activity's end; the job will be delivered again");
+        tracing::warn!(%run, seq, error = %e, "cannot give a workflow run its activity's end; the job's end is not written, and it will be delivered again when its lease runs out");
+        return false;
     }
+    true
 }

@@ -295,18 +295,21 @@ pub(super) async fn process(
         shared.config.lease,
     ));
     shared.running().insert(envelope.id.clone(), job.clone());
-    let (mut completion, ran) = run(&shared, &envelope, lease, &job).await;
+    let (completion, ran) = run(&shared, &envelope, lease, &job).await;
     // Bounded: at most `FINISHING_PER_SLOT` × `concurrency` jobs wait on
     // their writes at once.
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
     // What its end sets off — callbacks, its canvas's next step, its
     // workflow run's delivery — is written out of the run slot too.
-    if let Some(options) = &ran {
-        completion = ended(&shared, &job, &envelope, options, completion).await;
+    let completion = match &ran {
+        Some(options) => ended(&shared, &job, &envelope, options, completion).await,
+        None => Some(completion),
+    };
+    if let Some(completion) = completion {
+        record_on_span(&completion);
+        finish(&shared, &job, &envelope, completion).await;
     }
-    record_on_span(&completion);
-    finish(&shared, &job, &envelope, completion).await;
     drop(finishing);
     shared.running().remove(&envelope.id);
     // Only now — the outcome written — may another job take the slot.
@@ -454,18 +457,23 @@ async fn reserve(
 }
 
 /// What every ended run goes through before its completion is written:
-/// its callback fired (`link` or `link_error`), and a succeeded job's
-/// result dropped if it ignores results (after its `link` had it).
+/// its callback fired (`link` or `link_error`), its workflow run given its
+/// end, and a succeeded job's result dropped if it ignores results (after
+/// its `link` had it). `None` if its workflow run could not be given its
+/// end: the completion is then not written, and the job is delivered
+/// again when its lease runs out — marked done, its end would be lost.
 async fn ended(
     shared: &WorkerShared,
     job: &RunningJob,
     envelope: &Envelope,
     task: &TaskOptions,
     mut completion: Completion,
-) -> Completion {
+) -> Option<Completion> {
     callbacks::fire(shared, job, envelope, task, &mut completion).await;
     callbacks::advance_canvas(shared, job, envelope, &mut completion).await;
-    callbacks::deliver_to_workflow(shared, job, envelope, &completion).await;
+    if !callbacks::deliver_to_workflow(shared, job, envelope, &completion).await {
+        return None;
+    }
     if completion.transition.state == TaskState::Succeeded
         && envelope.options.ignores_result(task)
         && let Some(outcome) = &mut completion.transition.outcome
@@ -478,7 +486,7 @@ async fn ended(
             None => note.to_owned(),
         });
     }
-    completion
+    Some(completion)
 }
 
 /// Resolves the task; if no plugin provides it, refreshes the registry

@@ -4,21 +4,33 @@
 //! ([`engine::give`](super::engine::give), the one rule), and writes them
 //! back in one compare-and-set call — two store calls for a batch rather
 //! than two per activity. A run whose write lost (its engine wrote
-//! meanwhile) is read and given its outcomes again.
+//! meanwhile) is read and given its outcomes again. While this process
+//! runs an engine, a run no engine holds is not written here but handed
+//! to it with its outcomes, and the step's own write records them
+//! (`handoff.rs`); a delivery is answered only once its outcome is
+//! written, either way.
 //!
 //! Nothing is delayed to make a batch: while one is in flight, the
 //! deliveries that arrive meanwhile form the next.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Run, StepOutcome};
+use super::model::StepOutcome;
 use crate::store::{StoreError, StoreResult, WorkflowStore};
 
 /// Most deliveries in one batch.
 const MAX_BATCH: usize = 256;
+/// How long a delivery waits for the step of the run it handed over
+/// before it writes the outcome itself. The step may still be written
+/// after: both writes compare and set the version read, so one of them
+/// stands, and the other finds the outcome there (or the step is taken
+/// again).
+const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rounds of read, give, write before a run that keeps changing under
 /// the writes is given up on (its job is then delivered again).
 const ROUNDS: usize = 64;
@@ -81,24 +93,48 @@ pub(crate) async fn run(store: Arc<dyn WorkflowStore>, mut rx: Receiver) {
                 Err(_) => break,
             }
         }
-        let answers = deliver_batch(&store, &batch).await;
-        for (request, answer) in batch.drain(..).zip(answers) {
-            let _ = request.reply.send(answer);
-        }
+        deliver_batch(&store, std::mem::take(&mut batch), Hand::IfFree).await;
     }
 }
 
-/// Gives each request's run its outcome; an answer per request, in order.
-/// A run no engine holds is leased, in the same write, to this process's
-/// engine if one runs, and handed to it (`handoff.rs`).
-async fn deliver_batch(store: &Arc<dyn WorkflowStore>, batch: &[Request]) -> Vec<StoreResult<()>> {
-    let taker = super::handoff::taker(store);
+/// Whether a batch may hand its runs to this process's engine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hand {
+    /// A run no engine holds goes to the taker unwritten (`handoff.rs`).
+    IfFree,
+    /// Every outcome written here: the handing was tried and its step
+    /// was not written.
+    Never,
+}
+
+/// Gives each request's run its outcome and answers each request once
+/// the outcome is written. A run no engine holds is handed, with its
+/// outcomes, to this process's engine if one runs (`handoff.rs`); its
+/// requests are answered when that engine's step is written, or written
+/// here if it is not.
+///
+/// Boxed, because a batch's handed runs may come back to it (through
+/// [`await_step`]) and an `async fn` cannot contain itself.
+fn deliver_batch(
+    store: &Arc<dyn WorkflowStore>,
+    batch: Vec<Request>,
+    hand: Hand,
+) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    Box::pin(deliver_each(store, batch, hand))
+}
+
+/// [`deliver_batch`]'s body.
+async fn deliver_each(store: &Arc<dyn WorkflowStore>, batch: Vec<Request>, hand: Hand) {
+    let taker = match hand {
+        Hand::IfFree => super::handoff::taker(store),
+        Hand::Never => None,
+    };
     // The requests of each run, by run.
-    let mut by_run: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, request) in batch.iter().enumerate() {
-        by_run.entry(request.run.as_str()).or_default().push(i);
+    let mut by_run: HashMap<String, Vec<Request>> = HashMap::new();
+    for request in batch {
+        by_run.entry(request.run.clone()).or_default().push(request);
     }
-    let mut pending: Vec<String> = by_run.keys().map(|&id| id.to_owned()).collect();
+    let mut pending: Vec<String> = by_run.keys().cloned().collect();
     let mut failed: HashMap<String, StoreError> = HashMap::new();
     let mut woke = false;
     for _ in 0..ROUNDS {
@@ -112,26 +148,31 @@ async fn deliver_batch(store: &Arc<dyn WorkflowStore>, batch: &[Request]) -> Vec
                 break;
             }
         };
-        // Each run found, given its outcomes (and leased to the taker, if
-        // it can be); unchanged ones are done.
+        // Each run found, given its outcomes; handed over if it can be,
+        // else written below. Unchanged ones are done.
         let now = crate::time::now_ms();
-        let (changed, leased): (Vec<Run>, Vec<bool>) = found
-            .into_iter()
-            .flatten()
-            .filter_map(|mut run| {
-                let mut any = false;
-                for &i in &by_run[run.id.as_str()] {
-                    any |= super::engine::give(&mut run, batch[i].seq, &batch[i].outcome);
+        let mut changed = Vec::new();
+        for mut run in found.into_iter().flatten() {
+            let mut any = false;
+            for request in &by_run[run.id.as_str()] {
+                any |= super::engine::give(&mut run, request.seq, &request.outcome);
+            }
+            if !any {
+                continue;
+            }
+            let Some(taker) = &taker else {
+                changed.push(run);
+                continue;
+            };
+            let id = run.id.clone();
+            match taker.hand(run, now) {
+                Ok(answer) => {
+                    let requests = by_run.remove(&id).unwrap_or_default();
+                    tokio::spawn(await_step(store.clone(), requests, answer));
                 }
-                if !any {
-                    return None;
-                }
-                Some(match taker.as_ref().and_then(|t| t.lease(&run, now)) {
-                    Some(leased) => (leased, true),
-                    None => (run, false),
-                })
-            })
-            .unzip();
+                Err(run) => changed.push(*run),
+            }
+        }
         let written = match store.put_runs(&changed).await {
             Ok(written) => written,
             Err(e) => {
@@ -140,24 +181,12 @@ async fn deliver_batch(store: &Arc<dyn WorkflowStore>, batch: &[Request]) -> Vec
             }
         };
         // What is left: the runs whose write lost.
-        let mut handed = Vec::new();
         pending.clear();
-        for ((mut run, leased), version) in changed.into_iter().zip(leased).zip(written) {
+        for (run, version) in changed.into_iter().zip(written) {
             match version {
                 None => pending.push(run.id),
-                Some(version) if leased => {
-                    run.version = version;
-                    handed.push(run);
-                }
                 Some(_) => woke = true,
             }
-        }
-        if let Some(taker) = &taker
-            && !taker.hand(handed)
-        {
-            // The engine stopped meanwhile: the runs are stepped once
-            // their leases lapse, by whichever engine looks then.
-            tracing::debug!("a workflow engine stopped while runs were handed to it");
         }
     }
     if woke {
@@ -171,13 +200,32 @@ async fn deliver_batch(store: &Arc<dyn WorkflowStore>, batch: &[Request]) -> Vec
             )),
         );
     }
-    batch
-        .iter()
-        .map(|request| match failed.get(&request.run) {
-            Some(e) => Err(e.copy_for_each()),
-            None => Ok(()),
-        })
-        .collect()
+    for (id, requests) in by_run {
+        for request in requests {
+            let answer = match failed.get(&id) {
+                Some(e) => Err(e.copy_for_each()),
+                None => Ok(()),
+            };
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+/// Answers `requests` once the engine their run was handed to says its
+/// step was written; if it was not, or says nothing within
+/// [`STEP_WAIT`], their outcomes are written here.
+async fn await_step(
+    store: Arc<dyn WorkflowStore>,
+    requests: Vec<Request>,
+    answer: oneshot::Receiver<bool>,
+) {
+    if matches!(tokio::time::timeout(STEP_WAIT, answer).await, Ok(Ok(true))) {
+        for request in requests {
+            let _ = request.reply.send(Ok(()));
+        }
+        return;
+    }
+    deliver_batch(&store, requests, Hand::Never).await;
 }
 
 fn fail_all(

@@ -10,6 +10,7 @@
 //! Step outcomes reach a run through [`deliver`]: the worker calls it when
 //! an activity's job ends for good, and the engine when a child run ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -440,7 +441,7 @@ impl Engine {
         // over (`handoff.rs`): stepped without a look or a lease of ours.
         let mut inbox =
             super::handoff::Inbox::open(&self.client.stores().workflows, &self.name, self.lease);
-        let mut handed: Vec<Run> = Vec::new();
+        let mut handed: Vec<super::handoff::Handed> = Vec::new();
         // Due runs are looked for at least every `interval`, however many
         // runs are handed over meanwhile (timers, runs woken elsewhere).
         let mut next_look = tokio::time::Instant::now();
@@ -449,11 +450,20 @@ impl Engine {
                 let _ = stepping.join_next().await;
             }
             let now = crate::time::now_ms();
+            // Runs handed over are taken on every turn, not only when the
+            // wait below picks them: a run of full ticks must not leave
+            // their deliveries waiting.
+            if handed.is_empty()
+                && let Some(runs) = inbox.try_recv()
+            {
+                handed = runs;
+            }
             // Woken by handed runs: no look for due runs unless one is due.
             let look = handed.is_empty() || tokio::time::Instant::now() >= next_look;
             if !handed.is_empty() {
                 let held = inbox.drain(std::mem::take(&mut handed), TICK_LIMIT, now);
-                self.step_in_background(&mut stepping, held, now);
+                let (held, tickets) = super::handoff::split(held);
+                self.step_in_background(&mut stepping, held, tickets, now);
             }
             let (full, busy) = if look {
                 next_look = tokio::time::Instant::now() + interval;
@@ -463,7 +473,7 @@ impl Engine {
                         // other engines hold is not a reason to look again
                         // at once.
                         let full = found == TICK_LIMIT && !held.is_empty();
-                        self.step_in_background(&mut stepping, held, now);
+                        self.step_in_background(&mut stepping, held, Vec::new(), now);
                         (full, found > 0)
                     }
                     Err(e) => {
@@ -501,15 +511,18 @@ impl Engine {
         }
         let now = crate::time::now_ms();
         let held = inbox.drain(handed, usize::MAX, now);
-        self.step_in_background(&mut stepping, held, now);
+        let (held, tickets) = super::handoff::split(held);
+        self.step_in_background(&mut stepping, held, tickets, now);
         while stepping.join_next().await.is_some() {}
     }
 
-    /// Steps `held` (leased to this engine) in a task of `stepping`.
+    /// Steps `held` (leased to this engine; those handed over unwritten
+    /// with their `tickets`) in a task of `stepping`.
     fn step_in_background(
         &self,
         stepping: &mut tokio::task::JoinSet<()>,
         held: Vec<Run>,
+        tickets: Vec<super::handoff::Ticket>,
         now: Millis,
     ) {
         if held.is_empty() {
@@ -519,7 +532,7 @@ impl Engine {
         let span = tracing::Span::current();
         stepping.spawn(
             async move {
-                if let Err(e) = engine.finish_all(held, now).await {
+                if let Err(e) = engine.finish_all(held, tickets, now).await {
                     tracing::warn!(error = %e, "cannot write workflow steps; they will be taken again");
                 }
             }
@@ -569,7 +582,7 @@ impl Engine {
     /// or whose write lost, is not counted (it is stepped again later).
     pub async fn step_all(&self, runs: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
         let leased = self.lease_all(runs, now).await?;
-        Ok(leased.quieted + self.finish_all(leased.held, now).await?)
+        Ok(leased.quieted + self.finish_all(leased.held, Vec::new(), now).await?)
     }
 
     /// The first half of [`Self::step_all`]: `runs` leased in one write.
@@ -599,8 +612,16 @@ impl Engine {
 
     /// The second half of [`Self::step_all`]: the leased runs' code run a
     /// few at once, their effects carried out, their steps written in one
-    /// write. Returns how many were written.
-    async fn finish_all(&self, held: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
+    /// write. Returns how many were written. A run handed over unwritten
+    /// has a ticket in `tickets`, answered with whether its step was
+    /// written (dropped, for a step that did not get that far: "not
+    /// written").
+    async fn finish_all(
+        &self,
+        held: Vec<Run>,
+        tickets: Vec<super::handoff::Ticket>,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         use futures_util::StreamExt as _;
         if held.is_empty() {
             return Ok(0);
@@ -624,6 +645,15 @@ impl Engine {
             }
         }
         let versions = self.client.stores().workflows.put_runs(&written).await?;
+        let mut tickets: HashMap<String, super::handoff::Ticket> = tickets
+            .into_iter()
+            .map(|t| (t.run_id().to_owned(), t))
+            .collect();
+        for (run, version) in written.iter().zip(&versions) {
+            if let Some(ticket) = tickets.remove(&run.id) {
+                ticket.answer(version.is_some());
+            }
+        }
         // A step that is due again at once (a `schedule-at` answered in
         // its own write): look again now, not at the next interval.
         if written

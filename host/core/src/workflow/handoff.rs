@@ -1,26 +1,34 @@
 //! Runs handed from this process's deliveries straight to its engine.
 //!
-//! When an activity ends, its worker writes the outcome into the run and
-//! wakes it (`delivery.rs`); an engine then finds the run due, leases it
-//! in a write of its own, and steps it — a read and a write per step that
-//! only move the run from one part of the process to another. While an
-//! engine runs in this process over the same store ([`Engine::run`]), it
-//! is that store's *taker*: a delivery leases the run to it in the write
-//! that gives the outcome — by the one lease rule, [`lease_to`] — and
-//! hands the leased run over, and the engine steps it at once.
+//! When an activity ends, its worker gives the outcome to the run
+//! (`delivery.rs`); an engine then steps the run. Written the plain way,
+//! that is a write for the outcome, a look for due runs, a lease write and
+//! the step's write — three of them only moving the run from one part of
+//! the process to another. While an engine runs in this process over the
+//! same store ([`Engine::run`]), it is that store's *taker*: a delivery
+//! that finds the run free gives it its outcome in memory, leases it to
+//! the taker there — by the one lease rule, [`lease_to`] — and hands it
+//! over unwritten, with a [`Ticket`]. The engine steps it at once, and the
+//! step's one write (compare-and-set on the version the delivery read)
+//! records the outcome with everything the step did. The ticket answers
+//! the delivery: written, or not — a lost write, a step that could not
+//! run, an engine that stopped — and then the delivery writes the outcome
+//! the plain way. A job is marked done only after its outcome is written
+//! either way, so at-least-once holds: a crash before the step's write
+//! leaves the job to be delivered again.
 //!
-//! Only a run no engine holds is taken (one being stepped is woken as
-//! before, and stepped again by whoever holds it). A run handed over but
-//! never stepped (its engine stopped meanwhile) is stepped by any engine
-//! once its lease lapses, as after a crash: at-least-once holds either way.
+//! Only a run no engine holds is handed (one being stepped is given its
+//! outcome and woken as before), and only one copy of a run at a time: a
+//! run already handed and not yet answered is written the plain way.
 //!
 //! [`Engine::run`]: super::Engine::run
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Lease, Run, RunState};
 use crate::store::WorkflowStore;
@@ -36,6 +44,11 @@ pub(crate) fn lease_to(run: Run, owner: &str, lease: Duration, now: Millis) -> O
     {
         return None;
     }
+    Some(leased(run, owner, lease, now))
+}
+
+/// `run` leased to `owner` from `now` for `lease`, whoever held it.
+fn leased(run: Run, owner: &str, lease: Duration, now: Millis) -> Run {
     let until = now + ms(lease);
     let mut leased = run;
     leased.state = RunState::Running;
@@ -44,7 +57,7 @@ pub(crate) fn lease_to(run: Run, owner: &str, lease: Duration, now: Millis) -> O
         until,
     });
     leased.wake_at = Some(until);
-    Some(leased)
+    leased
 }
 
 /// A store's identity in this process: the address its handle points at
@@ -54,49 +67,118 @@ fn store_key(store: &Arc<dyn WorkflowStore>) -> usize {
 }
 
 /// Most runs handed over and not yet taken up by their engine: past it a
-/// delivery wakes its run as usual instead (an engine busy stepping does
-/// not hoard runs that idle engines elsewhere could take).
+/// delivery writes its outcome and wakes the run as usual instead (an
+/// engine busy stepping does not hoard runs that idle engines elsewhere
+/// could take).
 const MAX_WAITING: usize = 256;
 
 /// The engine of this process that takes runs, per store.
 static TAKERS: Mutex<Vec<(usize, Taker)>> = Mutex::new(Vec::new());
+
+/// The ids of the runs handed over and not yet answered.
+type InFlight = Arc<Mutex<HashSet<String>>>;
+
+/// A run handed over unwritten: the delivery's outcome is in it, and
+/// only the step's write will record it.
+pub(crate) struct Handed {
+    pub(crate) run: Run,
+    pub(crate) ticket: Ticket,
+}
+
+/// Handed runs apart from their tickets, in the same order.
+pub(crate) fn split(handed: Vec<Handed>) -> (Vec<Run>, Vec<Ticket>) {
+    handed.into_iter().map(|h| (h.run, h.ticket)).unzip()
+}
+
+/// The answer a handed run owes its delivery: whether the step that took
+/// it was written. Dropped unanswered, it answers "not written".
+pub(crate) struct Ticket {
+    id: String,
+    reply: Option<oneshot::Sender<bool>>,
+    in_flight: InFlight,
+}
+
+impl Ticket {
+    /// The run this ticket is for.
+    pub(crate) fn run_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Tells the delivery whether the step (with its outcome) was written.
+    pub(crate) fn answer(mut self, written: bool) {
+        if let Some(reply) = self.release() {
+            let _ = reply.send(written);
+        }
+    }
+
+    /// The run may be handed again — released before the answer, so the
+    /// delivery that answer lets go on can hand it — once: the reply,
+    /// if this ticket was not released yet.
+    fn release(&mut self) -> Option<oneshot::Sender<bool>> {
+        let reply = self.reply.take()?;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        Some(reply)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Unanswered (a step that could not run, an engine that stopped):
+        // the dropped sender answers "not written".
+        drop(self.release());
+    }
+}
 
 /// An engine that takes handed runs: its name, its lease, its inbox.
 #[derive(Clone)]
 pub(crate) struct Taker {
     owner: String,
     lease: Duration,
-    tx: mpsc::UnboundedSender<Vec<Run>>,
+    tx: mpsc::UnboundedSender<Vec<Handed>>,
     /// Runs handed over and not yet taken up.
     waiting: Arc<AtomicUsize>,
+    in_flight: InFlight,
 }
 
 impl Taker {
-    /// `run` (just given an outcome) leased to this engine, if no engine
-    /// holds it and fewer than `MAX_WAITING` runs wait handed over.
-    pub(crate) fn lease(&self, run: &Run, now: Millis) -> Option<Run> {
+    /// Hands `run` (just given an outcome, read at its version) over,
+    /// leased to this engine, if no engine holds it, it is not handed
+    /// already, and fewer than `MAX_WAITING` runs wait handed over; the
+    /// answer to wait for (true: the step that recorded the outcome was
+    /// written), or the run back when it was not handed.
+    pub(crate) fn hand(&self, run: Run, now: Millis) -> Result<oneshot::Receiver<bool>, Box<Run>> {
         if run.state.is_final()
             || run.lease.as_ref().is_some_and(|l| l.until > now)
             || self.waiting.load(Ordering::Relaxed) >= MAX_WAITING
         {
-            return None;
+            return Err(Box::new(run));
         }
-        lease_to(run.clone(), &self.owner, self.lease, now)
-    }
-
-    /// Hands `runs` (leased to this engine, written) over; false if the
-    /// engine has stopped taking them.
-    pub(crate) fn hand(&self, runs: Vec<Run>) -> bool {
-        if runs.is_empty() {
-            return true;
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run.id.clone())
+        {
+            return Err(Box::new(run));
         }
-        let n = runs.len();
-        self.waiting.fetch_add(n, Ordering::Relaxed);
-        let sent = self.tx.send(runs).is_ok();
-        if !sent {
-            self.waiting.fetch_sub(n, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let ticket = Ticket {
+            id: run.id.clone(),
+            reply: Some(reply),
+            in_flight: self.in_flight.clone(),
+        };
+        let run = leased(run, &self.owner, self.lease, now);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if let Err(unsent) = self.tx.send(vec![Handed { run, ticket }]) {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            // The engine stopped: the ticket, dropped, answers "not
+            // written" and the delivery writes the outcome itself.
+            drop(unsent);
         }
-        sent
+        Ok(answer)
     }
 }
 
@@ -113,7 +195,7 @@ pub(crate) fn taker(store: &Arc<dyn WorkflowStore>) -> Option<Taker> {
 /// Where runs handed to an engine arrive. Dropping it stops the handing.
 pub(crate) struct Inbox {
     key: usize,
-    rx: mpsc::UnboundedReceiver<Vec<Run>>,
+    rx: mpsc::UnboundedReceiver<Vec<Handed>>,
     waiting: Arc<AtomicUsize>,
     lease: Duration,
 }
@@ -133,6 +215,7 @@ impl Inbox {
                 lease,
                 tx,
                 waiting: waiting.clone(),
+                in_flight: InFlight::default(),
             };
             takers.push((key, taker));
         }
@@ -145,16 +228,20 @@ impl Inbox {
     }
 
     /// The next runs handed over (`None` once closed and empty).
-    pub(crate) async fn recv(&mut self) -> Option<Vec<Run>> {
+    pub(crate) async fn recv(&mut self) -> Option<Vec<Handed>> {
         self.rx.recv().await
     }
 
+    /// The next runs handed over, if some are waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Vec<Handed>> {
+        self.rx.try_recv().ok()
+    }
+
     /// `first` and the runs handed over after it, at most about `limit`,
-    /// to be stepped at `now`. A run whose lease has less than half of it
-    /// left is dropped: it waited too long here, and is stepped once its
-    /// lease lapses, by whichever engine looks then (stepping it now could
-    /// overlap that).
-    pub(crate) fn drain(&mut self, first: Vec<Run>, limit: usize, now: Millis) -> Vec<Run> {
+    /// to be stepped at `now`, each run once. A run whose lease has less
+    /// than half of it left is dropped (its ticket answers "not written",
+    /// and its delivery writes the outcome): it waited too long here.
+    pub(crate) fn drain(&mut self, first: Vec<Handed>, limit: usize, now: Millis) -> Vec<Handed> {
         let mut runs = first;
         let mut taken = runs.len();
         while runs.len() < limit {
@@ -172,7 +259,12 @@ impl Inbox {
                 Some(w.saturating_sub(taken))
             });
         let fresh = now + ms(self.lease / 2);
-        runs.retain(|run| run.lease.as_ref().is_some_and(|l| l.until >= fresh));
+        // One copy of a run is handed at a time (`Taker::hand`); were
+        // there two, a step's write could answer the other's ticket.
+        let mut seen = HashSet::new();
+        runs.retain(|h| {
+            h.run.lease.as_ref().is_some_and(|l| l.until >= fresh) && seen.insert(h.run.id.clone())
+        });
         runs
     }
 
@@ -221,35 +313,132 @@ mod tests {
         }
     }
 
+    /// Delivers outcome 0 to `id` in the background.
+    fn deliver(
+        deliveries: &delivery::Deliveries,
+        id: &str,
+    ) -> tokio::task::JoinHandle<crate::store::StoreResult<()>> {
+        let deliveries = deliveries.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { deliveries.deliver(&id, 0, ended()).await })
+    }
+
+    /// The next run handed to `inbox`.
+    async fn next(inbox: &mut Inbox) -> Handed {
+        let mut handed = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.len(), 1);
+        handed.pop().unwrap()
+    }
+
+    /// A delivery's answer, within five seconds.
+    async fn answered(
+        delivering: tokio::task::JoinHandle<crate::store::StoreResult<()>>,
+    ) -> crate::store::StoreResult<()> {
+        tokio::time::timeout(Duration::from_secs(5), delivering)
+            .await
+            .expect("the delivery was answered")
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn a_delivery_leases_a_run_no_engine_holds_to_this_process_engine_and_hands_it_over() {
+    async fn a_free_run_is_handed_over_unwritten_and_its_delivery_waits_for_the_steps_write() {
+        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
+        let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
+        let (deliveries, received) = delivery::channel();
+        tokio::spawn(delivery::run(store.clone(), received));
+
+        let before = waiting(&store, "free", None).await;
+        let delivering = deliver(&deliveries, "free");
+        let handed = next(&mut inbox).await;
+        // Handed with its outcome and leased to engine-x, in memory only.
+        assert!(handed.run.outcomes.contains_key(&0));
+        assert_eq!(handed.run.version, before.version, "as read");
+        assert_eq!(handed.run.lease.as_ref().unwrap().owner, "engine-x");
+        assert_eq!(store.get_run("free").await.unwrap().unwrap(), before);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !delivering.is_finished(),
+            "not answered before the step is written"
+        );
+
+        // A second outcome while the first is in flight: written plainly,
+        // not handed over again.
+        let again = {
+            let deliveries = deliveries.clone();
+            tokio::spawn(async move { deliveries.deliver("free", 1, ended()).await })
+        };
+        answered(again).await.unwrap();
+        let stored = store.get_run("free").await.unwrap().unwrap();
+        assert!(stored.outcomes.contains_key(&1) && !stored.outcomes.contains_key(&0));
+        assert!(inbox.rx.try_recv().is_err(), "nothing more handed over");
+
+        // The engine's step lost its write (the run changed meanwhile): the
+        // delivery writes outcome 0 itself, and the run is due.
+        let written = store.put_run(&handed.run).await.unwrap();
+        assert!(written.is_none(), "the second outcome moved the version on");
+        handed.ticket.answer(false);
+        answered(delivering).await.unwrap();
+        let stored = store.get_run("free").await.unwrap().unwrap();
+        assert!(stored.outcomes.contains_key(&0) && stored.outcomes.contains_key(&1));
+        assert!(stored.lease.is_none());
+        assert!(stored.wake_at.is_some(), "woken, to be stepped");
+    }
+
+    #[tokio::test]
+    async fn a_written_step_answers_its_delivery_and_a_dropped_ticket_means_not_written() {
+        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
+        let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
+        let (deliveries, received) = delivery::channel();
+        tokio::spawn(delivery::run(store.clone(), received));
+
+        // The step written (as the engine writes it): the delivery is done
+        // and wrote nothing of its own.
+        waiting(&store, "stepped", None).await;
+        let delivering = deliver(&deliveries, "stepped");
+        let handed = next(&mut inbox).await;
+        let mut step = handed.run.clone();
+        step.lease = None;
+        step.state = RunState::Succeeded;
+        step.wake_at = None;
+        let version = store.put_run(&step).await.unwrap().unwrap();
+        handed.ticket.answer(true);
+        answered(delivering).await.unwrap();
+        let stored = store.get_run("stepped").await.unwrap().unwrap();
+        assert_eq!(stored.version, version, "no write after the step's");
+        assert!(stored.outcomes.contains_key(&0));
+
+        // A step that never got to its write: the ticket, dropped, makes
+        // the delivery write the outcome.
+        waiting(&store, "dropped", None).await;
+        let delivering = deliver(&deliveries, "dropped");
+        drop(next(&mut inbox).await);
+        answered(delivering).await.unwrap();
+        let stored = store.get_run("dropped").await.unwrap().unwrap();
+        assert!(stored.outcomes.contains_key(&0));
+        assert!(stored.lease.is_none());
+
+        // Once answered, the run may be handed over again.
+        let delivering = {
+            let deliveries = deliveries.clone();
+            tokio::spawn(async move { deliveries.deliver("dropped", 1, ended()).await })
+        };
+        let handed = next(&mut inbox).await;
+        assert!(handed.run.outcomes.contains_key(&1));
+        drop(handed);
+        answered(delivering).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_run_another_engine_holds_is_written_and_woken_not_handed_over() {
         let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
         let other: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
         let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
         let (deliveries, received) = delivery::channel();
         tokio::spawn(delivery::run(store.clone(), received));
 
-        // Free: leased to engine-x in the delivery's write, and handed over.
-        waiting(&store, "free", None).await;
-        deliveries.deliver("free", 0, ended()).await.unwrap();
-        let handed = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(handed.len(), 1);
-        let stored = store.get_run("free").await.unwrap().unwrap();
-        assert_eq!(handed[0], stored, "handed over as written");
-        assert!(stored.outcomes.contains_key(&0));
-        assert_eq!(stored.state, RunState::Running);
-        let lease = stored.lease.unwrap();
-        assert_eq!(lease.owner, "engine-x");
-        assert_eq!(
-            stored.wake_at,
-            Some(lease.until),
-            "due again if engine-x dies"
-        );
-
-        // Held by another engine: given its outcome and woken, not taken.
         let until = crate::time::now_ms() + 60_000;
         let held = Lease {
             owner: "engine-y".to_owned(),
@@ -267,5 +456,12 @@ mod tests {
         assert!(taker(&store).is_some());
         inbox.close();
         assert!(taker(&store).is_none(), "a closed inbox takes nothing");
+
+        // With no engine to take it, a free run's outcome is written.
+        waiting(&store, "free", None).await;
+        deliveries.deliver("free", 0, ended()).await.unwrap();
+        let stored = store.get_run("free").await.unwrap().unwrap();
+        assert!(stored.outcomes.contains_key(&0));
+        assert!(stored.lease.is_none());
     }
 }
