@@ -180,20 +180,18 @@ fn checkpoint(conn: &Connection, restarts: &Restarts) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::SqliteStore;
 
-    /// Writes of a MiB each, one after another with reads beside them (as
-    /// a busy worker's): without a restart the WAL takes all of them, about
-    /// 256 MiB; with it, it stays near [`super::RESTART_FRAMES`].
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn steady_writes_do_not_grow_the_wal_without_bound() {
-        const WRITES: i64 = 256;
-        const BLOB: i64 = 1 << 20;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal.db");
+    /// A MiB, the size of each write.
+    const BLOB: i64 = 1 << 20;
+
+    /// A store in `dir` with a `ballast` table; the file's path.
+    async fn ballast(dir: &Path) -> (SqliteStore, PathBuf) {
+        let path = dir.join("wal.db");
         let store = SqliteStore::open(&path).unwrap();
         store
             .with_conn(|conn| {
@@ -202,6 +200,31 @@ mod tests {
             })
             .await
             .unwrap();
+        (store, path)
+    }
+
+    /// Write `n` of the ballast: a MiB, over one of four rows.
+    async fn write(store: &SqliteStore, n: i64) {
+        store
+            .with_conn(move |conn| {
+                conn.execute(
+                    "INSERT OR REPLACE INTO ballast (n, b) VALUES (?1, zeroblob(?2))",
+                    rusqlite::params![n % 4, BLOB],
+                )
+                .map_err(crate::backend)
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Writes of a MiB each, one after another with reads beside them (as
+    /// a busy worker's): without a restart the WAL takes all of them, about
+    /// 256 MiB; with it, it stays near [`super::RESTART_FRAMES`].
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steady_writes_do_not_grow_the_wal_without_bound() {
+        const WRITES: i64 = 256;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = ballast(dir.path()).await;
         let done = Arc::new(AtomicBool::new(false));
         let reading = {
             let (store, done) = (store.clone(), done.clone());
@@ -222,16 +245,7 @@ mod tests {
         let wal = dir.path().join("wal.db-wal");
         let mut largest = 0;
         for n in 0..WRITES {
-            store
-                .with_conn(move |conn| {
-                    conn.execute(
-                        "INSERT OR REPLACE INTO ballast (n, b) VALUES (?1, zeroblob(?2))",
-                        rusqlite::params![n % 4, BLOB],
-                    )
-                    .map_err(crate::backend)
-                })
-                .await
-                .unwrap();
+            write(&store, n).await;
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
         done.store(true, Ordering::Relaxed);
@@ -250,15 +264,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_read_does_not_stall_the_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal.db");
-        let store = SqliteStore::open(&path).unwrap();
-        store
-            .with_conn(|conn| {
-                conn.execute("CREATE TABLE ballast (n INTEGER PRIMARY KEY, b BLOB)", [])
-                    .map_err(crate::backend)
-            })
-            .await
-            .unwrap();
+        let (store, path) = ballast(dir.path()).await;
         let reader = rusqlite::Connection::open(&path).unwrap();
         reader.execute_batch("BEGIN").unwrap();
         let seen: i64 = reader
@@ -267,16 +273,7 @@ mod tests {
         assert_eq!(seen, 0);
         let t = std::time::Instant::now();
         for n in 0..64_i64 {
-            store
-                .with_conn(move |conn| {
-                    conn.execute(
-                        "INSERT OR REPLACE INTO ballast (n, b) VALUES (?1, zeroblob(?2))",
-                        rusqlite::params![n % 4, 1 << 20],
-                    )
-                    .map_err(crate::backend)
-                })
-                .await
-                .unwrap();
+            write(&store, n).await;
         }
         let took = t.elapsed();
         reader.execute_batch("COMMIT").unwrap();

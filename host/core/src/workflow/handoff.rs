@@ -313,6 +313,16 @@ mod tests {
         }
     }
 
+    /// A memory store whose taker is engine-x, and a worker's deliveries
+    /// running over it.
+    fn engine_x() -> (Arc<dyn WorkflowStore>, Inbox, delivery::Deliveries) {
+        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
+        let inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
+        let (deliveries, received) = delivery::channel();
+        tokio::spawn(delivery::run(store.clone(), received));
+        (store, inbox, deliveries)
+    }
+
     /// Delivers outcome 0 to `id` in the background.
     fn deliver(
         deliveries: &delivery::Deliveries,
@@ -345,10 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_free_run_is_handed_over_unwritten_and_its_delivery_waits_for_the_steps_write() {
-        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
-        let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
-        let (deliveries, received) = delivery::channel();
-        tokio::spawn(delivery::run(store.clone(), received));
+        let (store, mut inbox, deliveries) = engine_x();
 
         let before = waiting(&store, "free", None).await;
         let delivering = deliver(&deliveries, "free");
@@ -389,10 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_written_step_answers_its_delivery_and_a_dropped_ticket_means_not_written() {
-        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
-        let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
-        let (deliveries, received) = delivery::channel();
-        tokio::spawn(delivery::run(store.clone(), received));
+        let (store, mut inbox, deliveries) = engine_x();
 
         // The step written (as the engine writes it): the delivery is done
         // and wrote nothing of its own.
@@ -433,11 +437,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_another_engine_holds_is_written_and_woken_not_handed_over() {
-        let store: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
+        let (store, mut inbox, deliveries) = engine_x();
         let other: Arc<dyn WorkflowStore> = Arc::new(crate::memory::MemoryStore::new());
-        let mut inbox = Inbox::open(&store, "engine-x", Duration::from_secs(30));
-        let (deliveries, received) = delivery::channel();
-        tokio::spawn(delivery::run(store.clone(), received));
 
         let until = crate::time::now_ms() + 60_000;
         let held = Lease {
