@@ -672,11 +672,25 @@ worker_case!(worker_keeps_a_result_through_a_long_outage, |stores| {
     assert!(queue_empty(&stores).await);
 });
 
-/// A real workflow store whose run reads fail, for good (not a passing
-/// outage), until a given time.
+/// A real workflow store whose run reads fail — as an outage (transient)
+/// or for good — until a given time.
 struct RefusingRuns {
     inner: Arc<dyn WorkflowStore>,
     until: Instant,
+    transient: bool,
+}
+
+impl RefusingRuns {
+    /// `stores` with run reads failing for `length` from now.
+    fn wrap(stores: &Stores, length: Duration, transient: bool) -> Stores {
+        let mut wrapped = stores.clone();
+        wrapped.workflows = Arc::new(Self {
+            inner: stores.workflows.clone(),
+            until: Instant::now() + length,
+            transient,
+        });
+        wrapped
+    }
 }
 
 impl std::fmt::Debug for RefusingRuns {
@@ -698,7 +712,11 @@ impl WorkflowStore for RefusingRuns {
     }
     async fn get_runs(&self, ids: &[String]) -> StoreResult<Vec<Option<Run>>> {
         if Instant::now() < self.until {
-            return Err(StoreError::backend("injected: runs cannot be read"));
+            return Err(if self.transient {
+                StoreError::unavailable("injected outage: runs cannot be read")
+            } else {
+                StoreError::backend("injected: runs cannot be read")
+            });
         }
         self.inner.get_runs(ids).await
     }
@@ -710,63 +728,135 @@ impl WorkflowStore for RefusingRuns {
     }
 }
 
-// A workflow activity whose run cannot be given its end is not marked
-// done (its end would be lost and the run would wait for ever): the job is
-// delivered again once its lease lapses, and then its run gets its end.
+/// A run `id` waiting on activity 0, written; and that activity's job,
+/// enqueued (`echo` of `{"n":7}`).
+async fn waiting_activity(stores: &Stores, id: &str) -> Envelope {
+    let mut run = Run::new(id, "w", "v1", "{}", xylem_core::time::now_ms());
+    run.state = RunState::Waiting;
+    run.history.push(Call::Activity {
+        task: "echo".to_owned(),
+        args: "{}".to_owned(),
+        options: ActivityOptions::default(),
+    });
+    stores.workflows.put_run(&run).await.unwrap().unwrap();
+    let mut e = Envelope::new("echo", r#"{"n":7}"#);
+    e.max_retries = 0;
+    e.headers = vec![
+        (RUN_HEADER.to_owned(), id.to_owned()),
+        (STEP_HEADER.to_owned(), "0".to_owned()),
+    ];
+    stores
+        .broker
+        .enqueue(std::slice::from_ref(&e))
+        .await
+        .unwrap();
+    e
+}
+
+/// Waits until `tasks` has run job `id`.
+async fn wait_ran(tasks: &NativeTasks, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tasks.runs_of(id) == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs the `echo` activity of a fresh waiting run on `stores` with the
+/// runs' reads failing (an outage) for `outage`, the worker leasing for
+/// `lease`: checks the job is not marked done while its run lacks its
+/// end, then that both end; how many times the job ran.
+async fn activity_through_an_outage(stores: &Stores, outage: Duration, lease: Duration) -> u32 {
+    let wrapped = RefusingRuns::wrap(stores, outage, true);
+    let tasks = Arc::new(NativeTasks::default());
+    let mut cfg = config("w7w");
+    cfg.lease = lease;
+    let worker = start(&wrapped, &tasks, cfg);
+    let e = waiting_activity(stores, "outage-run").await;
+    wait_ran(&tasks, &e.id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let record = stores.results.get(&e.id).await.unwrap().unwrap();
+    assert!(
+        !record.state.is_terminal(),
+        "marked {:?} though its run never got its end",
+        record.state
+    );
+    let record = wait_terminal(stores, &e.id, Duration::from_secs(15)).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    worker.stop().await;
+    let run = stores
+        .workflows
+        .get_run("outage-run")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(run.outcomes.get(&0), Some(StepOutcome::Ok { value, .. }) if value.contains('7')),
+        "{:?}",
+        run.outcomes
+    );
+    tasks.runs_of(&e.id)
+}
+
+// A workflow activity whose run cannot be given its end through a store
+// outage is not marked done meanwhile (its end would be lost and the run
+// would wait for ever): the worker holds the job's lease and tries again,
+// and once the outage ends the run has its end and the job is done, run
+// once.
 worker_case!(
-    worker_does_not_finish_an_activity_its_run_did_not_get,
+    worker_gives_a_run_its_activitys_end_through_an_outage,
     |stores| {
-        let mut run = Run::new("refused-run", "w", "v1", "{}", xylem_core::time::now_ms());
-        run.state = RunState::Waiting;
-        run.history.push(Call::Activity {
-            task: "echo".to_owned(),
-            args: "{}".to_owned(),
-            options: ActivityOptions::default(),
-        });
-        stores.workflows.put_run(&run).await.unwrap().unwrap();
-        let mut wrapped = stores.clone();
-        wrapped.workflows = Arc::new(RefusingRuns {
-            inner: stores.workflows.clone(),
-            until: Instant::now() + Duration::from_millis(1500),
-        });
+        let ran = activity_through_an_outage(
+            &stores,
+            Duration::from_millis(1200),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(ran, 1);
+    }
+);
+
+// An outage that outlasts what the lease lets the worker wait: the job is
+// left unfinished and runs again once its lease lapses — and then its run
+// gets its end.
+worker_case!(
+    worker_runs_an_activity_again_when_its_run_outlasts_the_lease,
+    |stores| {
+        let ran = activity_through_an_outage(
+            &stores,
+            Duration::from_millis(1500),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(ran >= 2, "ran {ran} time(s)");
+    }
+);
+
+// A run that cannot be given an activity's end for good (it cannot be
+// read): the job ends, and its record says so — not a silent loss, and
+// not a job run again and again.
+worker_case!(
+    worker_notes_a_run_it_could_not_give_its_activitys_end,
+    |stores| {
+        let wrapped = RefusingRuns::wrap(&stores, Duration::from_secs(60), false);
         let tasks = Arc::new(NativeTasks::default());
-        let mut cfg = config("w7w");
-        cfg.lease = Duration::from_secs(1);
-        let worker = start(&wrapped, &tasks, cfg);
-        let mut e = Envelope::new("echo", r#"{"n":7}"#);
-        e.max_retries = 0;
-        e.headers = vec![
-            (RUN_HEADER.to_owned(), run.id.clone()),
-            (STEP_HEADER.to_owned(), "0".to_owned()),
-        ];
-        stores
-            .broker
-            .enqueue(std::slice::from_ref(&e))
-            .await
-            .unwrap();
-        // It ran, its run could not be given its end: not done.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tasks.runs_of(&e.id) == 0 {
-            assert!(Instant::now() < deadline, "the job never started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let record = stores.results.get(&e.id).await.unwrap().unwrap();
-        assert!(
-            !record.state.is_terminal(),
-            "marked {:?} though its run never got its end",
-            record.state
-        );
-        // Delivered again after the outage: done, and the run has its end.
+        let worker = start(&wrapped, &tasks, config("w7x"));
+        let e = waiting_activity(&stores, "unreadable-run").await;
         let record = wait_terminal(&stores, &e.id, Duration::from_secs(15)).await;
-        assert_eq!(record.state, TaskState::Succeeded);
         worker.stop().await;
-        assert!(tasks.runs_of(&e.id) >= 2, "ran once only");
-        let run = stores.workflows.get_run(&run.id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert_eq!(tasks.runs_of(&e.id), 1);
+        let detail = record
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == TaskState::Succeeded)
+            .and_then(|h| h.detail.clone())
+            .unwrap_or_default();
         assert!(
-            matches!(run.outcomes.get(&0), Some(StepOutcome::Ok { value, .. }) if value.contains('7')),
-            "{:?}",
-            run.outcomes
+            detail.contains("workflow run unreadable-run: NOT given this end")
+                && detail.contains("runs cannot be read"),
+            "{detail}"
         );
     }
 );

@@ -16,8 +16,9 @@
 //! its calls, for a `RESTART` checkpoint: it copies the last frames back
 //! (most were, by the `PASSIVE` one just before), waits a moment for the
 //! readers, and makes the next write start the file over;
-//! `journal_size_limit` ([`JOURNAL_SIZE_LIMIT`], set on every connection)
-//! then cuts a file that grew past it back to that size.
+//! `journal_size_limit` ([`JOURNAL_SIZE_LIMIT`], set on the writer's
+//! connection, the one that starts the file over) then cuts a file that
+//! grew past it back to that size.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,6 +18,9 @@ impl WorkflowStore for SqliteStore {
     }
 
     async fn put_runs(&self, runs: &[Run]) -> StoreResult<Vec<Option<u64>>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
         let writes = runs
             .iter()
             .map(RunWrite::of)

@@ -216,14 +216,18 @@ pub(super) async fn advance_canvas(
 /// Gives the workflow run an activity's job belongs to (its
 /// `xylem-workflow-run` header) the job's end — its result, or its
 /// failure when dead or cancelled — before the job's own end is written,
-/// so a job delivered again delivers again (a no-op for the run). False
-/// if the run could not be given it (its job's end must then not be
-/// written); true once given, or when there is nothing to give.
+/// so a job delivered again delivers again (a no-op for the run).
+///
+/// False if the store failed in a way that may pass but outlasted the
+/// job's lease: the job's end must then not be written either, and the
+/// job runs again once its lease lapses (marked done, its end would be
+/// lost to the run). A failure for good (a run that cannot be read) is
+/// noted in the job's record instead, and the job ends.
 pub(super) async fn deliver_to_workflow(
     shared: &WorkerShared,
     job: &RunningJob,
     envelope: &Envelope,
-    completion: &Completion,
+    completion: &mut Completion,
 ) -> bool {
     let Some((run, seq)) = crate::workflow::engine::activity_of(&envelope.headers) else {
         return true;
@@ -257,9 +261,21 @@ pub(super) async fn deliver_to_workflow(
         move || shared.deliveries.deliver(to, seq, what.clone()),
     )
     .await;
-    if let Err(e) = delivered {
-        tracing::warn!(%run, seq, error = %e, "cannot give a workflow run its activity's end; the job's end is not written, and it will be delivered again when its lease runs out");
-        return false;
+    match delivered {
+        Ok(()) => true,
+        Err(e) if e.is_transient() => {
+            tracing::warn!(%run, seq, error = %e, "cannot give a workflow run its activity's end; the job's end is not written, and it runs again when its lease lapses");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%run, seq, error = %e, "cannot give a workflow run its activity's end");
+            let note = format!("workflow run {run}: NOT given this end: {e}");
+            let detail = &mut completion.transition.detail;
+            *detail = Some(match detail.take() {
+                Some(before) => format!("{before}; {note}"),
+                None => note,
+            });
+            true
+        }
     }
-    true
 }

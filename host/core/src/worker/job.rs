@@ -312,7 +312,8 @@ pub(super) async fn process(
     }
     drop(finishing);
     shared.running().remove(&envelope.id);
-    // Only now — the outcome written — may another job take the slot.
+    // Only now — the outcome written, or left for the job to run again
+    // once its lease lapses — may another job take the slot.
     let slot = job
         .concurrency_slot
         .lock()
@@ -460,8 +461,8 @@ async fn reserve(
 /// its callback fired (`link` or `link_error`), its workflow run given its
 /// end, and a succeeded job's result dropped if it ignores results (after
 /// its `link` had it). `None` if its workflow run could not be given its
-/// end: the completion is then not written, and the job is delivered
-/// again when its lease runs out — marked done, its end would be lost.
+/// end for now: the completion is then not written, and the job runs
+/// again once its lease lapses — marked done, its end would be lost.
 async fn ended(
     shared: &WorkerShared,
     job: &RunningJob,
@@ -471,7 +472,7 @@ async fn ended(
 ) -> Option<Completion> {
     callbacks::fire(shared, job, envelope, task, &mut completion).await;
     callbacks::advance_canvas(shared, job, envelope, &mut completion).await;
-    if !callbacks::deliver_to_workflow(shared, job, envelope, &completion).await {
+    if !callbacks::deliver_to_workflow(shared, job, envelope, &mut completion).await {
         return None;
     }
     if completion.transition.state == TaskState::Succeeded

@@ -173,6 +173,11 @@ async fn deliver_each(store: &Arc<dyn WorkflowStore>, batch: Vec<Request>, hand:
                 Err(run) => changed.push(*run),
             }
         }
+        if changed.is_empty() {
+            // Every run handed over, or given its outcomes already.
+            pending.clear();
+            break;
+        }
         let written = match store.put_runs(&changed).await {
             Ok(written) => written,
             Err(e) => {
@@ -195,9 +200,13 @@ async fn deliver_each(store: &Arc<dyn WorkflowStore>, batch: Vec<Request>, hand:
     for id in pending {
         failed.insert(
             id.clone(),
-            StoreError::Invalid(format!(
-                "run {id} keeps changing under this write; giving up"
-            )),
+            // Contention that may pass: the job tries again while its
+            // lease holds, then runs again.
+            StoreError::Backend {
+                message: format!("run {id} keeps changing under this write; giving up for now"),
+                transient: true,
+                source: None,
+            },
         );
     }
     for (id, requests) in by_run {

@@ -7,8 +7,10 @@
 //! run after this one's lease lapsed) is simply taken again later: every
 //! effect is idempotent by id.
 //!
-//! Step outcomes reach a run through [`deliver`]: the worker calls it when
-//! an activity's job ends for good, and the engine when a child run ends.
+//! Step outcomes reach a run through [`give`], the one rule: a worker's
+//! activities' ends in batches (`delivery.rs`, which may hand the run,
+//! unwritten, to this process's engine: `handoff.rs`), a child run's end
+//! and a completed stub through [`deliver`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -437,8 +439,9 @@ impl Engine {
         // round trips and its code overlap the next ones', and ticks run
         // on any of the runtime's threads.
         let mut stepping = tokio::task::JoinSet::new();
-        // Runs this process's deliveries lease to this engine and hand
-        // over (`handoff.rs`): stepped without a look or a lease of ours.
+        // Runs this process's deliveries lease to this engine in memory
+        // and hand over unwritten (`handoff.rs`): stepped without a look
+        // or a lease write, their step's write recording their outcomes.
         let mut inbox =
             super::handoff::Inbox::open(&self.client.stores().workflows, &self.name, self.lease);
         let mut handed: Vec<super::handoff::Handed> = Vec::new();
@@ -638,7 +641,9 @@ impl Engine {
             let run = step.next.id.clone();
             match self.conclude(step, now).instrument(span).await {
                 Ok(next) => written.push(next),
-                // Left leased: the lease lapses and the step is taken again.
+                // Left leased: the lease lapses and the step is taken again
+                // (a handed run: its ticket drops, and its delivery writes
+                // the outcome).
                 Err(e) => {
                     tracing::warn!(%run, error = %e, "cannot end a workflow step; it will be retried");
                 }
@@ -679,7 +684,8 @@ impl Engine {
     }
 
     /// Runs a leased run's code from the top; `None` if it cannot run here
-    /// now (it stays leased and is stepped again once the lease lapses).
+    /// now (it stays leased and is stepped again once the lease lapses; a
+    /// handed run's ticket drops, and its delivery writes the outcome).
     async fn advance(&self, leased: Run, now: Millis) -> Option<Advanced> {
         let span = crate::telemetry::trace::workflow_step_span(&leased);
         if leased.cancel_deadline.is_some_and(|d| now >= d) {

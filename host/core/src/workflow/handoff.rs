@@ -7,8 +7,8 @@
 //! the process to another. While an engine runs in this process over the
 //! same store ([`Engine::run`]), it is that store's *taker*: a delivery
 //! that finds the run free gives it its outcome in memory, leases it to
-//! the taker there — by the one lease rule, [`lease_to`] — and hands it
-//! over unwritten, with a [`Ticket`]. The engine steps it at once, and the
+//! the taker there (as [`lease_to`] would; a run with any live lease is
+//! written the plain way) and hands it over unwritten, with a [`Ticket`]. The engine steps it at once, and the
 //! step's one write (compare-and-set on the version the delivery read)
 //! records the outcome with everything the step did. The ticket answers
 //! the delivery: written, or not — a lost write, a step that could not
@@ -111,9 +111,9 @@ impl Ticket {
         }
     }
 
-    /// The run may be handed again — released before the answer, so the
-    /// delivery that answer lets go on can hand it — once: the reply,
-    /// if this ticket was not released yet.
+    /// Lets the run be handed again (before the answer is sent, so the
+    /// delivery it wakes may hand it); returns the reply's sender the
+    /// first time only.
     fn release(&mut self) -> Option<oneshot::Sender<bool>> {
         let reply = self.reply.take()?;
         self.in_flight

@@ -6,8 +6,8 @@
 //! and the engine (`engine.rs` — runs leased to one engine at a time,
 //! stepped, their effects carried out, outcomes delivered; `delivery.rs`
 //! — a worker's activities' ends given to their runs in batches;
-//! `handoff.rs` — leased in that write and handed to this process's
-//! engine; `tree.rs`
+//! `handoff.rs` — a run given its outcome in memory and handed, unwritten,
+//! to this process's engine, whose step's write records it; `tree.rs`
 //! — the runs a tree of runs may start). The code a
 //! step runs is a Wasm component (`xylem_wasm::WorkflowPlugin`) or, in
 //! tests, Rust closures.
