@@ -239,6 +239,14 @@ impl Transition {
         }
     }
 
+    /// Adds `note` to the detail, after what it says already.
+    pub fn add_note(&mut self, note: &str) {
+        self.detail = Some(match self.detail.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note.to_owned(),
+        });
+    }
+
     /// With a detail.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

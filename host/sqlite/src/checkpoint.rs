@@ -21,7 +21,6 @@
 //! grew past it back to that size.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,7 +65,6 @@ pub(crate) fn start(path: &Path, writes: Sender<Call>) -> Option<Running> {
     let restarts = Restarts {
         writes,
         state: Arc::default(),
-        asked: Arc::default(),
     };
     let thread = std::thread::Builder::new()
         .name("xylem-sqlite-checkpoint".to_owned())
@@ -96,16 +94,16 @@ pub(crate) fn start(path: &Path, writes: Sender<Call>) -> Option<Running> {
 struct Restarts {
     writes: Sender<Call>,
     state: Arc<Mutex<Restarted>>,
-    /// One is queued or running.
-    asked: Arc<AtomicBool>,
 }
 
-/// What the last `RESTART` left.
+/// Where `RESTART`s stand.
 #[derive(Default)]
 struct Restarted {
-    /// The WAL's frames when it ended: the count stays until the next
-    /// write starts the file over, and an idle store is not restarted
-    /// again and again.
+    /// One is queued or running.
+    asked: bool,
+    /// The WAL's frames when the last ended: the count stays until the
+    /// next write starts the file over, and an idle store is not
+    /// restarted again and again.
     at_frames: Option<i64>,
     /// No `RESTART` before this, after one that gave up.
     not_before: Option<Instant>,
@@ -116,17 +114,16 @@ impl Restarts {
     /// WAL has not moved since the last, or the last gave up a moment ago.
     fn ask(&self, frames: i64) {
         {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.at_frames == Some(frames)
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.asked
+                || state.at_frames == Some(frames)
                 || state.not_before.is_some_and(|t| Instant::now() < t)
             {
                 return;
             }
+            state.asked = true;
         }
-        if self.asked.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (state, asked) = (self.state.clone(), self.asked.clone());
+        let state = self.state.clone();
         let call: Call = Box::new(move |conn| {
             let ended = restart(conn);
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,11 +140,11 @@ impl Restarts {
                     state.not_before = Some(Instant::now() + BACK_OFF);
                 }
             }
-            asked.store(false, Ordering::Release);
+            state.asked = false;
         });
         if self.writes.send(call).is_err() {
             // The store is closing.
-            self.asked.store(false, Ordering::Release);
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).asked = false;
         }
     }
 }

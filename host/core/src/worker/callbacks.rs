@@ -60,11 +60,7 @@ pub(super) async fn fire(
             )
         }
     };
-    let detail = &mut completion.transition.detail;
-    *detail = Some(match detail.take() {
-        Some(before) => format!("{before}; {note}"),
-        None => note,
-    });
+    completion.transition.add_note(&note);
 }
 
 /// How a job ended, for what follows it: its result if it succeeded, its
@@ -206,11 +202,7 @@ pub(super) async fn advance_canvas(
             format!("canvas {}: NOT moved on: {e}", at.canvas)
         }
     };
-    let detail = &mut completion.transition.detail;
-    *detail = Some(match detail.take() {
-        Some(before) => format!("{before}; {note}"),
-        None => note,
-    });
+    completion.transition.add_note(&note);
 }
 
 /// Gives the workflow run an activity's job belongs to (its
@@ -269,12 +261,9 @@ pub(super) async fn deliver_to_workflow(
         }
         Err(e) => {
             tracing::error!(%run, seq, error = %e, "cannot give a workflow run its activity's end");
-            let note = format!("workflow run {run}: NOT given this end: {e}");
-            let detail = &mut completion.transition.detail;
-            *detail = Some(match detail.take() {
-                Some(before) => format!("{before}; {note}"),
-                None => note,
-            });
+            completion
+                .transition
+                .add_note(&format!("workflow run {run}: NOT given this end: {e}"));
             true
         }
     }

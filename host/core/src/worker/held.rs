@@ -1,7 +1,7 @@
 //! Store writes a finished job still owes — its outcome, its callbacks,
-//! its canvas's next step, its workflow run's end — tried again through a store outage for as
-//! long as the job's lease is known to be held (the lease keeper goes on
-//! extending it meanwhile). Past that the job will be delivered again, so
+//! its canvas's next step, its workflow run's end — tried again through a
+//! store outage for as long as the job's lease is known to be held (the
+//! lease keeper goes on extending it meanwhile). Past that the job will be delivered again, so
 //! giving up loses nothing.
 
 use std::future::Future;

@@ -480,12 +480,9 @@ async fn ended(
         && let Some(outcome) = &mut completion.transition.outcome
         && outcome.result.take().is_some()
     {
-        let note = "result not kept (ignore_result)";
-        let detail = &mut completion.transition.detail;
-        *detail = Some(match detail.take() {
-            Some(before) => format!("{before}; {note}"),
-            None => note.to_owned(),
-        });
+        completion
+            .transition
+            .add_note("result not kept (ignore_result)");
     }
     Some(completion)
 }

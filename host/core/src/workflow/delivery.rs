@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::handoff::Taker;
 use super::model::StepOutcome;
 use crate::store::{StoreError, StoreResult, WorkflowStore};
 
@@ -93,42 +94,29 @@ pub(crate) async fn run(store: Arc<dyn WorkflowStore>, mut rx: Receiver) {
                 Err(_) => break,
             }
         }
-        deliver_batch(&store, std::mem::take(&mut batch), Hand::IfFree).await;
+        let taker = super::handoff::taker(&store);
+        deliver_batch(&store, std::mem::take(&mut batch), taker).await;
     }
 }
 
-/// Whether a batch may hand its runs to this process's engine.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hand {
-    /// A run no engine holds goes to the taker unwritten (`handoff.rs`).
-    IfFree,
-    /// Every outcome written here: the handing was tried and its step
-    /// was not written.
-    Never,
-}
-
 /// Gives each request's run its outcome and answers each request once
-/// the outcome is written. A run no engine holds is handed, with its
-/// outcomes, to this process's engine if one runs (`handoff.rs`); its
+/// the outcome is written. With `taker` (this process's engine), a run no
+/// engine holds is handed to it with its outcomes (`handoff.rs`); its
 /// requests are answered when that engine's step is written, or written
-/// here if it is not.
+/// here (with no taker) if it is not.
 ///
 /// Boxed, because a batch's handed runs may come back to it (through
 /// [`await_step`]) and an `async fn` cannot contain itself.
 fn deliver_batch(
     store: &Arc<dyn WorkflowStore>,
     batch: Vec<Request>,
-    hand: Hand,
+    taker: Option<Taker>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-    Box::pin(deliver_each(store, batch, hand))
+    Box::pin(deliver_each(store, batch, taker))
 }
 
 /// [`deliver_batch`]'s body.
-async fn deliver_each(store: &Arc<dyn WorkflowStore>, batch: Vec<Request>, hand: Hand) {
-    let taker = match hand {
-        Hand::IfFree => super::handoff::taker(store),
-        Hand::Never => None,
-    };
+async fn deliver_each(store: &Arc<dyn WorkflowStore>, batch: Vec<Request>, taker: Option<Taker>) {
     // The requests of each run, by run.
     let mut by_run: HashMap<String, Vec<Request>> = HashMap::new();
     for request in batch {
@@ -234,7 +222,8 @@ async fn await_step(
         }
         return;
     }
-    deliver_batch(&store, requests, Hand::Never).await;
+    // Not handed again: the outcome is written here.
+    deliver_batch(&store, requests, None).await;
 }
 
 fn fail_all(

@@ -12,13 +12,13 @@
 //! unwritten, to this process's engine: `handoff.rs`), a child run's end
 //! and a completed stub through [`deliver`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
 use async_trait::async_trait;
 
+use super::handoff::Tickets;
 use super::model::{Call, ParentStep, Run, RunError, RunState, StepOutcome};
 use super::replay::{Effect, Interrupt, Replayer, step_job_id};
 use super::tree::{self, RunTree};
@@ -476,7 +476,7 @@ impl Engine {
                         // other engines hold is not a reason to look again
                         // at once.
                         let full = found == TICK_LIMIT && !held.is_empty();
-                        self.step_in_background(&mut stepping, held, Vec::new(), now);
+                        self.step_in_background(&mut stepping, held, Tickets::new(), now);
                         (full, found > 0)
                     }
                     Err(e) => {
@@ -525,7 +525,7 @@ impl Engine {
         &self,
         stepping: &mut tokio::task::JoinSet<()>,
         held: Vec<Run>,
-        tickets: Vec<super::handoff::Ticket>,
+        tickets: Tickets,
         now: Millis,
     ) {
         if held.is_empty() {
@@ -585,7 +585,7 @@ impl Engine {
     /// or whose write lost, is not counted (it is stepped again later).
     pub async fn step_all(&self, runs: Vec<Run>, now: Millis) -> Result<usize, StoreError> {
         let leased = self.lease_all(runs, now).await?;
-        Ok(leased.quieted + self.finish_all(leased.held, Vec::new(), now).await?)
+        Ok(leased.quieted + self.finish_all(leased.held, Tickets::new(), now).await?)
     }
 
     /// The first half of [`Self::step_all`]: `runs` leased in one write.
@@ -622,7 +622,7 @@ impl Engine {
     async fn finish_all(
         &self,
         held: Vec<Run>,
-        tickets: Vec<super::handoff::Ticket>,
+        mut tickets: Tickets,
         now: Millis,
     ) -> Result<usize, StoreError> {
         use futures_util::StreamExt as _;
@@ -650,10 +650,6 @@ impl Engine {
             }
         }
         let versions = self.client.stores().workflows.put_runs(&written).await?;
-        let mut tickets: HashMap<String, super::handoff::Ticket> = tickets
-            .into_iter()
-            .map(|t| (t.run_id().to_owned(), t))
-            .collect();
         for (run, version) in written.iter().zip(&versions) {
             if let Some(ticket) = tickets.remove(&run.id) {
                 ticket.answer(version.is_some());

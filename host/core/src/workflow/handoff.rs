@@ -23,7 +23,7 @@
 //!
 //! [`Engine::run`]: super::Engine::run
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,9 +85,18 @@ pub(crate) struct Handed {
     pub(crate) ticket: Ticket,
 }
 
-/// Handed runs apart from their tickets, in the same order.
-pub(crate) fn split(handed: Vec<Handed>) -> (Vec<Run>, Vec<Ticket>) {
-    handed.into_iter().map(|h| (h.run, h.ticket)).unzip()
+/// Handed runs' tickets, by run (a drain holds one copy of a run).
+pub(crate) type Tickets = HashMap<String, Ticket>;
+
+/// Handed runs apart from their tickets.
+pub(crate) fn split(handed: Vec<Handed>) -> (Vec<Run>, Tickets) {
+    handed
+        .into_iter()
+        .map(|h| {
+            let ticket = (h.ticket.id.clone(), h.ticket);
+            (h.run, ticket)
+        })
+        .unzip()
 }
 
 /// The answer a handed run owes its delivery: whether the step that took
@@ -99,11 +108,6 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// The run this ticket is for.
-    pub(crate) fn run_id(&self) -> &str {
-        &self.id
-    }
-
     /// Tells the delivery whether the step (with its outcome) was written.
     pub(crate) fn answer(mut self, written: bool) {
         if let Some(reply) = self.release() {
