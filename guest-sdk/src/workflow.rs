@@ -190,7 +190,11 @@ impl Ctx {
     /// A stub step: nothing runs it; its result is given from outside
     /// (`xylem workflow complete RUN STEP --result JSON`) — a person's
     /// approval, an outside system's answer. Waits for it.
-    pub fn stub<T: DeserializeOwned>(&self, name: &str, args: &impl Serialize) -> Result<T, StepError> {
+    pub fn stub<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &impl Serialize,
+    ) -> Result<T, StepError> {
         let text = host::stub(name, &to_json(args))?;
         from_json(&text)
     }
@@ -242,7 +246,9 @@ impl Ctx {
     /// `return ctx.continue_as_new(&next);`: the host stops the run here.
     pub fn continue_as_new<T>(&self, input: &impl Serialize) -> WorkflowResult<T> {
         host::continue_as_new(&to_json(input));
-        Err(WorkflowError("continue-as-new did not stop the run".to_owned()))
+        Err(WorkflowError(
+            "continue-as-new did not stop the run".to_owned(),
+        ))
     }
 
     /// Logs a line (not on replay).
@@ -258,7 +264,12 @@ pub struct JoinSet(u32);
 impl JoinSet {
     /// Submits an activity; returns its step id.
     pub fn submit(&self, task: &str, args: &impl Serialize) -> u32 {
-        host::submit_activity(self.0, task, &to_json(args), &ActivityOptions::default().into())
+        host::submit_activity(
+            self.0,
+            task,
+            &to_json(args),
+            &ActivityOptions::default().into(),
+        )
     }
 
     /// Submits a child workflow; returns its step id.
@@ -294,7 +305,9 @@ pub struct Workflow {
 
 impl std::fmt::Debug for Workflow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workflow").field("name", &self.name).finish()
+        f.debug_struct("Workflow")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -194,6 +194,94 @@ async fn nothing_survives_from_one_job_to_the_next() {
     }
 }
 
+/// A runtime of its own with one pool slot, so every job lands in the slot
+/// the last one left (the shared test runtime has other tests' jobs).
+async fn one_slot(name: &str) -> Plugin {
+    xylem_wasm::Runtime::new(xylem_wasm::RuntimeConfig {
+        max_instances: 1,
+        cache_dir: Some(cache_dir().join("components")),
+        ..xylem_wasm::RuntimeConfig::default()
+    })
+    .expect("the Wasm runtime starts")
+    .load_file(&plugin(name))
+    .await
+    .unwrap_or_else(|e| panic!("plugin {name} loads: {e}"))
+}
+
+/// Each job marks hundreds of scattered pages (a dirty region each): fewer
+/// than the slot keeps resident (2 MiB), then more. Wasmtime resets a slot
+/// with the kernel's `PAGEMAP_SCAN`, a buffer of regions at a time; none of
+/// one job's marks may reach the next (third_party/README.md).
+#[tokio::test]
+async fn nothing_survives_when_a_job_dirties_hundreds_of_regions() {
+    let hostile = one_slot("hostile").await;
+    for pages in [300, 1000, 300, 40, 1000, 1000, 300, 300] {
+        let outcome = run(
+            &hostile,
+            "hostile.scatter",
+            json!({ "pages": pages }),
+            tight(),
+        )
+        .await;
+        assert_eq!(outcome.result, Some(json!(0)), "{pages} pages: {outcome:?}");
+    }
+}
+
+/// Minor page faults of this thread so far (`/proc/thread-self/stat`).
+fn minor_faults_of_this_thread() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
+    // Fields after the command name, which is in parentheses: state is the
+    // 3rd field, minflt the 10th.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    after_name.split(' ').nth(7).unwrap().parse().unwrap()
+}
+
+/// `PAGEMAP_SCAN` came in Linux 6.7; without it wasmtime decommits all but
+/// the first pages it keeps resident, and a job faults the rest back in.
+fn kernel_has_pagemap_scan() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let minor: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 7)
+}
+
+/// A job's dirty pages are reset in place, not decommitted, so the next job
+/// in the slot does not fault them back in: what made an interpreted job
+/// (Python, JavaScript) cost ~150 page faults before the fix in
+/// third_party/README.md, however fragmented its heap.
+#[tokio::test]
+async fn scattered_dirty_pages_stay_resident_for_the_next_job() {
+    if !kernel_has_pagemap_scan() {
+        eprintln!("this kernel has no PAGEMAP_SCAN (Linux < 6.7): nothing to check");
+        return;
+    }
+    let hostile = one_slot("hostile").await;
+    let scatter = || {
+        run(
+            &hostile,
+            "hostile.scatter",
+            json!({ "pages": 300 }),
+            tight(),
+        )
+    };
+    for _ in 0..3 {
+        scatter().await;
+    }
+    // The guest runs on this thread (a current-thread runtime), so the
+    // thread's faults are the jobs' plus a little of the host's own.
+    let jobs = 10;
+    let before = minor_faults_of_this_thread();
+    for _ in 0..jobs {
+        assert_eq!(scatter().await.result, Some(json!(0)));
+    }
+    let per_job = (minor_faults_of_this_thread() - before) / jobs;
+    assert!(
+        per_job < 30,
+        "{per_job} page faults per job marking 300 scattered pages"
+    );
+}
+
 #[tokio::test]
 async fn the_guest_sees_no_host_file() {
     let hostile = load("hostile").await;

@@ -403,6 +403,42 @@ fn remember(_ctx: &Context, _args: Value) -> TaskResult<(u64, u8)> {
     Ok((calls, seen))
 }
 
+/// Host page size: `hostile.scatter` marks one byte in every other page.
+const PAGE: usize = 4096;
+/// Size of the zeroed statics `hostile.scatter` marks: room for 1,024 marks.
+const SCATTERED_BYTES: usize = 8 * 1024 * 1024;
+static mut SCATTERED: [u8; SCATTERED_BYTES] = [0; SCATTERED_BYTES];
+
+/// Marks `pages` pages (300 by default), each with an untouched page after
+/// it, so that every mark is a dirty region of its own, and reports how many
+/// marks it found already there: any would have survived from an earlier
+/// job in the same pool slot.
+fn scatter(_ctx: &Context, args: Value) -> TaskResult<u64> {
+    let stride = 2 * PAGE;
+    let room = SCATTERED_BYTES / stride;
+    let pages = args
+        .get("pages")
+        .and_then(Value::as_u64)
+        .map_or(300, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(room);
+    let base = (&raw mut SCATTERED).cast::<u8>();
+    let mut seen = 0;
+    for i in 0..pages {
+        // SAFETY: `i * stride` is inside the static (`pages <= room`); one
+        // call at a time in a single-threaded guest. Volatile, so the
+        // compiler cannot assume the zeroed static is still zero.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mark = base.add(i * stride);
+            if mark.read_volatile() != 0 {
+                seen += 1;
+            }
+            mark.write_volatile(0xAB);
+        }
+    }
+    Ok(seen)
+}
+
 fn tasks() -> Vec<Task> {
     vec![
         Task::new("hostile.loop", infinite_loop).description("Spins forever"),
@@ -442,6 +478,8 @@ fn tasks() -> Vec<Task> {
         Task::new("hostile.burn", burn).description("Burns `rounds` iterations of CPU"),
         Task::new("hostile.remember", remember)
             .description("Reports whether anything survived from an earlier job"),
+        Task::new("hostile.scatter", scatter)
+            .description("Marks `pages` scattered pages; reports marks an earlier job left"),
     ]
 }
 

@@ -19,7 +19,10 @@ fn process(ctx: &Ctx, order: Value) -> WorkflowResult<Value> {
 }
 
 fn workflows() -> Vec<Workflow> {
-    vec![Workflow::new("order.process", process).description("validate → sleep → charge → ship (v2)")]
+    vec![
+        Workflow::new("order.process", process)
+            .description("validate → sleep → charge → ship (v2)"),
+    ]
 }
 
 xylem_guest::export_workflows!(workflows);

@@ -105,14 +105,16 @@ fn remind(ctx: &Ctx, input: Value) -> WorkflowResult<Value> {
     let after = Duration::from_millis(input["after_ms"].as_u64().unwrap_or(60_000));
     let at = ctx.now() + after;
     let id = ctx.schedule_at(workflow, &input["order"], at)?;
-    let at_ms = at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let at_ms = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     Ok(serde_json::json!({ "scheduled": id, "at_ms": at_ms }))
 }
 
 fn workflows() -> Vec<Workflow> {
     vec![
-        Workflow::new("order.process", process)
-            .description("validate → charge → sleep → ship"),
+        Workflow::new("order.process", process).description("validate → charge → sleep → ship"),
         Workflow::new("order.express", express).description("validate → charge → ship"),
         Workflow::new("order.batch", batch).description("validates n orders in turn"),
         Workflow::new("order.approve", approve)

@@ -32,14 +32,20 @@ struct Charged {
 
 fn validate(ctx: &Context, order: Order) -> TaskResult<Validated> {
     if order.amount_cents == 0 {
-        return Err(TaskError::reject(format!("order {} is for nothing", order.id)));
+        return Err(TaskError::reject(format!(
+            "order {} is for nothing",
+            order.id
+        )));
     }
     ctx.log_info(&format!("order {} is valid", order.id));
     Ok(Validated { order, valid: true })
 }
 
 fn charge(ctx: &Context, v: Validated) -> TaskResult<Charged> {
-    ctx.log_info(&format!("charging {} cents for {}", v.order.amount_cents, v.order.id));
+    ctx.log_info(&format!(
+        "charging {} cents for {}",
+        v.order.amount_cents, v.order.id
+    ));
     Ok(Charged {
         receipt: format!("rcpt-{}", v.order.id),
         order: v.order.id,
