@@ -215,6 +215,32 @@ fn the_benchmarks_run_and_report_their_figures() {
         "{throughput}"
     );
     assert_eq!(throughput["enqueue_to_start_us"]["samples"], 5);
+    assert_eq!(throughput["task"], "hello.echo");
+    // Any plugin's task, named with --task; a task the plugin lacks is
+    // refused before anything is enqueued, naming the ones it has.
+    let hostile = plugin("hostile");
+    let hostile = hostile.to_str().unwrap();
+    let other_task = run(&[
+        "bench",
+        "--plugin",
+        hostile,
+        "--task",
+        "hostile.remember",
+        "--jobs",
+        "40",
+        "--latency-samples",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(other_task["task"], "hostile.remember", "{other_task}");
+    assert_eq!(other_task["enqueue_to_start_us"]["samples"], 3);
+    let out = xylem(&["bench", "--plugin", hostile, "--task", "hostile.nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("has no task \"hostile.nope\"") && message.contains("hostile.remember"),
+        "{message}"
+    );
     // Workflows: every run completes, each step's code is timed inside the
     // step, and a 60-call history replays whole.
     let workflows = run(&[

@@ -194,8 +194,10 @@ async fn nothing_survives_from_one_job_to_the_next() {
     }
 }
 
-/// A runtime of its own with one pool slot, so every job lands in the slot
-/// the last one left (the shared test runtime has other tests' jobs).
+/// A runtime of its own with one job slot: no other test's job takes the
+/// memory slots these jobs reuse (the shared test runtime runs them all).
+/// A job's memory may still land in the pool's other memory slot — one
+/// whose reset is waiting in the decommit queue is not reused at once.
 async fn one_slot(name: &str) -> Plugin {
     xylem_wasm::Runtime::new(xylem_wasm::RuntimeConfig {
         max_instances: 1,

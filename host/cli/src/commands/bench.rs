@@ -13,9 +13,9 @@ use xylem_wasm::{Runtime, RuntimeConfig, push_plugin};
 use crate::format;
 
 /// Throughput of no-op Wasm jobs through a store: enqueue N `hello.echo`
-/// jobs, drain them with a worker, report enqueue/s, processed/s and the
-/// enqueue→start latency on an idle worker. Without --store, a fresh
-/// SQLite file in the temp folder is used.
+/// jobs (or --task of --plugin), drain them with a worker, report
+/// enqueue/s, processed/s and the enqueue→start latency on an idle worker.
+/// Without --store, a fresh SQLite file in the temp folder is used.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BenchArgs {
@@ -33,6 +33,11 @@ pub(crate) struct BenchArgs {
     /// The component to use; default: build plugins/hello.
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// The task each job runs, with `{"n": N}` as its arguments: an echo
+    /// task measures the platform, not the task (`py.echo`, `js.echo` and
+    /// `c.echo` in the other example plugins).
+    #[arg(long, default_value = "hello.echo")]
+    task: String,
     /// drain: enqueue everything, then time the worker; e2e: producer and
     /// worker at once.
     #[arg(long, value_enum, default_value = "drain")]
@@ -104,6 +109,7 @@ pub(crate) async fn run(store_url: Option<&str>, args: BenchArgs) -> anyhow::Res
                 concurrency: args.concurrency,
                 latency_samples: args.latency_samples,
                 plugin: args.plugin,
+                task: args.task,
                 mode: args.mode,
                 batch: args.batch,
                 json: args.json,
@@ -150,6 +156,30 @@ pub(crate) fn default_plugin() -> anyhow::Result<PathBuf> {
         "no --plugin given and no plugins/hello here: run from the Xylem repository or pass --plugin FILE.wasm"
     );
     Ok(xylem_wasm::build_plugin(dir)?)
+}
+
+/// A benchmark's own SQLite file in the temp folder (when no --store is
+/// given), removed with its WAL when dropped — on success or error.
+pub(crate) struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// The store a benchmark uses: `--store`, or a fresh SQLite file named
+/// after `prefix` and this process, with the guard that removes it.
+pub(crate) fn store_or_temp(store_url: Option<&str>, prefix: &str) -> (String, Option<TempDb>) {
+    match store_url {
+        Some(url) => (url.to_owned(), None),
+        None => {
+            let file = std::env::temp_dir().join(format!("{prefix}-{}.db", std::process::id()));
+            (format!("sqlite://{}", file.display()), Some(TempDb(file)))
+        }
+    }
 }
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {

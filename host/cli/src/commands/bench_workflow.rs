@@ -115,8 +115,8 @@ fn order(i: u32) -> String {
 
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<ExitCode> {
-    let temp = std::env::temp_dir().join(format!("xylem-bench-wf-{}.db", std::process::id()));
-    let url = store_url.map_or_else(|| format!("sqlite://{}", temp.display()), str::to_owned);
+    // Declared before the store, so dropped after it, however the run ends.
+    let (url, _temp_db) = super::bench::store_or_temp(store_url, "xylem-bench-wf");
     let (tasks, workflows) = tokio::task::spawn_blocking(|| {
         anyhow::Ok((build("plugins/order")?, build("plugins/order-workflow")?))
     })
@@ -255,11 +255,6 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
 
     let _ = stop_worker.send(());
     let _ = worker_task.await;
-    if store_url.is_none() {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
-        }
-    }
     step_times.sort();
     code.sort();
     replays.sort();

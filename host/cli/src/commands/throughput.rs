@@ -15,7 +15,7 @@ use xylem_core::{
 };
 use xylem_wasm::{PluginRegistry, Runtime, RuntimeConfig, push_plugin};
 
-use super::bench::{default_plugin, micros, percentile};
+use super::bench::{default_plugin, micros, percentile, store_or_temp};
 
 /// When each job's run started, and a wake-up for whoever waits on it.
 #[derive(Default)]
@@ -100,15 +100,17 @@ pub(crate) struct Params {
     pub(crate) concurrency: u32,
     pub(crate) latency_samples: u32,
     pub(crate) plugin: Option<PathBuf>,
+    /// What each job runs (with `{"n": N}`).
+    pub(crate) task: String,
     pub(crate) mode: Mode,
     /// e2e: enqueue in batches of this many (1: one at a time).
     pub(crate) batch: u32,
     pub(crate) json: bool,
 }
 
-fn requests(range: std::ops::Range<u32>) -> Vec<EnqueueRequest> {
+fn requests(task: &str, range: std::ops::Range<u32>) -> Vec<EnqueueRequest> {
     range
-        .map(|i| EnqueueRequest::new("hello.echo", format!("{{\"n\":{i}}}")))
+        .map(|i| EnqueueRequest::new(task, format!("{{\"n\":{i}}}")))
         .collect()
 }
 
@@ -131,12 +133,13 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         concurrency,
         latency_samples,
         plugin,
+        task,
         mode,
         batch,
         json,
     } = p;
-    let temp = std::env::temp_dir().join(format!("xylem-bench-{}.db", std::process::id()));
-    let url = store_url.map_or_else(|| format!("sqlite://{}", temp.display()), str::to_owned);
+    // Declared before the store, so dropped after it, however the run ends.
+    let (url, _temp_db) = store_or_temp(store_url, "xylem-bench");
     let file = match plugin {
         Some(file) => file,
         None => tokio::task::spawn_blocking(default_plugin).await??,
@@ -147,7 +150,15 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         max_instances: concurrency + 16,
         ..RuntimeConfig::default()
     })?;
-    push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
+    let pushed = push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
+    if pushed.task(&task).is_none() {
+        let names: Vec<&str> = pushed.tasks().iter().map(|t| t.name.as_str()).collect();
+        anyhow::bail!(
+            "{} has no task {task:?}; it has: {} (pick one with --task)",
+            file.display(),
+            names.join(", ")
+        );
+    }
     let client = Client::new(store.stores.clone());
     let starts = Arc::new(Starts::default());
     let registry = Arc::new(Timed {
@@ -177,7 +188,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         Mode::Drain => {
             // 1. Enqueue everything in bulk (no worker yet).
             let started = Instant::now();
-            client.enqueue_many(requests(0..jobs)).await?;
+            client.enqueue_many(requests(&task, 0..jobs)).await?;
             let enqueue_time = started.elapsed();
             // 2. Drain with one worker.
             let started = Instant::now();
@@ -192,9 +203,9 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
             while next < jobs {
                 let end = (next + batch).min(jobs);
                 if batch == 1 {
-                    client.enqueue(requests(next..end).remove(0)).await?;
+                    client.enqueue(requests(&task, next..end).remove(0)).await?;
                 } else {
-                    client.enqueue_many(requests(next..end)).await?;
+                    client.enqueue_many(requests(&task, next..end)).await?;
                 }
                 next = end;
             }
@@ -212,7 +223,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         tokio::time::sleep(Duration::from_millis(2)).await;
         let t = Instant::now();
         let envelope = client
-            .enqueue(EnqueueRequest::new("hello.echo", format!("{{\"l\":{i}}}")))
+            .enqueue(EnqueueRequest::new(&task, format!("{{\"n\":{i}}}")))
             .await?;
         enqueue_calls.push(t.elapsed());
         let id = envelope.id;
@@ -221,11 +232,6 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     }
     let _ = stop.send(());
     let _ = handle.await;
-    if store_url.is_none() {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
-        }
-    }
     latencies.sort();
     enqueue_calls.sort();
     let enqueue_p50 = if enqueue_calls.is_empty() {
@@ -247,7 +253,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     };
     if json {
         let doc = serde_json::json!({
-            "store": store.describe, "mode": mode_name, "jobs": jobs, "concurrency": concurrency,
+            "store": store.describe, "mode": mode_name, "task": task, "jobs": jobs, "concurrency": concurrency,
             "enqueue_batch": if mode == Mode::Drain { 1000 } else { batch },
             "enqueue_per_second": enqueue_rate, "processed_per_second": process_rate,
             "enqueue_to_start_us": { "p50": micros(p50), "p99": micros(p99), "samples": latencies.len() },
@@ -257,7 +263,7 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "throughput benchmark ({mode_name}): {jobs} × hello.echo on {} (concurrency {concurrency})",
+            "throughput benchmark ({mode_name}): {jobs} × {task} on {} (concurrency {concurrency})",
             store.describe
         );
         match mode {
