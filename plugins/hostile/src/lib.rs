@@ -405,28 +405,34 @@ fn remember(_ctx: &Context, _args: Value) -> TaskResult<(u64, u8)> {
 
 /// Host page size: `hostile.scatter` marks one byte in every other page.
 const PAGE: usize = 4096;
-/// Size of the zeroed statics `hostile.scatter` marks: room for 1,024 marks.
-const SCATTERED_BYTES: usize = 8 * 1024 * 1024;
-static mut SCATTERED: [u8; SCATTERED_BYTES] = [0; SCATTERED_BYTES];
+/// Most marks `hostile.scatter` makes: 8 MiB of memory.
+const MOST_SCATTERED: usize = 1024;
+/// Wasm's page size, the unit of `memory.grow`.
+const WASM_PAGE: usize = 65536;
 
-/// Marks `pages` pages (300 by default), each with an untouched page after
-/// it, so that every mark is a dirty region of its own, and reports how many
-/// marks it found already there: any would have survived from an earlier
-/// job in the same pool slot.
+/// Grows memory by what `pages` marks need (one page and a gap each, so
+/// that every mark is a dirty region of its own), marks them, and reports
+/// how many marks it found already there: any would have survived from an
+/// earlier job in the same pool slot. The memory is grown at run time, not
+/// a static, so the plugin's other tasks start as small as before.
 fn scatter(_ctx: &Context, args: Value) -> TaskResult<u64> {
     let stride = 2 * PAGE;
-    let room = SCATTERED_BYTES / stride;
     let pages = args
         .get("pages")
         .and_then(Value::as_u64)
         .map_or(300, |n| usize::try_from(n).unwrap_or(usize::MAX))
-        .min(room);
-    let base = (&raw mut SCATTERED).cast::<u8>();
+        .min(MOST_SCATTERED);
+    let grown = core::arch::wasm32::memory_grow(0, (pages * stride).div_ceil(WASM_PAGE));
+    if grown == usize::MAX {
+        return Err(TaskError::fail("memory.grow refused"));
+    }
+    let base = (grown * WASM_PAGE) as *mut u8;
     let mut seen = 0;
     for i in 0..pages {
-        // SAFETY: `i * stride` is inside the static (`pages <= room`); one
-        // call at a time in a single-threaded guest. Volatile, so the
-        // compiler cannot assume the zeroed static is still zero.
+        // SAFETY: `i * stride` lies in the pages just grown, which nothing
+        // else uses (the allocator grows memory past them); one call at a
+        // time in a single-threaded guest. Volatile: the compiler may not
+        // assume fresh memory is zero.
         #[allow(unsafe_code)]
         unsafe {
             let mark = base.add(i * stride);
