@@ -92,6 +92,13 @@ impl Plugin {
         &self.inner.tasks
     }
 
+    /// The names of the tasks it declares, comma-separated: what an
+    /// "unknown task" message lists.
+    pub fn task_names(&self) -> String {
+        let names: Vec<&str> = self.inner.tasks.iter().map(|t| t.name.as_str()).collect();
+        names.join(", ")
+    }
+
     /// The declaration of one task, if the plugin has it.
     pub fn task(&self, name: &str) -> Option<&TaskSpec> {
         self.inner.tasks.iter().find(|t| t.name == name)

@@ -84,10 +84,9 @@ pub async fn push_plugin_with_quota(
         .chain(quota.rate_limits.iter().map(|(t, _)| t))
     {
         if plugin.task(task).is_none() {
-            let known: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
             return Err(PushError::NoSuchTask {
                 task: task.clone(),
-                known: known.join(", "),
+                known: plugin.task_names(),
             });
         }
     }

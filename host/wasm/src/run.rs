@@ -245,11 +245,10 @@ pub(crate) async fn run_task(
 ) -> Outcome {
     let started = Instant::now();
     if plugin.task(&request.info.name).is_none() {
-        let known: Vec<&str> = plugin.tasks().iter().map(|t| t.name.as_str()).collect();
         let message = format!(
             "unknown task `{}`: this plugin provides {}",
             request.info.name,
-            known.join(", ")
+            plugin.task_names()
         );
         return Outcome::failure(
             Failure::new(FailureKind::UnknownTask, message),

@@ -152,11 +152,10 @@ pub(crate) async fn run(store_url: Option<&str>, p: Params) -> anyhow::Result<Ex
     })?;
     let pushed = push_plugin(&runtime, store.stores.plugins.as_ref(), &bytes).await?;
     if pushed.task(&task).is_none() {
-        let names: Vec<&str> = pushed.tasks().iter().map(|t| t.name.as_str()).collect();
         anyhow::bail!(
             "{} has no task {task:?}; it has: {} (pick one with --task)",
             file.display(),
-            names.join(", ")
+            pushed.task_names()
         );
     }
     let client = Client::new(store.stores.clone());
